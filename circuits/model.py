@@ -193,6 +193,10 @@ def load_model(name: str = "smollm2-135m", *, cache_dir: Path | None = None) -> 
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     spec = MODELS[name]
     gguf = gguf_path(spec)
     key = f"{spec.name}-v{_CACHE_VERSION}-{_sha256_file(gguf)[:16]}"
@@ -202,9 +206,7 @@ def load_model(name: str = "smollm2-135m", *, cache_dir: Path | None = None) -> 
 
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(str(target), local_files_only=True)
     hf = AutoModelForCausalLM.from_pretrained(str(target), local_files_only=True, dtype=torch.float32)
     hf.eval()

@@ -1,0 +1,180 @@
+"""Command-line interface: ``circuits scan``, ``circuits edit``, ``circuits generate``.
+
+Typical session (what ``make scan`` runs)::
+
+    circuits scan --suite gender-occupation -o atlas/smollm2-135m/gender-occupation.atlas.json
+    circuits edit atlas/smollm2-135m/gender-occupation.atlas.json --k 6 \
+        -o atlas/smollm2-135m/edits/gender-occupation.mean-ablation.json
+    circuits generate --edit atlas/smollm2-135m/edits/gender-occupation.mean-ablation.json \
+        --prompt "The nurse said that"
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
+console = Console()
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        force=True,
+    )
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _load(name: str):  # noqa: ANN202 - returns the hooked model
+    from circuits.model import ModelNotInstalledError, load_model
+
+    with console.status(f"loading {name}…"):
+        try:
+            return load_model(name)
+        except (ModelNotInstalledError, KeyError) as e:
+            _fail(str(e).strip("'\""))
+
+
+@app.command()
+def scan(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the atlas JSON.")],
+    suite: Annotated[str, typer.Option(help="Behaviour suite (shipped as package data).")] = "gender-occupation",
+    model: Annotated[str, typer.Option(help="Model name.")] = DEFAULT_MODEL,
+    split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
+    max_pairs: Annotated[int | None, typer.Option(help="Word pairs per template (default: all).")] = None,
+    threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Activation-patch every head and MLP on a suite and write a circuit atlas."""
+    from circuits.atlas.build import scan as run_scan
+    from circuits.suites import SuiteError, load_suite
+
+    _setup_logging(verbose)
+    try:
+        s = load_suite(suite)
+    except SuiteError as e:
+        _fail(str(e))
+    if split not in ("build", "eval"):
+        _fail(f"--split must be build or eval, got {split!r}")
+    m = _load(model)
+    command = "circuits " + shlex.join(sys.argv[1:])
+    atlas = run_scan(m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command)  # type: ignore[arg-type]
+    atlas.save(out)
+    b = atlas.behaviours[0]
+    table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
+    for col in ("component", "mean", "95% CI", "p", "flagged"):
+        table.add_column(col)
+    for c in b.top(10):
+        e = c.effect
+        table.add_row(c.id, f"{e.mean:+.3f}", f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]", f"{e.p_value:.1e}", "yes" if c.flagged else "")
+    console.print(table)
+    console.print(f"{len(b.flagged())} flagged of {len(b.components)}; atlas written to {out}")
+
+
+@app.command()
+def edit(
+    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON made by `circuits scan`.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Edit manifest path (.json); tensors go beside it.")],
+    k: Annotated[int, typer.Option(help="Number of flagged heads to mean-ablate.")] = 6,
+    behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
+    generations: Annotated[int, typer.Option(help="Eval-split prompt pairs to generate from, before and after.")] = 2,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Build a mean-ablation edit of an atlas's top-k flagged heads, evaluate it, and save it."""
+    from circuits.atlas.build import package_versions
+    from circuits.atlas.schema import Atlas, AtlasError
+    from circuits.editing.ablation import mean_ablation_from_atlas
+    from circuits.editing.edit import apply_edit, save_edit
+    from circuits.evaluation.run import evaluate_edit
+    from circuits.model import generate
+    from circuits.suites import SuiteError, load_suite
+
+    _setup_logging(verbose)
+    try:
+        atlas = Atlas.load(atlas_path)
+        b = atlas.behaviour(behaviour) if behaviour else atlas.behaviours[0]
+        suite = load_suite(b.suite.name)
+    except (AtlasError, SuiteError) as e:
+        _fail(str(e))
+    if suite.content_hash != b.suite.content_hash:
+        _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
+    m = _load(atlas.model.name)
+    try:
+        e = mean_ablation_from_atlas(m, atlas, suite, k=k, behaviour=b.name)
+    except (AtlasError, ValueError) as err:
+        _fail(str(err))
+    try:
+        ev = evaluate_edit(m, e, suite, split="eval")
+    except ValueError as err:  # EditError: wrong model
+        _fail(str(err))
+    e = e.with_evaluation(ev.as_dict())
+    save_edit(e, out, packages=package_versions())
+
+    table = Table(title=f"mean ablation of {', '.join(map(str, e.components))} — {suite.name}, eval split ({ev.n_pairs} pairs)")
+    for col in ("measure", "before", "after", "change"):
+        table.add_column(col)
+    table.add_row("bias gap (logit diff, she−he)", f"{ev.bias_before:.3f}", f"{ev.bias_after:.3f}", f"{-ev.bias_reduction:+.1%} (paired t p={ev.p_value:.1e})")
+    table.add_row("perplexity (English sample)", f"{ev.ppl_before:.3f}", f"{ev.ppl_after:.3f}", f"{ev.ppl_change:+.2%}")
+    console.print(table)
+    # Both sides of the first eval pairs, so a reader sees each occupation's continuation change.
+    prompts = [p for pair in suite.pairs("eval")[:generations] for p in (pair.clean, pair.corrupted)]
+    for prompt in prompts:
+        before = generate(m, prompt, max_new_tokens=12)
+        with apply_edit(m, e, check_fingerprint=False):
+            after = generate(m, prompt, max_new_tokens=12)
+        console.print(f"[bold]{prompt!r}[/]\n  before: {before!r}\n  after:  {after!r}")
+    console.print(f"edit written to {out} (+ {out.with_suffix('.safetensors').name})")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable).")],
+    edit_paths: Annotated[list[Path] | None, typer.Option("--edit", "-e", help="Edit manifest (repeatable; applied in order).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the edits' model, else smollm2-135m).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate (greedy).")] = 20,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Generate greedily from prompts, before and after applying saved edits."""
+    from circuits.editing.edit import EditError, apply_edit, load_edit
+    from circuits.model import generate as gen
+
+    _setup_logging(verbose)
+    try:
+        edits = [load_edit(p) for p in edit_paths or []]
+    except EditError as e:
+        _fail(str(e))
+    names = {e.model_name for e in edits}
+    if len(names) > 1:
+        _fail(f"edits were made for different models: {sorted(names)}")
+    m = _load(model or (names.pop() if names else DEFAULT_MODEL))
+    for p in prompt:
+        console.print(f"[bold]{p!r}[/]")
+        console.print(f"  before: {gen(m, p, max_new_tokens=max_new_tokens)!r}")
+        if edits:
+            try:
+                with apply_edit(m, *edits):
+                    console.print(f"  after:  {gen(m, p, max_new_tokens=max_new_tokens)!r}")
+            except EditError as e:
+                _fail(str(e))
+
+
+if __name__ == "__main__":
+    app()
