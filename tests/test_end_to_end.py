@@ -1,0 +1,77 @@
+"""End to end on the real model, SmolLM2-135M-Instruct: scan → atlas → edit → evaluate → generate.
+
+Kept small for CI (few prompt pairs, k = 3); ``make scan`` runs the full-size job.
+"""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from circuits.atlas.build import scan
+from circuits.atlas.schema import Atlas
+from circuits.cli import app
+from circuits.editing.ablation import mean_ablation_from_atlas
+from circuits.editing.edit import apply_edit, load_edit, save_edit
+from circuits.evaluation.run import evaluate_edit
+from circuits.model import fingerprint, generate
+from circuits.suites import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "atlas/smollm2-135m/gender-occupation.atlas.json"
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def committed() -> Atlas:
+    return Atlas.load(COMMITTED)
+
+
+def test_committed_atlas_is_for_this_model(real_model, committed):
+    assert committed.model.fingerprint == fingerprint(real_model)
+    assert committed.behaviour("gender-occupation").suite.content_hash == load_suite("gender-occupation").content_hash
+
+
+def test_small_scan_finds_the_committed_top_heads(real_model, committed):
+    suite = load_suite("gender-occupation")
+    small = scan(real_model, suite, max_pairs=2, progress=False)  # 12 pairs instead of 84
+    top_small = {c.id for c in small.behaviours[0].top(5, kind="head")}
+    top_full = {c.id for c in committed.behaviours[0].top(3, kind="head")}
+    assert len(top_small & top_full) >= 2, (top_small, top_full)
+
+
+def test_saved_edit_reduces_bias_on_eval_split_and_keeps_perplexity(real_model, committed, tmp_path):
+    suite = load_suite("gender-occupation")
+    edit = mean_ablation_from_atlas(real_model, committed, suite, k=3)
+    loaded = load_edit(save_edit(edit, tmp_path / "e.json"))
+    ev = evaluate_edit(real_model, loaded, suite, split="eval", max_pairs=4)
+    assert ev.bias_after < ev.bias_before
+    assert ev.bias_reduction > 0.5 and ev.p_value < 0.05, ev
+    assert ev.ppl_change < 0.05, ev
+
+
+def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
+    out = tmp_path / "edit.json"
+    runner = CliRunner()
+    r = runner.invoke(app, ["edit", str(COMMITTED), "--k", "3", "-o", str(out), "--generations", "1"])
+    assert r.exit_code == 0, r.output
+    assert "bias gap" in r.output and "perplexity" in r.output
+    edit = load_edit(out)
+    assert edit.evaluation is not None and edit.evaluation["bias_reduction"] > 0.5
+    r = runner.invoke(app, ["generate", "--edit", str(out), "--prompt", "The nurse said that", "--max-new-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    assert "before:" in r.output and "after:" in r.output
+    # The library path agrees with what the CLI printed.
+    with apply_edit(real_model, edit):
+        after = generate(real_model, "The nurse said that", max_new_tokens=8)
+    assert repr(after) in r.output
+
+
+def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
+    suite = load_suite("gender-occupation")
+    edit = mean_ablation_from_atlas(real_model, committed, suite, k=1)
+    other = edit.__class__(**{**edit.__dict__, "model_fingerprint": "sha256:" + "ab" * 32})
+    path = save_edit(other, tmp_path / "other.json")
+    r = CliRunner().invoke(app, ["generate", "--edit", str(path), "--prompt", "Hi"])
+    assert r.exit_code == 2
+    assert "refusing to apply" in r.output
