@@ -1,15 +1,27 @@
 """Sites and components: typed identities for the places a probe or an edit touches.
 
-A *component* is a frozen, hashable identity with the string form papers and TransformerLens use:
+A *component* is a frozen, hashable identity with the string form papers and TransformerLens use. A
+component without ``@pos`` covers every position; ``@pos`` restricts it to one position.
 
-=================  ==========================  =========================================
-class              string                      activation (TL hook name)
-=================  ==========================  =========================================
-``HeadRef``        ``L9H6``                    ``blocks.9.attn.hook_z`` [:, :, 6]
-``MlpRef``         ``L7MLP``                   ``blocks.7.hook_mlp_out``
-``NeuronRef``      ``L5N1024``                 ``blocks.5.mlp.hook_post`` [:, :, 1024]
-``ResidRef``       ``L3RESID@4``               ``blocks.3.hook_resid_pre`` [:, 4]
-=================  ==========================  =========================================
+======================  =======================  ===============================================
+class                   string                   activation (TL hook name) [index after batch]
+======================  =======================  ===============================================
+``HeadRef``             ``L9H6``, ``L9H6@3``     ``blocks.9.attn.hook_z`` [:, 6] / [3, 6]
+``HeadRef(act="q")``    ``L9H6.q``               ``blocks.9.attn.hook_q`` [:, 6]
+``HeadRef(act="k")``    ``L9H6.k``               ``blocks.9.attn.hook_k`` [:, kv(6)] (GQA: shared)
+``HeadRef(act="v")``    ``L9H6.v``               ``blocks.9.attn.hook_v`` [:, kv(6)] (GQA: shared)
+``HeadRef(act=...)``    ``L9H6.pattern@3``       ``blocks.9.attn.hook_pattern`` [6, 3] (query pos)
+``AttnRef``             ``L4ATTN``               ``blocks.4.hook_attn_out``
+``MlpRef``              ``L7MLP``, ``L7MLP@2``   ``blocks.7.hook_mlp_out``
+``NeuronRef``           ``L5N1024``              ``blocks.5.mlp.hook_post`` [:, 1024]
+``ResidRef``            ``L3RESID@4``            ``blocks.3.hook_resid_pre`` [4]
+``ResidRef(site=mid)``  ``L3RESID_MID@4``        ``blocks.3.hook_resid_mid`` [4]
+``ResidRef(site=post)`` ``L3RESID_POST@4``       ``blocks.3.hook_resid_post`` [4]
+======================  =======================  ===============================================
+
+Grouped-query attention: SmolLM2 has 9 query heads sharing 3 key/value heads. ``hook_k``/``hook_v``
+hold one vector per *key/value* head, so patching ``L9H6.k`` patches key/value head ``6 // 3 = 2``,
+which every query head of that group (6, 7, 8) reads. :func:`kv_head_of` gives the mapping.
 
 Hook-name strings are built here and nowhere else (style of ``transformer_lens.utils.get_act_name``),
 so a change of TransformerLens naming touches this module only.
@@ -19,17 +31,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
-ResidKind = Literal["resid_pre", "resid_mid", "resid_post"]
+ResidSite = Literal["resid_pre", "resid_mid", "resid_post"]
+HeadAct = Literal["z", "q", "k", "v", "pattern"]
 
 
 def hook_name(kind: str, layer: int) -> str:
     """The TransformerLens hook name of an activation kind in a layer.
 
     Args:
-        kind: One of ``z q k v pattern attn_scores result attn_out mlp_out post pre resid_pre
-            resid_mid resid_post``.
+        kind: One of ``z q k v pattern attn_scores attn_out mlp_out post pre resid_pre resid_mid
+            resid_post``.
         layer: Block index.
 
     Returns:
@@ -47,39 +60,64 @@ def hook_name(kind: str, layer: int) -> str:
     raise ValueError(f"unknown activation kind {kind!r}")
 
 
-def embed_hook_name() -> str:
-    """Hook name of the token embedding output (input of block 0)."""
-    return "hook_embed"
+#: Hook name of the token embedding output (the input of block 0).
+EMBED_HOOK = "hook_embed"
+
+
+def _at(pos: int | None) -> str:
+    return "" if pos is None else f"@{pos}"
 
 
 @dataclass(frozen=True, order=True)
 class HeadRef:
-    """Attention head ``h`` of layer ``L``: its output ``z`` (before ``W_O``), all positions."""
+    """Attention head ``head`` of layer ``layer``: its ``z`` (default), ``q``, ``k``, ``v`` or pattern."""
 
     layer: int
     head: int
+    act: HeadAct = "z"
+    pos: int | None = None
 
     kind: ClassVar[str] = "head"
 
     def __str__(self) -> str:
-        return f"L{self.layer}H{self.head}"
+        act = "" if self.act == "z" else f".{self.act}"
+        return f"L{self.layer}H{self.head}{act}{_at(self.pos)}"
 
     @property
     def hook_name(self) -> str:
-        """``blocks.{L}.attn.hook_z``; index ``[:, :, head]``."""
-        return hook_name("z", self.layer)
+        """``blocks.{L}.attn.hook_{act}``."""
+        return hook_name(self.act, self.layer)
+
+
+@dataclass(frozen=True, order=True)
+class AttnRef:
+    """The whole attention output of layer ``layer`` (all heads, after ``W_O``)."""
+
+    layer: int
+    pos: int | None = None
+
+    kind: ClassVar[str] = "attn"
+
+    def __str__(self) -> str:
+        return f"L{self.layer}ATTN{_at(self.pos)}"
+
+    @property
+    def hook_name(self) -> str:
+        """``blocks.{L}.hook_attn_out``."""
+        return hook_name("attn_out", self.layer)
 
 
 @dataclass(frozen=True, order=True)
 class MlpRef:
-    """The whole MLP output of layer ``L``."""
+    """The whole MLP output of layer ``layer``."""
 
     layer: int
+    pos: int | None = None
 
     kind: ClassVar[str] = "mlp"
 
     def __str__(self) -> str:
-        return f"L{self.layer}MLP"
+        return f"L{self.layer}MLP{_at(self.pos)}"
 
     @property
     def hook_name(self) -> str:
@@ -89,53 +127,60 @@ class MlpRef:
 
 @dataclass(frozen=True, order=True)
 class NeuronRef:
-    """MLP neuron ``index`` of layer ``L`` (post-activation, all positions)."""
+    """MLP neuron ``index`` of layer ``layer`` (post-activation)."""
 
     layer: int
     index: int
+    pos: int | None = None
 
     kind: ClassVar[str] = "neuron"
 
     def __str__(self) -> str:
-        return f"L{self.layer}N{self.index}"
+        return f"L{self.layer}N{self.index}{_at(self.pos)}"
 
     @property
     def hook_name(self) -> str:
-        """``blocks.{L}.mlp.hook_post``; index ``[:, :, index]``."""
+        """``blocks.{L}.mlp.hook_post``."""
         return hook_name("post", self.layer)
 
 
 @dataclass(frozen=True, order=True)
 class ResidRef:
-    """The residual stream entering layer ``L`` (``resid_pre``) at position ``pos``."""
+    """The residual stream of layer ``layer`` at position ``pos`` (before, between or after the block)."""
 
     layer: int
     pos: int
+    site: ResidSite = "resid_pre"
 
     kind: ClassVar[str] = "resid"
 
     def __str__(self) -> str:
-        return f"L{self.layer}RESID@{self.pos}"
+        suffix = {"resid_pre": "", "resid_mid": "_MID", "resid_post": "_POST"}[self.site]
+        return f"L{self.layer}RESID{suffix}@{self.pos}"
 
     @property
     def hook_name(self) -> str:
-        """``blocks.{L}.hook_resid_pre``; index ``[:, pos]``."""
-        return hook_name("resid_pre", self.layer)
+        """``blocks.{L}.hook_{site}``."""
+        return hook_name(self.site, self.layer)
 
 
 #: Any component identity.
-Component: TypeAlias = HeadRef | MlpRef | NeuronRef | ResidRef
+Component: TypeAlias = HeadRef | AttnRef | MlpRef | NeuronRef | ResidRef
 
-_PATTERNS: list[tuple[re.Pattern[str], type]] = [
-    (re.compile(r"^L(\d+)H(\d+)$"), HeadRef),
-    (re.compile(r"^L(\d+)MLP$"), MlpRef),
-    (re.compile(r"^L(\d+)N(\d+)$"), NeuronRef),
-    (re.compile(r"^L(\d+)RESID@(\d+)$"), ResidRef),
-]
+_POS = r"(?:@(\d+))?$"
+_HEAD = re.compile(r"^L(\d+)H(\d+)(?:\.(q|k|v|pattern))?" + _POS)
+_ATTN = re.compile(r"^L(\d+)ATTN" + _POS)
+_MLP = re.compile(r"^L(\d+)MLP" + _POS)
+_NEURON = re.compile(r"^L(\d+)N(\d+)" + _POS)
+_RESID = re.compile(r"^L(\d+)RESID(_MID|_POST)?@(\d+)$")
+
+
+def _opt(g: str | None) -> int | None:
+    return None if g is None else int(g)
 
 
 def parse_component(text: str) -> Component:
-    """Parse a component id (``L9H6``, ``L7MLP``, ``L5N1024``, ``L3RESID@4``).
+    """Parse a component id (``L9H6``, ``L9H6.k@2``, ``L4ATTN``, ``L7MLP``, ``L5N1024``, ``L3RESID@4``).
 
     Args:
         text: The id.
@@ -146,21 +191,18 @@ def parse_component(text: str) -> Component:
     Raises:
         ValueError: ``text`` is not a component id.
     """
-    for pattern, cls in _PATTERNS:
-        m = pattern.match(text)
-        if m:
-            return cls(*(int(g) for g in m.groups()))
+    if m := _HEAD.match(text):
+        return HeadRef(int(m[1]), int(m[2]), m[3] or "z", _opt(m[4]))  # type: ignore[arg-type]
+    if m := _ATTN.match(text):
+        return AttnRef(int(m[1]), _opt(m[2]))
+    if m := _MLP.match(text):
+        return MlpRef(int(m[1]), _opt(m[2]))
+    if m := _NEURON.match(text):
+        return NeuronRef(int(m[1]), int(m[2]), _opt(m[3]))
+    if m := _RESID.match(text):
+        site = {None: "resid_pre", "_MID": "resid_mid", "_POST": "resid_post"}[m[2]]
+        return ResidRef(int(m[1]), int(m[3]), site)  # type: ignore[arg-type]
     raise ValueError(f"{text!r} is not a component id (expected e.g. L9H6, L7MLP, L5N1024, L3RESID@4)")
-
-
-def all_heads(n_layers: int, n_heads: int) -> list[HeadRef]:
-    """Every head, layer-major: ``L0H0, L0H1, ...``."""
-    return [HeadRef(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-
-
-def all_mlps(n_layers: int) -> list[MlpRef]:
-    """Every MLP layer."""
-    return [MlpRef(layer) for layer in range(n_layers)]
 
 
 def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
@@ -177,3 +219,56 @@ def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
     if not 0 <= head < n_heads:
         raise ValueError(f"head {head} out of range for {n_heads} heads")
     return head // (n_heads // n_kv_heads)
+
+
+def activation_index(component: Component, n_heads: int, n_kv_heads: int) -> tuple[Any, ...]:
+    """The index (after the batch axis) of a component's slice of its hook activation.
+
+    Shapes after batch: ``hook_z/q`` ``[pos, head, d_head]``; ``hook_k/v`` ``[pos, kv_head, d_head]``;
+    ``hook_pattern`` ``[head, query_pos, key_pos]``; ``hook_post`` ``[pos, d_mlp]``; the others
+    ``[pos, d_model]``.
+
+    Args:
+        component: The component.
+        n_heads: Query heads per layer.
+        n_kv_heads: Key/value heads per layer.
+
+    Returns:
+        A tuple usable as ``activation[(slice(None), *index)]``.
+
+    Raises:
+        TypeError: Unknown component type.
+    """
+    pos: Any = slice(None) if getattr(component, "pos", None) is None else component.pos
+    if isinstance(component, HeadRef):
+        if component.act == "pattern":
+            return (component.head, pos)
+        head = component.head
+        if component.act in ("k", "v"):
+            head = kv_head_of(head, n_heads, n_kv_heads)
+        return (pos, head)
+    if isinstance(component, NeuronRef):
+        return (pos, component.index)
+    if isinstance(component, (AttnRef, MlpRef, ResidRef)):
+        return (pos,)
+    raise TypeError(f"not a component: {component!r}")
+
+
+def all_heads(n_layers: int, n_heads: int) -> list[HeadRef]:
+    """Every head's output ``z`` (all positions), layer-major: ``L0H0, L0H1, ...``."""
+    return [HeadRef(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+
+
+def all_mlps(n_layers: int) -> list[MlpRef]:
+    """Every MLP layer's output (all positions)."""
+    return [MlpRef(layer) for layer in range(n_layers)]
+
+
+def all_neurons(layers: range | list[int], d_mlp: int) -> list[NeuronRef]:
+    """Every neuron of the given layers (all positions)."""
+    return [NeuronRef(layer, i) for layer in layers for i in range(d_mlp)]
+
+
+def resid_grid(n_layers: int, n_pos: int, site: ResidSite = "resid_pre") -> list[ResidRef]:
+    """Every (layer, position) of one residual site, layer-major."""
+    return [ResidRef(layer, pos, site) for layer in range(n_layers) for pos in range(n_pos)]

@@ -83,7 +83,7 @@ class ComponentEntry(_Frozen):
     """One component's effect on one behaviour."""
 
     id: str
-    kind: Literal["head", "mlp", "neuron", "resid"]
+    kind: Literal["head", "attn", "mlp", "neuron", "resid"]
     effect: EffectStats
     flagged: bool
 

@@ -3,7 +3,9 @@
 Activation patching (Meng et al. 2022; Wang et al. 2023; Heimersheim & Nanda 2024, "How to use and
 interpret activation patching") runs a model on a *corrupted* prompt while copying one component's
 activation from the *clean* run (**denoising**), or runs the clean prompt with one activation from the
-corrupted run (**noising**), and records the behaviour metric.
+corrupted run (**noising**), and records the behaviour metric. Other interventions (zero, mean,
+resample, noise, scaling, steering; :mod:`circuits.probing.interventions`) replace the copy; they act
+on the base run (corrupted when denoising, clean when noising).
 
 Effects are normalised so that ``0`` is the corrupted run and ``1`` the clean run:
 
@@ -11,29 +13,43 @@ Effects are normalised so that ``0`` is the corrupted run and ``1`` the clean ru
 
 for prompt ``i``. Its mean over prompts equals TransformerLens' normalised patching metric
 ``(mean m(patched) - mean m(corrupted)) / (mean m(clean) - mean m(corrupted))`` exactly, and the
-per-prompt values are kept for statistics.
+per-prompt values are kept for statistics. In noising, an important component is one whose effect
+falls well below 1.
 
 Speed: several interventions are packed into one forward along the batch axis (copy ``k`` of the
-batch carries the patch of component ``k``), the same trick ROME's causal tracing uses for its noised
+batch carries the patch of component ``k``), the trick ROME's causal tracing uses for its noised
 copies. Prompts are grouped by token length so that no padding is needed.
+
+Robustness: with ``checkpoint_dir`` the raw results of each layer are saved (safetensors, atomically)
+as soon as the layer is done, under a key that hashes the model fingerprint, the tokens, the
+components, the intervention and the seed; an interrupted scan rerun with the same arguments loads
+finished layers and computes only the rest, giving identical numbers. Stochastic interventions draw
+from a generator seeded by ``(seed, component index, group)``, so results do not depend on packing or
+on resumption.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
+from circuits.io import atomic_write_bytes
 from circuits.metrics import Metric
-from circuits.sites import Component, HeadRef, MlpRef, NeuronRef, ResidRef
+from circuits.probing.interventions import Intervention, Mean, Swap
+from circuits.sites import Component, activation_index
 from circuits.suites import PromptPair
 
 logger = logging.getLogger(__name__)
@@ -55,6 +71,7 @@ class PatchingResult:
         clean_metric: Metric on each clean prompt (metric units, e.g. logits).
         corrupted_metric: Metric on each corrupted prompt.
         direction: ``"denoising"`` (corrupted run ← clean activation) or ``"noising"``.
+        intervention: Name of the intervention (``"swap"`` for activation patching proper).
     """
 
     components: tuple[Component, ...]
@@ -62,6 +79,7 @@ class PatchingResult:
     clean_metric: Float[Tensor, " prompt"]
     corrupted_metric: Float[Tensor, " prompt"]
     direction: Direction
+    intervention: str = "swap"
 
     @property
     def mean_effects(self) -> Float[Tensor, " component"]:
@@ -82,15 +100,21 @@ class PatchingResult:
 
 
 @dataclass(frozen=True)
-class _Group:
-    """Prompt pairs of one token length, tokenised."""
+class TokenGroup:
+    """Prompt pairs of one token length, tokenised.
+
+    Attributes:
+        indices: Each row's position in the original list of pairs.
+        clean: Clean token ids.
+        corrupted: Corrupted token ids.
+    """
 
     indices: list[int]
     clean: Int[Tensor, "batch pos"]
     corrupted: Int[Tensor, "batch pos"]
 
 
-def tokenize_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[_Group]:
+def tokenize_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[TokenGroup]:
     """Tokenise prompt pairs, grouped by length, checking each pair is aligned token for token.
 
     Args:
@@ -98,7 +122,7 @@ def tokenize_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[_Group]:
         pairs: The prompt pairs.
 
     Returns:
-        Groups of equal-length pairs; ``indices`` give each row's position in ``pairs``.
+        Groups of equal-length pairs, shortest first.
 
     Raises:
         PairError: ``pairs`` is empty, or a clean prompt and its corrupted prompt differ in length.
@@ -116,47 +140,63 @@ def tokenize_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[_Group]:
                 "clean and corrupted prompts must have the same token length"
             )
         by_len[a].append(i)
-    groups = []
-    for _, idx in sorted(by_len.items()):
-        groups.append(
-            _Group(
-                indices=idx,
-                clean=M.to_tokens(model, [pairs[i].clean for i in idx]),
-                corrupted=M.to_tokens(model, [pairs[i].corrupted for i in idx]),
-            )
+    return [
+        TokenGroup(
+            indices=idx,
+            clean=M.to_tokens(model, [pairs[i].clean for i in idx]),
+            corrupted=M.to_tokens(model, [pairs[i].corrupted for i in idx]),
         )
-    return groups
+        for _, idx in sorted(by_len.items())
+    ]
 
 
-def _index(component: Component) -> tuple[Any, ...]:
-    """The slice of the component's hook activation (after the batch axis) that it owns."""
-    if isinstance(component, HeadRef):
-        return (slice(None), component.head)
-    if isinstance(component, NeuronRef):
-        return (slice(None), component.index)
-    if isinstance(component, ResidRef):
-        return (component.pos,)
-    if isinstance(component, MlpRef):
-        return ()
-    raise TypeError(f"cannot patch {component!r}")
+@torch.no_grad()
+def mean_activations(model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
+    """Reference means for :class:`~circuits.probing.interventions.Mean`: the batch mean per position.
+
+    Args:
+        model: A ``TransformerBridge``.
+        tokens: Reference prompts (one length).
+        names: Hook names.
+
+    Returns:
+        ``{hook_name: activation.mean(0)}`` (shape of the activation without the batch axis).
+    """
+    _, cache = M.run_with_cache(model, tokens, names)
+    return {n: cache[n].mean(0) for n in names}
+
+
+def _generator(seed: int, component: Component, salt: int) -> torch.Generator:
+    """A generator that depends only on (seed, component, prompt group): packing- and resume-invariant."""
+    digest = hashlib.sha256(f"{seed}|{component}|{salt}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "little"))
 
 
 def _packed_hooks(
-    chunk: Sequence[Component], source: dict[str, Tensor], batch: int
+    model: Any,
+    chunk: Sequence[Component],
+    source: dict[str, Tensor],
+    batch: int,
+    intervention: Intervention,
+    seed: int,
+    salt: int,
 ) -> list[tuple[str, M.HookFn]]:
-    """One hook per hook name; copy ``k`` of the batch gets component ``chunk[k]`` from ``source``."""
-    rows: dict[str, list[tuple[int, tuple[Any, ...]]]] = defaultdict(list)
+    """One hook per hook name; copy ``k`` of the batch gets component ``chunk[k]``'s intervention."""
+    shape = M.shape_of(model)
+    rows: dict[str, list[tuple[int, Component, tuple[Any, ...]]]] = defaultdict(list)
     for k, comp in enumerate(chunk):
-        rows[comp.hook_name].append((k, _index(comp)))
+        rows[comp.hook_name].append((k, comp, activation_index(comp, shape.n_heads, shape.n_kv_heads)))
 
-    def make(name: str, targets: list[tuple[int, tuple[Any, ...]]]) -> M.HookFn:
-        src = source[name]
-
+    def make(name: str, targets: list[tuple[int, Component, tuple[Any, ...]]]) -> M.HookFn:
         def hook(act: Tensor, hook: Any) -> Tensor:
             act = act.clone()
-            for k, idx in targets:
-                rows_k = slice(k * batch, (k + 1) * batch)
-                act[(rows_k, *idx)] = src[(slice(None), *idx)]
+            for k, comp, idx in targets:
+                where = (slice(k * batch, (k + 1) * batch), *idx)
+                if isinstance(intervention, Mean):
+                    src = intervention.reference(name, idx)
+                else:
+                    src = source[name][(slice(None), *idx)]
+                act[where] = intervention(act[where], src, _generator(seed, comp, salt))
             return act
 
         return hook
@@ -172,7 +212,10 @@ def patch_tokens(
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
+    intervention: Intervention = Swap(),
     max_rows: int = 192,
+    seed: int = 0,
+    salt: int = 0,
     bar: Any = None,
 ) -> tuple[Float[Tensor, "component batch"], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """Raw patched metrics for one batch of aligned token pairs (the core of :func:`activation_patching`).
@@ -183,8 +226,11 @@ def patch_tokens(
         corrupted: Corrupted token ids, same shape.
         metric: Behaviour metric, logits → ``[batch]``.
         components: Components to patch.
-        direction: ``"denoising"`` or ``"noising"``.
+        direction: ``"denoising"`` (base run = corrupted) or ``"noising"`` (base run = clean).
+        intervention: What to put in place of each component (default: the counterfactual activation).
         max_rows: Upper bound on prompts × interventions in one forward.
+        seed: Seed for stochastic interventions.
+        salt: Extra seed component (the engine passes the group index).
         bar: Optional tqdm bar, advanced once per forward.
 
     Returns:
@@ -196,20 +242,38 @@ def patch_tokens(
     """
     if clean.shape != corrupted.shape or clean.numel() == 0:
         raise PairError(f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} tokens must match and be non-empty")
-    b = clean.shape[0]
     names = sorted({c.hook_name for c in components})
     clean_logits, clean_cache = M.run_with_cache(model, clean, names)
     corr_logits, corr_cache = M.run_with_cache(model, corrupted, names)
     base, source = (corrupted, clean_cache) if direction == "denoising" else (clean, corr_cache)
+    patched = _patch_from_source(model, base, source, metric, components, intervention, max_rows, seed, salt, bar)
+    return patched, metric(clean_logits).float(), metric(corr_logits).float()
+
+
+def _patch_from_source(
+    model: Any,
+    base: Int[Tensor, "batch pos"],
+    source: dict[str, Tensor],
+    metric: Metric,
+    components: Sequence[Component],
+    intervention: Intervention,
+    max_rows: int,
+    seed: int,
+    salt: int,
+    bar: Any,
+) -> Float[Tensor, "component batch"]:
+    """Run the base tokens once per packed chunk of components; return the patched metric."""
+    b = base.shape[0]
     chunk_size = max(1, max_rows // b)
     patched = torch.zeros(len(components), b)
     for start in range(0, len(components), chunk_size):
         chunk = components[start : start + chunk_size]
-        logits = M.run(model, base.repeat(len(chunk), 1), _packed_hooks(chunk, source, b))
+        hooks = _packed_hooks(model, chunk, source, b, intervention, seed, salt)
+        logits = M.run(model, base.repeat(len(chunk), 1), hooks)
         patched[start : start + len(chunk)] = metric(logits).float().view(len(chunk), b)
         if bar is not None:
             bar.update(1)
-    return patched, metric(clean_logits).float(), metric(corr_logits).float()
+    return patched
 
 
 def normalise(
@@ -225,9 +289,17 @@ def normalise(
     denom = float(clean_metric.mean() - corrupted_metric.mean())
     if abs(denom) < 1e-6:
         raise ValueError("clean and corrupted runs have the same mean metric; there is no behaviour to patch")
-    # Both directions report on one scale. In noising, an important component is one whose
-    # effect falls well below 1.
     return (patched - corrupted_metric) / denom
+
+
+def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Component], intervention: Intervention, direction: str, seed: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(M.fingerprint(model).encode())
+    for g in groups:
+        digest.update(g.clean.numpy().tobytes() + g.corrupted.numpy().tobytes())
+    digest.update("|".join(map(str, components)).encode())
+    digest.update(f"{intervention!r}|{direction}|{seed}".encode())
+    return digest.hexdigest()[:24]
 
 
 def activation_patching(
@@ -237,7 +309,10 @@ def activation_patching(
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
+    intervention: Intervention = Swap(),
     max_rows: int = 192,
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
     progress: bool = True,
 ) -> PatchingResult:
     """Patch every component, one at a time, on every prompt pair.
@@ -246,10 +321,12 @@ def activation_patching(
         model: A ``TransformerBridge``.
         pairs: Aligned clean/corrupted prompt pairs.
         metric: Behaviour metric, logits → ``[batch]``.
-        components: Components to patch (heads patch all positions of ``hook_z[:, :, h]``).
-        direction: ``"denoising"`` patches clean activations into the corrupted run; ``"noising"``
-            patches corrupted activations into the clean run.
+        components: Components to patch (e.g. heads patch ``hook_z[:, :, h]`` at all positions).
+        direction: ``"denoising"`` patches into the corrupted run; ``"noising"`` into the clean run.
+        intervention: What replaces the activation (default :class:`Swap`: the counterfactual run's).
         max_rows: Upper bound on the packed batch (prompts × interventions) of one forward.
+        seed: Seed for stochastic interventions (same seed → identical numbers).
+        checkpoint_dir: Save each finished layer there and resume from it (see module docstring).
         progress: Show a progress bar.
 
     Returns:
@@ -266,18 +343,52 @@ def activation_patching(
     patched = torch.zeros(len(components), n)
     clean_m = torch.zeros(n)
     corr_m = torch.zeros(n)
-    total = sum(-(-len(components) // max(1, max_rows // len(g.indices))) for g in groups)
-    with tqdm(total=total, desc=f"activation patching ({direction})", disable=not progress, leave=False) as bar:
-        for group in groups:
-            idx = torch.tensor(group.indices)
-            p, c, k = patch_tokens(
-                model, group.clean, group.corrupted, metric, components, direction=direction, max_rows=max_rows, bar=bar
-            )
-            patched[:, idx], clean_m[idx], corr_m[idx] = p, c, k
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(components):
+        by_layer[c.layer].append(i)
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = Path(checkpoint_dir) / _run_key(model, groups, components, intervention, direction, seed)
+        ckpt.mkdir(parents=True, exist_ok=True)
+
+    names = sorted({c.hook_name for c in components})
+    bases, sources = [], []
+    for group in groups:  # two cached forwards per group, shared by every layer
+        idx = torch.tensor(group.indices)
+        clean_logits, clean_cache = M.run_with_cache(model, group.clean, names)
+        corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, names)
+        clean_m[idx] = metric(clean_logits).float()
+        corr_m[idx] = metric(corr_logits).float()
+        bases.append(group.corrupted if direction == "denoising" else group.clean)
+        sources.append(clean_cache if direction == "denoising" else corr_cache)
+
+    todo = []
+    for layer, comp_idx in sorted(by_layer.items()):
+        path = None if ckpt is None else ckpt / f"layer_{layer}.safetensors"
+        if path is not None and path.is_file():
+            patched[comp_idx] = st_load(path.read_bytes())["patched"]
+            logger.info("layer %d loaded from checkpoint %s", layer, path)
+        else:
+            todo.append((layer, comp_idx, path))
+    total = sum(-(-len(ci) // max(1, max_rows // len(g.indices))) for _, ci, _ in todo for g in groups)
+    with tqdm(total=total, desc=f"activation patching ({direction}, {intervention.name})", disable=not progress, leave=False) as bar:
+        for layer, comp_idx, path in todo:
+            layer_components = [components[i] for i in comp_idx]
+            rows = torch.zeros(len(comp_idx), n)
+            for gi, group in enumerate(groups):
+                idx = torch.tensor(group.indices)
+                p = _patch_from_source(
+                    model, bases[gi], sources[gi], metric, layer_components, intervention, max_rows, seed, gi, bar
+                )
+                rows[:, idx] = p
+            patched[comp_idx] = rows
+            if path is not None:
+                atomic_write_bytes(path, st_save({"patched": rows.contiguous()}))
     return PatchingResult(
         components=tuple(components),
         effects=normalise(patched, clean_m, corr_m),
         clean_metric=clean_m,
         corrupted_metric=corr_m,
         direction=direction,
+        intervention=intervention.name,
     )

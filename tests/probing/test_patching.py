@@ -5,7 +5,7 @@ import torch
 from transformer_lens import patching
 
 from circuits.probing.patching import PairError, normalise, patch_tokens
-from circuits.sites import MlpRef, ResidRef, all_heads, all_mlps
+from circuits.sites import AttnRef, HeadRef, MlpRef, ResidRef, all_heads, all_mlps
 
 
 def metric(logits):
@@ -74,3 +74,79 @@ def test_misaligned_tokens_raise_one_clear_error(tiny, token_pairs):
 def test_equal_runs_cannot_be_normalised():
     with pytest.raises(ValueError, match="same mean metric"):
         normalise(torch.zeros(2, 3), torch.ones(3), torch.ones(3))
+
+
+def _ours(tiny, token_pairs, components):
+    clean, corrupted = token_pairs
+    p, c, k = patch_tokens(tiny, clean, corrupted, metric, components)
+    return normalise(p, c, k).mean(1), _tl_normalised(c, k)
+
+
+POS = 6
+LAYERS, HEADS, KV = 2, 4, 2
+
+
+@pytest.mark.parametrize(
+    "tl_fn, make, shape",
+    [
+        ("get_act_patch_resid_mid", lambda l, p: ResidRef(l, p, "resid_mid"), (LAYERS, POS)),
+        ("get_act_patch_attn_out", lambda l, p: AttnRef(l, p), (LAYERS, POS)),
+        ("get_act_patch_mlp_out", lambda l, p: MlpRef(l, p), (LAYERS, POS)),
+    ],
+)
+def test_layer_by_position_sites_match_transformer_lens(tiny, token_pairs, tl_fn, make, shape):
+    comps = [make(l, p) for l in range(shape[0]) for p in range(shape[1])]
+    ours, tl_metric = _ours(tiny, token_pairs, comps)
+    _, cache = tiny.run_with_cache(token_pairs[0])
+    reference = getattr(patching, tl_fn)(tiny, token_pairs[1], cache, tl_metric)
+    assert torch.allclose(ours.view(shape), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("act, n", [("z", HEADS), ("q", HEADS), ("pattern", HEADS)])
+def test_head_by_position_sites_match_transformer_lens(tiny, token_pairs, act, n):
+    comps = [HeadRef(l, h, act, p) for l in range(LAYERS) for p in range(POS) for h in range(n)]
+    ours, tl_metric = _ours(tiny, token_pairs, comps)
+    _, cache = tiny.run_with_cache(token_pairs[0])
+    name = {"z": "out", "q": "q", "pattern": "pattern"}[act]
+    reference = getattr(patching, f"get_act_patch_attn_head_{name}_by_pos")(tiny, token_pairs[1], cache, tl_metric)
+    if act == "pattern":  # TL orders this sweep (layer, head, dest_pos)
+        reference = reference.permute(0, 2, 1)
+    assert torch.allclose(ours.view(LAYERS, POS, n), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", ["q", "k", "v", "pattern"])
+def test_head_all_position_sites_match_transformer_lens(tiny, token_pairs, act):
+    # Under GQA TL iterates k/v over key/value heads; query head h patches kv head h // 2 here.
+    n = KV if act in ("k", "v") else HEADS
+    heads = [0, 2] if act in ("k", "v") else range(HEADS)  # the first query head of each kv group
+    comps = [HeadRef(l, h, act) for l in range(LAYERS) for h in heads]
+    ours, tl_metric = _ours(tiny, token_pairs, comps)
+    _, cache = tiny.run_with_cache(token_pairs[0])
+    reference = getattr(patching, f"get_act_patch_attn_head_{act}_all_pos")(tiny, token_pairs[1], cache, tl_metric)
+    assert torch.allclose(ours.view(LAYERS, n), reference, atol=1e-4)
+
+
+def test_gqa_query_heads_of_one_group_patch_the_same_key_value_head(tiny, token_pairs):
+    # 4 query heads share 2 kv heads: heads 0,1 read kv head 0; heads 2,3 read kv head 1.
+    comps = [HeadRef(1, h, "k") for h in range(HEADS)]
+    ours, _ = _ours(tiny, token_pairs, comps)
+    assert torch.equal(ours[0], ours[1]) and torch.equal(ours[2], ours[3])
+    assert not torch.equal(ours[0], ours[2])
+    # ...while z (per query head) differs within a group.
+    z, _ = _ours(tiny, token_pairs, [HeadRef(1, 0), HeadRef(1, 1)])
+    assert not torch.equal(z[0], z[1])
+
+
+def test_neurons_sum_to_the_whole_mlp_when_patched_together(tiny, token_pairs):
+    # Patching every neuron of a layer's hook_post at once equals patching the whole MLP output.
+    from circuits.sites import NeuronRef
+
+    clean, corrupted = token_pairs
+    p_mlp, c, k = patch_tokens(tiny, clean, corrupted, metric, [MlpRef(0)])
+    _, cache = tiny.run_with_cache(clean)
+
+    def all_neurons(act, hook):
+        return cache["blocks.0.mlp.hook_post"]
+
+    patched = metric(tiny.run_with_hooks(corrupted, fwd_hooks=[(NeuronRef(0, 0).hook_name, all_neurons)]))
+    assert torch.allclose(patched, p_mlp[0], atol=1e-5)
