@@ -1,8 +1,12 @@
 """Behaviour metrics: functions from logits to one number per prompt.
 
 * Logit difference (Wang et al. 2023, "Interpretability in the Wild"):
-  ``logit[pos_token] - logit[neg_token]`` at the last position, in nats (logit units). For the
+  ``logit[pos_token] - logit[neg_token]`` at the last position, in logit units. For the
   gender-occupation suite this is ``logit(" she") - logit(" he")``.
+* Target log-probability, multi-token (Meng et al. 2022): :class:`TargetLogProb`.
+* KL divergence to a reference (clean) run (Conmy et al. 2023): :class:`KLToReference`.
+* Any user callable ``logits -> [batch]`` is a :data:`Metric`; normalised recovery is
+  :func:`circuits.probing.patching.normalise`.
 
 Every metric returns a ``[batch]`` tensor so that effects keep per-prompt values for statistics.
 """
@@ -13,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from jaxtyping import Float
+import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.model import single_token_id
@@ -65,3 +70,62 @@ def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
     """
     m = suite.spec.metric
     return LogitDiff(positive=single_token_id(model, m.positive), negative=single_token_id(model, m.negative))
+
+
+@dataclass(frozen=True)
+class TargetLogProb:
+    """Sum of log-probabilities of a (multi-token) target continuation, in nats.
+
+    The input tokens must end with the target's first ``T - 1`` tokens appended to the prompt (see
+    :func:`append_target`): the log-prob of target token ``t`` is read at the position before it, so one
+    forward scores the whole continuation (teacher forcing). Source: the target log-probability metric
+    of causal tracing (Meng et al. 2022) and of toxicity probing.
+
+    Attributes:
+        target: Target token ids, ``T >= 1``.
+    """
+
+    target: tuple[int, ...]
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
+        """Evaluate on logits whose last ``T`` positions predict the target tokens."""
+        t = len(self.target)
+        if t == 0:
+            raise ValueError("empty target")
+        if logits.shape[1] < t:
+            raise ValueError(f"{logits.shape[1]} positions cannot score a {t}-token target")
+        logp = logits[:, -t:, :].float().log_softmax(-1)
+        ids = torch.tensor(self.target, device=logits.device)
+        return logp.gather(-1, ids[None, :, None].expand(logits.shape[0], t, 1))[..., 0].sum(-1)
+
+
+def append_target(tokens: Int[Tensor, "batch pos"], target: tuple[int, ...]) -> Int[Tensor, "batch pos_plus"]:
+    """Append all but the last target token, so :class:`TargetLogProb` can score the whole target."""
+    if not target:
+        raise ValueError("empty target")
+    extra = torch.tensor(target[:-1], dtype=tokens.dtype).expand(tokens.shape[0], len(target) - 1)
+    return torch.cat([tokens, extra], dim=1)
+
+
+@dataclass(frozen=True)
+class KLToReference:
+    """``KL(p_ref || p_model)`` of the next-token distribution at the last position, in nats.
+
+    Use with the clean run's last-position log-probs as reference: 0 means the patched run predicts
+    exactly what the clean run does. Source: the KL metric of Conmy et al. 2023 (ACDC).
+
+    Attributes:
+        reference_logprobs: ``Float[Tensor, "batch d_vocab"]`` log-softmaxed reference logits.
+    """
+
+    reference_logprobs: Float[Tensor, "batch d_vocab"]
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
+        """Evaluate; the batch may be a whole multiple of the reference batch (packed interventions)."""
+        logq = logits[:, -1, :].float().log_softmax(-1)
+        ref = self.reference_logprobs
+        if logq.shape[0] != ref.shape[0]:
+            if logq.shape[0] % ref.shape[0]:
+                raise ValueError(f"batch {logq.shape[0]} is not a multiple of the reference batch {ref.shape[0]}")
+            ref = ref.repeat(logq.shape[0] // ref.shape[0], 1)
+        return (ref.exp() * (ref - logq)).sum(-1)

@@ -228,6 +228,8 @@ def tiny_model(
     n_ctx: int = 64,
     seed: int = 0,
     gated_mlp: bool = True,
+    normalization: str | None = "RMS",
+    attn_only: bool = False,
 ) -> Any:
     """Build a small random Llama-style ``TransformerBridge`` (no hub, no download) for tests.
 
@@ -245,6 +247,9 @@ def tiny_model(
         n_ctx: Maximum context length.
         seed: Initialisation seed (same seed → same weights).
         gated_mlp: Use a gated (SwiGLU) MLP as Llama does.
+        normalization: ``"RMS"`` (Llama) or ``None`` (no norms: the logits are then linear in the last
+            layer's outputs, which exactness tests use).
+        attn_only: No MLPs (with ``normalization=None`` the logits are linear in the last layer's heads).
 
     Returns:
         An eval-mode ``TransformerBridge``.
@@ -261,7 +266,8 @@ def tiny_model(
         d_vocab=d_vocab,
         d_mlp=d_mlp,
         act_fn="silu",
-        normalization_type="RMS",
+        normalization_type=normalization,
+        attn_only=attn_only,
         gated_mlp=gated_mlp,
         n_key_value_heads=n_kv_heads,
         positional_embedding_type="rotary",
@@ -411,7 +417,7 @@ def run(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str,
 
 def run_with_grad(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
     """Like :func:`run`, with autograd enabled (for training edits and attribution)."""
-    with model.hooks(fwd_hooks=list(hooks)):
+    with torch.enable_grad(), model.hooks(fwd_hooks=list(hooks)):
         return model(tokens)
 
 
@@ -461,15 +467,21 @@ def add_persistent_hook(model: Any, name: str, fn: HookFn) -> Callable[[], None]
 
 
 @contextlib.contextmanager
-def no_grad_eval(model: Any) -> Iterator[None]:
-    """Eval mode and no autograd for the duration of a block."""
-    was_training = model.training
-    model.eval()
+def frozen_parameters(model: Any) -> Iterator[None]:
+    """Turn off ``requires_grad`` on every weight for a block (gradients w.r.t. activations only).
+
+    Attribution methods need ``∂metric/∂activation``; not computing weight gradients halves the
+    backward's cost and memory. The previous flags are restored on exit.
+    """
+    params = list(_weights_module(model).parameters())
+    flags = [p.requires_grad for p in params]
     try:
-        with torch.no_grad():
-            yield
+        for p in params:
+            p.requires_grad_(False)
+        yield
     finally:
-        model.train(was_training)
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
 
 
 def generate(model: Any, prompt: str, *, max_new_tokens: int = 20) -> str:

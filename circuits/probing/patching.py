@@ -299,6 +299,10 @@ def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Componen
         digest.update(g.clean.numpy().tobytes() + g.corrupted.numpy().tobytes())
     digest.update("|".join(map(str, components)).encode())
     digest.update(f"{intervention!r}|{direction}|{seed}".encode())
+    tensors = getattr(intervention, "means", None) or {"vector": getattr(intervention, "vector", None)}
+    for name, t in sorted(tensors.items()):
+        if t is not None:
+            digest.update(name.encode() + t.detach().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -330,16 +334,43 @@ def activation_patching(
         progress: Show a progress bar.
 
     Returns:
-        Per-prompt normalised effects (0 = corrupted run, 1 = clean run).
+        Per-prompt normalised effects (0 = corrupted run, 1 = clean run), in the order of ``pairs``.
 
     Raises:
         PairError: Empty or misaligned pairs.
         ValueError: No components, or the clean and corrupted runs have the same mean metric.
     """
+    return patch_groups(
+        model, tokenize_pairs(model, pairs), metric, components, direction=direction, intervention=intervention,
+        max_rows=max_rows, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
+    )
+
+
+def patch_groups(
+    model: Any,
+    groups: Sequence[TokenGroup],
+    metric: Metric,
+    components: Sequence[Component],
+    *,
+    direction: Direction = "denoising",
+    intervention: Intervention = Swap(),
+    max_rows: int = 192,
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+) -> PatchingResult:
+    """:func:`activation_patching` on already tokenised groups (see :func:`tokenize_pairs`).
+
+    Raises:
+        PairError: No groups.
+        ValueError: No components, or no behaviour to patch.
+    """
     if not components:
         raise ValueError("no components to patch")
-    groups = tokenize_pairs(model, pairs)
-    n = len(pairs)
+    if not groups:
+        raise PairError("no prompt pairs given")
+    groups = list(groups)
+    n = sum(len(g.indices) for g in groups)
     patched = torch.zeros(len(components), n)
     clean_m = torch.zeros(n)
     corr_m = torch.zeros(n)
