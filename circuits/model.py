@@ -392,6 +392,34 @@ def encode_text(model: Any, text: str) -> Int[Tensor, " pos"]:
     return torch.tensor(ids, dtype=torch.long)
 
 
+def embedding_matrix(model: Any) -> Float[Tensor, "d_vocab d_model"]:
+    """The token embedding matrix ``W_E``."""
+    return model.W_E.detach()
+
+
+def subject_positions(model: Any, prompt: str, subject: str) -> list[int]:
+    """Token positions (with BOS, as :func:`to_tokens` numbers them) covering a subject substring.
+
+    Args:
+        model: A model with a fast tokenizer.
+        prompt: The prompt.
+        subject: A substring of ``prompt`` (first occurrence is used).
+
+    Returns:
+        Sorted positions of every token that overlaps the subject's characters.
+
+    Raises:
+        ValueError: ``subject`` is not in ``prompt``.
+    """
+    start = prompt.find(subject)
+    if start < 0 or not subject:
+        raise ValueError(f"subject {subject!r} is not in prompt {prompt!r}")
+    end = start + len(subject)
+    enc = tokenizer_of(model)(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    offset = int(model.to_tokens(prompt).shape[-1]) - len(enc["input_ids"])  # BOS, if prepended
+    return [i + offset for i, (a, b) in enumerate(enc["offset_mapping"]) if a < end and b > start]
+
+
 def bos_token_id(model: Any) -> int | None:
     """The BOS token the model prepends, or ``None``."""
     tok = tokenizer_of(model)
@@ -415,6 +443,64 @@ def run(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str,
     return model(tokens)
 
 
+@torch.no_grad()
+def run_from_layer(
+    model: Any,
+    resid: Float[Tensor, "batch pos d_model"],
+    start: int,
+    hooks: Sequence[tuple[str, HookFn]] = (),
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Run only blocks ``start..n_layers-1`` from a residual stream entering block ``start``.
+
+    This is what makes patching a layer-``L`` component cost ``n_layers - L`` blocks instead of all of
+    them: the residual entering block ``L`` is cached once from the unpatched run. Hooks on block
+    ``start`` and later fire as in a full forward (``blocks.{start}.hook_resid_pre`` included).
+    TransformerLens' own ``forward(start_at_layer=k)`` still executes blocks ``0..k-1`` internally,
+    hence this function. Supported: TL-native models and Hugging Face Llama-family models.
+
+    Args:
+        model: A ``TransformerBridge``.
+        resid: ``blocks.{start}.hook_resid_pre`` activations.
+        start: First block to run.
+        hooks: Forward hooks active during the pass.
+
+    Returns:
+        Logits, equal (to float rounding) to the full forward whose residual entering ``start`` is ``resid``.
+
+    Raises:
+        NotImplementedError: An architecture without a known block loop.
+        ValueError: ``start`` out of range.
+    """
+    core = _weights_module(model)
+    n_layers = shape_of(model).n_layers
+    if not 0 <= start < n_layers:
+        raise ValueError(f"start={start} out of range for {n_layers} layers")
+    b, pos = resid.shape[:2]
+    h = resid
+    with model.hooks(fwd_hooks=list(hooks)):
+        if hasattr(core, "ln_out") and hasattr(core, "layers"):  # TL-native (boot_native)
+            from transformer_lens.utilities.activation_functions import apply_softcap
+
+            pid = torch.arange(pos).unsqueeze(0).expand(b, -1)
+            for block in core.layers[start:]:
+                (h,) = block(h, attention_mask=None, position_ids=pid)
+            return apply_softcap(core.head(core.ln_out(h)), core.output_logits_soft_cap)
+        inner = getattr(core, "model", None)
+        if inner is not None and hasattr(inner, "rotary_emb") and hasattr(core, "lm_head"):  # HF Llama family
+            from transformers.masking_utils import create_causal_mask
+
+            pid = torch.arange(pos).unsqueeze(0)
+            mask = create_causal_mask(
+                config=inner.config, inputs_embeds=h, attention_mask=None, past_key_values=None, position_ids=pid
+            )
+            pe = inner.rotary_emb(h, position_ids=pid)
+            for layer in inner.layers[start:]:
+                out = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=pid)
+                h = out[0] if isinstance(out, tuple) else out
+            return core.lm_head(inner.norm(h))
+    raise NotImplementedError(f"run_from_layer does not know the block loop of {type(core).__name__}")
+
+
 def run_with_grad(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
     """Like :func:`run`, with autograd enabled (for training edits and attribution)."""
     with torch.enable_grad(), model.hooks(fwd_hooks=list(hooks)):
@@ -423,20 +509,22 @@ def run_with_grad(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[
 
 @torch.no_grad()
 def run_with_cache(
-    model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str]
+    model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str], hooks: Sequence[tuple[str, HookFn]] = ()
 ) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
-    """One forward pass caching only the named activations.
+    """One forward pass caching only the named activations (after any ``hooks`` edited them).
 
     Args:
         model: A ``TransformerBridge``.
         tokens: Token ids.
         names: Hook names to cache.
+        hooks: ``(hook_name, fn)`` pairs active during the pass.
 
     Returns:
         ``(logits, {hook_name: activation})``.
     """
     wanted = set(names)
-    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+    with model.hooks(fwd_hooks=list(hooks)):
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
     return logits, {n: cache[n] for n in names}
 
 

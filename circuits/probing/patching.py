@@ -16,9 +16,11 @@ for prompt ``i``. Its mean over prompts equals TransformerLens' normalised patch
 per-prompt values are kept for statistics. In noising, an important component is one whose effect
 falls well below 1.
 
-Speed: several interventions are packed into one forward along the batch axis (copy ``k`` of the
-batch carries the patch of component ``k``), the trick ROME's causal tracing uses for its noised
-copies. Prompts are grouped by token length so that no padding is needed.
+Speed: (1) patching a layer-``L`` component only reruns blocks ``L..n-1``, starting from the cached
+residual entering block ``L`` (:func:`circuits.model.run_from_layer`); (2) several interventions are
+packed into one forward along the batch axis (copy ``k`` of the batch carries the patch of component
+``k``), the trick ROME's causal tracing uses for its noised copies. Prompts are grouped by token
+length so that no padding is needed.
 
 Robustness: with ``checkpoint_dir`` the raw results of each layer are saved (safetensors, atomically)
 as soon as the layer is done, under a key that hashes the model fingerprint, the tokens, the
@@ -49,7 +51,7 @@ from circuits import model as M
 from circuits.io import atomic_write_bytes
 from circuits.metrics import Metric
 from circuits.probing.interventions import Intervention, Mean, Swap
-from circuits.sites import Component, activation_index
+from circuits.sites import Component, activation_index, hook_name
 from circuits.suites import PromptPair
 
 logger = logging.getLogger(__name__)
@@ -242,17 +244,23 @@ def patch_tokens(
     """
     if clean.shape != corrupted.shape or clean.numel() == 0:
         raise PairError(f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} tokens must match and be non-empty")
-    names = sorted({c.hook_name for c in components})
+    names = _cache_names(components)
     clean_logits, clean_cache = M.run_with_cache(model, clean, names)
     corr_logits, corr_cache = M.run_with_cache(model, corrupted, names)
-    base, source = (corrupted, clean_cache) if direction == "denoising" else (clean, corr_cache)
+    base, source = (corr_cache, clean_cache) if direction == "denoising" else (clean_cache, corr_cache)
     patched = _patch_from_source(model, base, source, metric, components, intervention, max_rows, seed, salt, bar)
     return patched, metric(clean_logits).float(), metric(corr_logits).float()
 
 
+def _cache_names(components: Sequence[Component]) -> list[str]:
+    """Hook names to cache: every component's activation, and the residual entering each layer."""
+    layers = {c.layer for c in components}
+    return sorted({c.hook_name for c in components} | {hook_name("resid_pre", layer) for layer in layers})
+
+
 def _patch_from_source(
     model: Any,
-    base: Int[Tensor, "batch pos"],
+    base: dict[str, Tensor],
     source: dict[str, Tensor],
     metric: Metric,
     components: Sequence[Component],
@@ -262,14 +270,20 @@ def _patch_from_source(
     salt: int,
     bar: Any,
 ) -> Float[Tensor, "component batch"]:
-    """Run the base tokens once per packed chunk of components; return the patched metric."""
-    b = base.shape[0]
+    """Run the base run once per packed chunk of components; return the patched metric.
+
+    ``base`` is the base run's cache; each chunk restarts from the residual entering its lowest layer
+    (:func:`circuits.model.run_from_layer`), so earlier blocks are not recomputed.
+    """
+    b = next(iter(base.values())).shape[0]
     chunk_size = max(1, max_rows // b)
     patched = torch.zeros(len(components), b)
     for start in range(0, len(components), chunk_size):
         chunk = components[start : start + chunk_size]
         hooks = _packed_hooks(model, chunk, source, b, intervention, seed, salt)
-        logits = M.run(model, base.repeat(len(chunk), 1), hooks)
+        first = min(c.layer for c in chunk)
+        resid = base[hook_name("resid_pre", first)]
+        logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks)
         patched[start : start + len(chunk)] = metric(logits).float().view(len(chunk), b)
         if bar is not None:
             bar.update(1)
@@ -382,7 +396,7 @@ def patch_groups(
         ckpt = Path(checkpoint_dir) / _run_key(model, groups, components, intervention, direction, seed)
         ckpt.mkdir(parents=True, exist_ok=True)
 
-    names = sorted({c.hook_name for c in components})
+    names = _cache_names(components)
     bases, sources = [], []
     for group in groups:  # two cached forwards per group, shared by every layer
         idx = torch.tensor(group.indices)
@@ -390,7 +404,7 @@ def patch_groups(
         corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, names)
         clean_m[idx] = metric(clean_logits).float()
         corr_m[idx] = metric(corr_logits).float()
-        bases.append(group.corrupted if direction == "denoising" else group.clean)
+        bases.append(corr_cache if direction == "denoising" else clean_cache)
         sources.append(clean_cache if direction == "denoising" else corr_cache)
 
     todo = []
