@@ -141,7 +141,7 @@ def trace_tokens(
 
     resid_names = [hook_name("resid_pre", layer) for layer in range(n_layers)]
     corr_logits, corr_cache = M.run_with_cache(
-        model, tokens.repeat(n_samples, 1), [*mlp_names, *resid_names], [(EMBED_HOOK, noise_hook(1))]
+        model, tokens.repeat(n_samples, 1), [*(mlp_names if sever_mlp else []), *resid_names], [(EMBED_HOOK, noise_hook(1))]
     )
     corrupted_prob = float(corr_logits[:, -1].softmax(-1)[:, target].mean())
 

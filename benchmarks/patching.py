@@ -1,0 +1,104 @@
+"""Benchmark the probing engine on SmolLM2-135M, 8 prompt pairs; every ratio is measured in this run.
+
+1. Exact head-output sweep (all 270 heads, all positions): ours vs TransformerLens 4.3
+   ``patching.get_act_patch_attn_head_out_all_pos``. Target: >= 2x faster, max |difference| <= 1e-4.
+2. Attribution patching and EAP-IG vs exact patching over the 270 heads. Target: >= 30x faster,
+   Spearman >= 0.8, top-10 overlap >= 80%.
+3. Causal tracing (ROME, "The Eiffel Tower is located in the city of" -> " Paris", 10 noise draws):
+   batched vs one forward per grid cell. Target: >= 3x faster, same grid.
+4. Peak resident memory of a full scan (300 components x 84 pairs, in a child process). Target <= 3 GiB.
+
+    python benchmarks/patching.py [--skip-full-scan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from scipy import stats
+
+
+def timed(fn):  # noqa: ANN001, ANN201
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def row(name: str, ours: float, base: float, target: str, ok: bool, extra: str = "") -> None:
+    print(f"{name:<44} ours {ours:7.2f} s  baseline {base:7.2f} s  ratio {base / ours:6.1f}x  target {target:<6} {'met' if ok else 'NOT met'} {extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-full-scan", action="store_true")
+    args = parser.parse_args()
+
+    from transformer_lens import patching
+
+    from circuits.metrics import metric_for_suite
+    from circuits.model import load_model
+    from circuits.probing.attribution import attribution_patching
+    from circuits.probing.causal_tracing import trace_tokens
+    from circuits.probing.patching import TokenGroup, patch_groups
+    from circuits.sites import all_heads
+    from circuits.suites import load_suite
+
+    torch.set_grad_enabled(False)
+    model = load_model("smollm2-135m")
+    suite = load_suite("gender-occupation")
+    pairs = [p for p in suite.pairs("build") if p.template == "The {occupation} said that"][:8]
+    clean = torch.cat([model.to_tokens(p.clean) for p in pairs])
+    corrupted = torch.cat([model.to_tokens(p.corrupted) for p in pairs])
+    metric = metric_for_suite(model, suite)
+    heads = all_heads(model.cfg.n_layers, model.cfg.n_heads)
+    groups = [TokenGroup(list(range(8)), clean, corrupted)]
+    print(f"SmolLM2-135M, {len(pairs)} pairs of {clean.shape[1]} tokens, {len(heads)} heads, {torch.get_num_threads()} threads\n")
+
+    # 1. exact sweep vs TransformerLens
+    ours, t_ours = timed(lambda: patch_groups(model, groups, metric, heads, progress=False))
+    cm, km = ours.clean_metric.mean(), ours.corrupted_metric.mean()
+    _, cache = model.run_with_cache(clean)
+    tl, t_tl = timed(lambda: patching.get_act_patch_attn_head_out_all_pos(model, corrupted, cache, lambda lg: (metric(lg).mean() - km) / (cm - km)))
+    diff = float((ours.mean_effects.view_as(tl) - tl).abs().max())
+    row("exact head sweep vs TL 4.3", t_ours, t_tl, ">=2x", t_tl / t_ours >= 2 and diff <= 1e-4, f"max|diff| {diff:.1e}")
+
+    # 2. attribution vs exact
+    exact = ours.mean_effects
+    top_exact = set(exact.topk(10).indices.tolist())
+    for steps in (1, 5):
+        est, t_est = timed(lambda: attribution_patching(model, groups, metric, heads, ig_steps=steps, progress=False))
+        rho = stats.spearmanr(est.mean_effects.numpy(), exact.numpy()).statistic
+        overlap = len(top_exact & set(est.mean_effects.topk(10).indices.tolist())) / 10
+        name = "attribution patching vs exact" if steps == 1 else f"EAP-IG ({steps} steps) vs exact"
+        ok = t_ours / t_est >= 30 and rho >= 0.8 and overlap >= 0.8
+        row(name, t_est, t_ours, ">=30x", ok, f"Spearman {rho:.3f}  top-10 overlap {overlap:.0%}")
+
+    # 3. causal tracing
+    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
+    paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
+    kw = dict(n_samples=10, progress=False)
+    fast, t_fast = timed(lambda: trace_tokens(model, tokens, paris, [1, 2, 3, 4], **kw))
+    slow, t_slow = timed(lambda: trace_tokens(model, tokens, paris, [1, 2, 3, 4], batched=False, **kw))
+    gdiff = float((fast.probs - slow.probs).abs().max())
+    row("causal tracing batched vs per cell", t_fast, t_slow, ">=3x", t_slow / t_fast >= 3 and gdiff <= 1e-5, f"max|diff| {gdiff:.1e}")
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\npeak RSS of this benchmark process: {rss:.2f} GiB")
+    if not args.skip_full_scan:
+        code = (
+            "from circuits.model import load_model; from circuits.suites import load_suite; "
+            "from circuits.atlas.build import scan; scan(load_model(), load_suite('gender-occupation'), progress=False)"
+        )
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        print(f"full scan (300 components x 84 pairs): {time.perf_counter() - t0:.0f} s, peak RSS {child:.2f} GiB, target <= 3 GiB {'met' if child <= 3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
