@@ -61,6 +61,9 @@ def scan(
     max_pairs: Annotated[int | None, typer.Option(help="Word pairs per template (default: all).")] = None,
     threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Per-layer checkpoints; an interrupted scan resumes. Default: the cache dir.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Activation-patch every head and MLP on a suite and write a circuit atlas."""
@@ -74,9 +77,14 @@ def scan(
         _fail(str(e))
     if split not in ("build", "eval"):
         _fail(f"--split must be build or eval, got {split!r}")
+    from circuits.model import cache_root
+
     m = _load(model)
     command = "circuits " + shlex.join(sys.argv[1:])
-    atlas = run_scan(m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command)  # type: ignore[arg-type]
+    atlas = run_scan(
+        m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command,  # type: ignore[arg-type]
+        checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints",
+    )
     atlas.save(out)
     b = atlas.behaviours[0]
     table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
@@ -142,6 +150,53 @@ def edit(
             after = generate(m, prompt, max_new_tokens=12)
         console.print(f"[bold]{prompt!r}[/]\n  before: {before!r}\n  after:  {after!r}")
     console.print(f"edit written to {out} (+ {out.with_suffix('.safetensors').name})")
+
+
+@app.command()
+def trace(
+    prompt: Annotated[str, typer.Option(help="Factual prompt.")] = "The Eiffel Tower is located in the city of",
+    subject: Annotated[str, typer.Option(help="Substring whose tokens get noised.")] = "The Eiffel Tower",
+    target: Annotated[str, typer.Option(help="Expected continuation (first token scored).")] = " Paris",
+    kind: Annotated[str, typer.Option(help="What to restore: resid, mlp or attn.")] = "resid",
+    window: Annotated[int, typer.Option(help="Layers restored per cell (mlp/attn).")] = 1,
+    samples: Annotated[int, typer.Option(help="Noise draws.")] = 10,
+    sever_mlp: Annotated[bool, typer.Option(help="Freeze later MLP outputs at corrupted values.")] = False,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    model: Annotated[str, typer.Option(help="Model name.")] = DEFAULT_MODEL,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the grid as JSON.")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """ROME causal tracing: noise the subject, restore each (layer, token) state, report the grid."""
+    import json
+
+    from circuits.io import atomic_write_text
+    from circuits.probing.causal_tracing import causal_trace
+
+    _setup_logging(verbose)
+    if kind not in ("resid", "mlp", "attn"):
+        _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
+    m = _load(model)
+    try:
+        r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"p({target!r}): clean {r.clean_prob:.3f}, corrupted {r.corrupted_prob:.3f} (noise std {r.noise_std:.3f})")
+    table = Table(title=f"indirect effect of restoring {kind} (window {window}{', MLPs severed' if sever_mlp else ''}), best layer per token")
+    for col in ("pos", "token", "subject", "best layer", "indirect effect"):
+        table.add_column(col)
+    ie = r.indirect_effect
+    for pos, tok in enumerate(r.tokens):
+        layer = int(ie[:, pos].argmax())
+        table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
+    console.print(table)
+    if out is not None:
+        atomic_write_text(out, json.dumps({
+            "prompt": prompt, "subject": subject, "target": target, "kind": kind, "window": window,
+            "severed": sever_mlp, "n_samples": samples, "seed": seed, "noise_std": r.noise_std,
+            "clean_prob": r.clean_prob, "corrupted_prob": r.corrupted_prob, "tokens": r.tokens,
+            "subject_positions": r.subject, "probs": r.probs.tolist(),
+        }, indent=1))
+        console.print(f"grid written to {out}")
 
 
 @app.command()

@@ -24,8 +24,15 @@ from torch import Tensor
 from circuits.model import single_token_id
 from circuits.suites import Suite
 
-#: A behaviour metric: logits in, one value per prompt out.
+#: A behaviour metric: logits in, one value per prompt out. A metric may declare ``positions: int``,
+#: the number of final positions it reads; the engine then unembeds only those.
 Metric: TypeAlias = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, " batch"]]
+
+
+def positions_read(metric: Metric) -> int | None:
+    """How many final positions a metric reads (``None``: unknown, so all)."""
+    n = getattr(metric, "positions", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class LogitDiff:
 
     positive: int
     negative: int
+    positions: int = 1
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
         """Evaluate on logits.
@@ -87,6 +95,11 @@ class TargetLogProb:
 
     target: tuple[int, ...]
 
+    @property
+    def positions(self) -> int:
+        """It reads the last ``len(target)`` positions."""
+        return len(self.target)
+
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
         """Evaluate on logits whose last ``T`` positions predict the target tokens."""
         t = len(self.target)
@@ -119,6 +132,7 @@ class KLToReference:
     """
 
     reference_logprobs: Float[Tensor, "batch d_vocab"]
+    positions: int = 1
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
         """Evaluate; the batch may be a whole multiple of the reference batch (packed interventions)."""

@@ -443,13 +443,14 @@ def run(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str,
     return model(tokens)
 
 
-@torch.no_grad()
 def run_from_layer(
     model: Any,
     resid: Float[Tensor, "batch pos d_model"],
     start: int,
     hooks: Sequence[tuple[str, HookFn]] = (),
-) -> Float[Tensor, "batch pos d_vocab"]:
+    *,
+    last: int | None = None,
+) -> Float[Tensor, "batch pos_out d_vocab"]:
     """Run only blocks ``start..n_layers-1`` from a residual stream entering block ``start``.
 
     This is what makes patching a layer-``L`` component cost ``n_layers - L`` blocks instead of all of
@@ -463,9 +464,12 @@ def run_from_layer(
         resid: ``blocks.{start}.hook_resid_pre`` activations.
         start: First block to run.
         hooks: Forward hooks active during the pass.
+        last: Unembed only the last ``last`` positions (``None``: all). The unembedding is a third of
+            a partial forward's cost on SmolLM2, and most metrics read only the last position.
 
     Returns:
-        Logits, equal (to float rounding) to the full forward whose residual entering ``start`` is ``resid``.
+        Logits of the last ``last`` positions (all if ``None``), equal to the full forward's whose
+        residual entering ``start`` is ``resid``. Autograd follows the caller's grad mode.
 
     Raises:
         NotImplementedError: An architecture without a known block loop.
@@ -484,6 +488,7 @@ def run_from_layer(
             pid = torch.arange(pos).unsqueeze(0).expand(b, -1)
             for block in core.layers[start:]:
                 (h,) = block(h, attention_mask=None, position_ids=pid)
+            h = h if last is None else h[:, -last:]
             return apply_softcap(core.head(core.ln_out(h)), core.output_logits_soft_cap)
         inner = getattr(core, "model", None)
         if inner is not None and hasattr(inner, "rotary_emb") and hasattr(core, "lm_head"):  # HF Llama family
@@ -497,6 +502,7 @@ def run_from_layer(
             for layer in inner.layers[start:]:
                 out = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=pid)
                 h = out[0] if isinstance(out, tuple) else out
+            h = h if last is None else h[:, -last:]
             return core.lm_head(inner.norm(h))
     raise NotImplementedError(f"run_from_layer does not know the block loop of {type(core).__name__}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 from circuits import model as M
@@ -102,6 +103,7 @@ def scan(
     threshold: float = 0.05,
     seed: int = 0,
     command: str = "",
+    checkpoint_dir: Path | None = None,
     progress: bool = True,
 ) -> Atlas:
     """Scan every attention head and MLP layer of a model on a suite; return a one-behaviour atlas.
@@ -117,6 +119,7 @@ def scan(
         threshold: Flagging threshold on mean normalised effect.
         seed: Bootstrap seed.
         command: The command line recorded in provenance.
+        checkpoint_dir: Save each finished layer there; a rerun of an interrupted scan resumes.
         progress: Show progress.
 
     Returns:
@@ -126,7 +129,7 @@ def scan(
     components = [*all_heads(s.n_layers, s.n_heads), *all_mlps(s.n_layers)]
     metric = metric_for_suite(model, suite)
     pairs = suite.pairs(split, max_pairs=max_pairs)
-    result = activation_patching(model, pairs, metric, components, progress=progress)
+    result = activation_patching(model, pairs, metric, components, checkpoint_dir=checkpoint_dir, progress=progress)
     spec = suite.spec.metric
     behaviour = behaviour_from_patching(
         result,

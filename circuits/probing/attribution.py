@@ -6,7 +6,8 @@
   ``m(patched) − m(corrupted) ≈ Σ (a_clean − a_corrupted) · ∂m/∂a |_corrupted``, summed over the
   component's slice. Every component from one forward and one backward per batch.
 * **EAP-IG** (Hanna et al. 2024, "Have faith in faithfulness"): the gradient is replaced by its
-  average along the straight path from the corrupted to the clean *input embeddings*, at ``k``
+  average along the straight path from the corrupted to the clean *input embeddings* (the residual
+  entering block 0), at ``k``
   midpoints ``α = (j − ½)/k``, ``j = 1..k`` (integrated gradients, Sundararajan et al. 2017). All
   ``k`` points run as one batch. ``ig_steps=1`` is plain attribution patching (gradient at the
   corrupted run, α = 0). TransformerLens 4.3's ``tools.analysis.attribution_patching.attribution_patch``
@@ -32,12 +33,30 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric
+from circuits.metrics import Metric, positions_read
 from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
-from circuits.sites import EMBED_HOOK, Component, activation_index
+from circuits.sites import Component, activation_index, hook_name
 from circuits.suites import PromptPair
 
 Method = Literal["attribution_patching", "eap_ig", "gradient_sensitivity"]
+#: The residual stream entering block 0 (the token embeddings, for rotary models).
+RESID0 = hook_name("resid_pre", 0)
+
+
+@dataclass(frozen=True)
+class _Tiled:
+    """A metric applied to ``k`` stacked copies of a batch (metrics with per-prompt state, like KL)."""
+
+    metric: Metric
+    k: int
+
+    @property
+    def positions(self) -> int | None:
+        return positions_read(self.metric)
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        b = logits.shape[0] // self.k
+        return torch.cat([self.metric(logits[i * b : (i + 1) * b]) for i in range(self.k)])
 
 
 @dataclass(frozen=True)
@@ -84,27 +103,23 @@ def _capture_hooks(names: Sequence[str], store: dict[str, Tensor]) -> list[tuple
 
 def _grads(
     model: Any,
-    tokens: Tensor,
+    resid0: Float[Tensor, "batch pos d_model"],
     metric: Metric,
     names: Sequence[str],
-    embed: Tensor | None = None,
-) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-    """Activations and ``∂ Σ metric / ∂ activation`` at ``names`` (weights frozen).
+) -> tuple[dict[str, Tensor], Tensor]:
+    """``∂ Σ metric / ∂ activation`` at ``names`` for a run started from the residual entering block 0.
 
-    ``embed`` replaces the token embeddings (for the interpolation path of EAP-IG).
+    Weights are frozen (activation gradients only) and only the positions the metric reads are
+    unembedded. Returns ``(grads, metric values)``.
     """
     store: dict[str, Tensor] = {}
-
-    def set_embed(e: Tensor, hook: Any) -> Tensor:
-        return (embed if embed is not None else e).detach().requires_grad_(True)
-
-    with M.frozen_parameters(model):
-        logits = M.run_with_grad(model, tokens, [(EMBED_HOOK, set_embed), *_capture_hooks(names, store)])
+    with torch.enable_grad(), M.frozen_parameters(model):
+        x = resid0.detach().clone().requires_grad_(True)
+        logits = M.run_from_layer(model, x, 0, _capture_hooks(names, store), last=positions_read(metric))
         values = metric(logits)
         values.sum().backward()
-    acts = {n: store[n].detach() for n in names}
     grads = {n: store[n].grad.detach() if store[n].grad is not None else torch.zeros_like(store[n]) for n in names}
-    return acts, grads, values.detach().float()
+    return grads, values.detach().float()
 
 
 def _reduce(model: Any, components: Sequence[Component], per_hook: dict[str, Tensor], how: str) -> Tensor:
@@ -123,17 +138,16 @@ def _attribute_group(
 ) -> tuple[Tensor, Tensor, Tensor]:
     names = sorted({c.hook_name for c in components})
     b = len(group.indices)
-    _, clean_cache = M.run_with_cache(model, group.clean, [*names, EMBED_HOOK])
-    corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, [*names, EMBED_HOOK])
-    clean_m = metric(M.run(model, group.clean)).float()
-    corr_m = metric(corr_logits).float()
+    clean_logits, clean_cache = M.run_with_cache(model, group.clean, [*names, RESID0])
+    corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, [*names, RESID0])
+    clean_m, corr_m = metric(clean_logits).float(), metric(corr_logits).float()
+    e_clean, e_corr = clean_cache[RESID0], corr_cache[RESID0]
     if ig_steps == 1:
-        _, grads, _ = _grads(model, group.corrupted, metric, names)
+        grads, _ = _grads(model, e_corr, metric, names)
     else:
-        e_clean, e_corr = clean_cache[EMBED_HOOK], corr_cache[EMBED_HOOK]
         alphas = (torch.arange(ig_steps, dtype=e_clean.dtype) + 0.5) / ig_steps
         path = torch.cat([e_corr + a * (e_clean - e_corr) for a in alphas])
-        _, g, _ = _grads(model, group.corrupted.repeat(ig_steps, 1), metric, names, embed=path)
+        g, _ = _grads(model, path, _Tiled(metric, ig_steps), names)
         grads = {n: v.view(ig_steps, b, *v.shape[1:]).mean(0) for n, v in g.items()}
     attributions = {n: (clean_cache[n] - corr_cache[n]) * grads[n] for n in names}
     return _reduce(model, components, attributions, "sum"), clean_m, corr_m
@@ -219,7 +233,8 @@ def gradient_sensitivity(
     names = sorted({c.hook_name for c in components})
     for g in tqdm(groups, desc="gradient sensitivity", disable=not progress, leave=False):
         idx = torch.tensor(g.indices)
-        _, grads, values = _grads(model, g.clean, metric, names)
+        _, cache = M.run_with_cache(model, g.clean, [RESID0])
+        grads, values = _grads(model, cache[RESID0], metric, names)
         out[:, idx] = _reduce(model, components, grads, "norm")
         clean_m[idx] = values
         corr_m[idx] = metric(M.run(model, g.corrupted)).float()

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.io import atomic_write_bytes
-from circuits.metrics import Metric
+from circuits.metrics import Metric, positions_read
 from circuits.probing.interventions import Intervention, Mean, Swap
 from circuits.sites import Component, activation_index, hook_name
 from circuits.suites import PromptPair
@@ -283,7 +283,8 @@ def _patch_from_source(
         hooks = _packed_hooks(model, chunk, source, b, intervention, seed, salt)
         first = min(c.layer for c in chunk)
         resid = base[hook_name("resid_pre", first)]
-        logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks)
+        with torch.no_grad():
+            logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks, last=positions_read(metric))
         patched[start : start + len(chunk)] = metric(logits).float().view(len(chunk), b)
         if bar is not None:
             bar.update(1)

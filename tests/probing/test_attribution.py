@@ -85,3 +85,25 @@ def test_neuron_granularity_and_errors(tiny, token_pairs):
         attribution_patching(tiny, groups(token_pairs), metric, [MlpRef(0)], ig_steps=0)
     with pytest.raises(PairError):
         attribution_patching(tiny, [], metric, [MlpRef(0)])
+
+
+def test_exact_patching_of_last_layer_heads_equals_the_hand_computed_effect(linear_model, token_pairs):
+    # Attention-only, norm-free: patching head h of the last layer changes the metric by
+    # (W_U[3] - W_U[7]) . W_O_h (z_clean - z_corrupted) at the last position, by hand.
+    clean, corrupted = token_pairs
+    _, c_cache = linear_model.run_with_cache(clean)
+    _, k_cache = linear_model.run_with_cache(corrupted)
+    sd = linear_model.original_model.state_dict()
+    w_o = next(v for k, v in sd.items() if k.startswith("layers.1") and ".o." in k and k.endswith("weight")).view(32, 4, 8)
+    w_u = next(v for k, v in sd.items() if k.startswith("head.") and k.endswith("weight"))
+    dz = (c_cache["blocks.1.attn.hook_z"] - k_cache["blocks.1.attn.hook_z"])[:, -1]  # [batch, head, d_head]
+    by_hand = torch.einsum("d,dhe,bhe->hb", w_u[3] - w_u[7], w_o, dz)  # [head, batch]
+    exact = patch_groups(linear_model, groups(token_pairs), metric, [HeadRef(1, h) for h in range(4)], progress=False)
+    raw = exact.effects * float(exact.clean_metric.mean() - exact.corrupted_metric.mean())
+    assert torch.allclose(raw, by_hand, atol=1e-5)
+
+
+def test_attribution_works_when_the_caller_disabled_autograd(tiny, token_pairs):
+    with torch.no_grad():
+        r = attribution_patching(tiny, groups(token_pairs), metric, [MlpRef(0)], progress=False)
+    assert r.effects.abs().sum() > 0

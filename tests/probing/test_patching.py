@@ -150,3 +150,13 @@ def test_neurons_sum_to_the_whole_mlp_when_patched_together(tiny, token_pairs):
 
     patched = metric(tiny.run_with_hooks(corrupted, fwd_hooks=[(NeuronRef(0, 0).hook_name, all_neurons)]))
     assert torch.allclose(patched, p_mlp[0], atol=1e-5)
+
+
+def test_unembedding_only_the_positions_a_metric_reads_changes_nothing(tiny, token_pairs):
+    from circuits.metrics import LogitDiff
+
+    clean, corrupted = token_pairs
+    comps = [*all_heads(2, 4), *all_mlps(2)]
+    full = patch_tokens(tiny, clean, corrupted, metric, comps)[0]  # plain callable: all positions
+    last_only = patch_tokens(tiny, clean, corrupted, LogitDiff(3, 7), comps)[0]  # declares positions=1
+    assert torch.allclose(full, last_only, atol=1e-6)

@@ -1,0 +1,40 @@
+import math
+
+import pytest
+import torch
+
+from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target
+
+
+def test_logit_diff_reads_the_last_position():
+    logits = torch.zeros(2, 3, 5)
+    logits[:, -1, 1], logits[:, -1, 2] = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 4.0])
+    logits[:, 0, 1] = 100.0  # earlier positions are ignored
+    assert torch.equal(LogitDiff(1, 2)(logits), torch.tensor([2.0, -3.0]))
+
+
+def test_multi_token_target_log_prob_is_teacher_forced_sum():
+    # Uniform logits over 4 tokens: each target token has log-prob -log 4.
+    tokens = torch.tensor([[1, 2]])
+    extended = append_target(tokens, (3, 0, 2))
+    assert extended.tolist() == [[1, 2, 3, 0]]
+    logits = torch.zeros(1, 4, 4)
+    assert TargetLogProb((3, 0, 2))(logits).item() == pytest.approx(-3 * math.log(4))
+    logits[0, 1, 3] = 10.0  # position 1 predicts the first target token
+    assert TargetLogProb((3, 0, 2))(logits).item() == pytest.approx(10 - math.log(math.exp(10) + 3) - 2 * math.log(4))
+    single = TargetLogProb((3,))(logits[:, :2])  # a one-token target is read at the last position
+    assert single.item() == pytest.approx(10 - math.log(math.exp(10) + 3), abs=1e-6)
+    with pytest.raises(ValueError):
+        TargetLogProb(())(logits)
+
+
+def test_kl_is_zero_against_itself_and_handles_packed_batches():
+    logits = torch.randn(2, 3, 7)
+    ref = logits[:, -1].log_softmax(-1)
+    kl = KLToReference(ref)
+    assert torch.allclose(kl(logits), torch.zeros(2), atol=1e-6)
+    packed = torch.cat([logits, logits + torch.randn(2, 3, 7)])
+    out = kl(packed)
+    assert out.shape == (4,) and torch.allclose(out[:2], torch.zeros(2), atol=1e-6) and (out[2:] > 0).all()
+    with pytest.raises(ValueError, match="multiple"):
+        kl(torch.randn(3, 3, 7))
