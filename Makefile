@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 ATLAS_DIR := atlas/smollm2-135m
 ATLAS := $(ATLAS_DIR)/gender-occupation.atlas.json
 EDIT := $(ATLAS_DIR)/edits/gender-occupation.mean-ablation-k3.json
+MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
 .PHONY: setup scan test bench clean
@@ -29,6 +30,11 @@ setup: $(STAMP)
 scan: setup
 	$(VENV)/bin/circuits scan --suite gender-occupation -o $(ATLAS)
 	$(VENV)/bin/circuits edit $(ATLAS) --k 3 -o $(EDIT)
+	$(VENV)/bin/circuits scan --suite toxicity -o $(ATLAS_DIR)/toxicity.atlas.json
+	$(VENV)/bin/circuits scan --suite name-sentiment -o $(ATLAS_DIR)/name-sentiment.atlas.json
+	$(VENV)/bin/circuits atlas merge $(ATLAS) $(ATLAS_DIR)/toxicity.atlas.json $(ATLAS_DIR)/name-sentiment.atlas.json -o $(MERGED)
+	$(VENV)/bin/circuits trace --atlas $(MERGED) --prompt "The Eiffel Tower is located in the city of" --subject "The Eiffel Tower" --target " Paris"
+	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
 test: setup
 	$(PY) -m pytest -q

@@ -2,8 +2,8 @@
 
 1. Exact head-output sweep (all 270 heads, all positions): ours vs TransformerLens 4.3
    ``patching.get_act_patch_attn_head_out_all_pos``. Target: >= 2x faster, max |difference| <= 1e-4.
-2. Attribution patching and EAP-IG vs exact patching over the 270 heads. Target: >= 30x faster,
-   Spearman >= 0.8, top-10 overlap >= 80%.
+2. Attribution patching and EAP-IG vs exact patching over the 270 heads (against both our exact
+   sweep and TL's). Target: >= 30x faster, Spearman >= 0.8, top-10 overlap >= 80%.
 3. Causal tracing (ROME, "The Eiffel Tower is located in the city of" -> " Paris", 10 noise draws):
    batched vs one forward per grid cell. Target: >= 3x faster, same grid.
 4. Peak resident memory of a full scan (300 components x 84 pairs, in a child process). Target <= 3 GiB.
@@ -74,9 +74,11 @@ def main() -> None:
         est, t_est = timed(lambda: attribution_patching(model, groups, metric, heads, ig_steps=steps, progress=False))
         rho = stats.spearmanr(est.mean_effects.numpy(), exact.numpy()).statistic
         overlap = len(top_exact & set(est.mean_effects.topk(10).indices.tolist())) / 10
-        name = "attribution patching vs exact" if steps == 1 else f"EAP-IG ({steps} steps) vs exact"
-        ok = t_ours / t_est >= 30 and rho >= 0.8 and overlap >= 0.8
-        row(name, t_est, t_ours, ">=30x", ok, f"Spearman {rho:.3f}  top-10 overlap {overlap:.0%}")
+        name = "attribution patching" if steps == 1 else f"EAP-IG ({steps} steps)"
+        quality = f"Spearman {rho:.3f}  top-10 overlap {overlap:.0%}"
+        good = rho >= 0.8 and overlap >= 0.8
+        row(f"{name} vs our exact sweep", t_est, t_ours, ">=30x", t_ours / t_est >= 30 and good, quality)
+        row(f"{name} vs TL exact sweep", t_est, t_tl, ">=30x", t_tl / t_est >= 30 and good, quality)
 
     # 3. causal tracing
     tokens = model.to_tokens("The Eiffel Tower is located in the city of")

@@ -164,11 +164,11 @@ def trace(
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     model: Annotated[str, typer.Option(help="Model name.")] = DEFAULT_MODEL,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the grid as JSON.")] = None,
+    atlas_path: Annotated[Path | None, typer.Option("--atlas", help="Add the grid to this atlas (same model).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """ROME causal tracing: noise the subject, restore each (layer, token) state, report the grid."""
-    import json
-
+    from circuits.atlas.schema import Atlas, AtlasError, TraceRecord
     from circuits.io import atomic_write_text
     from circuits.probing.causal_tracing import causal_trace
 
@@ -189,14 +189,82 @@ def trace(
         layer = int(ie[:, pos].argmax())
         table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
     console.print(table)
+    record = TraceRecord(
+        prompt=prompt, subject=subject, target=target, kind=r.kind, window=window, severed=sever_mlp, n_samples=samples,
+        seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
+        subject_positions=r.subject, probs=r.probs.tolist(),
+    )
     if out is not None:
-        atomic_write_text(out, json.dumps({
-            "prompt": prompt, "subject": subject, "target": target, "kind": kind, "window": window,
-            "severed": sever_mlp, "n_samples": samples, "seed": seed, "noise_std": r.noise_std,
-            "clean_prob": r.clean_prob, "corrupted_prob": r.corrupted_prob, "tokens": r.tokens,
-            "subject_positions": r.subject, "probs": r.probs.tolist(),
-        }, indent=1))
+        atomic_write_text(out, record.model_dump_json(indent=1))
         console.print(f"grid written to {out}")
+    if atlas_path is not None:
+        from circuits.model import fingerprint
+
+        try:
+            atlas = Atlas.load(atlas_path)
+        except AtlasError as e:
+            _fail(str(e))
+        if atlas.model.fingerprint != fingerprint(m):
+            _fail(f"{atlas_path} was made for another model ({atlas.model.fingerprint[:19]}…)")
+        kept = [t for t in atlas.traces if (t.prompt, t.kind, t.window, t.severed) != (prompt, kind, window, sever_mlp)]
+        atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
+        console.print(f"grid added to {atlas_path}")
+
+
+atlas_app = typer.Typer(no_args_is_help=True, help="Atlas files: JSON Schema, merging.")
+app.add_typer(atlas_app, name="atlas")
+
+
+@atlas_app.command("schema")
+def atlas_schema(out: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of stdout.")] = None) -> None:
+    """Print (or write) the JSON Schema of atlas files."""
+    import json
+
+    from circuits.atlas.schema import Atlas
+    from circuits.io import atomic_write_text
+
+    text = json.dumps(Atlas.json_schema(), indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        atomic_write_text(out, text + "\n")
+        console.print(f"schema written to {out}")
+
+
+@atlas_app.command("merge")
+def atlas_merge(
+    atlases: Annotated[list[Path], typer.Argument(help="Atlases of one model.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Merged atlas path.")],
+) -> None:
+    """Merge atlases of the same model (refused across weight fingerprints)."""
+    from circuits.atlas.schema import Atlas, AtlasError, merge
+
+    try:
+        loaded = [Atlas.load(p) for p in atlases]
+        merged = loaded[0]
+        for a in loaded[1:]:
+            merged = merge(merged, a)
+    except AtlasError as e:
+        _fail(str(e))
+    merged.save(out)
+    console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
+
+
+@app.command()
+def report(
+    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="HTML report path.")],
+) -> None:
+    """Render an atlas as a self-contained HTML report (plotly heatmaps, tables, tracing grids)."""
+    from circuits.atlas.report import write_report
+    from circuits.atlas.schema import Atlas, AtlasError
+
+    try:
+        atlas = Atlas.load(atlas_path)
+    except AtlasError as e:
+        _fail(str(e))
+    write_report(atlas, out)
+    console.print(f"report written to {out}")
 
 
 @app.command()

@@ -37,17 +37,20 @@ def positions_read(metric: Metric) -> int | None:
 
 @dataclass(frozen=True)
 class LogitDiff:
-    """``logits[:, -1, positive] - logits[:, -1, negative]`` (logit units).
+    """``mean logits[:, -1, positive] - mean logits[:, -1, negative]`` (logit units).
 
-    Source: the logit-difference metric of Wang et al. 2023 (IOI) used throughout activation patching.
+    With single tokens this is the logit difference of Wang et al. 2023 (IOI), used throughout
+    activation patching; with token sets (e.g. several insults vs several compliments) each side is
+    the mean logit of its set. Equal to the log-probability difference, since the log-partition
+    cancels.
 
     Attributes:
-        positive: Token id whose logit counts positively (e.g. `` she``).
-        negative: Token id whose logit counts negatively (e.g. `` he``).
+        positive: Token id(s) counting positively (e.g. `` she``).
+        negative: Token id(s) counting negatively (e.g. `` he``).
     """
 
-    positive: int
-    negative: int
+    positive: int | tuple[int, ...]
+    negative: int | tuple[int, ...]
     positions: int = 1
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
@@ -60,7 +63,9 @@ class LogitDiff:
             One logit difference per prompt, at the last position.
         """
         last = logits[:, -1, :]
-        return last[:, self.positive] - last[:, self.negative]
+        pos = torch.as_tensor(self.positive).reshape(-1)
+        neg = torch.as_tensor(self.negative).reshape(-1)
+        return last[:, pos].mean(-1) - last[:, neg].mean(-1)
 
 
 def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
@@ -77,7 +82,11 @@ def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
         ValueError: A target is not a single token for this tokenizer.
     """
     m = suite.spec.metric
-    return LogitDiff(positive=single_token_id(model, m.positive), negative=single_token_id(model, m.negative))
+
+    def ids(words: str | list[str]) -> int | tuple[int, ...]:
+        return single_token_id(model, words) if isinstance(words, str) else tuple(single_token_id(model, w) for w in words)
+
+    return LogitDiff(positive=ids(m.positive), negative=ids(m.negative))
 
 
 @dataclass(frozen=True)
@@ -128,15 +137,20 @@ class KLToReference:
     exactly what the clean run does. Source: the KL metric of Conmy et al. 2023 (ACDC).
 
     Attributes:
-        reference_logprobs: ``Float[Tensor, "batch d_vocab"]`` log-softmaxed reference logits.
+        reference_logprobs: ``Float[Tensor, "batch d_vocab"]`` log-softmaxed reference logits (over
+            ``labels`` only, ``[batch, n_labels]``, when labels are given).
+        labels: Restrict both distributions to these tokens (a classification task's label words),
+            renormalised; ``None`` for the full vocabulary.
     """
 
     reference_logprobs: Float[Tensor, "batch d_vocab"]
     positions: int = 1
+    labels: tuple[int, ...] | None = None
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
         """Evaluate; the batch may be a whole multiple of the reference batch (packed interventions)."""
-        logq = logits[:, -1, :].float().log_softmax(-1)
+        last = logits[:, -1, :] if self.labels is None else logits[:, -1, list(self.labels)]
+        logq = last.float().log_softmax(-1)
         ref = self.reference_logprobs
         if logq.shape[0] != ref.shape[0]:
             if logq.shape[0] % ref.shape[0]:

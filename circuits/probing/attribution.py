@@ -35,12 +35,10 @@ from tqdm.auto import tqdm
 from circuits import model as M
 from circuits.metrics import Metric, positions_read
 from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
-from circuits.sites import Component, activation_index, hook_name
+from circuits.sites import Component, activation_index
 from circuits.suites import PromptPair
 
 Method = Literal["attribution_patching", "eap_ig", "gradient_sensitivity"]
-#: The residual stream entering block 0 (the token embeddings, for rotary models).
-RESID0 = hook_name("resid_pre", 0)
 
 
 @dataclass(frozen=True)
@@ -138,10 +136,13 @@ def _attribute_group(
 ) -> tuple[Tensor, Tensor, Tensor]:
     names = sorted({c.hook_name for c in components})
     b = len(group.indices)
-    clean_logits, clean_cache = M.run_with_cache(model, group.clean, [*names, RESID0])
-    corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, [*names, RESID0])
-    clean_m, corr_m = metric(clean_logits).float(), metric(corr_logits).float()
-    e_clean, e_corr = clean_cache[RESID0], corr_cache[RESID0]
+    # One forward for both runs, from the embeddings, unembedding only what the metric reads.
+    both = M.embed(model, torch.cat([group.clean, group.corrupted]))
+    logits, cache = M.cache_from_layer(model, both, 0, names, last=positions_read(metric))
+    clean_m, corr_m = metric(logits[:b]).float(), metric(logits[b:]).float()
+    clean_cache = {n: v[:b] for n, v in cache.items()}
+    corr_cache = {n: v[b:] for n, v in cache.items()}
+    e_clean, e_corr = both[:b], both[b:]
     if ig_steps == 1:
         grads, _ = _grads(model, e_corr, metric, names)
     else:
@@ -233,8 +234,7 @@ def gradient_sensitivity(
     names = sorted({c.hook_name for c in components})
     for g in tqdm(groups, desc="gradient sensitivity", disable=not progress, leave=False):
         idx = torch.tensor(g.indices)
-        _, cache = M.run_with_cache(model, g.clean, [RESID0])
-        grads, values = _grads(model, cache[RESID0], metric, names)
+        grads, values = _grads(model, M.embed(model, g.clean), metric, names)
         out[:, idx] = _reduce(model, components, grads, "norm")
         clean_m[idx] = values
         corr_m[idx] = metric(M.run(model, g.corrupted)).float()

@@ -64,16 +64,22 @@ class Mean:
         means: ``{hook_name: mean activation without the batch axis}`` (e.g. ``[pos, head, d_head]`` for
             ``hook_z``), from :func:`circuits.probing.patching.mean_activations`. The engine passes the
             component's slice of it as ``source``; see :meth:`reference`.
+        over_positions: The means are also averaged over positions (no position axis).
     """
 
     means: dict[str, Tensor] = field(repr=False)
+    over_positions: bool = False
     name: str = "mean"
 
     def reference(self, hook: str, index: tuple[Any, ...]) -> Tensor:
-        """The component's slice of the reference mean (no batch axis)."""
+        """The component's slice of the reference mean (no batch axis).
+
+        With ``over_positions`` the means have no position axis either (one mean for every position,
+        so prompts of any length can share them) and the component's position index is dropped.
+        """
         if hook not in self.means:
             raise KeyError(f"mean ablation has no reference mean for {hook}")
-        return self.means[hook][index]
+        return self.means[hook][index[1:] if self.over_positions else index]
 
     def __call__(self, base: Tensor, source: Tensor, generator: torch.Generator) -> Tensor:
         return source.expand_as(base)

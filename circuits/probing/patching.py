@@ -74,6 +74,8 @@ class PatchingResult:
         corrupted_metric: Metric on each corrupted prompt.
         direction: ``"denoising"`` (corrupted run ← clean activation) or ``"noising"``.
         intervention: Name of the intervention (``"swap"`` for activation patching proper).
+        patched: The metric after each patch, in metric units (before normalisation).
+        normalised: ``effects`` are normalised (``False``: they are raw metric values, e.g. a KL).
     """
 
     components: tuple[Component, ...]
@@ -82,6 +84,8 @@ class PatchingResult:
     corrupted_metric: Float[Tensor, " prompt"]
     direction: Direction
     intervention: str = "swap"
+    patched: Float[Tensor, "component prompt"] | None = None
+    normalised: bool = True
 
     @property
     def mean_effects(self) -> Float[Tensor, " component"]:
@@ -166,6 +170,26 @@ def mean_activations(model: Any, tokens: Int[Tensor, "batch pos"], names: Sequen
     """
     _, cache = M.run_with_cache(model, tokens, names)
     return {n: cache[n].mean(0) for n in names}
+
+
+@torch.no_grad()
+def position_mean_activations(model: Any, groups: Sequence[TokenGroup], names: Sequence[str]) -> dict[str, Tensor]:
+    """Means over every position of every clean and corrupted prompt of ``groups`` (any lengths).
+
+    For :class:`~circuits.probing.interventions.Mean` with ``over_positions=True``. Not for
+    ``hook_pattern`` (whose axes are not positions first).
+
+    Returns:
+        ``{hook_name: mean}`` with the batch and position axes averaged out.
+    """
+    sums: dict[str, Tensor] = {}
+    count = 0
+    for g in groups:
+        _, cache = M.run_with_cache(model, torch.cat([g.clean, g.corrupted]), names)
+        for n in names:
+            sums[n] = sums.get(n, 0) + cache[n].sum(dim=(0, 1))
+        count += 2 * g.clean.shape[0] * g.clean.shape[1]
+    return {n: v / count for n, v in sums.items()}
 
 
 def _generator(seed: int, component: Component, salt: int) -> torch.Generator:
@@ -437,4 +461,5 @@ def patch_groups(
         corrupted_metric=corr_m,
         direction=direction,
         intervention=intervention.name,
+        patched=patched,
     )

@@ -34,8 +34,8 @@ class SuiteError(ValueError):
 class _Metric(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["logit_diff"]
-    positive: str
-    negative: str
+    positive: str | list[str]
+    negative: str | list[str]
 
 
 class _Split(BaseModel):

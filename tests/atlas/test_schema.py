@@ -3,7 +3,7 @@ import json
 import pytest
 
 from circuits.atlas.build import behaviour_from_patching
-from circuits.atlas.schema import Atlas, AtlasError, ModelInfo, Provenance
+from circuits.atlas.schema import Atlas, AtlasError, MethodInfo, ModelInfo, Provenance, diff, merge
 from circuits.probing.patching import PatchingResult
 from circuits.sites import HeadRef, MlpRef
 from circuits.suites import load_suite
@@ -15,10 +15,14 @@ def make_atlas() -> Atlas:
     effects = torch.tensor([[0.5, 0.6, 0.7, 0.55], [0.0, 0.01, -0.02, 0.01], [0.2, -0.3, 0.1, 0.0]])
     result = PatchingResult(comps, effects, torch.ones(4), torch.zeros(4), "denoising")
     suite = load_suite("gender-occupation")
-    b = behaviour_from_patching(result, suite=suite, split="build", metric="logit_diff", threshold=0.05, seed=0)
+    attribution = MethodInfo(name="attribution_patching", ig_steps=1)
+    b = behaviour_from_patching(
+        result, suite=suite, split="build", metric="logit_diff", threshold=0.05, seed=0,
+        extra=[(attribution, effects * 0.5)], scores={"R": torch.tensor([0.1, 0.9, 0.5])},
+    )
     return Atlas(
         model=ModelInfo(name="tiny", fingerprint="sha256:" + "0" * 64, n_layers=1, n_heads=2, d_model=8, d_mlp=16),
-        provenance=Provenance(packages={"torch": "x"}, command="test", seed=0),
+        provenance=Provenance(packages={"torch": "x"}, command="test", seeds=[0]),
         behaviours=[b],
     )
 
@@ -79,6 +83,64 @@ def test_save_failure_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr("os.replace", boom)
     with pytest.raises(OSError):
-        a.model_copy(update={"provenance": Provenance(packages={}, command="other", seed=1)}).save(path)
+        a.model_copy(update={"provenance": Provenance(packages={}, command="other", seeds=[1])}).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_query_api_filters_sorts_and_exports_a_dataframe():
+    a = make_atlas()
+    assert [bc.entry.id for bc in a.components(flagged=True)] == ["L0H0"]
+    assert [bc.entry.id for bc in a.components(kind="mlp")] == ["L0MLP"]
+    assert [bc.entry.id for bc in a.top(2, by="R")] == ["L0H1", "L0MLP"]
+    assert a.top(1, by="attribution_patching/swap/denoising")[0].entry.id == "L0H0"
+    with pytest.raises(AtlasError, match="no score or method"):
+        a.top(1, by="nope")
+    df = a.to_dataframe()
+    assert len(df) == 3 and set(df["component"]) == {"L0H0", "L0H1", "L0MLP"}
+    assert df.loc[df.component == "L0H0", "effect:attribution_patching/swap/denoising"].item() == pytest.approx(0.29375)
+    assert df.loc[df.component == "L0H1", "score:R"].item() == pytest.approx(0.9)
+    assert df.loc[df.component == "L0MLP", "head"].isna().all()
+
+
+def test_merge_refuses_other_models_and_combines_behaviours():
+    a = make_atlas()
+    other = a.model_copy(update={"model": a.model.model_copy(update={"fingerprint": "sha256:" + "1" * 64})})
+    with pytest.raises(AtlasError, match="different models"):
+        merge(a, other)
+    renamed = a.model_copy(update={"behaviours": [a.behaviours[0].model_copy(update={"name": "toxicity"})]})
+    m = merge(a, renamed)
+    assert [b.name for b in m.behaviours] == ["gender-occupation", "toxicity"]
+    assert [b.name for b in merge(a, a).behaviours] == ["gender-occupation"]  # identical behaviour: kept once
+    changed = a.model_copy(update={"behaviours": [a.behaviours[0].model_copy(update={"threshold": 0.9})]})
+    with pytest.raises(AtlasError, match="different behaviour"):
+        merge(a, changed)
+
+
+def test_diff_reports_what_moved():
+    a = make_atlas()
+    b0 = a.behaviours[0]
+    moved = [c.model_copy(update={"effect": c.effect.model_copy(update={"mean": c.effect.mean - 0.5}), "flagged": False}) if c.id == "L0H0" else c for c in b0.components]
+    b = a.model_copy(update={"behaviours": [b0.model_copy(update={"components": moved})]})
+    changes = diff(a, b, min_delta=0.1)
+    assert [(c.component, round(c.delta, 3), c.flagged_a, c.flagged_b) for c in changes] == [("L0H0", -0.5, True, False)]
+    with pytest.raises(AtlasError, match="share no behaviour"):
+        diff(a, b.model_copy(update={"behaviours": [b.behaviours[0].model_copy(update={"name": "x"})]}))
+
+
+def test_version_0_1_files_are_upgraded(tmp_path):
+    raw = json.loads(make_atlas().model_dump_json())
+    raw["schema_version"] = "0.1"
+    raw["provenance"] = {"packages": {}, "command": "old", "seed": 3}
+    for b in raw["behaviours"]:
+        b["method"] = {"name": "activation_patching", "direction": "denoising", "normalisation": "0=corrupted,1=clean"}
+        del b["methods"]
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(raw))
+    a = Atlas.load(p)
+    assert a.schema_version == "0.2" and a.provenance.seeds == [3] and a.behaviours[0].primary.name == "activation_patching"
+
+
+def test_json_schema_is_exported():
+    schema = Atlas.json_schema()
+    assert schema["title"] == "Atlas" and "behaviours" in schema["properties"]
