@@ -11,6 +11,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from pydantic import ValidationError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, creating parent directories.
@@ -33,6 +41,8 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; keep the replaced file's mode, else the usual umask default.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -43,3 +53,10 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 def atomic_write_text(path: Path | str, text: str) -> Path:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def validation_message(error: ValidationError) -> str:
+    """``"field a.b.c: message"`` for the first error of a pydantic validation (one clear error)."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    return f"field {where}: {first['msg']}"

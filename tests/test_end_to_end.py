@@ -19,6 +19,7 @@ from circuits.suites import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "atlas/smollm2-135m/gender-occupation.atlas.json"
+MERGED = ROOT / "atlas/smollm2-135m/smollm2-135m.atlas.json"
 pytestmark = pytest.mark.real_model
 
 
@@ -34,7 +35,7 @@ def test_committed_atlas_is_for_this_model(real_model, committed):
 
 def test_small_scan_finds_the_committed_top_heads(real_model, committed):
     suite = load_suite("gender-occupation")
-    small = scan(real_model, suite, max_pairs=2, progress=False)  # 12 pairs instead of 84
+    small = scan(real_model, suite, max_pairs=2, mean_ablation=False, progress=False)  # 12 pairs instead of 84
     top_small = {c.id for c in small.behaviours[0].top(5, kind="head")}
     top_full = {c.id for c in committed.behaviours[0].top(3, kind="head")}
     assert len(top_small & top_full) >= 2, (top_small, top_full)
@@ -75,3 +76,23 @@ def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
     r = CliRunner().invoke(app, ["generate", "--edit", str(path), "--prompt", "Hi"])
     assert r.exit_code == 2
     assert "refusing to apply" in r.output
+
+
+def test_committed_merged_atlas_has_three_behaviours_scores_and_a_trace(real_model, tmp_path):
+    from circuits.atlas.report import write_report
+
+    atlas = Atlas.load(MERGED)
+    assert atlas.model.fingerprint == fingerprint(real_model)
+    kinds = {b.name: b.kind for b in atlas.behaviours}
+    assert kinds == {"gender-occupation": "harmful", "toxicity": "harmful", "name-sentiment": "spurious"}
+    spurious = atlas.behaviour("name-sentiment")
+    assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(spurious.components[0].scores)
+    assert spurious.flagged() and "flip_rate" in spurious.summary
+    for name in ("gender-occupation", "toxicity", "name-sentiment"):
+        assert load_suite(name).content_hash == atlas.behaviour(name).suite.content_hash
+    (trace,) = atlas.traces
+    assert trace.target == " Paris" and trace.clean_prob > 5 * trace.corrupted_prob
+    df = atlas.to_dataframe()
+    assert len(df) == 3 * 300 and df.groupby("behaviour").flagged.sum().min() > 0
+    html = write_report(atlas, tmp_path / "report.html").read_text()
+    assert all(b in html for b in kinds) and "causal tracing" in html

@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from circuits.io import atomic_write_text
+from circuits.io import atomic_write_text, validation_message
 from circuits.sites import parse_component
 
 SCHEMA_VERSION = "0.2"
@@ -345,9 +345,7 @@ class Atlas(_Frozen):
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "<root>"
-            raise AtlasError(f"{source}: field {where}: {first['msg']}") from None
+            raise AtlasError(f"{source}: {validation_message(e)}") from None
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

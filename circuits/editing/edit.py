@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from circuits import model as M
-from circuits.io import atomic_write_bytes, atomic_write_text
+from circuits.io import atomic_write_bytes, atomic_write_text, validation_message
 from circuits.sites import Component, HeadRef, parse_component
 
 EDIT_SCHEMA_VERSION = "0.1"
@@ -144,9 +144,7 @@ def load_edit(path: Path | str) -> Edit:
     try:
         manifest = EditManifest.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise EditError(f"{path}: field {where}: {first['msg']}") from None
+        raise EditError(f"{path}: {validation_message(e)}") from None
     try:
         components = tuple(parse_component(c) for c in manifest.components)
     except ValueError as e:

@@ -74,6 +74,7 @@ def _restored_layers(layer: int, window: int, n_layers: int) -> range:
     return range(lo, min(n_layers, lo + window))
 
 
+@torch.no_grad()
 def trace_tokens(
     model: Any,
     tokens: Int[Tensor, "1 pos"],
@@ -182,11 +183,15 @@ def trace_tokens(
     probs = torch.zeros(n_layers, n_pos)
     if batched:
         # One forward per first-restored layer s, holding every token's restoration, started from the
-        # noised residual entering block s: blocks before s are never recomputed.
+        # noised residual entering block s: blocks before s are never recomputed. Tokens before the
+        # first subject token have identical clean and noised states (causal attention), so restoring
+        # them changes nothing: those cells are the corrupted probability, without a forward.
+        first = min(subject)
+        probs[:, :first] = corrupted_prob
         by_start: dict[int, list[tuple[int, int]]] = {}
         for layer in range(n_layers):
             s0 = _restored_layers(layer, window, n_layers).start
-            by_start.setdefault(s0, []).extend((layer, pos) for pos in range(n_pos))
+            by_start.setdefault(s0, []).extend((layer, pos) for pos in range(first, n_pos))
         batches = [by_start[s0] for s0 in sorted(by_start)]
     else:
         batches = [[(layer, pos)] for pos in range(n_pos) for layer in range(n_layers)]
@@ -194,7 +199,7 @@ def trace_tokens(
         if batched:
             s0 = _restored_layers(cells[0][0], window, n_layers).start
             resid = corr_cache[resid_names[s0]].repeat(len(cells), 1, 1)
-            logits = M.run_from_layer(model, resid, s0, cells_hooks(cells))
+            logits = M.run_from_layer(model, resid, s0, cells_hooks(cells), last=1)  # only p(target | last) is read
         else:
             logits = M.run(model, tokens.repeat(n_samples * len(cells), 1), cells_hooks(cells))
         p = logits[:, -1].softmax(-1)[:, target].view(len(cells), n_samples).mean(1)

@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from circuits.io import validation_message
+
 SplitName = Literal["build", "eval"]
 
 
@@ -175,9 +177,7 @@ def parse_suite(text: str) -> Suite:
     try:
         spec = SuiteSpec.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise SuiteError(f"suite field {where}: {first['msg']}") from None
+        raise SuiteError(f"suite {validation_message(e)}") from None
     canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Suite(spec=spec, content_hash="sha256:" + hashlib.sha256(canonical.encode()).hexdigest())
 

@@ -144,3 +144,17 @@ def test_version_0_1_files_are_upgraded(tmp_path):
 def test_json_schema_is_exported():
     schema = Atlas.json_schema()
     assert schema["title"] == "Atlas" and "behaviours" in schema["properties"]
+
+
+def test_saved_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = make_atlas().save(tmp_path / "a.json")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+    path.chmod(0o640)
+    make_atlas().save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # an existing file keeps its mode
