@@ -457,7 +457,8 @@ def run_from_layer(
     them: the residual entering block ``L`` is cached once from the unpatched run. Hooks on block
     ``start`` and later fire as in a full forward (``blocks.{start}.hook_resid_pre`` included).
     TransformerLens' own ``forward(start_at_layer=k)`` still executes blocks ``0..k-1`` internally,
-    hence this function. Supported: TL-native models and Hugging Face Llama-family models.
+    hence this function. Fast paths: TL-native models and Hugging Face Llama-family models; other
+    architectures fall back to ``forward(start_at_layer=k)`` (correct, not faster).
 
     Args:
         model: A ``TransformerBridge``.
@@ -472,7 +473,6 @@ def run_from_layer(
         residual entering ``start`` is ``resid``. Autograd follows the caller's grad mode.
 
     Raises:
-        NotImplementedError: An architecture without a known block loop.
         ValueError: ``start`` out of range.
     """
     core = _weights_module(model)
@@ -504,7 +504,20 @@ def run_from_layer(
                 h = out[0] if isinstance(out, tuple) else out
             h = h if last is None else h[:, -last:]
             return core.lm_head(inner.norm(h))
-    raise NotImplementedError(f"run_from_layer does not know the block loop of {type(core).__name__}")
+    return _run_from_layer_generic(model, resid, start, hooks, last=last)
+
+
+def _run_from_layer_generic(
+    model: Any, resid: Tensor, start: int, hooks: Sequence[tuple[str, HookFn]] = (), *, last: int | None = None
+) -> Tensor:
+    """Fallback for other architectures: TransformerBridge's ``forward(start_at_layer=...)``.
+
+    Correct for any bridge with a ``blocks`` stack, but it still executes blocks ``0..start-1``
+    internally, so it saves nothing; the fast paths in :func:`run_from_layer` do.
+    """
+    with model.hooks(fwd_hooks=list(hooks)):
+        logits = model(resid, start_at_layer=start)
+    return logits if last is None else logits[:, -last:]
 
 
 def embed(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:

