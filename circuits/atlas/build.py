@@ -17,7 +17,7 @@ import datetime as dt
 import importlib.metadata
 import subprocess
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,13 +171,22 @@ def _label_kl_noising(
     return out
 
 
-def _label_kl_total(model: Any, groups: list[TokenGroup], labels: tuple[int, ...], n: int) -> Float[Tensor, " prompt"]:
-    """KL(p(label | x) ‖ p(label | x')) per prompt: the whole spurious swap."""
+def _per_prompt(groups: list[TokenGroup], n: int, fn: Callable[[TokenGroup], Tensor]) -> Float[Tensor, " prompt"]:
+    """``fn(group)`` for every group, scattered back into the original prompt order."""
     out = torch.zeros(n)
     for g in groups:
-        ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
-        out[torch.tensor(g.indices)] = KLToReference(ref, labels=labels)(M.run(model, g.corrupted)).float()
+        out[torch.tensor(g.indices)] = fn(g).float()
     return out
+
+
+def _label_kl_total(model: Any, groups: list[TokenGroup], labels: tuple[int, ...], n: int) -> Float[Tensor, " prompt"]:
+    """KL(p(label | x) ‖ p(label | x')) per prompt: the whole spurious swap."""
+
+    def kl(g: TokenGroup) -> Tensor:
+        ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
+        return KLToReference(ref, labels=labels)(M.run(model, g.corrupted))
+
+    return _per_prompt(groups, n, kl)
 
 
 def scan(
@@ -230,7 +239,7 @@ def scan(
     extra: list[tuple[MethodInfo, Tensor]] = []
     scores: dict[str, Tensor] = {}
     summary: dict[str, float] = {}
-    clean_m = torch.cat([metric(M.run(model, g.clean)) for g in groups])[torch.argsort(torch.tensor([i for g in groups for i in g.indices]))]
+    clean_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.clean)))
     if suite.spec.kind == "harmful":
         result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress)
         if attribution:
@@ -251,7 +260,7 @@ def scan(
         sss = S.spurious_sensitivity(kl)
         ids = S.invariance_deviation(_by_template(pairs, kl))
         scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), "SSS": sss, "IDS": ids, "R": S.combined_score(sss, ids)})
-        corr_m = torch.cat([metric(M.run(model, g.corrupted)) for g in groups])[torch.argsort(torch.tensor([i for g in groups for i in g.indices]))]
+        corr_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.corrupted)))
         summary["flip_rate"] = float((torch.sign(clean_m) != torch.sign(corr_m)).float().mean())
         summary["mean_abs_gap"] = float((clean_m - corr_m).abs().mean())
         summary["total_kl"] = float(total.mean())
