@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import Progress, track
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
@@ -125,16 +126,21 @@ def edit(
     if suite.content_hash != b.suite.content_hash:
         _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
     m = _load(atlas.model.name)
-    try:
-        e = mean_ablation_from_atlas(m, atlas, suite, k=k, behaviour=b.name)
-    except (AtlasError, ValueError) as err:
-        _fail(str(err))
-    try:
-        ev = evaluate_edit(m, e, suite, split="eval")
-    except ValueError as err:  # EditError: wrong model
-        _fail(str(err))
-    e = e.with_evaluation(ev.as_dict())
-    save_edit(e, out, packages=package_versions())
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building the edit (means on the build split)", total=3)
+        try:
+            e = mean_ablation_from_atlas(m, atlas, suite, k=k, behaviour=b.name)
+        except (AtlasError, ValueError) as err:
+            _fail(str(err))
+        progress.update(task, advance=1, description="evaluating on the eval split (bias gap, perplexity)")
+        try:
+            ev = evaluate_edit(m, e, suite, split="eval")
+        except ValueError as err:  # EditError: wrong model
+            _fail(str(err))
+        progress.update(task, advance=1, description="saving")
+        e = e.with_evaluation(ev.as_dict())
+        save_edit(e, out, packages=package_versions())
+        progress.update(task, advance=1)
 
     table = Table(title=f"mean ablation of {', '.join(map(str, e.components))} — {suite.name}, eval split ({ev.n_pairs} pairs)")
     for col in ("measure", "before", "after", "change"):
@@ -144,7 +150,7 @@ def edit(
     console.print(table)
     # Both sides of the first eval pairs, so a reader sees each occupation's continuation change.
     prompts = [p for pair in suite.pairs("eval")[:generations] for p in (pair.clean, pair.corrupted)]
-    for prompt in prompts:
+    for prompt in track(prompts, description="generating before/after", console=console, transient=True):
         before = generate(m, prompt, max_new_tokens=12)
         with apply_edit(m, e, check_fingerprint=False):
             after = generate(m, prompt, max_new_tokens=12)
@@ -288,7 +294,7 @@ def generate(
     if len(names) > 1:
         _fail(f"edits were made for different models: {sorted(names)}")
     m = _load(model or (names.pop() if names else DEFAULT_MODEL))
-    for p in prompt:
+    for p in track(prompt, description="generating", console=console, transient=True):
         console.print(f"[bold]{p!r}[/]")
         console.print(f"  before: {gen(m, p, max_new_tokens=max_new_tokens)!r}")
         if edits:
