@@ -549,12 +549,6 @@ def cache_from_layer(
     return logits, store
 
 
-def run_with_grad(model: Any, tokens: Int[Tensor, "batch pos"], hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_vocab"]:
-    """Like :func:`run`, with autograd enabled (for training edits and attribution)."""
-    with torch.enable_grad(), model.hooks(fwd_hooks=list(hooks)):
-        return model(tokens)
-
-
 @torch.no_grad()
 def run_with_cache(
     model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str], hooks: Sequence[tuple[str, HookFn]] = ()

@@ -46,3 +46,10 @@ def test_gqa_grouping_smollm2_shape():
 def test_hook_names_exist_on_a_bridge(tiny):
     for c in [HeadRef(1, 3), NeuronRef(0, 5), MlpRef(1), ResidRef(0, 2)]:
         assert c.hook_name in tiny.hook_dict
+
+
+def test_site_set_constructors():
+    from circuits.sites import all_neurons, resid_grid
+
+    assert [str(n) for n in all_neurons([1], 2)] == ["L1N0", "L1N1"]
+    assert [str(r) for r in resid_grid(1, 2, "resid_post")] == ["L0RESID_POST@0", "L0RESID_POST@1"]

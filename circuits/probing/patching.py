@@ -92,18 +92,6 @@ class PatchingResult:
         """Mean normalised effect of each component over prompts."""
         return self.effects.mean(dim=1)
 
-    def effect_of(self, component: Component) -> float:
-        """Mean normalised effect of one component.
-
-        Raises:
-            KeyError: The component was not patched.
-        """
-        try:
-            i = self.components.index(component)
-        except ValueError:
-            raise KeyError(f"{component} was not patched") from None
-        return float(self.effects[i].mean())
-
 
 @dataclass(frozen=True)
 class TokenGroup:
