@@ -10,49 +10,13 @@ corrupted alike, so the edit never sees the evaluation split.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
-import torch
-from jaxtyping import Float
-from torch import Tensor
-
-from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
 from circuits.editing.edit import Edit
+from circuits.probing.patching import position_mean_activations, tokenize_pairs
 from circuits.sites import HeadRef, parse_component
-from circuits.suites import PromptPair, SplitName, Suite
-
-
-@torch.no_grad()
-def mean_head_outputs(model: Any, prompts: list[str], heads: list[HeadRef]) -> dict[HeadRef, Float[Tensor, " d_head"]]:
-    """Mean of each head's ``z`` over all positions of all prompts.
-
-    Args:
-        model: A ``TransformerBridge`` with a tokenizer.
-        prompts: Reference prompts (any lengths).
-        heads: Heads to average.
-
-    Returns:
-        ``{head: mean z}``.
-
-    Raises:
-        ValueError: No prompts or no heads.
-    """
-    if not prompts or not heads:
-        raise ValueError("need at least one prompt and one head")
-    names = sorted({h.hook_name for h in heads})
-    sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros(()))
-    count = 0
-    by_len: dict[int, list[str]] = defaultdict(list)
-    for p, n in zip(prompts, M.token_lengths(model, prompts)):
-        by_len[n].append(p)
-    for group in by_len.values():
-        _, cache = M.run_with_cache(model, M.to_tokens(model, group), names)
-        for name in names:
-            sums[name] = sums[name] + cache[name].sum(dim=(0, 1))
-        count += cache[names[0]].shape[0] * cache[names[0]].shape[1]
-    return {h: (sums[h.hook_name][h.head] / count).clone() for h in heads}
+from circuits.suites import SplitName, Suite
 
 
 def mean_ablation_from_atlas(
@@ -89,13 +53,12 @@ def mean_ablation_from_atlas(
         raise AtlasError(f"behaviour {b.name!r} flags no head; nothing to ablate")
     heads = [parse_component(c.id) for c in flagged]
     assert all(isinstance(h, HeadRef) for h in heads)
-    pairs: list[PromptPair] = suite.pairs(split)
-    prompts = [p.clean for p in pairs] + [p.corrupted for p in pairs]
-    means = mean_head_outputs(model, prompts, heads)  # type: ignore[arg-type]
+    pairs = suite.pairs(split)
+    means = position_mean_activations(model, tokenize_pairs(model, pairs), sorted({h.hook_name for h in heads}))
     return Edit(
         kind="mean_ablation",
         components=tuple(heads),
-        tensors={str(h): means[h] for h in heads},  # type: ignore[index]
+        tensors={str(h): means[h.hook_name][h.head].clone() for h in heads},  # type: ignore[union-attr]
         model_name=atlas.model.name,
         model_fingerprint=atlas.model.fingerprint,
         hyperparameters={"k": len(heads), "requested_k": k, "positions": "all", "mean_over": f"{split} split, clean+corrupted, all positions"},
