@@ -239,9 +239,9 @@ def scan(
     extra: list[tuple[MethodInfo, Tensor]] = []
     scores: dict[str, Tensor] = {}
     summary: dict[str, float] = {}
-    clean_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.clean)))
     if suite.spec.kind == "harmful":
         result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress)
+        clean_m = result.clean_metric
         if attribution:
             a = attribution_patching(model, groups, metric, components, progress=progress)
             extra.append((MethodInfo(name="attribution_patching", metric=metric_desc, ig_steps=1, seeds=[seed]), a.effects))
@@ -249,6 +249,7 @@ def scan(
         # A spurious feature moves each prompt's label either way, so the signed mean gap is no
         # denominator: the primary measure is SSS, the label-distribution KL when only component h
         # sees the counterfactual (noising), in nats, unnormalised.
+        clean_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.clean)))
         labels = tuple(int(t) for t in [*torch.as_tensor(metric.positive).reshape(-1).tolist(), *torch.as_tensor(metric.negative).reshape(-1).tolist()])
         kl = _label_kl_noising(model, groups, labels, components, n, progress)
         total = _label_kl_total(model, groups, labels, n)
