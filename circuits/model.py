@@ -627,3 +627,211 @@ def generate(model: Any, prompt: str, *, max_new_tokens: int = 20) -> str:
     """
     out = model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, verbose=False)
     return out if isinstance(out, str) else str(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights, by architecture-independent name (for weight edits and export)
+# --------------------------------------------------------------------------------------------------
+#
+# Names follow ``nn.Linear``: a ``*.weight`` is ``[out_features, in_features]`` and ``*.bias`` is
+# ``[out_features]``. ``embed.weight`` is ``W_E`` ``[d_vocab, d_model]``; ``unembed.weight`` is ``W_U``
+# transposed, ``[d_vocab, d_model]``. In block ``L``: ``blocks.L.attn.{q,k,v,o}.{weight,bias}`` (``o``'s
+# input is the heads' ``z`` concatenated head-major, so head ``h`` owns input columns
+# ``h*d_head:(h+1)*d_head``) and ``blocks.L.mlp.{gate,in,out}.{weight,bias}`` (``out``'s input column
+# ``n`` is neuron ``n``'s ``hook_post``).
+
+_HF_ATTN = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+_HF_MLP = {"gate": "gate_proj", "in": "up_proj", "out": "down_proj"}
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "_original_component", module)
+
+
+def _module_path(model: Any, name: str) -> tuple[str, str]:
+    """``(dotted module path inside the weights module, attribute)`` for a weight name."""
+    core = _weights_module(model)
+    native = hasattr(core, "ln_out") and hasattr(core, "layers")
+    parts = name.split(".")
+    attr = parts[-1]
+    if attr not in ("weight", "bias"):
+        raise KeyError(f"{name!r} is not a weight name (must end in .weight or .bias)")
+    if parts[:-1] == ["embed"]:
+        return ("tok_embed" if native else "model.embed_tokens"), attr
+    if parts[:-1] == ["unembed"]:
+        return ("head" if native else "lm_head"), attr
+    if len(parts) == 5 and parts[0] == "blocks" and parts[1].isdigit():
+        layer, sub, lin = int(parts[1]), parts[2], parts[3]
+        n_layers = shape_of(model).n_layers
+        if not 0 <= layer < n_layers:
+            raise KeyError(f"{name!r}: layer {layer} out of range for {n_layers} layers")
+        if sub == "attn" and lin in _HF_ATTN:
+            return (f"layers.{layer}.attn.{lin}" if native else f"model.layers.{layer}.self_attn.{_HF_ATTN[lin]}"), attr
+        if sub == "mlp" and lin in _HF_MLP:
+            return (f"layers.{layer}.mlp.{lin}" if native else f"model.layers.{layer}.mlp.{_HF_MLP[lin]}"), attr
+    raise KeyError(f"{name!r} is not a weight name (e.g. blocks.3.attn.o.weight, blocks.3.mlp.out.bias, embed.weight)")
+
+
+def weight_module(model: Any, name: str) -> tuple[torch.nn.Module, str]:
+    """The ``torch.nn`` module that owns a named weight, and the attribute (``"weight"``/``"bias"``).
+
+    Training code registers ``torch.nn.utils.parametrize`` parametrizations on it.
+
+    Raises:
+        KeyError: Unknown name, or the architecture has no such module.
+    """
+    path, attr = _module_path(model, name)
+    module: Any = _weights_module(model)
+    for part in path.split("."):
+        module = _unwrap(module)
+        module = module[int(part)] if part.isdigit() else getattr(module, part, None)
+        if module is None:
+            raise KeyError(f"{name!r}: this model has no module {path!r}")
+    return _unwrap(module), attr
+
+
+def hf_module_name(model: Any, name: str) -> str:
+    """The Hugging Face module path of a weight's module (``model.layers.3.self_attn.o_proj``), for PEFT.
+
+    Raises:
+        KeyError: Unknown name.
+        ValueError: The model is not a Hugging Face model (e.g. a TL-native tiny model).
+    """
+    core = _weights_module(model)
+    if hasattr(core, "ln_out"):
+        raise ValueError("a TransformerLens-native model has no Hugging Face module names")
+    return _module_path(model, name)[0]
+
+
+def read_weight(model: Any, name: str) -> Tensor | None:
+    """A named weight's current value (detached), or ``None`` for an absent bias.
+
+    Raises:
+        KeyError: Unknown name.
+    """
+    module, attr = weight_module(model, name)
+    value = getattr(module, attr, None)
+    return None if value is None else value.detach()
+
+
+def replace_weight(model: Any, name: str, value: Tensor) -> Callable[[], None]:
+    """Install a new value for a named weight, returning a function that restores the original.
+
+    The weight is replaced by a *new* parameter rather than written in place, so a weight shared with
+    another module (SmolLM2 ties ``embed`` and ``unembed``) is untied for the edit and re-tied on
+    restore, and a missing bias (Llama has none) is created and removed again. Restoring reinstalls
+    the original parameter object: the model is bit-for-bit what it was.
+
+    Args:
+        model: A ``TransformerBridge``.
+        name: Weight name.
+        value: New value, same shape as the weight (for an absent bias: ``[out_features]``).
+
+    Returns:
+        The restore function (idempotent).
+
+    Raises:
+        KeyError: Unknown name.
+        ValueError: ``value`` has the wrong shape.
+    """
+    module, attr = weight_module(model, name)
+    old = getattr(module, attr, None)
+    if old is not None:
+        expected = tuple(old.shape)
+    elif attr == "bias" and isinstance(getattr(module, "weight", None), Tensor):
+        expected = (module.weight.shape[0],)  # type: ignore[union-attr]
+    else:
+        raise KeyError(f"{name!r} does not exist in this model")
+    if tuple(value.shape) != expected:
+        raise ValueError(f"{name}: new value has shape {tuple(value.shape)}, expected {expected}")
+    ref = old if old is not None else module.weight  # type: ignore[union-attr]
+    setattr(module, attr, torch.nn.Parameter(value.detach().to(ref.dtype).clone(), requires_grad=False))
+    done = False
+
+    def restore() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        if old is None:
+            delattr(module, attr)
+            module.register_parameter(attr, None)
+        else:
+            setattr(module, attr, old)
+
+    return restore
+
+
+def _hf_named_parameters(module: torch.nn.Module, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    """Parameters of a bridged Hugging Face model under their plain HF names (bridge wrappers skipped)."""
+    module = _unwrap(module)
+    for n, p in module.named_parameters(recurse=False):
+        yield prefix + n, p
+    for n, child in module.named_children():
+        if n == "_original_component":
+            continue
+        yield from _hf_named_parameters(child, f"{prefix}{n}.")
+
+
+def save_hf_pretrained(model: Any, directory: Path | str) -> Path:
+    """Save the model's current weights (edits included) as a plain Hugging Face model directory.
+
+    Builds a fresh model of the same class from the config (a model loaded from GGUF counts as
+    quantized, which ``save_pretrained`` refuses), turns on ``attention_bias``/``mlp_bias`` when an
+    edit created a bias (the other biases of those layers are saved as zeros) and unties the
+    embeddings when an edit untied them, loads the weights, and saves with ``save_pretrained`` and
+    the tokenizer. ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` then loads it
+    without this project.
+
+    Args:
+        model: A Hugging Face-backed ``TransformerBridge`` (not a native tiny model).
+        directory: Output directory (created; written via a temporary directory and renamed).
+
+    Returns:
+        The directory.
+
+    Raises:
+        ValueError: A TL-native model, or an output directory that exists and is not empty.
+    """
+    import copy
+
+    core = _weights_module(model)
+    if hasattr(core, "ln_out"):
+        raise ValueError("only Hugging Face-backed models can be exported with save_pretrained")
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise ValueError(f"output directory {directory} exists and is not empty")
+    config = copy.deepcopy(core.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    live = {n: p for n, p in _hf_named_parameters(core)}
+    config.attention_bias = bool(getattr(config, "attention_bias", False) or any(".self_attn." in k and k.endswith(".bias") for k in live))
+    config.mlp_bias = bool(getattr(config, "mlp_bias", False) or any(".mlp." in k and k.endswith(".bias") for k in live))
+    tied = _unwrap(core.lm_head).weight is _unwrap(core.model.embed_tokens).weight
+    config.tie_word_embeddings = bool(tied)
+    fresh = type(core)(config)
+    state = {}
+    for k, v in fresh.state_dict().items():
+        if k in live:
+            state[k] = live[k].detach().clone()
+        elif k.endswith(".bias"):
+            state[k] = torch.zeros_like(v)
+        elif not (tied and k == "lm_head.weight"):
+            raise RuntimeError(f"cannot export: {type(core).__name__} expects {k!r}, which this model does not have")
+    fresh.load_state_dict(state, strict=not tied)
+    if tied:
+        fresh.tie_weights()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        fresh.save_pretrained(str(tmp), safe_serialization=True)
+        tok = tokenizer_of(model)
+        if tok is not None:
+            tok.save_pretrained(str(tmp))
+        if directory.exists():
+            directory.rmdir()
+        os.replace(tmp, directory)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory

@@ -146,17 +146,20 @@ class NeuronRef:
 
 @dataclass(frozen=True, order=True)
 class ResidRef:
-    """The residual stream of layer ``layer`` at position ``pos`` (before, between or after the block)."""
+    """The residual stream of layer ``layer`` at position ``pos`` (before, between or after the block).
+
+    ``pos=None`` means every position (``L3RESID``), as steering vectors and directional ablation use.
+    """
 
     layer: int
-    pos: int
+    pos: int | None
     site: ResidSite = "resid_pre"
 
     kind: ClassVar[str] = "resid"
 
     def __str__(self) -> str:
         suffix = {"resid_pre": "", "resid_mid": "_MID", "resid_post": "_POST"}[self.site]
-        return f"L{self.layer}RESID{suffix}@{self.pos}"
+        return f"L{self.layer}RESID{suffix}" + ("" if self.pos is None else f"@{self.pos}")
 
     @property
     def hook_name(self) -> str:
@@ -172,7 +175,7 @@ _HEAD = re.compile(r"^L(\d+)H(\d+)(?:\.(q|k|v|pattern))?" + _POS)
 _ATTN = re.compile(r"^L(\d+)ATTN" + _POS)
 _MLP = re.compile(r"^L(\d+)MLP" + _POS)
 _NEURON = re.compile(r"^L(\d+)N(\d+)" + _POS)
-_RESID = re.compile(r"^L(\d+)RESID(_MID|_POST)?@(\d+)$")
+_RESID = re.compile(r"^L(\d+)RESID(_MID|_POST)?" + _POS)
 
 
 def _opt(g: str | None) -> int | None:
@@ -201,7 +204,7 @@ def parse_component(text: str) -> Component:
         return NeuronRef(int(m[1]), int(m[2]), _opt(m[3]))
     if m := _RESID.match(text):
         site = {None: "resid_pre", "_MID": "resid_mid", "_POST": "resid_post"}[m[2]]
-        return ResidRef(int(m[1]), int(m[3]), site)  # type: ignore[arg-type]
+        return ResidRef(int(m[1]), _opt(m[3]), site)  # type: ignore[arg-type]
     raise ValueError(f"{text!r} is not a component id (expected e.g. L9H6, L7MLP, L5N1024, L3RESID@4)")
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from circuits.atlas.build import scan
 from circuits.atlas.schema import Atlas
 from circuits.cli import app
-from circuits.editing.ablation import mean_ablation_from_atlas
+from circuits.editing.build import ablation_edit, select_components
 from circuits.editing.edit import apply_edit, load_edit, save_edit
 from circuits.evaluation.run import evaluate_edit
 from circuits.model import fingerprint, generate
@@ -43,7 +43,7 @@ def test_small_scan_finds_the_committed_top_heads(real_model, committed):
 
 def test_saved_edit_reduces_bias_on_eval_split_and_keeps_perplexity(real_model, committed, tmp_path):
     suite = load_suite("gender-occupation")
-    edit = mean_ablation_from_atlas(real_model, committed, suite, k=3)
+    edit = ablation_edit(real_model, select_components(real_model, committed, suite, k=3), suite, mode="mean", atlas=committed)
     loaded = load_edit(save_edit(edit, tmp_path / "e.json"))
     ev = evaluate_edit(real_model, loaded, suite, split="eval", max_pairs=4)
     assert ev.bias_after < ev.bias_before
@@ -70,7 +70,7 @@ def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
 
 def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
     suite = load_suite("gender-occupation")
-    edit = mean_ablation_from_atlas(real_model, committed, suite, k=1)
+    edit = ablation_edit(real_model, select_components(real_model, committed, suite, k=1), suite, mode="mean", atlas=committed)
     other = edit.__class__(**{**edit.__dict__, "model_fingerprint": "sha256:" + "ab" * 32})
     path = save_edit(other, tmp_path / "other.json")
     r = CliRunner().invoke(app, ["generate", "--edit", str(path), "--prompt", "Hi"])

@@ -22,12 +22,12 @@ def make_edit(model) -> Edit:
     g = torch.Generator().manual_seed(2)
     heads = (HeadRef(1, 2), HeadRef(0, 1), HeadRef(1, 0))
     return Edit(
-        kind="mean_ablation",
+        kind="ablation",
         components=heads,
         tensors={str(h): torch.randn(8, generator=g) for h in heads},
         model_name="tiny",
         model_fingerprint=fingerprint(model),
-        hyperparameters={"k": 3},
+        hyperparameters={"k": 3, "mode": "mean"},
         suite={"name": "synthetic", "split": "build"},
     )
 

@@ -1,0 +1,304 @@
+"""Every edit kind on a tiny model: effect, equivalences, save → load, remove → original, composition."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from circuits import model as M
+from circuits.editing.edit import EDIT_KINDS, Edit, EditError, apply_edit, load_edit, save_edit
+from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
+from circuits.metrics import LogitDiff
+from circuits.probing.patching import TokenGroup
+from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
+
+HEADS = (HeadRef(1, 2), HeadRef(0, 1))
+NEURONS = (NeuronRef(0, 5), NeuronRef(1, 17))
+QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return M.tiny_model(n_layers=2, n_heads=4, n_kv_heads=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+
+
+def _pairs(seed: int, n: int) -> TokenGroup:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, 50, (n, 6), generator=g)
+    corr = clean.clone()
+    corr[:, 2] = (clean[:, 2] + 11) % 50
+    return TokenGroup(indices=list(range(n)), clean=clean, corrupted=corr)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(9)
+    return TrainingData(
+        train=[_pairs(1, 12)],
+        val=[_pairs(2, 6)],
+        neutral_train=[torch.randint(0, 50, (16,), generator=g) for _ in range(4)],
+        neutral_val=[torch.randint(0, 50, (16,), generator=g) for _ in range(2)],
+        metric=LogitDiff(positive=3, negative=4),
+        sha256="0" * 64,
+        suite={"name": "synthetic", "split": "build"},
+    )
+
+
+def make(model, kind: str, tensors: dict, components=HEADS, **hp) -> Edit:
+    return Edit(kind=kind, components=components, tensors=tensors, model_name="tiny", model_fingerprint=M.fingerprint(model), hyperparameters=hp)
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _lora(model, name, rank=2, seed=0):
+    w = M.read_weight(model, name)
+    return {f"{name}.lora_A": _rand(rank, w.shape[1], seed=seed), f"{name}.lora_B": _rand(w.shape[0], rank, seed=seed + 1) * 0.3}
+
+
+def all_kinds(model) -> dict[str, Edit]:
+    """One hand-made edit of every kind (trained kinds: random tensors; training is tested below)."""
+    r = _rand(32, seed=4)
+    return {
+        "ablation": make(model, "ablation", {str(h): _rand(8, seed=i) for i, h in enumerate(HEADS)}, mode="mean"),
+        "pruning": make(model, "pruning", {str(n): _rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS, mode="mean"),
+        "scaling": make(model, "scaling", {}, alpha=0.3),
+        "steering": make(model, "steering", {"vector": _rand(32, seed=5)}, components=(ResidRef(1, None),), coefficient=-2.0),
+        "offset": make(model, "offset", {str(h): _rand(8, seed=i + 7) for i, h in enumerate(HEADS)}),
+        "directional_ablation": make(model, "directional_ablation", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
+        "orthogonalization": make(model, "orthogonalization", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
+        "low_rank": make(model, "low_rank", _lora(model, "blocks.1.attn.o.weight"), rank=2, alpha=0.5),
+        "invariance": make(model, "invariance", _lora(model, "blocks.0.mlp.out.weight", seed=3), components=(MlpRef(0),), rank=2, alpha=1.0),
+        "neuron_repair": make(model, "neuron_repair", {str(n): torch.tensor(0.25 * (i + 1)) for i, n in enumerate(NEURONS)}, components=NEURONS),
+    }
+
+
+def test_every_kind_is_covered(model):
+    assert set(all_kinds(model)) == set(EDIT_KINDS)
+
+
+@pytest.mark.parametrize("kind", EDIT_KINDS)
+def test_apply_changes_outputs_and_remove_restores_bit_for_bit(model, tokens, kind):
+    edit = all_kinds(model)[kind]
+    original, fp = model(tokens).clone(), M.fingerprint(model)
+    with apply_edit(model, edit):
+        edited = model(tokens).clone()
+    assert not torch.allclose(edited, original, atol=1e-4)
+    assert torch.equal(model(tokens), original)
+    assert M.fingerprint(model) == fp
+    handle = apply_edit(model, edit)  # permanent until removed
+    assert torch.equal(model(tokens), edited)
+    handle.remove()
+    assert torch.equal(model(tokens), original)
+
+
+@pytest.mark.parametrize("kind", EDIT_KINDS)
+def test_save_load_gives_identical_outputs(model, tokens, kind, tmp_path):
+    edit = all_kinds(model)[kind]
+    loaded = load_edit(save_edit(edit, tmp_path / f"{kind}.json"))
+    assert loaded.kind == edit.kind and loaded.components == edit.components
+    with apply_edit(model, edit):
+        a = model(tokens).clone()
+    with apply_edit(model, loaded):
+        b = model(tokens)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", [k for k in EDIT_KINDS if k != "ablation"] + ["ablation"])
+def test_baked_form_equals_applied_form(model, tokens, kind):
+    edit = all_kinds(model)[kind]
+    with apply_edit(model, edit):
+        hooked = model(tokens).clone()
+    with apply_edit(model, edit, bake=True):
+        baked = model(tokens).clone()
+        assert not any(p.fwd_hooks for p in model.hook_dict.values())
+    torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
+
+
+def test_zero_mean_and_resample_ablation_set_the_activation(model, tokens):
+    name = HeadRef(1, 0).hook_name
+    means = {str(h): _rand(8, seed=i) for i, h in enumerate(HEADS)}
+    bank = {str(h): _rand(5, 8, seed=i + 3) for i, h in enumerate(HEADS)}
+    for mode, tensors in (("zero", {}), ("mean", means), ("resample", bank)):
+        with apply_edit(model, make(model, "ablation", tensors, mode=mode, seed=1)):
+            _, cache = model.run_with_cache(tokens)
+        z = cache[name][:, :, 2]
+        if mode == "zero":
+            assert torch.equal(z, torch.zeros_like(z))
+        elif mode == "mean":
+            assert torch.equal(z, means["L1H2"].expand_as(z))
+        else:  # each prompt gets one row of the bank at every position
+            for b in range(z.shape[0]):
+                assert any(torch.equal(z[b], row.expand_as(z[b])) for row in bank["L1H2"])
+
+
+def test_resample_ablation_cannot_be_baked(model):
+    edit = make(model, "ablation", {str(h): _rand(5, 8) for h in HEADS}, mode="resample")
+    with pytest.raises(EditError, match="resample"):
+        apply_edit(model, edit, bake=True)
+
+
+def test_scaling_by_zero_equals_zero_ablation_and_neuron_repair_scales_columns(model, tokens):
+    with apply_edit(model, make(model, "scaling", {}, alpha=0.0)):
+        scaled = model(tokens).clone()
+    with apply_edit(model, make(model, "ablation", {}, mode="zero")):
+        zeroed = model(tokens).clone()
+    torch.testing.assert_close(scaled, zeroed)
+    repair = make(model, "neuron_repair", {str(n): torch.tensor(0.0) for n in NEURONS}, components=NEURONS)
+    with apply_edit(model, repair):
+        repaired = model(tokens).clone()
+    with apply_edit(model, make(model, "ablation", {}, components=NEURONS, mode="zero")):
+        ablated = model(tokens).clone()
+    torch.testing.assert_close(repaired, ablated, atol=1e-5, rtol=1e-5)
+
+
+def test_directional_ablation_leaves_no_component_along_the_direction(model, tokens):
+    edit = all_kinds(model)["orthogonalization"]
+    r = edit.tensors["direction"]
+    names = [ResidRef(layer, None, s).hook_name for layer in range(2) for s in ("resid_pre", "resid_mid")]
+    # The hook form ablates at resid_pre/resid_mid of every block and after the last block, so an
+    # intermediate hook_resid_post (read before the next block's resid_pre hook) still has the component.
+    for e, extra in ((edit, ["blocks.0.hook_resid_post"]), (all_kinds(model)["directional_ablation"], [])):
+        with apply_edit(model, e):
+            _, cache = model.run_with_cache(tokens)
+        for n in names + extra + ["blocks.1.hook_resid_post"]:
+            assert (cache[n] @ r).abs().max() < 1e-4, (e.kind, n)
+
+
+def test_low_rank_edit_equals_the_same_full_matrix(model, tokens):
+    edit = all_kinds(model)["low_rank"]
+    name = "blocks.1.attn.o.weight"
+    a, b = edit.tensors[f"{name}.lora_A"], edit.tensors[f"{name}.lora_B"]
+    w = M.read_weight(model, name)
+    full = w + 0.5 * b @ a
+    assert torch.linalg.matrix_rank(full - w) <= 2
+    restore = M.replace_weight(model, name, full)
+    try:
+        expected = model(tokens).clone()
+    finally:
+        restore()
+    with apply_edit(model, edit):
+        torch.testing.assert_close(model(tokens), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_composition_applies_in_the_stated_order(model, tokens):
+    kinds = all_kinds(model)
+    lr, ortho = kinds["low_rank"], kinds["orthogonalization"]
+    with apply_edit(model, lr, ortho):
+        a = model(tokens).clone()
+        w_a = M.read_weight(model, "blocks.1.attn.o.weight").clone()
+    with apply_edit(model, ortho, lr):
+        b = model(tokens).clone()
+    assert not torch.allclose(a, b, atol=1e-4)  # order matters ...
+    r = ortho.tensors["direction"]
+    assert (r @ w_a).abs().max() < 1e-5  # ... and projecting last removes r from the low-rank-edited W_O
+    with apply_edit(model, lr):
+        with apply_edit(model, ortho, check_fingerprint=False):
+            torch.testing.assert_close(model(tokens), a)
+
+
+def test_a_model_with_another_fingerprint_is_refused(model):
+    edit = Edit(**{**all_kinds(model)["offset"].__dict__, "model_fingerprint": "sha256:" + "ab" * 32})
+    with pytest.raises(EditError, match="refusing to apply"):
+        apply_edit(model, edit)
+
+
+def test_an_edit_that_does_not_fit_is_refused_and_nothing_stays_applied(model, tokens):
+    original = model(tokens).clone()
+    bad = make(model, "ablation", {}, components=(HeadRef(0, 0), HeadRef(5, 0)), mode="zero")
+    with pytest.raises(EditError, match="L5H0"):
+        apply_edit(model, all_kinds(model)["low_rank"], bad)
+    assert torch.equal(model(tokens), original)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.pop("kind"), "kind"),
+        (lambda m: m.update(kind="telepathy"), "kind"),
+        (lambda m: m.update(components=[]), "components"),
+        (lambda m: m.update(model_fingerprint="md5:1"), "model_fingerprint"),
+        (lambda m: m.update(hyperparameters={"mode": "sideways"}), "mode"),
+        (lambda m: m.update(tensors_sha256="0" * 64), "sha256"),
+        (lambda m: m.update(extra_field=1), "extra_field"),
+    ],
+)
+def test_malformed_manifests_get_one_clear_error(model, tmp_path, mutate, message):
+    path = save_edit(all_kinds(model)["ablation"], tmp_path / "e.json")
+    manifest = json.loads(path.read_text())
+    mutate(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(EditError, match=message):
+        load_edit(path)
+
+
+def test_not_json_and_missing_tensors_get_clear_errors(model, tmp_path):
+    path = save_edit(all_kinds(model)["ablation"], tmp_path / "e.json")
+    path.with_suffix(".safetensors").unlink()
+    with pytest.raises(EditError, match="cannot read edit tensors"):
+        load_edit(path)
+    path.write_text("{not json")
+    with pytest.raises(EditError, match="not valid JSON"):
+        load_edit(path)
+
+
+def test_schema_0_1_mean_ablation_manifests_are_upgraded(model, tmp_path):
+    path = save_edit(all_kinds(model)["ablation"], tmp_path / "e.json")
+    manifest = json.loads(path.read_text())
+    manifest.update(schema_version="0.1", kind="mean_ablation", hyperparameters={"k": 2})
+    path.write_text(json.dumps(manifest))
+    loaded = load_edit(path)
+    assert loaded.kind == "ablation" and loaded.hyperparameters["mode"] == "mean"
+
+
+def _val_harm(model, data, edit=None):
+    g = data.val[0]
+    with torch.no_grad():
+        if edit is not None:
+            with apply_edit(model, edit):
+                return float(((data.metric(model(g.clean)) - data.metric(model(g.corrupted))) ** 2).mean())
+        return float(((data.metric(model(g.clean)) - data.metric(model(g.corrupted))) ** 2).mean())
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        lambda m, d: offset_edit(m, HEADS + NEURONS, d, config=QUICK),
+        lambda m, d: low_rank_edit(m, HEADS + (MlpRef(1),), d, rank=2, config=QUICK),
+        lambda m, d: invariance_edit(m, (MlpRef(0), MlpRef(1)), d, rank=2, config=replace(QUICK, preservation=0.1, lr=0.2)),
+        lambda m, d: neuron_repair_edit(m, tuple(NeuronRef(1, n) for n in range(64)), d, config=replace(QUICK, lr=0.2)),
+    ],
+    ids=["offset", "low_rank", "invariance", "neuron_repair"],
+)
+def test_trained_edits_reduce_the_held_out_harm_and_leave_the_model_unchanged(model, data, tokens, train):
+    original, fp = model(tokens).clone(), M.fingerprint(model)
+    edit = train(model, data)
+    assert torch.equal(model(tokens), original) and M.fingerprint(model) == fp
+    assert edit.training is not None and edit.training["best_step"] > 0
+    assert edit.training["val_harm_after"] < edit.training["val_harm_before"]
+    assert _val_harm(model, data, edit) == pytest.approx(edit.training["val_harm_after"], rel=1e-3, abs=1e-5) or edit.kind == "invariance"
+    assert _val_harm(model, data, edit) < _val_harm(model, data) or edit.kind == "invariance"
+
+
+def test_low_rank_training_touches_only_the_flagged_heads_columns(model, data):
+    edit = low_rank_edit(model, (HeadRef(1, 2),), data, rank=2, config=QUICK)
+    a = edit.tensors["blocks.1.attn.o.weight.lora_A"]
+    outside = torch.ones(a.shape[1], dtype=torch.bool)
+    outside[16:24] = False
+    assert torch.equal(a[:, outside], torch.zeros_like(a[:, outside]))
+    assert a[:, ~outside].abs().sum() > 0
+
+
+def test_training_is_reproducible_with_the_same_seed(model, data):
+    a = offset_edit(model, HEADS, data, config=QUICK)
+    b = offset_edit(model, HEADS, data, config=QUICK)
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
