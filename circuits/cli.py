@@ -20,7 +20,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import Progress, track
+from rich.progress import track
+
+from circuits.editing.edit import EDIT_KINDS
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
@@ -102,21 +104,35 @@ def scan(
 def edit(
     atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON made by `circuits scan`.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Edit manifest path (.json); tensors go beside it.")],
-    k: Annotated[int, typer.Option(help="Number of flagged heads to mean-ablate.")] = 6,
+    kind: Annotated[str, typer.Option(help="Edit kind: " + ", ".join(EDIT_KINDS) + ".")] = "ablation",
+    k: Annotated[int, typer.Option(help="Number of components (flagged heads, or neurons with --granularity neuron).")] = 3,
+    granularity: Annotated[str, typer.Option(help="head or neuron (neurons of the flagged MLP layers, by attribution).")] = "head",
+    mode: Annotated[str, typer.Option(help="Ablation/pruning mode: zero, mean or resample.")] = "mean",
+    alpha: Annotated[float | None, typer.Option(help="Scaling factor (scaling) or low-rank scale (low_rank, invariance).")] = None,
+    layer: Annotated[int | None, typer.Option(help="Residual layer for steering / directional ablation (default: strongest flagged head's).")] = None,
+    coefficient: Annotated[float, typer.Option(help="Steering coefficient (negative: away from the clean side).")] = -1.0,
+    rank: Annotated[int, typer.Option(help="Rank of low-rank edits.")] = 4,
+    steps: Annotated[int, typer.Option(help="Training steps (trained kinds).")] = 80,
+    lr: Annotated[float, typer.Option(help="Learning rate (trained kinds).")] = 1e-2,
+    preservation: Annotated[float, typer.Option(help="Weight of the KL-to-unedited term (trained kinds).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed (training, resampling).")] = 0,
     behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
     generations: Annotated[int, typer.Option(help="Eval-split prompt pairs to generate from, before and after.")] = 2,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
-    """Build a mean-ablation edit of an atlas's top-k flagged heads, evaluate it, and save it."""
+    """Build an edit of any kind from an atlas (on the build split), evaluate it on the eval split, and save it."""
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas, AtlasError
-    from circuits.editing.ablation import mean_ablation_from_atlas
-    from circuits.editing.edit import apply_edit, save_edit
+    from circuits.editing.edit import EditError, apply_edit, save_edit
+    from circuits.editing.recipes import EditRecipe, build_edit
+    from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import evaluate_edit
     from circuits.model import generate
     from circuits.suites import SuiteError, load_suite
 
     _setup_logging(verbose)
+    if granularity not in ("head", "neuron"):
+        _fail(f"--granularity must be head or neuron, got {granularity!r}")
     try:
         atlas = Atlas.load(atlas_path)
         b = atlas.behaviour(behaviour) if behaviour else atlas.behaviours[0]
@@ -125,30 +141,33 @@ def edit(
         _fail(str(e))
     if suite.content_hash != b.suite.content_hash:
         _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
+    recipe = EditRecipe(
+        kind=kind, k=k, granularity=granularity, mode=mode, alpha=alpha, layer=layer, coefficient=coefficient, rank=rank,  # type: ignore[arg-type]
+        train=TrainConfig(steps=steps, lr=lr, preservation=preservation, seed=seed),
+    )
     m = _load(atlas.model.name)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("building the edit (means on the build split)", total=3)
+    with console.status(f"building the {kind} edit on the build split"):
         try:
-            e = mean_ablation_from_atlas(m, atlas, suite, k=k, behaviour=b.name)
-        except (AtlasError, ValueError) as err:
+            e = build_edit(m, atlas, suite, recipe, behaviour=b.name)
+        except (AtlasError, EditError, ValueError) as err:
             _fail(str(err))
-        progress.update(task, advance=1, description="evaluating on the eval split (bias gap, perplexity)")
+    with console.status("evaluating on the eval split (bias gap, perplexity)"):
         try:
             ev = evaluate_edit(m, e, suite, split="eval")
         except ValueError as err:  # EditError: wrong model
             _fail(str(err))
-        progress.update(task, advance=1, description="saving")
-        e = e.with_evaluation(ev.as_dict())
-        save_edit(e, out, packages=package_versions())
-        progress.update(task, advance=1)
+    e = e.with_evaluation(ev.as_dict())
+    save_edit(e, out, packages=package_versions())
 
-    table = Table(title=f"mean ablation of {', '.join(map(str, e.components))} — {suite.name}, eval split ({ev.n_pairs} pairs)")
+    table = Table(title=f"{e} — {suite.name}, eval split ({ev.n_pairs} pairs)")
     for col in ("measure", "before", "after", "change"):
         table.add_column(col)
-    table.add_row("bias gap (logit diff, she−he)", f"{ev.bias_before:.3f}", f"{ev.bias_after:.3f}", f"{-ev.bias_reduction:+.1%} (paired t p={ev.p_value:.1e})")
+    table.add_row("bias gap (metric units)", f"{ev.bias_before:.3f}", f"{ev.bias_after:.3f}", f"{-ev.bias_reduction:+.1%} (paired t p={ev.p_value:.1e})")
     table.add_row("perplexity (English sample)", f"{ev.ppl_before:.3f}", f"{ev.ppl_after:.3f}", f"{ev.ppl_change:+.2%}")
     console.print(table)
-    # Both sides of the first eval pairs, so a reader sees each occupation's continuation change.
+    if e.training:
+        console.print(f"trained {e.training['steps_run']} steps in {e.training['seconds']} s (best step {e.training['best_step']})")
+    # Both sides of the first eval pairs, so a reader sees each prompt's continuation change.
     prompts = [p for pair in suite.pairs("eval")[:generations] for p in (pair.clean, pair.corrupted)]
     for prompt in track(prompts, description="generating before/after", console=console, transient=True):
         before = generate(m, prompt, max_new_tokens=12)
@@ -156,6 +175,37 @@ def edit(
             after = generate(m, prompt, max_new_tokens=12)
         console.print(f"[bold]{prompt!r}[/]\n  before: {before!r}\n  after:  {after!r}")
     console.print(f"edit written to {out} (+ {out.with_suffix('.safetensors').name})")
+
+
+@app.command()
+def export(
+    edit_paths: Annotated[list[Path], typer.Option("--edit", "-e", help="Edit manifest (repeatable; baked in order).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (must not exist or be empty).")],
+    peft: Annotated[bool, typer.Option("--peft", help="Write one low-rank edit as a PEFT LoRA adapter instead.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Bake edits into a plain Hugging Face model directory (or write a PEFT adapter)."""
+    from circuits.editing.edit import EditError, load_edit
+    from circuits.editing.export import export_hf, export_peft
+
+    _setup_logging(verbose)
+    try:
+        edits = [load_edit(p) for p in edit_paths]
+    except EditError as e:
+        _fail(str(e))
+    names = {e.model_name for e in edits}
+    if len(names) != 1:
+        _fail(f"edits must be made for one model, got {sorted(names)}")
+    if peft and len(edits) != 1:
+        _fail("--peft exports exactly one low-rank edit")
+    m = _load(names.pop())
+    with console.status(f"writing {out}"):
+        try:
+            path = export_peft(m, edits[0], out) if peft else export_hf(m, edits, out)
+        except (EditError, ValueError) as err:
+            _fail(str(err))
+    what = "PEFT LoRA adapter" if peft else f"Hugging Face model with {len(edits)} edit(s) baked in"
+    console.print(f"{what} written to {path}")
 
 
 @app.command()

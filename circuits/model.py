@@ -284,6 +284,12 @@ def model_name(model: Any) -> str:
     return str(getattr(model, "circuits_model_name", "custom"))
 
 
+def hf_name(model: Any) -> str:
+    """The Hugging Face hub name of a loaded real model (``HuggingFaceTB/SmolLM2-135M-Instruct``), else its short name."""
+    name = model_name(model)
+    return MODELS[name].hf_name if name in MODELS else name
+
+
 def shape_of(model: Any) -> ModelShape:
     """Read a model's dimensions.
 
