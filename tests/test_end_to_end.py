@@ -96,3 +96,46 @@ def test_committed_merged_atlas_has_three_behaviours_scores_and_a_trace(real_mod
     assert len(df) == 3 * 300 and df.groupby("behaviour").flagged.sum().min() > 0
     html = write_report(atlas, tmp_path / "report.html").read_text()
     assert all(b in html for b in kinds) and "causal tracing" in html
+
+
+def test_exported_hf_model_and_peft_adapter_reproduce_the_edited_logits(real_model, committed, tmp_path):
+    """`circuits export` output loads with plain transformers/peft and matches the edited model to 1e-4."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from circuits.editing.edit import Edit
+    from circuits.editing.export import export_hf, export_peft
+    from circuits.model import read_weight, run, to_tokens
+    from circuits.sites import HeadRef, ResidRef
+
+    suite = load_suite("gender-occupation")
+    heads = select_components(real_model, committed, suite, k=3)
+    name = "blocks.26.attn.o.weight"
+    w = read_weight(real_model, name)
+    g = torch.Generator().manual_seed(0)
+    a = torch.zeros(2, w.shape[1])
+    a[:, 128:192] = torch.randn(2, 64, generator=g) * 0.1
+    low_rank = Edit(
+        kind="low_rank", components=(HeadRef(26, 2),), model_name="smollm2-135m", model_fingerprint=fingerprint(real_model),
+        tensors={f"{name}.lora_A": a, f"{name}.lora_B": torch.randn(w.shape[0], 2, generator=g) * 0.5}, hyperparameters={"rank": 2, "alpha": 0.7},
+    )
+    direction = torch.randn(w.shape[0], generator=g)
+    steer = Edit(kind="steering", components=(ResidRef(20, None),), tensors={"vector": direction}, model_name="smollm2-135m",
+                 model_fingerprint=fingerprint(real_model), hyperparameters={"coefficient": 0.5})
+    ortho = Edit(kind="directional_ablation", components=(ResidRef(12, None),), tensors={"direction": direction / direction.norm()},
+                 model_name="smollm2-135m", model_fingerprint=fingerprint(real_model))
+    edits = [ablation_edit(real_model, heads, suite, mode="mean", atlas=committed), steer, ortho, low_rank]
+    tokens = to_tokens(real_model, ["The nurse said that"])
+    with apply_edit(real_model, *edits):
+        edited = run(real_model, tokens)
+    assert (edited - run(real_model, tokens)).abs().max() > 0.1
+    hf = AutoModelForCausalLM.from_pretrained(str(export_hf(real_model, edits, tmp_path / "baked")))
+    with torch.no_grad():
+        assert (hf(tokens).logits - edited).abs().max() <= 1e-4
+    with apply_edit(real_model, low_rank):
+        lr_logits = run(real_model, tokens)
+    base = AutoModelForCausalLM.from_pretrained(str(export_hf(real_model, [], tmp_path / "base")))
+    peft = PeftModel.from_pretrained(base, str(export_peft(real_model, low_rank, tmp_path / "adapter")))
+    with torch.no_grad():
+        assert (peft(tokens).logits - lr_logits).abs().max() <= 1e-4

@@ -610,6 +610,31 @@ def _baked_steps(edit: Edit, model: Any) -> list[WeightStep]:
     return _BAKED[edit.kind](edit, model)
 
 
+def _check_bakeable(hook_edits: list[Edit]) -> None:
+    """Refuse hook compositions whose weight forms are not the same function.
+
+    Two column edits (ablation, scaling, offset) of one component compose on its activation but not
+    on its (then zeroed or rescaled) output columns; a steering vector added after a directional
+    ablation keeps its component along the direction until the next ablation site, which a projected
+    weight cannot express.
+
+    Raises:
+        EditError: Such a composition.
+    """
+    seen: dict[str, Edit] = {}
+    directional = False
+    for e in hook_edits:
+        if e.kind in ("ablation", "scaling", "offset"):
+            for c in e.components:
+                if str(c) in seen:
+                    raise EditError(f"cannot bake {seen[str(c)]} and {e}: both act on {c}; bake them separately")
+                seen[str(c)] = e
+        if e.kind == "directional_ablation":
+            directional = True
+        if e.kind == "steering" and directional:
+            raise EditError(f"cannot bake {e} after a directional ablation; put the steering edit first")
+
+
 class AppliedEdits:
     """Edits applied to a model; remove them with :meth:`remove` or by leaving a ``with`` block.
 
@@ -653,8 +678,10 @@ def apply_edit(model: Any, *edits: Edit, check_fingerprint: bool = True, bake: b
 
     Hook kinds attach forward hooks; weight kinds replace weights, each step reading the weights the
     previous edits left (so ``orthogonalization`` after ``low_rank`` projects the low-rank-edited
-    matrices). With ``bake=True`` every edit is applied in its weight form (deterministic hook kinds
-    have an exact one), as :func:`circuits.editing.export.export_hf` needs.
+    matrices). Hooks act on the activations of the weight-edited model. With ``bake=True`` every edit
+    is applied in its weight form (deterministic hook kinds have an exact one), as
+    :func:`circuits.editing.export.export_hf` needs: the weight kinds first, in order, then the baked
+    hook kinds, in order, which computes the same function as the unbaked edits.
 
     Args:
         model: A ``TransformerBridge``.
@@ -678,8 +705,13 @@ def apply_edit(model: Any, *edits: Edit, check_fingerprint: bool = True, bake: b
     for e in edits:
         required_tensors(e)  # validates mode
     removers: list[Callable[[], None]] = []
+    # Hooks act on the activations of the weight-edited model whatever their position in the list, so
+    # their weight forms are baked after every weight edit (in order among themselves): same function.
+    order = [e for e in edits if e.kind in _WEIGHTS] + [e for e in edits if e.kind not in _WEIGHTS] if bake else list(edits)
+    if bake:
+        _check_bakeable([e for e in edits if e.kind not in _WEIGHTS])
     try:
-        for e in edits:
+        for e in order:
             if bake or e.kind in _WEIGHTS:
                 for name, step in _baked_steps(e, model) if bake else _WEIGHTS[e.kind](e, model):
                     try:

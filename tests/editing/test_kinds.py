@@ -302,3 +302,23 @@ def test_training_is_reproducible_with_the_same_seed(model, data):
     a = offset_edit(model, HEADS, data, config=QUICK)
     b = offset_edit(model, HEADS, data, config=QUICK)
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+def test_baking_a_mixed_composition_computes_the_same_function(model, tokens):
+    k = all_kinds(model)
+    offset = make(model, "offset", {str(n): _rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS)
+    edits = (k["ablation"], k["low_rank"], k["steering"], k["directional_ablation"], k["invariance"], offset, k["scaling"].__class__(**{**k["scaling"].__dict__, "components": (HeadRef(1, 3),)}))
+    with apply_edit(model, *edits):
+        hooked = model(tokens).clone()
+    with apply_edit(model, *edits, bake=True):
+        baked = model(tokens).clone()
+    torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
+
+
+def test_compositions_without_a_weight_form_are_refused_when_baking(model, tokens):
+    k = all_kinds(model)
+    original = model(tokens).clone()
+    for edits in ((k["ablation"], k["offset"]), (k["directional_ablation"], k["steering"])):
+        with pytest.raises(EditError, match="cannot bake"):
+            apply_edit(model, *edits, bake=True)
+        assert torch.equal(model(tokens), original)
