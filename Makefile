@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 ATLAS_DIR := atlas/smollm2-135m
 ATLAS := $(ATLAS_DIR)/gender-occupation.atlas.json
-EDIT := $(ATLAS_DIR)/edits/gender-occupation.mean-ablation-k3.json
+EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
@@ -37,10 +37,12 @@ scan: setup
 	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=600
 
 bench: setup
 	$(PY) benchmarks/loading.py
+	$(PY) benchmarks/patching.py
+	$(PY) benchmarks/generation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

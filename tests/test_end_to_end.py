@@ -66,6 +66,25 @@ def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
     with apply_edit(real_model, edit):
         after = generate(real_model, "The nurse said that", max_new_tokens=8)
     assert repr(after) in r.output
+    # A second edit kind, composed with the first, and both baked into a plain HF model.
+    steer = tmp_path / "steer.json"
+    r = runner.invoke(app, ["edit", str(COMMITTED), "--kind", "steering", "--layer", "20", "-o", str(steer), "--generations", "0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["generate", "--edit", str(out), "--edit", str(steer), "--prompt", "The nurse said that", "--max-new-tokens", "8"])
+    assert r.exit_code == 0 and "after:" in r.output, r.output
+    r = runner.invoke(app, ["export", "--edit", str(out), "--edit", str(steer), "-o", str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    from transformers import AutoModelForCausalLM
+
+    from circuits.model import run, to_tokens
+
+    tokens = to_tokens(real_model, ["The nurse said that"])
+    with apply_edit(real_model, edit, load_edit(steer)):
+        expected = run(real_model, tokens)
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"))
+    assert (hf(tokens).logits.detach() - expected).abs().max() <= 1e-4
+    r = runner.invoke(app, ["export", "--edit", str(out), "-o", str(tmp_path / "hf")])  # not empty: refused
+    assert r.exit_code == 2 and "not empty" in r.output
 
 
 def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
