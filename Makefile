@@ -37,7 +37,7 @@ scan: setup
 	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
 test: setup
-	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=600
+	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=1200
 
 bench: setup
 	$(PY) benchmarks/loading.py

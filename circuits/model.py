@@ -841,3 +841,22 @@ def save_hf_pretrained(model: Any, directory: Path | str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def weight_parameters(model: Any) -> list[torch.nn.Parameter]:
+    """The model's trainable weights (for training planted models)."""
+    return list(_weights_module(model).parameters())
+
+
+def weights_state(model: Any) -> dict[str, Tensor]:
+    """A copy of the model's weights by state-dict name (for saving with safetensors)."""
+    return {k: v.detach().clone().contiguous() for k, v in _weights_module(model).state_dict().items()}
+
+
+def load_weights(model: Any, state: dict[str, Tensor]) -> None:
+    """Load weights saved by :func:`weights_state` into a model of the same shape.
+
+    Raises:
+        RuntimeError: Missing, unexpected or mis-shaped tensors.
+    """
+    _weights_module(model).load_state_dict(state, strict=True)

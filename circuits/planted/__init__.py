@@ -1,0 +1,214 @@
+"""Planted circuits: tiny TransformerLens-native models trained on synthetic tasks whose mechanism is
+known, to check that the probing methods find the components that are really there.
+
+The circuit is *planted by construction*: a fixed attention mask, part of the model (hooks on
+``hook_pattern``, in training and at probing time), lets only the designated heads move the relevant
+information between positions; every other head stays active but cannot carry it. Two tasks (the
+trained weights ship as package data, so tests never retrain; ``python -m circuits.planted.train``
+regenerates them):
+
+* **induction** (Olsson et al. 2022, "In-context learning and induction heads"): a 2-layer
+  attention-only model sees ``[BOS, R, A, A]`` (random block ``A`` of random length) and must predict
+  the second copy. Only ``L0H1`` (previous-token head) and ``L1H2`` (induction head) may attend
+  freely; the other heads attend only to BOS, so their output is a constant that still flows into the
+  residual stream (gradient-based scores see them; their counterfactual effect is zero). Ground truth
+  ``{L0H1, L1H2}``.
+* **spurious** (the setting of ICP, Peters et al. 2016, and AIFS): classify a sequence by a *signal*
+  token; a *spurious* token at a fixed position agrees with the label 95% of the time in training
+  (the signal 85%), but is random in the de-correlated test split, where the signal is always right.
+  Only ``L1H1`` may attend to the spurious token's position; the other heads attend freely elsewhere
+  (they read the signal and filler tokens: active, but blind to the spurious token, also as queries).
+  Ground truth ``{L1H1}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load as st_load
+from torch import Tensor
+
+from circuits import model as M
+from circuits.probing.patching import TokenGroup
+from circuits.sites import HeadRef
+
+TaskName = Literal["induction", "spurious"]
+BOS = 0
+
+#: Model shapes of the planted models (TL-native, attention-only, RMSNorm).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "induction": {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_mlp": 64, "d_vocab": 64, "n_ctx": 32, "attn_only": True},
+    "spurious": {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_mlp": 64, "d_vocab": 64, "n_ctx": 32, "attn_only": True},
+}
+MAX_BLOCK = 10  # induction blocks have 4..MAX_BLOCK tokens, so the copy offset varies per row
+SEQ = 1 + 2 * MAX_BLOCK
+# Spurious task vocabulary
+SIGNAL = (tuple(range(1, 11)), tuple(range(11, 21)))  # label 0 / label 1 signal tokens
+SPURIOUS = (21, 22)  # spurious token for label 0 / 1
+FILLER = tuple(range(23, 50))
+LABELS = (60, 61)
+QUERY = 62
+SIGNAL_POS, SPURIOUS_POS = 2, 5
+#: The planted circuits (by construction, see the module docstring).
+PLANTED: dict[str, frozenset[HeadRef]] = {
+    "induction": frozenset({HeadRef(0, 1), HeadRef(1, 2)}),
+    "spurious": frozenset({HeadRef(1, 1)}),
+}
+
+
+def _allowed(task: str, layer: int, n_heads: int, pos: int) -> Tensor:
+    """``[head, q, k]`` 0/1 mask of the keys each head may attend to."""
+    causal = torch.ones(pos, pos).tril()
+    allowed = causal.expand(n_heads, pos, pos).clone()
+    for h in range(n_heads):
+        if HeadRef(layer, h) in PLANTED[task]:
+            continue
+        if task == "induction":  # only BOS: a constant output that moves no token information
+            allowed[h] = 0
+            allowed[h, :, 0] = 1
+        elif pos > SPURIOUS_POS:  # never the spurious token's position, and not from it
+            allowed[h, :, SPURIOUS_POS] = 0
+            allowed[h, SPURIOUS_POS, :] = 0  # its query would depend on the spurious token
+            allowed[h, SPURIOUS_POS, 0] = 1
+    return allowed
+
+
+def mask_hooks(task: str, n_layers: int, n_heads: int) -> list[tuple[str, M.HookFn]]:
+    """The planting mask as ``hook_pattern`` hooks (masked weights removed, rows renormalised)."""
+
+    def make(layer: int) -> M.HookFn:
+        def hook(pattern: Tensor, hook: Any) -> Tensor:
+            masked = pattern * _allowed(task, layer, n_heads, pattern.shape[-1]).to(pattern.dtype)
+            return masked / masked.sum(-1, keepdim=True).clamp_min(1e-9)
+
+        return hook
+
+    return [(HeadRef(layer, 0, "pattern").hook_name, make(layer)) for layer in range(n_layers)]
+
+
+@dataclass(frozen=True)
+class PerPromptLogit:
+    """``logit[target_b] − mean logit`` at the last position, one target per prompt (logit units).
+
+    Works on a batch that is a whole multiple of the targets (the patching engine packs interventions).
+    """
+
+    targets: Int[Tensor, " batch"]
+    positions: int = 1
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
+        last = logits[:, -1, :]
+        t = self.targets.repeat(last.shape[0] // self.targets.shape[0])
+        return last.gather(-1, t[:, None])[:, 0] - last.mean(-1)
+
+
+def induction_tokens(n: int, *, seed: int, d_vocab: int = 64) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """``[BOS, R, A, A]`` rows of length ``SEQ``, and each row's block length ``L``.
+
+    ``A`` is ``L ∈ [4, MAX_BLOCK]`` random non-BOS tokens and ``R`` random padding, so the distance
+    between the two copies varies and a fixed positional offset cannot solve the task: the model has
+    to find the previous occurrence of the current token (induction).
+    """
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(1, d_vocab, (n, SEQ), generator=g)
+    toks[:, 0] = BOS
+    lengths = torch.randint(4, MAX_BLOCK + 1, (n,), generator=g)
+    for b, length in enumerate(lengths.tolist()):
+        toks[b, SEQ - length :] = toks[b, SEQ - 2 * length : SEQ - length]
+    return toks, lengths
+
+
+def induction_pairs(n: int, *, seed: int) -> tuple[TokenGroup, PerPromptLogit]:
+    """Clean ``[BOS, R, A, A[:-1]]`` vs corrupted ``[BOS, R, B, A[:-1]]``; the metric scores ``A[-1]``.
+
+    In the corrupted prompt the first copy is another random block, so induction has nothing to copy.
+    """
+    full, lengths = induction_tokens(n, seed=seed)
+    clean = full[:, :-1]
+    corrupted = clean.clone()
+    g = torch.Generator().manual_seed(seed + 10_000)
+    for b, length in enumerate(lengths.tolist()):
+        corrupted[b, SEQ - 2 * length : SEQ - length] = torch.randint(1, 64, (length,), generator=g)
+    return TokenGroup(list(range(n)), clean, corrupted), PerPromptLogit(full[:, -1])
+
+
+def spurious_tokens(n: int, *, seed: int, p_spurious: float, p_signal: float) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """Sequences ``[BOS, f, signal, f, f, spurious, f, QUERY]`` and labels.
+
+    The signal token agrees with the label with probability ``p_signal``, the spurious token with
+    probability ``p_spurious``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    toks = torch.tensor(FILLER)[torch.randint(len(FILLER), (n, 8), generator=g)]
+    toks[:, 0], toks[:, -1] = BOS, QUERY
+    sig_label = torch.where(torch.rand(n, generator=g) < p_signal, labels, 1 - labels)
+    spur_label = torch.where(torch.rand(n, generator=g) < p_spurious, labels, 1 - labels)
+    sig = torch.stack([torch.tensor(SIGNAL[0]), torch.tensor(SIGNAL[1])])
+    toks[:, SIGNAL_POS] = sig[sig_label, torch.randint(len(SIGNAL[0]), (n,), generator=g)]
+    toks[:, SPURIOUS_POS] = torch.tensor(SPURIOUS)[spur_label]
+    return toks, labels
+
+
+def spurious_pairs(n: int, *, seed: int) -> tuple[TokenGroup, PerPromptLogit]:
+    """Clean prompts with spurious token ``S0`` vs the same with ``S1`` (a counterfactual swap of the
+    spurious token only); the metric is ``logit(L0) − mean logit``."""
+    toks, _ = spurious_tokens(n, seed=seed, p_spurious=1.0, p_signal=0.5)
+    clean, corrupted = toks.clone(), toks.clone()
+    clean[:, SPURIOUS_POS], corrupted[:, SPURIOUS_POS] = SPURIOUS[0], SPURIOUS[1]
+    return TokenGroup(list(range(n)), clean, corrupted), PerPromptLogit(torch.full((n,), LABELS[0]))
+
+
+def new_model(task: TaskName, *, seed: int = 0) -> Any:
+    """An untrained model of the task's shape, with the planting mask attached (persistent hooks)."""
+    model = M.tiny_model(seed=seed, **CONFIGS[task])
+    cfg = CONFIGS[task]
+    for name, fn in mask_hooks(task, cfg["n_layers"], cfg["n_heads"]):
+        M.add_persistent_hook(model, name, fn)
+    return model
+
+
+def load_planted(task: TaskName) -> Any:
+    """The shipped trained model for a task.
+
+    Raises:
+        FileNotFoundError: The weights are not shipped (run ``python -m circuits.planted.train``).
+    """
+    model = new_model(task)
+    blob = resources.files(__package__).joinpath(f"data/{task}.safetensors").read_bytes()
+    M.load_weights(model, st_load(blob))
+    model.circuits_model_name = f"planted-{task}"
+    return model
+
+
+@torch.no_grad()
+def spurious_accuracy(model: Any, *, decorrelated: bool, n: int = 512, seed: int = 7) -> float:
+    """Label accuracy (fraction) on the training distribution or the de-correlated test split."""
+    toks, labels = spurious_tokens(n, seed=seed, p_spurious=0.5 if decorrelated else 0.95, p_signal=1.0 if decorrelated else 0.85)
+    logits = M.run(model, toks)[:, -1, list(LABELS)]
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+def remove_spurious(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
+    """A mean-ablation edit of ``heads`` (means over training-distribution prompts, all positions):
+    the editing step that removes the spurious feature once the atlas has found its heads."""
+    from circuits.editing.edit import Edit
+    from circuits.probing.patching import position_mean_activations
+
+    toks, _ = spurious_tokens(n, seed=seed, p_spurious=0.95, p_signal=0.85)
+    names = sorted({h.hook_name for h in heads})
+    means = position_mean_activations(model, [TokenGroup(list(range(n)), toks, toks)], names)
+    return Edit(
+        kind="ablation", components=tuple(sorted(heads, key=str)), tensors={str(h): means[h.hook_name][h.head] for h in heads},
+        model_name=M.model_name(model), model_fingerprint=M.fingerprint(model), hyperparameters={"mode": "mean"},
+    )
+
+
+def metadata(task: TaskName) -> dict[str, Any]:
+    """Training record shipped beside the weights."""
+    return json.loads(resources.files(__package__).joinpath(f"data/{task}.json").read_text())

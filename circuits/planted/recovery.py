@@ -1,0 +1,98 @@
+"""Recall, precision and faithfulness of the components each probing method flags on a planted model.
+
+Flag rules: methods that estimate the normalised effect (exact activation patching, attribution
+patching, EAP-IG) flag a head when its mean effect is ≥ ``threshold`` (0.1 = a tenth of the
+clean−corrupted difference); gradient sensitivity has no such scale, so it flags its top
+``|planted|`` heads. Faithfulness of a flagged set ``C`` (Wang et al. 2023; Conmy et al. 2023): every
+head outside ``C`` is mean-ablated (means over the clean and corrupted prompts, all positions) and
+``(m(C) − m(∅)) / (m(all) − m(∅))`` is reported, ``m`` the mean metric on the clean prompts, ``∅`` every
+head ablated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from circuits import model as M
+from circuits.editing.edit import Edit, apply_edit
+from circuits.metrics import Metric
+from circuits.probing.attribution import attribution_patching, gradient_sensitivity
+from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
+from circuits.sites import HeadRef, all_heads
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How well one method recovers a planted circuit.
+
+    Attributes:
+        method: Method name.
+        flagged: Heads it flags.
+        recall: |flagged ∩ planted| / |planted|.
+        precision: |flagged ∩ planted| / |flagged| (1.0 when nothing is flagged is not claimed: 0.0).
+        faithfulness: Metric recovered by the flagged heads alone (see module docstring).
+    """
+
+    method: str
+    flagged: frozenset[HeadRef]
+    recall: float
+    precision: float
+    faithfulness: float
+
+
+def _metric_with_only(model: Any, keep: frozenset[HeadRef], group: TokenGroup, metric: Metric) -> float:
+    """Mean metric on the clean prompts with every head not in ``keep`` mean-ablated."""
+    shape = M.shape_of(model)
+    heads = tuple(h for h in all_heads(shape.n_layers, shape.n_heads) if h not in keep)
+    if not heads:
+        return float(metric(M.run(model, group.clean)).mean())
+    means = position_mean_activations(model, [group], sorted({h.hook_name for h in heads}))
+    edit = Edit(
+        kind="ablation", components=heads, tensors={str(h): means[h.hook_name][h.head] for h in heads},
+        model_name=M.model_name(model), model_fingerprint="", hyperparameters={"mode": "mean"},
+    )
+    with apply_edit(model, edit, check_fingerprint=False):
+        return float(metric(M.run(model, group.clean)).mean())
+
+
+@torch.no_grad()
+def faithfulness(model: Any, keep: frozenset[HeadRef], group: TokenGroup, metric: Metric) -> float:
+    """Fraction of the metric the heads in ``keep`` recover with every other head mean-ablated."""
+    empty = _metric_with_only(model, frozenset(), group, metric)
+    full = _metric_with_only(model, frozenset(all_heads(M.shape_of(model).n_layers, M.shape_of(model).n_heads)), group, metric)
+    return (_metric_with_only(model, keep, group, metric) - empty) / (full - empty)
+
+
+def recover(model: Any, group: TokenGroup, metric: Metric, planted: frozenset[HeadRef], *, threshold: float = 0.1, ig_steps: int = 5) -> list[Recovery]:
+    """Flag heads with each probing method and score the flags against the planted circuit.
+
+    Args:
+        model: A planted model.
+        group: Clean/corrupted prompts of one length.
+        metric: The behaviour metric.
+        planted: The ground-truth heads.
+        threshold: Flagging threshold on the mean normalised effect.
+        ig_steps: EAP-IG interpolation steps.
+
+    Returns:
+        One :class:`Recovery` per method: exact patching, attribution patching, EAP-IG, gradient
+        sensitivity.
+    """
+    shape = M.shape_of(model)
+    heads = all_heads(shape.n_layers, shape.n_heads)
+    scores = {
+        "exact activation patching": patch_groups(model, [group], metric, heads, progress=False).effects.mean(1),
+        "attribution patching": attribution_patching(model, [group], metric, heads, progress=False).effects.mean(1),
+        f"EAP-IG ({ig_steps} steps)": attribution_patching(model, [group], metric, heads, ig_steps=ig_steps, progress=False).effects.mean(1),
+    }
+    flagged = {name: frozenset(h for h, s in zip(heads, v.tolist()) if s >= threshold) for name, v in scores.items()}
+    sens = gradient_sensitivity(model, [group], metric, heads, progress=False).effects.mean(1)
+    flagged["gradient sensitivity (top-|planted|)"] = frozenset(heads[i] for i in sens.argsort(descending=True)[: len(planted)].tolist())
+    out = []
+    for name, f in flagged.items():
+        hit = len(f & planted)
+        out.append(Recovery(name, f, hit / len(planted), hit / len(f) if f else 0.0, faithfulness(model, f, group, metric)))
+    return out

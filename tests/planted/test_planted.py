@@ -1,0 +1,64 @@
+"""Planted circuits: the shipped models, the planting mask, and recovery by the exact methods."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import circuits.planted as P
+from circuits import model as M
+from circuits.editing.edit import apply_edit
+from circuits.planted.recovery import faithfulness, recover
+from circuits.sites import HeadRef
+
+
+@pytest.fixture(scope="module", params=["induction", "spurious"])
+def task(request):
+    return request.param
+
+
+def test_mask_lets_only_planted_heads_move_the_information(task):
+    model = P.load_planted(task)
+    tokens = P.induction_tokens(4, seed=1)[0] if task == "induction" else P.spurious_tokens(4, seed=1, p_spurious=0.5, p_signal=1.0)[0]
+    names = [HeadRef(layer, 0, "pattern").hook_name for layer in range(2)]
+    _, cache = M.run_with_cache(model, tokens, names)
+    for layer in range(2):
+        for h in range(4):
+            pattern = cache[names[layer]][:, h]
+            if HeadRef(layer, h) in P.PLANTED[task]:
+                continue
+            if task == "induction":  # BOS only
+                assert torch.allclose(pattern[..., 0], torch.ones_like(pattern[..., 0]))
+            else:  # never to or from the spurious position
+                assert pattern[:, :, P.SPURIOUS_POS].abs().max() == 0
+                assert pattern[:, P.SPURIOUS_POS, 0].min() == 1
+
+
+def test_exact_patching_and_eap_ig_recover_the_planted_circuit(task):
+    model = P.load_planted(task)
+    group, metric = (P.induction_pairs if task == "induction" else P.spurious_pairs)(32, seed=3)
+    results = {r.method.split(" (")[0]: r for r in recover(model, group, metric, P.PLANTED[task])}
+    for method in ("exact activation patching", "EAP-IG"):
+        assert results[method].recall >= 0.9 and results[method].precision >= 0.9, results[method]
+        assert results[method].faithfulness > 0.8
+
+
+def test_faithfulness_is_one_for_everything_and_zero_for_nothing():
+    model = P.load_planted("induction")
+    group, metric = P.induction_pairs(16, seed=4)
+    everything = frozenset(HeadRef(layer, h) for layer in range(2) for h in range(4))
+    assert faithfulness(model, everything, group, metric) == pytest.approx(1.0, abs=1e-5)
+    assert faithfulness(model, frozenset(), group, metric) == 0.0
+
+
+def test_removing_the_planted_spurious_head_restores_decorrelated_accuracy():
+    model = P.load_planted("spurious")
+    before = P.spurious_accuracy(model, decorrelated=True)
+    with apply_edit(model, P.remove_spurious(model, P.PLANTED["spurious"])):
+        after = P.spurious_accuracy(model, decorrelated=True)
+    assert before < 0.6 < 0.9 < after
+
+
+def test_shipped_training_record_matches_the_weights():
+    meta = P.metadata("spurious")
+    assert P.spurious_accuracy(P.load_planted("spurious"), decorrelated=True) == pytest.approx(meta["accuracy_decorrelated"])
