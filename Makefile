@@ -43,6 +43,7 @@ bench: setup
 	$(PY) benchmarks/loading.py
 	$(PY) benchmarks/patching.py
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/ground_truth.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
