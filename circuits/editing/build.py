@@ -34,7 +34,10 @@ def suite_record(suite: Suite, split: SplitName, pairs: list[PromptPair]) -> dic
     return {"name": suite.name, "split": split, "content_hash": suite.content_hash, "n_pairs": len(pairs)}
 
 
-def _edit(kind: Any, components: tuple[Component, ...], tensors: dict[str, Tensor], atlas: Atlas | None, model: Any, hp: dict[str, Any], suite: dict[str, str | int]) -> Edit:
+def new_edit(
+    kind: Any, components: tuple[Component, ...], tensors: dict[str, Tensor], atlas: Atlas | None, model: Any, hp: dict[str, Any], suite: dict[str, str | int] | None = None
+) -> Edit:
+    """An edit for the atlas's model (or, without an atlas, for ``model`` as it is now)."""
     return Edit(
         kind=kind,
         components=components,
@@ -42,7 +45,7 @@ def _edit(kind: Any, components: tuple[Component, ...], tensors: dict[str, Tenso
         model_name=atlas.model.name if atlas else M.model_name(model),
         model_fingerprint=atlas.model.fingerprint if atlas else M.fingerprint(model),
         hyperparameters=hp,
-        suite=suite,
+        suite=suite or {},
     )
 
 
@@ -176,7 +179,7 @@ def ablation_edit(
         hp["mean_over"] = f"{split} split, clean+corrupted, all positions"
     if mode == "resample":
         hp.update(seed=seed, bank_size=bank_size)
-    return _edit("pruning" if bake else "ablation", tuple(components), tensors, atlas, model, hp, suite_record(suite, split, pairs))
+    return new_edit("pruning" if bake else "ablation", tuple(components), tensors, atlas, model, hp, suite_record(suite, split, pairs))
 
 
 def scaling_edit(model: Any, components: tuple[Component, ...], *, alpha: float, atlas: Atlas | None = None) -> Edit:
@@ -190,7 +193,7 @@ def scaling_edit(model: Any, components: tuple[Component, ...], *, alpha: float,
     """
     if not components or any(not isinstance(c, (HeadRef, NeuronRef)) for c in components):
         raise EditError(f"scaling acts on heads and neurons, got {components}")
-    return _edit("scaling", tuple(components), {}, atlas, model, {"alpha": float(alpha), "k": len(components)}, {})
+    return new_edit("scaling", tuple(components), {}, atlas, model, {"alpha": float(alpha), "k": len(components)}, {})
 
 
 @torch.no_grad()
@@ -230,7 +233,7 @@ def steering_edit(model: Any, suite: Suite, *, layer: int, coefficient: float = 
     """
     pairs = suite.pairs(split)
     v = mean_difference(model, suite, layer, split=split)
-    return _edit("steering", (ResidRef(layer, None),), {"vector": v}, atlas, model, {"coefficient": float(coefficient), "layer": layer}, suite_record(suite, split, pairs))
+    return new_edit("steering", (ResidRef(layer, None),), {"vector": v}, atlas, model, {"coefficient": float(coefficient), "layer": layer}, suite_record(suite, split, pairs))
 
 
 def direction_edit(
@@ -254,5 +257,5 @@ def direction_edit(
     if v.norm() < 1e-8:
         raise EditError(f"clean and corrupted means are equal at layer {layer}; no direction to ablate")
     kind = "orthogonalization" if bake else "directional_ablation"
-    return _edit(kind, (ResidRef(layer, None),), {"direction": v / v.norm()}, atlas, model, {"layer": layer}, suite_record(suite, split, pairs))
+    return new_edit(kind, (ResidRef(layer, None),), {"direction": v / v.norm()}, atlas, model, {"layer": layer}, suite_record(suite, split, pairs))
 

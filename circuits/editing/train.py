@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.atlas.schema import Atlas
-from circuits.editing.build import suite_record
+from circuits.editing.build import new_edit, suite_record
 from circuits.editing.edit import HOOK_KINDS, Edit, EditError, apply_edit, weight_steps
 from circuits.evaluation.metrics import english_sample
 from circuits.metrics import Metric, metric_for_suite
@@ -325,17 +325,6 @@ def train_edit(
     return Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": record.as_dict()})
 
 
-def _base(kind: Any, components: tuple[Component, ...], tensors: dict[str, Tensor], model: Any, atlas: Atlas | None, hp: dict[str, Any]) -> Edit:
-    return Edit(
-        kind=kind,
-        components=components,
-        tensors=tensors,
-        model_name=atlas.model.name if atlas else M.model_name(model),
-        model_fingerprint=atlas.model.fingerprint if atlas else M.fingerprint(model),
-        hyperparameters=hp,
-    )
-
-
 def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig(), atlas: Atlas | None = None) -> Edit:
     """Learned activation offsets ``z_h ← z_h + δ_h`` (``hook_post_n ← + δ_n``) on flagged components.
 
@@ -350,7 +339,7 @@ def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingDat
         raise EditError(f"offsets act on heads and neurons, got {components}")
     d_head = M.shape_of(model).d_head
     tensors = {str(c): torch.zeros(d_head if isinstance(c, HeadRef) else ()) for c in components}
-    return train_edit(model, _base("offset", tuple(components), tensors, model, atlas, {"k": len(components)}), data, config=config)
+    return train_edit(model, new_edit("offset", tuple(components), tensors, atlas, model, {"k": len(components)}), data, config=config)
 
 
 def _low_rank_init(model: Any, components: tuple[Component, ...], rank: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -410,7 +399,7 @@ def low_rank_edit(
         raise EditError("no components to edit")
     tensors, masks = _low_rank_init(model, tuple(components), rank, config.seed)
     kind = "invariance" if objective == "invariance" else "low_rank"
-    base = _base(kind, tuple(components), tensors, model, atlas, {"rank": rank, "alpha": float(alpha), "k": len(components)})
+    base = new_edit(kind, tuple(components), tensors, atlas, model, {"rank": rank, "alpha": float(alpha), "k": len(components)})
     return train_edit(model, base, data, objective=objective, config=config, grad_masks=masks)
 
 
@@ -445,6 +434,6 @@ def neuron_repair_edit(
     """
     if not neurons or any(not isinstance(c, NeuronRef) for c in neurons):
         raise EditError(f"neuron repair acts on neurons (e.g. L5N1024), got {neurons}")
-    base = _base("neuron_repair", tuple(neurons), {str(n): torch.ones(()) for n in neurons}, model, atlas, {"k": len(neurons)})
+    base = new_edit("neuron_repair", tuple(neurons), {str(n): torch.ones(()) for n in neurons}, atlas, model, {"k": len(neurons)})
     return train_edit(model, base, data, config=config)
 

@@ -101,6 +101,10 @@ def test_wrong_shape_is_refused(model):
         (lambda m: m.__setitem__("model_fingerprint", "nope"), "field model_fingerprint"),
         (lambda m: m.__setitem__("components", ["L1Q2"]), "field components"),
         (lambda m: m.pop("model_name"), "field model_name"),
+        (lambda m: m.update(components=[]), "components"),
+        (lambda m: m.update(hyperparameters={"mode": "sideways"}), "mode"),
+        (lambda m: m.update(tensors_sha256="0" * 64), "sha256"),
+        (lambda m: m.update(extra_field=1), "extra_field"),
     ],
 )
 def test_malformed_manifest_gets_one_clear_error(model, tmp_path, mutate, message):

@@ -220,32 +220,8 @@ def test_an_edit_that_does_not_fit_is_refused_and_nothing_stays_applied(model, t
     assert torch.equal(model(tokens), original)
 
 
-@pytest.mark.parametrize(
-    "mutate, message",
-    [
-        (lambda m: m.pop("kind"), "kind"),
-        (lambda m: m.update(kind="telepathy"), "kind"),
-        (lambda m: m.update(components=[]), "components"),
-        (lambda m: m.update(model_fingerprint="md5:1"), "model_fingerprint"),
-        (lambda m: m.update(hyperparameters={"mode": "sideways"}), "mode"),
-        (lambda m: m.update(tensors_sha256="0" * 64), "sha256"),
-        (lambda m: m.update(extra_field=1), "extra_field"),
-    ],
-)
-def test_malformed_manifests_get_one_clear_error(model, tmp_path, mutate, message):
+def test_a_manifest_that_is_not_json_gets_a_clear_error(model, tmp_path):
     path = save_edit(all_kinds(model)["ablation"], tmp_path / "e.json")
-    manifest = json.loads(path.read_text())
-    mutate(manifest)
-    path.write_text(json.dumps(manifest))
-    with pytest.raises(EditError, match=message):
-        load_edit(path)
-
-
-def test_not_json_and_missing_tensors_get_clear_errors(model, tmp_path):
-    path = save_edit(all_kinds(model)["ablation"], tmp_path / "e.json")
-    path.with_suffix(".safetensors").unlink()
-    with pytest.raises(EditError, match="cannot read edit tensors"):
-        load_edit(path)
     path.write_text("{not json")
     with pytest.raises(EditError, match="not valid JSON"):
         load_edit(path)
