@@ -1,7 +1,8 @@
 """Ground truth: do the probing methods find the components that are really there?
 
 1. Planted models (``circuits.planted``; shipped weights, circuits planted by construction): recall,
-   precision and faithfulness of the heads each method flags, for the induction and spurious tasks.
+   precision and faithfulness of the heads each method flags, for the induction and spurious tasks;
+   causal tracing restores whole attention layers, so it is scored at layer granularity.
 2. Removing the planted spurious feature with the editing module (mean ablation of the heads exact
    patching flags): label accuracy on the de-correlated test split before and after.
 3. SmolLM2-135M: on repeated random token sequences, the top-5 heads by exact activation patching of
@@ -16,6 +17,19 @@ from __future__ import annotations
 import time
 
 import torch
+
+
+def tracing_layers(task: str, model) -> frozenset[int]:  # noqa: ANN001
+    """Causal tracing on 8 prompts: the spurious token, or the first copy of a 6-token block, noised."""
+    import circuits.planted as P
+    from circuits.planted.recovery import traced_layers
+
+    if task == "spurious":
+        group, _ = P.spurious_pairs(8, seed=3)
+        return traced_layers(model, group.clean, torch.full((8,), P.LABELS[0]), [P.SPURIOUS_POS])[0]
+    toks, lengths = P.induction_tokens(64, seed=3)
+    rows = (lengths == 6).nonzero().flatten()[:8]
+    return traced_layers(model, toks[rows][:, :-1], toks[rows][:, -1], list(range(P.SEQ - 12, P.SEQ - 6)))[0]
 
 
 def planted() -> None:
@@ -33,6 +47,11 @@ def planted() -> None:
             print(f"{task:10s} {r.method:38s} {','.join(sorted(map(str, r.flagged))) or '-':16s} {r.recall:6.2f} {r.precision:9.2f} {r.faithfulness:12.3f}")
             if task == "spurious" and r.method.startswith("exact"):
                 flagged_spurious = r.flagged
+        layers = tracing_layers(task, model)
+        truth = {h.layer for h in P.PLANTED[task]}
+        hit = len(layers & truth)
+        print(f"{task:10s} {'causal tracing (attention layers)':38s} {','.join(f'L{x}ATTN' for x in sorted(layers)) or '-':16s} "
+              f"{hit / len(truth):6.2f} {hit / len(layers) if layers else 0.0:9.2f} {'(layers)':>12s}")
         print(f"{'':10s} planted: {', '.join(sorted(map(str, P.PLANTED[task])))}")
     model = P.load_planted("spurious")
     before = (P.spurious_accuracy(model, decorrelated=True), P.spurious_accuracy(model, decorrelated=False))

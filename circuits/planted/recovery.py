@@ -96,3 +96,34 @@ def recover(model: Any, group: TokenGroup, metric: Metric, planted: frozenset[He
         hit = len(f & planted)
         out.append(Recovery(name, f, hit / len(planted), hit / len(f) if f else 0.0, faithfulness(model, f, group, metric)))
     return out
+
+
+def traced_layers(
+    model: Any, prompts: Tensor, targets: Tensor, subject: list[int], *, threshold: float = 0.1, n_samples: int = 5
+) -> tuple[frozenset[int], Tensor]:
+    """Causal tracing (Meng et al. 2022) of attention outputs, at layer granularity.
+
+    The subject positions' embeddings are noised; each (layer, position) attention output is restored
+    from the clean run (window 1). A layer is flagged when restoring it at some position brings back at
+    least ``threshold`` of the target probability lost to the noise, averaged over prompts. Tracing
+    restores whole attention layers, so it is scored against the planted heads' layers.
+
+    Args:
+        model: A planted model.
+        prompts: ``[n, pos]`` clean prompts.
+        targets: ``[n]`` target token per prompt.
+        subject: Positions to noise (the same in every prompt).
+        threshold: Flagging threshold on the restored fraction.
+        n_samples: Noise draws per prompt.
+
+    Returns:
+        ``(flagged layers, restored fraction [layer, pos] averaged over prompts)``.
+    """
+    from circuits.probing.causal_tracing import trace_tokens
+
+    grids = []
+    for row, target in zip(prompts, targets.tolist()):
+        t = trace_tokens(model, row[None], int(target), subject, kind="attn", n_samples=n_samples, progress=False)
+        grids.append((t.probs - t.corrupted_prob) / max(t.clean_prob - t.corrupted_prob, 1e-6))
+    restored = torch.stack(grids).mean(0)
+    return frozenset(int(layer) for layer in (restored.amax(1) >= threshold).nonzero().flatten().tolist()), restored

@@ -62,3 +62,13 @@ def test_removing_the_planted_spurious_head_restores_decorrelated_accuracy():
 def test_shipped_training_record_matches_the_weights():
     meta = P.metadata("spurious")
     assert P.spurious_accuracy(P.load_planted("spurious"), decorrelated=True) == pytest.approx(meta["accuracy_decorrelated"])
+
+
+def test_causal_tracing_flags_exactly_the_planted_layer_on_the_spurious_task():
+    from circuits.planted.recovery import traced_layers
+
+    model = P.load_planted("spurious")
+    group, _ = P.spurious_pairs(4, seed=3)
+    layers, restored = traced_layers(model, group.clean, torch.full((4,), P.LABELS[0]), [P.SPURIOUS_POS], n_samples=3)
+    assert layers == {1}
+    assert restored[0].abs().max() < 1e-3  # no layer-0 head can carry the spurious token
