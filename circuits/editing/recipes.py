@@ -7,7 +7,7 @@ from typing import Any
 
 from circuits.atlas.schema import Atlas
 from circuits.editing.build import Granularity, ablation_edit, direction_edit, scaling_edit, select_components, steering_edit
-from circuits.editing.edit import EDIT_KINDS, Edit, EditError
+from circuits.editing.edit import EDIT_KINDS, Edit, EditError, EditKind
 from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
 from circuits.suites import Suite
 
@@ -29,7 +29,7 @@ class EditRecipe:
         train: Training-loop settings for trained kinds.
     """
 
-    kind: str
+    kind: EditKind
     k: int = 3
     granularity: Granularity = "head"
     mode: str = "mean"

@@ -193,6 +193,17 @@ class TrainingRecord:
         return dict(self.__dict__)
 
 
+class _Step(torch.nn.Module):
+    """A weight step as a ``torch.nn.utils.parametrize`` parametrization (differentiable in the edit)."""
+
+    def __init__(self, fn: Callable[[Tensor | None], Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, w: Tensor) -> Tensor:
+        return self.fn(w)
+
+
 def _attach(model: Any, edit: Edit) -> Callable[[], None]:
     """Apply an edit whose tensors are trainable, keeping the autograd graph (parametrizations for weights)."""
     if edit.kind in HOOK_KINDS:
@@ -203,14 +214,6 @@ def _attach(model: Any, edit: Edit) -> Callable[[], None]:
             module, attr = M.weight_module(model, name)
             if getattr(module, attr, None) is None:
                 raise EditError(f"cannot train an edit of the absent weight {name}")
-
-            class _Step(torch.nn.Module):
-                def __init__(self, fn: Callable[[Tensor], Tensor]):
-                    super().__init__()
-                    self.fn = fn
-
-                def forward(self, w: Tensor) -> Tensor:
-                    return self.fn(w)
 
             parametrize.register_parametrization(module, attr, _Step(step))
             if (module, attr) not in modules:
