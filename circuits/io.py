@@ -7,8 +7,11 @@ with ``os.replace``, which is atomic on POSIX file systems.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -53,6 +56,29 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 def atomic_write_text(path: Path | str, text: str) -> Path:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path | str) -> Iterator[Path]:
+    """Fill a directory atomically: yields a temporary sibling, renamed to ``path`` on success.
+
+    Raises:
+        ValueError: ``path`` exists and is not empty (nothing is overwritten).
+        OSError: The directory cannot be written; a partial result is removed.
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise ValueError(f"output directory {path} exists and is not empty")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def validation_message(error: ValidationError) -> str:

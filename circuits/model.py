@@ -779,34 +779,29 @@ def _hf_named_parameters(module: torch.nn.Module, prefix: str = "") -> Iterator[
         yield from _hf_named_parameters(child, f"{prefix}{n}.")
 
 
-def save_hf_pretrained(model: Any, directory: Path | str) -> Path:
-    """Save the model's current weights (edits included) as a plain Hugging Face model directory.
+def hf_model_copy(model: Any) -> Any:
+    """A fresh plain Hugging Face model holding the model's current weights (edits included).
 
-    Builds a fresh model of the same class from the config (a model loaded from GGUF counts as
+    Builds a new model of the same class from the config (a model loaded from GGUF counts as
     quantized, which ``save_pretrained`` refuses), turns on ``attention_bias``/``mlp_bias`` when an
-    edit created a bias (the other biases of those layers are saved as zeros) and unties the
-    embeddings when an edit untied them, loads the weights, and saves with ``save_pretrained`` and
-    the tokenizer. ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` then loads it
-    without this project.
+    edit created a bias (the other biases of those layers become zeros) and unties the embeddings when
+    an edit untied them.
 
     Args:
         model: A Hugging Face-backed ``TransformerBridge`` (not a native tiny model).
-        directory: Output directory (created; written via a temporary directory and renamed).
 
     Returns:
-        The directory.
+        The ``transformers`` model (eval mode), sharing no storage with ``model``.
 
     Raises:
-        ValueError: A TL-native model, or an output directory that exists and is not empty.
+        ValueError: A TL-native model.
+        RuntimeError: The weights do not fit the architecture.
     """
     import copy
 
     core = _weights_module(model)
     if hasattr(core, "ln_out"):
-        raise ValueError("only Hugging Face-backed models can be exported with save_pretrained")
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        raise ValueError(f"output directory {directory} exists and is not empty")
+        raise ValueError("only Hugging Face-backed models can be exported as Hugging Face models")
     config = copy.deepcopy(core.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -827,20 +822,34 @@ def save_hf_pretrained(model: Any, directory: Path | str) -> Path:
     fresh.load_state_dict(state, strict=not tied)
     if tied:
         fresh.tie_weights()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    return fresh.eval()
+
+
+def save_hf_pretrained(model: Any, directory: Path | str) -> Path:
+    """Save :func:`hf_model_copy` and the tokenizer as a plain Hugging Face model directory.
+
+    ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` then loads it without this
+    project. The directory is filled atomically.
+
+    Args:
+        model: A Hugging Face-backed ``TransformerBridge`` (not a native tiny model).
+        directory: Output directory; must not exist or be empty.
+
+    Returns:
+        The directory.
+
+    Raises:
+        ValueError: A TL-native model, or an output directory that exists and is not empty.
+    """
+    from circuits.io import atomic_directory
+
+    fresh = hf_model_copy(model)
+    with atomic_directory(directory) as tmp:
         fresh.save_pretrained(str(tmp), safe_serialization=True)
         tok = tokenizer_of(model)
         if tok is not None:
             tok.save_pretrained(str(tmp))
-        if directory.exists():
-            directory.rmdir()
-        os.replace(tmp, directory)
-    except Exception:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory)
 
 
 def weight_parameters(model: Any) -> list[torch.nn.Parameter]:

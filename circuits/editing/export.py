@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
 from circuits import model as M
 from circuits.editing.edit import Edit, EditError, apply_edit, low_rank_factors, verify_fingerprint
-from circuits.io import atomic_write_text
+from circuits.io import atomic_directory, atomic_write_text
 
 
 def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path | str) -> Path:
@@ -80,33 +78,18 @@ def export_peft(model: Any, edit: Edit, directory: Path | str) -> Path:
         raise EditError(f"PEFT needs one rank for all targets, got {sorted(ranks)}")
     (rank,) = ranks
     alpha = float(edit.hyperparameters.get("alpha", 1.0))
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        raise ValueError(f"output directory {directory} exists and is not empty")
     modules = {M.hf_module_name(model, name): (a, b) for name, (a, b) in factors.items()}
     config = LoraConfig(r=rank, lora_alpha=alpha * rank, lora_dropout=0.0, bias="none", target_modules=sorted(modules), task_type="CAUSAL_LM")
-    with tempfile.TemporaryDirectory() as base_dir:
-        from transformers import AutoModelForCausalLM
-
-        base = M.save_hf_pretrained(model, Path(base_dir) / "base")
-        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)), config)
-        state = {}
-        for module, (a, b) in modules.items():
-            state[f"base_model.model.{module}.lora_A.weight"] = a.detach().float()
-            state[f"base_model.model.{module}.lora_B.weight"] = b.detach().float()
-        result = set_peft_model_state_dict(peft_model, state)
-        if getattr(result, "unexpected_keys", None):
-            raise EditError(f"PEFT did not accept adapter keys {result.unexpected_keys[:4]}")
-        peft_model.peft_config["default"].base_model_name_or_path = M.hf_name(model)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            peft_model.save_pretrained(str(tmp))
-            if directory.exists():
-                directory.rmdir()
-            tmp.rename(directory)
-        except Exception:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return directory
+    peft_model = get_peft_model(M.hf_model_copy(model), config)
+    state = {}
+    for module, (a, b) in modules.items():
+        state[f"base_model.model.{module}.lora_A.weight"] = a.detach().float()
+        state[f"base_model.model.{module}.lora_B.weight"] = b.detach().float()
+    result = set_peft_model_state_dict(peft_model, state)
+    if getattr(result, "unexpected_keys", None):
+        raise EditError(f"PEFT did not accept adapter keys {result.unexpected_keys[:4]}")
+    peft_model.peft_config["default"].base_model_name_or_path = M.hf_name(model)
+    with atomic_directory(directory) as tmp:
+        peft_model.save_pretrained(str(tmp))
+    return Path(directory)
 
