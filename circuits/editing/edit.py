@@ -413,7 +413,8 @@ def _directional_ablation_hooks(edit: Edit, model: Any) -> list[tuple[str, M.Hoo
         return resid - (resid @ rr)[..., None] * rr
 
     names = [ResidRef(layer, None, s).hook_name for layer in range(n_layers) for s in ("resid_pre", "resid_mid")]
-    return [(n, ablate) for n in names + [ResidRef(n_layers - 1, None, "resid_post").hook_name]]
+    names.append(ResidRef(n_layers - 1, None, "resid_post").hook_name)
+    return [(n, ablate) for n in names if n in model.hook_dict]  # attention-only blocks have no resid_mid
 
 
 def _columns(c: Component, model: Any) -> tuple[str, slice]:
@@ -496,22 +497,25 @@ def _steering_steps(edit: Edit, model: Any) -> list[WeightStep]:
     v = _resid_vector(edit, model, "vector").float() * float(edit.hyperparameters.get("coefficient", 1.0))
     if site.layer == 0:
         return [("embed.weight", lambda w: w + v.to(w.dtype))]  # type: ignore[operator]
-    writer = "mlp.out" if M.read_weight(model, f"blocks.{site.layer - 1}.mlp.out.weight") is not None else "attn.o"
-    lin = f"blocks.{site.layer - 1}.{writer}"
+    lin = f"blocks.{site.layer - 1}.{'attn.o' if _attn_only(model) else 'mlp.out'}"
     d_model = M.shape_of(model).d_model
     return [(f"{lin}.bias", lambda b: _add_bias(b, d_model, v))]
+
+
+def _attn_only(model: Any) -> bool:
+    try:
+        M.weight_module(model, "blocks.0.mlp.out.weight")
+    except KeyError:
+        return True
+    return False
 
 
 def _writers(model: Any) -> list[str]:
     """Every weight that writes into the residual stream: ``W_E``, each ``W_O`` and ``W_out``, and their biases."""
     names = ["embed.weight"]
+    lins = ("attn.o",) if _attn_only(model) else ("attn.o", "mlp.out")
     for layer in range(M.shape_of(model).n_layers):
-        for lin in ("attn.o", "mlp.out"):
-            try:
-                if M.read_weight(model, f"blocks.{layer}.{lin}.weight") is None:
-                    continue
-            except KeyError:
-                continue  # attention-only models have no MLP
+        for lin in lins:
             names.append(f"blocks.{layer}.{lin}.weight")
             if M.read_weight(model, f"blocks.{layer}.{lin}.bias") is not None:
                 names.append(f"blocks.{layer}.{lin}.bias")

@@ -298,3 +298,16 @@ def test_compositions_without_a_weight_form_are_refused_when_baking(model, token
         with pytest.raises(EditError, match="cannot bake"):
             apply_edit(model, *edits, bake=True)
         assert torch.equal(model(tokens), original)
+
+
+@pytest.mark.parametrize("kind", ["steering", "directional_ablation"])
+def test_residual_edits_bake_exactly_on_an_attention_only_model(tokens, kind):
+    model = M.tiny_model(attn_only=True, n_layers=2, seed=5)
+    v = _rand(32, seed=6)
+    edit = make(model, kind, {"vector": v} if kind == "steering" else {"direction": v / v.norm()}, components=(ResidRef(1, None),))
+    with apply_edit(model, edit):
+        hooked = model(tokens).clone()
+    with apply_edit(model, edit, bake=True):
+        baked = model(tokens).clone()
+    assert not torch.allclose(hooked, model(tokens), atol=1e-4)
+    torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
