@@ -1,11 +1,11 @@
-"""Command-line interface: ``circuits scan``, ``circuits edit``, ``circuits generate``.
+"""Command-line interface: ``circuits scan``, ``edit``, ``export``, ``generate``, ``trace``, ``report``, ``atlas``.
 
 Typical session (what ``make scan`` runs)::
 
     circuits scan --suite gender-occupation -o atlas/smollm2-135m/gender-occupation.atlas.json
-    circuits edit atlas/smollm2-135m/gender-occupation.atlas.json --k 6 \
-        -o atlas/smollm2-135m/edits/gender-occupation.mean-ablation.json
-    circuits generate --edit atlas/smollm2-135m/edits/gender-occupation.mean-ablation.json \
+    circuits edit atlas/smollm2-135m/gender-occupation.atlas.json --k 3 \
+        -o atlas/smollm2-135m/edits/gender-occupation.ablation.json
+    circuits generate --edit atlas/smollm2-135m/edits/gender-occupation.ablation.json \
         --prompt "The nurse said that"
 """
 
@@ -43,6 +43,20 @@ def _setup_logging(verbose: bool) -> None:
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=2)
+
+
+def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
+    """Load edit manifests, all made for one model (else one clear error, exit 2)."""
+    from circuits.editing.edit import EditError, load_edit
+
+    try:
+        edits = [load_edit(p) for p in paths]
+    except EditError as e:
+        _fail(str(e))
+    names = {e.model_name for e in edits}
+    if len(names) > 1:
+        _fail(f"edits were made for different models: {sorted(names)}")
+    return edits
 
 
 def _load(name: str):  # noqa: ANN202 - returns the hooked model
@@ -185,20 +199,14 @@ def export(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Bake edits into a plain Hugging Face model directory (or write a PEFT adapter)."""
-    from circuits.editing.edit import EditError, load_edit
+    from circuits.editing.edit import EditError
     from circuits.editing.export import export_hf, export_peft
 
     _setup_logging(verbose)
-    try:
-        edits = [load_edit(p) for p in edit_paths]
-    except EditError as e:
-        _fail(str(e))
-    names = {e.model_name for e in edits}
-    if len(names) != 1:
-        _fail(f"edits must be made for one model, got {sorted(names)}")
+    edits = _load_edits(edit_paths)
     if peft and len(edits) != 1:
         _fail("--peft exports exactly one low-rank edit")
-    m = _load(names.pop())
+    m = _load(edits[0].model_name)
     with console.status(f"writing {out}"):
         try:
             path = export_peft(m, edits[0], out) if peft else export_hf(m, edits, out)
@@ -332,18 +340,12 @@ def generate(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Generate greedily from prompts, before and after applying saved edits."""
-    from circuits.editing.edit import EditError, apply_edit, load_edit
+    from circuits.editing.edit import EditError, apply_edit
     from circuits.model import generate as gen
 
     _setup_logging(verbose)
-    try:
-        edits = [load_edit(p) for p in edit_paths or []]
-    except EditError as e:
-        _fail(str(e))
-    names = {e.model_name for e in edits}
-    if len(names) > 1:
-        _fail(f"edits were made for different models: {sorted(names)}")
-    m = _load(model or (names.pop() if names else DEFAULT_MODEL))
+    edits = _load_edits(edit_paths or [])
+    m = _load(model or (edits[0].model_name if edits else DEFAULT_MODEL))
     for p in track(prompt, description="generating", console=console, transient=True):
         console.print(f"[bold]{p!r}[/]")
         console.print(f"  before: {gen(m, p, max_new_tokens=max_new_tokens)!r}")
