@@ -214,10 +214,11 @@ def mean_difference(model: Any, suite: Suite, layer: int, *, split: SplitName = 
     total = torch.zeros(M.shape_of(model).d_model)
     n = 0
     for g in tokenize_pairs(model, suite.pairs(split)):
-        _, clean = M.run_with_cache(model, g.clean, [name])
-        _, corr = M.run_with_cache(model, g.corrupted, [name])
-        total += (clean[name][:, -1] - corr[name][:, -1]).sum(0)
-        n += g.clean.shape[0]
+        b = g.clean.shape[0]
+        _, cache = M.run_with_cache(model, torch.cat([g.clean, g.corrupted]), [name])
+        last = cache[name][:, -1]
+        total += (last[:b] - last[b:]).sum(0)
+        n += b
     return total / n
 
 
