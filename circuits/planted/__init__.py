@@ -41,10 +41,8 @@ TaskName = Literal["induction", "spurious"]
 BOS = 0
 
 #: Model shapes of the planted models (TL-native, attention-only, RMSNorm).
-CONFIGS: dict[str, dict[str, Any]] = {
-    "induction": {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_mlp": 64, "d_vocab": 64, "n_ctx": 32, "attn_only": True},
-    "spurious": {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_mlp": 64, "d_vocab": 64, "n_ctx": 32, "attn_only": True},
-}
+_SHAPE: dict[str, Any] = {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_mlp": 64, "d_vocab": 64, "n_ctx": 32, "attn_only": True}
+CONFIGS: dict[str, dict[str, Any]] = {"induction": _SHAPE, "spurious": _SHAPE}
 MAX_BLOCK = 10  # induction blocks have 4..MAX_BLOCK tokens, so the copy offset varies per row
 SEQ = 1 + 2 * MAX_BLOCK
 # Spurious task vocabulary
