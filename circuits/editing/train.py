@@ -40,7 +40,7 @@ from circuits import model as M
 from circuits.atlas.schema import Atlas
 from circuits.editing.build import new_edit, suite_record
 from circuits.editing.edit import HOOK_KINDS, Edit, EditError, apply_edit, weight_steps
-from circuits.evaluation.metrics import english_sample
+from circuits.data import english_sample
 from circuits.metrics import Metric, metric_for_suite
 from circuits.probing.patching import PairError, TokenGroup, tokenize_pairs
 from circuits.sites import Component, HeadRef, MlpRef, NeuronRef

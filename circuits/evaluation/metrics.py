@@ -1,37 +1,51 @@
-"""Harm and capability measurements for an edited vs unedited model.
+"""Harm and capability measurements, each with its definition and source.
 
-* **Bias gap** (harm): for each prompt pair, ``m(clean) - m(corrupted)`` where ``m`` is the suite's
-  logit difference; for gender-occupation this is how much more `` she`` is preferred after a
-  stereotypically female occupation than after a male one (logit units; 0 = no association). The
-  counterfactual-pair form follows the counterfactual-evaluation practice of Vig et al. 2020
-  ("Causal mediation analysis for interpreting neural NLP: the case of gender bias").
-* **Perplexity** (capability): ``exp`` of the mean next-token negative log-likelihood (nats/token) over a
-  text sample, in non-overlapping windows each starting with BOS.
-* **Paired test**: two-sided paired t-test over prompt pairs (``scipy.stats.ttest_rel``).
+Model-level measurements (one value per item, so that paired tests and bootstrap CIs can be taken over
+items):
+
+* **Bias gap** (harm; :func:`bias_gaps`): for each counterfactual prompt pair, ``m(clean) - m(corrupted)``
+  where ``m`` is the suite's logit difference (logit units). For gender-occupation this is how much more
+  `` she`` is preferred after a stereotypically female occupation than after a male one. The
+  counterfactual-pair form follows Vig et al. 2020 ("Causal mediation analysis for interpreting neural
+  NLP: the case of gender bias").
+* **Continuation log-probability** (:func:`continuation_logprobs`): ``log P(continuation | prompt)``
+  summed over the continuation's tokens (nats), teacher-forced. Used for stereotype preference
+  (sentence log-probability of the stereotypical minus the anti-stereotypical sentence: CrowS-Pairs,
+  Nangia et al. 2020, scored with a causal LM as in StereoSet, Nadeem et al. 2021), toxicity propensity
+  (toxic minus benign continuation; the log-prob form of the propensity measures of Gehman et al. 2020,
+  RealToxicityPrompts) and multiple-choice scoring (the ``acc`` of lm-evaluation-harness, Gao et al.).
+* **Last-position label logits** (:func:`label_logits`): prompt-based classification (Brown et al. 2020).
+* **Window NLL and next-token accuracy** (:func:`window_scores`): perplexity is ``exp`` of the mean
+  next-token negative log-likelihood (nats/token) over equal-length windows of a text sample, each
+  starting with BOS (Jelinek et al. 1977); next-token accuracy is the top-1 hit rate on the same tokens.
+
+Classification measures (pure functions of predictions; hand-checkable):
+
+* :func:`demographic_parity_difference` (Calders & Verwer 2010; Feldman et al. 2015).
+* :func:`equalized_odds_difference` (Hardt et al. 2016, in fairlearn's form: the larger of the TPR
+  and FPR gaps).
+* :func:`expected_calibration_error` (Naeini et al. 2015; Guo et al. 2017).
+* :func:`worst_group_accuracy` (Sagawa et al. 2020, groups = name group × true label).
+* :func:`flip_rate` (counterfactual token fairness, Garg et al. 2019).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
-from scipy import stats
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits import model as M
+from circuits.data import english_eval
 from circuits.metrics import Metric
 from circuits.probing.patching import tokenize_pairs
 from circuits.suites import PromptPair
-
-
-def english_sample() -> str:
-    """The shipped English text sample (see ``circuits/data/README.md``)."""
-    return resources.files("circuits.data").joinpath("english_sample.txt").read_text(encoding="utf-8")
 
 
 @torch.no_grad()
@@ -48,12 +62,138 @@ def bias_gaps(model: Any, pairs: list[PromptPair], metric: Metric) -> Float[Tens
     return out
 
 
+def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Item indices sorted by length and cut into batches (so padding stays short)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def _right_padded(rows: Sequence[list[int]]) -> Int[Tensor, "batch pos"]:
+    """Right-pad token lists with their own last token.
+
+    Causal attention means a position never sees later ones, so logits at positions before the padding
+    equal those of the unpadded sequence (tested); no attention mask is needed.
+    """
+    n = max(len(r) for r in rows)
+    return torch.tensor([r + [r[-1]] * (n - len(r)) for r in rows])
+
+
 @torch.no_grad()
+def continuation_logprobs(
+    model: Any, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 32
+) -> Float[Tensor, " item"]:
+    """``log P(continuation | prompt)`` in nats, summed over the continuation's tokens.
+
+    The prompt is tokenized with BOS, the continuation without special tokens, and the two id lists are
+    concatenated (so the boundary never merges tokens); an empty prompt scores the continuation after
+    BOS alone (a sentence's log-probability). Items are batched by length, right-padded.
+
+    Args:
+        model: A ``TransformerBridge``.
+        prompts: Prompts (``""`` allowed).
+        continuations: Non-empty continuations, aligned with ``prompts``.
+        batch_size: Sequences per forward.
+
+    Returns:
+        One log-probability per item (≤ 0).
+
+    Raises:
+        ValueError: Empty or misaligned inputs, an empty continuation, or an empty prompt for a model
+            without BOS.
+    """
+    if not prompts or len(prompts) != len(continuations):
+        raise ValueError(f"need aligned, non-empty prompts and continuations (got {len(prompts)} and {len(continuations)})")
+    tok, bos = M.tokenizer_of(model), M.bos_token_id(model)
+    seqs: list[tuple[list[int], list[int]]] = []
+    for p, c in zip(prompts, continuations):
+        if p:
+            pi = model.to_tokens(p)[0].tolist()
+        elif bos is not None:
+            pi = [bos]
+        else:
+            raise ValueError("an empty prompt needs a model with a BOS token")
+        ci = tok.encode(c, add_special_tokens=False)
+        if not ci:
+            raise ValueError(f"continuation {c!r} has no tokens")
+        seqs.append((pi, ci))
+    out = torch.zeros(len(seqs))
+    for chunk in _length_batches([len(pi) + len(ci) for pi, ci in seqs], batch_size):
+        toks = _right_padded([seqs[i][0] + seqs[i][1] for i in chunk])
+        logp = M.run(model, toks).float().log_softmax(-1)
+        for row, i in enumerate(chunk):
+            start, end = len(seqs[i][0]), len(seqs[i][0]) + len(seqs[i][1])
+            target = toks[row, start:end]
+            out[i] = logp[row, start - 1 : end - 1].gather(-1, target[:, None]).sum()
+    return out
+
+
+@torch.no_grad()
+def label_logits(model: Any, prompts: Sequence[str], token_ids: Sequence[int], *, batch_size: int = 64) -> Float[Tensor, "item label"]:
+    """Last-position logits of the given label tokens for each prompt (prompt-based classification).
+
+    Raises:
+        ValueError: No prompts or no label tokens.
+    """
+    if not prompts or not token_ids:
+        raise ValueError("need prompts and label tokens")
+    rows = [model.to_tokens(p)[0].tolist() for p in prompts]
+    out = torch.zeros(len(prompts), len(token_ids))
+    for chunk in _length_batches([len(r) for r in rows], batch_size):
+        logits = M.run(model, _right_padded([rows[i] for i in chunk]))
+        last = torch.tensor([len(rows[i]) - 1 for i in chunk])
+        out[torch.tensor(chunk)] = logits[torch.arange(len(chunk)), last][:, list(token_ids)].float()
+    return out
+
+
+def text_windows(model: Any, text: str | None = None, *, window: int = 256, max_tokens: int | None = None) -> Int[Tensor, "window pos"]:
+    """Cut a text into equal, non-overlapping windows of ``window`` tokens, each prefixed with BOS.
+
+    Args:
+        model: A model with a tokenizer.
+        text: The text (default: the shipped evaluation text, :func:`circuits.data.english_eval`).
+        window: Tokens per window (the last, shorter remainder is dropped so windows weigh equally).
+        max_tokens: Use only the first ``max_tokens`` tokens (``None``: all).
+
+    Returns:
+        ``[n_windows, window + 1]`` token ids (``window`` without a BOS token).
+
+    Raises:
+        ValueError: ``window < 2`` or fewer than ``window`` tokens.
+    """
+    ids = M.encode_text(model, english_eval() if text is None else text)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if window < 2 or ids.numel() < window:
+        raise ValueError(f"need window >= 2 and at least one full window (got {ids.numel()} tokens, window {window})")
+    rows = ids[: ids.numel() // window * window].reshape(-1, window)
+    bos = M.bos_token_id(model)
+    return torch.cat([torch.full((rows.shape[0], 1), bos), rows], dim=1) if bos is not None else rows
+
+
+@torch.no_grad()
+def window_scores(model: Any, windows: Int[Tensor, "window pos"], *, batch_size: int = 8) -> tuple[Float[Tensor, " window"], Float[Tensor, " window"]]:
+    """Mean next-token NLL (nats/token) and top-1 next-token accuracy of each window.
+
+    Every token after the first is predicted from its prefix (the first is BOS when windows come from
+    :func:`text_windows`).
+
+    Returns:
+        ``(nll, accuracy)``, one value per window.
+    """
+    nll, acc = [], []
+    for s in range(0, windows.shape[0], batch_size):
+        toks = windows[s : s + batch_size]
+        logits = M.run(model, toks)[:, :-1].float()
+        target = toks[:, 1:]
+        nll.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(-1))
+        acc.append((logits.argmax(-1) == target).float().mean(-1))
+    return torch.cat(nll), torch.cat(acc)
+
+
 def window_nll(model: Any, ids: Int[Tensor, " pos"], *, window: int = 128) -> Float[Tensor, " window"]:
     """Mean next-token NLL (nats/token) of each non-overlapping window of a token sequence.
 
-    Each window is prefixed with the model's BOS token (if any); the first window token is predicted
-    from BOS.
+    Each window is prefixed with the model's BOS token (if any); a last, shorter window is kept.
 
     Raises:
         ValueError: Fewer than 2 tokens, or ``window < 2``.
@@ -61,75 +201,75 @@ def window_nll(model: Any, ids: Int[Tensor, " pos"], *, window: int = 128) -> Fl
     if ids.numel() < 2 or window < 2:
         raise ValueError(f"need at least 2 tokens and window >= 2 (got {ids.numel()} tokens, window {window})")
     bos = M.bos_token_id(model)
-    chunks = [ids[i : i + window] for i in range(0, ids.numel(), window)]
-    chunks = [c for c in chunks if c.numel() >= 2]
+    chunks = [c for c in (ids[i : i + window] for i in range(0, ids.numel(), window)) if c.numel() >= 2]
     out = []
     for c in chunks:
         toks = torch.cat([torch.tensor([bos]), c]) if bos is not None else c
-        logits = M.run(model, toks[None])[0]
-        out.append(F.cross_entropy(logits[:-1].float(), toks[1:]))
+        out.append(window_scores(model, toks[None])[0][0])
     return torch.stack(out)
 
 
-def perplexity(model: Any, text: str | None = None, *, window: int = 128) -> float:
-    """Perplexity of ``text`` (default: the shipped English sample).
+def perplexity(model: Any, text: str | None = None, *, window: int = 256) -> float:
+    """Perplexity (``exp`` mean NLL over equal windows) of ``text`` (default: the shipped evaluation text)."""
+    return math.exp(float(window_scores(model, text_windows(model, text, window=window))[0].mean()))
 
-    Returns:
-        ``exp(mean NLL)`` over windows (token-weighted only up to the last, shorter window).
+
+def _rate(pred: np.ndarray, mask: np.ndarray) -> float:
+    return float(pred[mask].mean()) if mask.any() else float("nan")
+
+
+def demographic_parity_difference(pred: Bool[np.ndarray, " item"], group: Bool[np.ndarray, " item"]) -> float:
+    """``|P(ŷ=1 | group) - P(ŷ=1 | not group)|`` (0 = parity; Calders & Verwer 2010).
+
+    Args:
+        pred: Positive predictions.
+        group: Membership of group A (the rest is group B).
     """
-    ids = M.encode_text(model, english_sample() if text is None else text)
-    return math.exp(float(window_nll(model, ids, window=window).mean()))
+    pred, group = np.asarray(pred, bool), np.asarray(group, bool)
+    return abs(_rate(pred, group) - _rate(pred, ~group))
 
 
-@dataclass(frozen=True)
-class EditEvaluation:
-    """Harm and capability of a model before and after an edit, on one split.
+def equalized_odds_difference(pred: Bool[np.ndarray, " item"], label: Bool[np.ndarray, " item"], group: Bool[np.ndarray, " item"]) -> float:
+    """``max(|TPR_A - TPR_B|, |FPR_A - FPR_B|)`` (0 = equalized odds; Hardt et al. 2016, fairlearn's form)."""
+    pred, label, group = (np.asarray(x, bool) for x in (pred, label, group))
+    tpr = abs(_rate(pred, group & label) - _rate(pred, ~group & label))
+    fpr = abs(_rate(pred, group & ~label) - _rate(pred, ~group & ~label))
+    return float(max(tpr, fpr))
 
-    Attributes:
-        split: The suite split the harm numbers come from.
-        n_pairs: Number of prompt pairs.
-        bias_before: Mean bias gap without the edit (logit units).
-        bias_after: Mean bias gap with the edit.
-        bias_reduction: ``1 - bias_after / bias_before`` (fraction; 0.5 = halved).
-        p_value: Paired t-test of per-pair gaps, before vs after.
-        ppl_before: Perplexity on the English sample without the edit.
-        ppl_after: Perplexity with the edit.
-        ppl_change: ``ppl_after / ppl_before - 1`` (fraction; 0.05 = 5% worse).
+
+def expected_calibration_error(prob: Float[np.ndarray, " item"], label: Bool[np.ndarray, " item"], *, bins: int = 10) -> float:
+    """Expected calibration error of binary probabilities (Naeini et al. 2015; Guo et al. 2017).
+
+    Confidence is ``max(p, 1 - p)`` for the predicted class; items fall into ``bins`` equal-width
+    confidence bins on [0.5, 1]; ECE = ``Σ_b (n_b / N) |accuracy_b - mean confidence_b|``.
+
+    Args:
+        prob: ``P(label = 1)`` per item.
+        label: True labels.
+        bins: Number of bins.
     """
-
-    split: str
-    n_pairs: int
-    bias_before: float
-    bias_after: float
-    bias_reduction: float
-    p_value: float
-    ppl_before: float
-    ppl_after: float
-    ppl_change: float
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        """Plain dict (for manifests and JSON)."""
-        return dict(self.__dict__)
+    prob, label = np.asarray(prob, np.float64), np.asarray(label, bool)
+    pred = prob >= 0.5
+    conf = np.where(pred, prob, 1.0 - prob)
+    correct = pred == label
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
 
 
-def compare(
-    split: str,
-    gaps_before: Float[Tensor, " pair"],
-    gaps_after: Float[Tensor, " pair"],
-    ppl_before: float,
-    ppl_after: float,
-) -> EditEvaluation:
-    """Combine before/after measurements into an :class:`EditEvaluation` (paired t-test on gaps)."""
-    before, after = float(gaps_before.mean()), float(gaps_after.mean())
-    p = float(stats.ttest_rel(gaps_before.numpy(), gaps_after.numpy()).pvalue) if len(gaps_before) > 1 else 1.0
-    return EditEvaluation(
-        split=split,
-        n_pairs=len(gaps_before),
-        bias_before=before,
-        bias_after=after,
-        bias_reduction=1.0 - after / before if before else 0.0,
-        p_value=1.0 if math.isnan(p) else p,
-        ppl_before=ppl_before,
-        ppl_after=ppl_after,
-        ppl_change=ppl_after / ppl_before - 1.0,
-    )
+def worst_group_accuracy(pred: Bool[np.ndarray, " item"], label: Bool[np.ndarray, " item"], group: Bool[np.ndarray, " item"]) -> float:
+    """Lowest accuracy over the groups (name group × true label) that have items (Sagawa et al. 2020)."""
+    pred, label, group = (np.asarray(x, bool) for x in (pred, label, group))
+    accs = [float((pred[m] == label[m]).mean()) for g in (True, False) for y in (True, False) if (m := (group == g) & (label == y)).any()]
+    return min(accs)
+
+
+def flip_rate(pred_a: Bool[np.ndarray, " item"], pred_b: Bool[np.ndarray, " item"]) -> float:
+    """Fraction of counterfactual pairs whose predictions differ (Garg et al. 2019)."""
+    pred_a, pred_b = np.asarray(pred_a, bool), np.asarray(pred_b, bool)
+    return float((pred_a != pred_b).mean())
