@@ -11,6 +11,7 @@ Typical session (what ``make scan`` runs)::
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -57,6 +58,27 @@ def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
     if len(names) > 1:
         _fail(f"edits were made for different models: {sorted(names)}")
     return edits
+
+
+def _report_table(report) -> Table:  # noqa: ANN001 - an EvalReport
+    """A rich table of an evaluation report: every measure before → after, CI and paired test."""
+    table = Table(title=f"{' + '.join(report.edits)} — target {report.suite}, suites' {report.split} split ({report.seconds:.0f} s)")
+    for col in ("measure", "data", "before", "after", "change [95% CI]", "p", "harm reduced"):
+        table.add_column(col, overflow="fold")
+    for m in report.measures:
+        pct = m.name == "perplexity"
+        change = f"{m.change:+.2%} [{m.ci_low:+.2%}, {m.ci_high:+.2%}]" if pct else f"{m.change:+.3f} [{m.ci_low:+.3f}, {m.ci_high:+.3f}]"
+        reduced = f"{m.reduction:+.1%}" if m.kind == "harm" else ""
+        table.add_row(f"{m.name} ({m.unit})", m.data, f"{m.before:.3f}", f"{m.after:.3f}", change, f"{m.p_value:.1e}", reduced)
+    return table
+
+
+def _print_verdict(report) -> None:  # noqa: ANN001 - an EvalReport
+    ok = "[green]met[/]" if report.meets_target else "[yellow]not met[/]"
+    console.print(
+        f"{report.suite}: harm reduced {report.harm_reduction:+.1%} (paired p={report.primary.p_value:.1e}), "
+        f"perplexity {report.perplexity_change:+.2%}; target (≥50% less harm, <5% perplexity, p<0.05) {ok}"
+    )
 
 
 def _load(name: str):  # noqa: ANN202 - returns the hooked model
@@ -132,15 +154,17 @@ def edit(
     seed: Annotated[int, typer.Option(help="Seed (training, resampling).")] = 0,
     behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
     generations: Annotated[int, typer.Option(help="Eval-split prompt pairs to generate from, before and after.")] = 2,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate on held-out data (as `circuits eval`) and record it.")] = True,
+    max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
-    """Build an edit of any kind from an atlas (on the build split), evaluate it on the eval split, and save it."""
+    """Build an edit of any kind from an atlas (on the build split), evaluate it on held-out data, and save it."""
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas, AtlasError
     from circuits.editing.edit import EditError, apply_edit, save_edit
     from circuits.editing.recipes import EditRecipe, build_edit
     from circuits.editing.train import TrainConfig
-    from circuits.evaluation.run import evaluate_edit
+    from circuits.evaluation import run as evaluation
     from circuits.model import generate
     from circuits.suites import SuiteError, load_suite
 
@@ -165,20 +189,16 @@ def edit(
             e = build_edit(m, atlas, suite, recipe, behaviour=b.name)
         except (AtlasError, EditError, ValueError) as err:
             _fail(str(err))
-    with console.status("evaluating on the eval split (bias gap, perplexity)"):
-        try:
-            ev = evaluate_edit(m, e, suite, split="eval")
-        except ValueError as err:  # EditError: wrong model
-            _fail(str(err))
-    e = e.with_evaluation(ev.as_dict())
+    if evaluate:
+        with console.status("evaluating on held-out data (every harm and capability measure)"):
+            try:
+                report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed)
+            except ValueError as err:  # EditError: wrong model
+                _fail(str(err))
+        e = e.with_evaluation(report.flat())
+        console.print(_report_table(report))
+        _print_verdict(report)
     save_edit(e, out, packages=package_versions())
-
-    table = Table(title=f"{e} — {suite.name}, eval split ({ev.n_pairs} pairs)")
-    for col in ("measure", "before", "after", "change"):
-        table.add_column(col)
-    table.add_row("bias gap (metric units)", f"{ev.bias_before:.3f}", f"{ev.bias_after:.3f}", f"{-ev.bias_reduction:+.1%} (paired t p={ev.p_value:.1e})")
-    table.add_row("perplexity (English sample)", f"{ev.ppl_before:.3f}", f"{ev.ppl_after:.3f}", f"{ev.ppl_change:+.2%}")
-    console.print(table)
     if e.training:
         console.print(f"trained {e.training['steps_run']} steps in {e.training['seconds']} s (best step {e.training['best_step']})")
     # Both sides of the first eval pairs, so a reader sees each prompt's continuation change.
@@ -214,6 +234,53 @@ def export(
             _fail(str(err))
     what = "PEFT LoRA adapter" if peft else f"Hugging Face model with {len(edits)} edit(s) baked in"
     console.print(f"{what} written to {path}")
+
+
+@app.command(name="eval")
+def eval_(
+    edit_paths: Annotated[list[Path], typer.Option("--edit", "-e", help="Edit manifest (repeatable; applied together, in order).")],
+    suite_name: Annotated[str | None, typer.Option("--suite", "-s", help="Target behaviour (default: the suite the first edit was built on).")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Report JSON path (default: beside the first edit, NAME.eval.json).")] = None,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the result in the edit's manifest (one edit only).")] = True,
+    max_pairs: Annotated[int | None, typer.Option(help="Word pairs per suite template (default: all).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.")] = 0,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Evaluate saved edits on held-out data: harm reduced vs capability kept, with paired tests.
+
+    Harm: every shipped suite's bias gap on its eval split, stereotype preference, toxicity propensity,
+    spurious flip rate, demographic parity and equalized-odds differences, calibration error and
+    worst-group accuracy. Capability: perplexity, next-token accuracy and KL on the ≥20k-token
+    evaluation text, classification and multiple-choice accuracy.
+    """
+    from circuits.editing.edit import EditError, record_evaluation
+    from circuits.evaluation import run as evaluation
+    from circuits.io import atomic_write_text
+    from circuits.suites import SuiteError, load_suite
+
+    _setup_logging(verbose)
+    edits = _load_edits(edit_paths)
+    try:
+        suite = load_suite(suite_name) if suite_name else None
+    except SuiteError as e:
+        _fail(str(e))
+    m = _load(edits[0].model_name)
+    with console.status("evaluating on held-out data"):
+        try:
+            report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed)
+        except (EditError, SuiteError, ValueError) as e:
+            _fail(str(e))
+    console.print(_report_table(report))
+    _print_verdict(report)
+    out = out or edit_paths[0].with_suffix(".eval.json")
+    atomic_write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
+    console.print(f"report written to {out}")
+    if record and len(edit_paths) == 1:
+        record_evaluation(edit_paths[0], report.flat())
+        console.print(f"evaluation recorded in {edit_paths[0]}")
+    elif record:
+        console.print("several edits: their combined result is in the report, not in any single manifest")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 Kept small for CI (few prompt pairs, k = 3); ``make scan`` runs the full-size job.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from circuits.atlas.schema import Atlas
 from circuits.cli import app
 from circuits.editing.build import ablation_edit, select_components
 from circuits.editing.edit import apply_edit, load_edit, save_edit
-from circuits.evaluation.run import evaluate_edit
+from circuits.evaluation.run import evaluate
 from circuits.model import fingerprint, generate
 from circuits.suites import load_suite
 
@@ -45,20 +46,26 @@ def test_saved_edit_reduces_bias_on_eval_split_and_keeps_perplexity(real_model, 
     suite = load_suite("gender-occupation")
     edit = ablation_edit(real_model, select_components(real_model, committed, suite, k=3), suite, mode="mean", atlas=committed)
     loaded = load_edit(save_edit(edit, tmp_path / "e.json"))
-    ev = evaluate_edit(real_model, loaded, suite, split="eval", max_pairs=4)
-    assert ev.bias_after < ev.bias_before
-    assert ev.bias_reduction > 0.5 and ev.p_value < 0.05, ev
-    assert ev.ppl_change < 0.05, ev
+    ev = evaluate(real_model, loaded, suite=suite, max_pairs=4, max_tokens=4096, groups=("suites", "text"))
+    assert ev.primary.data == "gender-occupation/eval" and ev.primary.after < ev.primary.before
+    assert ev.harm_reduction > 0.5 and ev.primary.p_value < 0.05, ev
+    assert ev.perplexity_change < 0.05, ev
 
 
 def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
     out = tmp_path / "edit.json"
     runner = CliRunner()
-    r = runner.invoke(app, ["edit", str(COMMITTED), "--k", "3", "-o", str(out), "--generations", "1"])
+    r = runner.invoke(app, ["edit", str(COMMITTED), "--k", "3", "-o", str(out), "--generations", "1", "--no-evaluate"])
     assert r.exit_code == 0, r.output
-    assert "bias gap" in r.output and "perplexity" in r.output
+    assert load_edit(out).evaluation is None
+    # `circuits eval`: every measure on held-out data, JSON report, result recorded in the manifest.
+    r = runner.invoke(app, ["eval", "--edit", str(out), "--max-pairs", "2", "--max-tokens", "1024", "-o", str(tmp_path / "report.json")])
+    assert r.exit_code == 0, r.output
+    assert "bias_gap.gender-occupation" in r.output and "perplexity" in r.output and "worst_group_accuracy" in r.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["suite"] == "gender-occupation" and report["harm_reduction"] > 0.5
     edit = load_edit(out)
-    assert edit.evaluation is not None and edit.evaluation["bias_reduction"] > 0.5
+    assert edit.evaluation is not None and edit.evaluation["harm_reduction"] == pytest.approx(report["harm_reduction"])
     r = runner.invoke(app, ["generate", "--edit", str(out), "--prompt", "The nurse said that", "--max-new-tokens", "8"])
     assert r.exit_code == 0, r.output
     assert "before:" in r.output and "after:" in r.output
@@ -68,7 +75,7 @@ def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
     assert repr(after) in r.output
     # A second edit kind, composed with the first, and both baked into a plain HF model.
     steer = tmp_path / "steer.json"
-    r = runner.invoke(app, ["edit", str(COMMITTED), "--kind", "steering", "--layer", "20", "-o", str(steer), "--generations", "0"])
+    r = runner.invoke(app, ["edit", str(COMMITTED), "--kind", "steering", "--layer", "20", "-o", str(steer), "--generations", "0", "--no-evaluate"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["generate", "--edit", str(out), "--edit", str(steer), "--prompt", "The nurse said that", "--max-new-tokens", "8"])
     assert r.exit_code == 0 and "after:" in r.output, r.output

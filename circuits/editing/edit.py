@@ -242,6 +242,30 @@ def load_edit(path: Path | str) -> Edit:
     return edit
 
 
+def record_evaluation(path: Path | str, evaluation: dict[str, Scalar]) -> Path:
+    """Record an evaluation in a saved edit's manifest (atomically; the tensor file is not touched).
+
+    Args:
+        path: The manifest (``.json``).
+        evaluation: Flat measured numbers (e.g. :meth:`circuits.evaluation.run.EvalReport.flat`).
+
+    Returns:
+        The manifest path.
+
+    Raises:
+        EditError: The manifest cannot be read or is malformed (nothing is written then).
+    """
+    path = Path(path)
+    load_edit(path)  # validates the manifest and its tensors before anything is written
+    raw = _upgrade(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        manifest = EditManifest.model_validate({**raw, "evaluation": dict(evaluation)})
+    except ValidationError as e:
+        raise EditError(f"{path}: evaluation: {validation_message(e)}") from None
+    atomic_write_text(path, manifest.model_dump_json(indent=2) + "\n")
+    return path
+
+
 def required_tensors(edit: Edit) -> list[str]:
     """Names of the tensors an edit's kind needs (for validation).
 
