@@ -13,7 +13,7 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup scan test bench clean
+.PHONY: setup scan test bench headline clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ scan: setup
 
 test: setup
 	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=1200
+
+# The headline experiment (#7): 3 behaviours × 5 edit kinds × 3 seeds, evaluated on held-out data (~1 h).
+headline: setup
+	$(PY) scripts/headline.py
 
 bench: setup
 	$(PY) benchmarks/loading.py

@@ -5,8 +5,9 @@ save the edits under atlas/smollm2-135m/edits/, and write a comparison table (JS
 
 Edits are built on the suite's build split (trained kinds: build templates minus a held-out quarter
 for early stopping) and evaluated on the eval split (no shared template or word): bias gap with a
-paired t-test over prompt pairs, perplexity on the shipped English sample. One seed; #7 extends this
-to ≥3 seeds and all behaviours.
+paired t-test over prompt pairs, and every other measure of ``circuits.evaluation.run.evaluate`` (perplexity
+on the ≥20k-token evaluation text among them). One seed, every kind; ``scripts/headline.py`` runs the
+main kinds on all behaviours with three seeds.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> None:
     from circuits.editing.edit import save_edit
     from circuits.editing.recipes import EditRecipe, build_edit
     from circuits.editing.train import TrainConfig
-    from circuits.evaluation.run import evaluate_edit
+    from circuits.evaluation.run import evaluate, measure
     from circuits.io import atomic_write_text
     from circuits.model import load_model
     from circuits.suites import load_suite
@@ -52,25 +53,27 @@ def main() -> None:
     atlas = Atlas.load(ROOT / "atlas/smollm2-135m/smollm2-135m.atlas.json")
     suite = load_suite(args.suite)
     out_dir = ROOT / "atlas/smollm2-135m/edits"
+    baseline = measure(model)
     rows = []
     for kind in args.kinds:
         recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, progress=False), **RECIPES[kind])  # type: ignore[arg-type]
         t0 = time.perf_counter()
         edit = build_edit(model, atlas, suite, recipe)
         seconds = time.perf_counter() - t0
-        ev = evaluate_edit(model, edit, suite, split="eval")
-        edit = edit.with_evaluation(ev.as_dict())
+        ev = evaluate(model, edit, suite=suite, baseline=baseline)
+        edit = edit.with_evaluation(ev.flat())
         path = save_edit(edit, out_dir / f"{suite.name}.{kind}.json", packages=package_versions())
         row = {
             "kind": kind,
             "components": ", ".join(map(str, edit.components[:3])) + (f" +{len(edit.components) - 3}" if len(edit.components) > 3 else ""),
-            "bias_before": ev.bias_before,
-            "bias_after": ev.bias_after,
-            "harm_reduction": ev.bias_reduction,
-            "p_value": ev.p_value,
-            "ppl_before": ev.ppl_before,
-            "ppl_after": ev.ppl_after,
-            "ppl_change": ev.ppl_change,
+            "bias_before": ev.primary.before,
+            "bias_after": ev.primary.after,
+            "harm_reduction": ev.harm_reduction,
+            "p_value": ev.primary.p_value,
+            "ppl_before": ev.get("perplexity").before,
+            "ppl_after": ev.get("perplexity").after,
+            "ppl_change": ev.perplexity_change,
+            "kl_neutral": ev.get("kl_neutral").after,
             "build_seconds": round(seconds, 1),
             "edit_parameters": edit.n_parameters,
             "file": str(path.relative_to(ROOT)),
@@ -79,16 +82,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     table = [
         f"Edits of `{suite.name}` on SmolLM2-135M-Instruct: built on the build split, measured on the eval split "
-        f"({ev.n_pairs} pairs; paired t-test). Regenerate: `.venv/bin/python scripts/compare_edits.py --suite {suite.name}`.",
+        f"({ev.primary.n} pairs; paired t-test); perplexity and KL on the ≥20k-token evaluation text. Regenerate: `.venv/bin/python scripts/compare_edits.py --suite {suite.name}`.",
         "",
-        "| kind | components | bias gap before → after | harm reduced | p | perplexity change | build time (s) | stored numbers |",
-        "|---|---|---|---|---|---|---|---|",
+        "| kind | components | bias gap before → after | harm reduced | p | perplexity change | KL neutral (nats/token) | build time (s) | stored numbers |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ok = r["harm_reduction"] >= 0.5 and r["ppl_change"] < 0.05 and r["p_value"] < 0.05
         table.append(
             f"| {r['kind']} | {r['components']} | {r['bias_before']:.3f} → {r['bias_after']:.3f} | {r['harm_reduction']:+.1%}{' ✓' if ok else ''} "
-            f"| {r['p_value']:.1e} | {r['ppl_change']:+.2%} | {r['build_seconds']} | {r['edit_parameters']} |"
+            f"| {r['p_value']:.1e} | {r['ppl_change']:+.2%} | {r['kl_neutral']:.3f} | {r['build_seconds']} | {r['edit_parameters']} |"
         )
     atomic_write_text(out_dir / f"{suite.name}.comparison.json", json.dumps(rows, indent=2) + "\n")
     atomic_write_text(out_dir / f"{suite.name}.comparison.md", "\n".join(table) + "\n")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from circuits.atlas.schema import Atlas
 from circuits.editing.build import Granularity, ablation_edit, direction_edit, scaling_edit, select_components, steering_edit
-from circuits.editing.edit import EDIT_KINDS, Edit, EditError, EditKind
+from circuits.editing.edit import EDIT_KINDS, Edit, EditError, EditKind, apply_edit
 from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
 from circuits.suites import Suite
 
@@ -79,3 +80,51 @@ def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, be
     if recipe.kind == "invariance":
         return invariance_edit(model, components, data, rank=recipe.rank, config=recipe.train, atlas=atlas)
     return neuron_repair_edit(model, components, data, config=recipe.train, atlas=atlas)
+
+
+def choose_direction_layer(
+    model: Any,
+    suite: Suite,
+    layers: Sequence[int],
+    *,
+    kind: EditKind = "directional_ablation",
+    kl_budget: float = 0.1,
+    atlas: Atlas | None = None,
+) -> tuple[int, list[dict[str, float]]]:
+    """Pick the residual layer for a direction edit on the *build* split (never on evaluation data).
+
+    For each candidate layer: build the difference-in-means direction edit (Arditi et al. 2024), measure
+    the suite's harm on the build split (signed bias gap; absolute for spurious suites) and the KL to
+    the unedited model on the build text (:func:`circuits.data.english_sample`, nats/token). The chosen
+    layer has the lowest harm among layers within ``kl_budget``; if none is, the lowest ``harm + KL``.
+
+    Args:
+        model: The model.
+        suite: The behaviour's suite.
+        layers: Candidate layers.
+        kind: ``"directional_ablation"`` or ``"orthogonalization"`` (same function, different form).
+        kl_budget: Largest acceptable KL on the build text.
+        atlas: Atlas to record as the edit's source.
+
+    Returns:
+        ``(layer, sweep)``: the chosen layer and one ``{"layer", "harm", "kl"}`` row per candidate.
+
+    Raises:
+        EditError: No candidate layers, or a kind that is not a direction edit.
+    """
+    from circuits.data import english_sample
+    from circuits.evaluation.metrics import text_windows
+    from circuits.evaluation.run import neutral_kl, suite_harm
+
+    if not layers or kind not in ("directional_ablation", "orthogonalization"):
+        raise EditError(f"need candidate layers and a direction kind (got {list(layers)}, {kind!r})")
+    windows = text_windows(model, english_sample(), window=128)
+    sweep = []
+    for layer in layers:
+        edit = direction_edit(model, suite, layer=layer, bake=kind == "orthogonalization", atlas=atlas)
+        with apply_edit(model, edit):
+            harm = float(suite_harm(model, suite, "build").mean())
+        sweep.append({"layer": float(layer), "harm": harm, "kl": float(neutral_kl(model, [edit], windows).mean())})
+    ok = [r for r in sweep if r["kl"] <= kl_budget]
+    best = min(ok, key=lambda r: r["harm"]) if ok else min(sweep, key=lambda r: r["harm"] + r["kl"])
+    return int(best["layer"]), sweep
