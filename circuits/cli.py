@@ -103,6 +103,9 @@ def scan(
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Per-layer checkpoints; an interrupted scan resumes. Default: the cache dir.")
     ] = None,
+    executor: Annotated[str, typer.Option(help="Where sweep units run: inprocess, or ray (a Ray cluster; same atlas).")] = "inprocess",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local cluster).")] = None,
+    workers: Annotated[int, typer.Option(help="Ray actors, each holding one copy of the model.")] = 2,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Activation-patch every head and MLP on a suite and write a circuit atlas."""
@@ -116,13 +119,23 @@ def scan(
         _fail(str(e))
     if split not in ("build", "eval"):
         _fail(f"--split must be build or eval, got {split!r}")
+    if executor not in ("inprocess", "ray"):
+        _fail(f"--executor must be inprocess or ray, got {executor!r}")
+    runner = None
+    if executor == "ray":
+        from circuits.probing.executor import RayExecutor
+
+        try:
+            runner = RayExecutor(address=address, workers=workers)
+        except ImportError as e:
+            _fail(str(e))
     from circuits.model import cache_root
 
     m = _load(model)
     command = "circuits " + shlex.join(sys.argv[1:])
     atlas = run_scan(
         m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command,  # type: ignore[arg-type]
-        checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints",
+        checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
     )
     atlas.save(out)
     b = atlas.behaviours[0]

@@ -213,6 +213,7 @@ def load_model(name: str = "smollm2-135m", *, cache_dir: Path | None = None) -> 
     bridge = TransformerBridge.boot_transformers(spec.hf_name, hf_model=hf, tokenizer=tokenizer)
     bridge.eval()
     bridge.circuits_model_name = spec.name
+    bridge.circuits_recipe = {"loader": "load_model", "name": name, "cache_dir": None if cache_dir is None else str(cache_dir)}
     return bridge
 
 
@@ -276,7 +277,43 @@ def tiny_model(
     bridge = TransformerBridge.boot_native(cfg)
     bridge.eval()
     bridge.circuits_model_name = "tiny"
+    bridge.circuits_recipe = {
+        "loader": "tiny_model", "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "d_model": d_model,
+        "d_head": d_head, "d_mlp": d_mlp, "d_vocab": d_vocab, "n_ctx": n_ctx, "seed": seed, "gated_mlp": gated_mlp,
+        "normalization": normalization, "attn_only": attn_only,
+    }
     return bridge
+
+
+def model_recipe(model: Any) -> dict[str, Any]:
+    """How to build this model again in another process (for distributed executors).
+
+    Returns:
+        A plain dict: ``{"loader": "load_model" | "tiny_model", **arguments}``.
+
+    Raises:
+        ValueError: The model was not made by :func:`load_model` or :func:`tiny_model`.
+    """
+    recipe = getattr(model, "circuits_recipe", None)
+    if not isinstance(recipe, dict):
+        raise ValueError("this model was not made by load_model or tiny_model, so a worker cannot build it again")
+    return dict(recipe)
+
+
+def build_model(recipe: dict[str, Any]) -> Any:
+    """Build a model from :func:`model_recipe` (the caller checks the fingerprint).
+
+    Raises:
+        ValueError: An unknown loader.
+    """
+    kw = dict(recipe)
+    loader = kw.pop("loader", None)
+    if loader == "load_model":
+        cache = kw.pop("cache_dir", None)
+        return load_model(kw.pop("name"), cache_dir=None if cache is None else Path(cache))
+    if loader == "tiny_model":
+        return tiny_model(**kw)
+    raise ValueError(f"unknown model loader {loader!r}")
 
 
 def model_name(model: Any) -> str:

@@ -18,3 +18,15 @@ def test_eval_refuses_a_malformed_manifest_and_an_unknown_suite(tmp_path):
     r = runner.invoke(app, ["eval", "--edit", str(good), "--suite", "no-such-suite"])
     assert r.exit_code == 2 and "no suite named 'no-such-suite'" in r.output
     assert not good.with_suffix(".eval.json").exists()
+
+
+def test_scan_on_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    from circuits.probing import executor as X
+
+    def no_ray():
+        raise ImportError(X.RAY_HINT)
+
+    monkeypatch.setattr(X, "_ray", no_ray)
+    r = CliRunner().invoke(app, ["scan", "--executor", "ray", "-o", str(tmp_path / "a.json")])
+    assert r.exit_code == 2 and "pip install 'circuit-atlas[ray]'" in r.output
+    assert not (tmp_path / "a.json").exists()

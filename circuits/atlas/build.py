@@ -39,6 +39,7 @@ from circuits.atlas.schema import (
 )
 from circuits.metrics import KLToReference, metric_for_suite
 from circuits.probing.attribution import attribution_patching
+from circuits.probing.executor import Executor
 from circuits.probing.interventions import Mean
 from circuits.probing.patching import PatchingResult, TokenGroup, patch_groups, position_mean_activations, tokenize_pairs
 from circuits.sites import Component, all_heads, all_mlps
@@ -159,14 +160,14 @@ def _by_template(pairs: Sequence[PromptPair], values: Float[Tensor, "component p
 
 
 def _label_kl_noising(
-    model: Any, groups: list[TokenGroup], labels: tuple[int, ...], components: Sequence[Component], n: int, progress: bool
+    model: Any, groups: list[TokenGroup], labels: tuple[int, ...], components: Sequence[Component], n: int, progress: bool, executor: Executor | None = None
 ) -> Float[Tensor, "component prompt"]:
     """KL(p(label | x) ‖ p(label | x, h ← h(x'))) per component and prompt (for SSS)."""
     out = torch.zeros(len(components), n)
     for g in groups:
         ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
         local = TokenGroup(list(range(len(g.indices))), g.clean, g.corrupted)
-        r = patch_groups(model, [local], KLToReference(ref, labels=labels), components, direction="noising", progress=progress)
+        r = patch_groups(model, [local], KLToReference(ref, labels=labels), components, direction="noising", progress=progress, executor=executor)
         out[:, torch.tensor(g.indices)] = r.patched  # type: ignore[assignment]
     return out
 
@@ -202,6 +203,7 @@ def scan(
     attribution: bool = True,
     mean_ablation: bool = True,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> Atlas:
     """Scan every attention head and MLP layer of a model on a suite; return a one-behaviour atlas.
 
@@ -218,6 +220,8 @@ def scan(
         attribution: Also record attribution-patching estimates.
         mean_ablation: Also record the mean-ablation causal effect ``CE[mean, ...]``.
         progress: Show progress.
+        executor: Where the exact sweeps' work units run (default: in this process;
+            :class:`circuits.probing.executor.RayExecutor` for a Ray cluster, same atlas).
 
     Returns:
         The atlas.
@@ -240,7 +244,7 @@ def scan(
     scores: dict[str, Tensor] = {}
     summary: dict[str, float] = {}
     if suite.spec.kind == "harmful":
-        result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress)
+        result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress, executor=executor)
         clean_m = result.clean_metric
         if attribution:
             a = attribution_patching(model, groups, metric, components, progress=progress)
@@ -251,12 +255,12 @@ def scan(
         # sees the counterfactual (noising), in nats, unnormalised.
         clean_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.clean)))
         labels = tuple(int(t) for t in [*torch.as_tensor(metric.positive).reshape(-1).tolist(), *torch.as_tensor(metric.negative).reshape(-1).tolist()])
-        kl = _label_kl_noising(model, groups, labels, components, n, progress)
+        kl = _label_kl_noising(model, groups, labels, components, n, progress, executor)
         total = _label_kl_total(model, groups, labels, n)
         result = PatchingResult(tuple(components), kl, torch.zeros(n), total, "noising", "swap", kl, normalised=False)
         threshold = 0.1 * float(total.mean())
         metric_desc = f"KL(p(label|x) || p(label|x, h<-h(x'))), labels {spec.positive!r}/{spec.negative!r}"
-        r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress)
+        r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress, executor=executor)
         ce_swap = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
         sss = S.spurious_sensitivity(kl)
         ids = S.invariance_deviation(_by_template(pairs, kl))
@@ -268,7 +272,7 @@ def scan(
     if mean_ablation:
         names = sorted({c.hook_name for c in components})
         mean = Mean(position_mean_activations(model, groups, names), over_positions=True)
-        r = patch_groups(model, groups, metric, components, direction="noising", intervention=mean, checkpoint_dir=ckpt("mean-noising"), progress=progress)
+        r = patch_groups(model, groups, metric, components, direction="noising", intervention=mean, checkpoint_dir=ckpt("mean-noising"), progress=progress, executor=executor)
         ce_mean = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
         scores["CE[mean,logit_diff]"] = ce_mean.mean(-1)
     if suite.spec.kind == "spurious":

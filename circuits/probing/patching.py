@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from tqdm.auto import tqdm
 from circuits import model as M
 from circuits.io import atomic_write_bytes
 from circuits.metrics import Metric, positions_read
+from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
 from circuits.probing.interventions import Intervention, Mean, Swap
 from circuits.sites import Component, activation_index, hook_name
 from circuits.suites import PromptPair
@@ -385,8 +387,12 @@ def patch_groups(
     seed: int = 0,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> PatchingResult:
     """:func:`activation_patching` on already tokenised groups (see :func:`tokenize_pairs`).
+
+    The sweep is split into one work unit per layer, run by ``executor`` (default: in this process;
+    :class:`circuits.probing.executor.RayExecutor` runs them on a Ray cluster with the same result).
 
     Raises:
         PairError: No groups.
@@ -399,8 +405,6 @@ def patch_groups(
     groups = list(groups)
     n = sum(len(g.indices) for g in groups)
     patched = torch.zeros(len(components), n)
-    clean_m = torch.zeros(n)
-    corr_m = torch.zeros(n)
     by_layer: dict[int, list[int]] = defaultdict(list)
     for i, c in enumerate(components):
         by_layer[c.layer].append(i)
@@ -409,39 +413,24 @@ def patch_groups(
         ckpt = Path(checkpoint_dir) / _run_key(model, groups, components, intervention, direction, seed)
         ckpt.mkdir(parents=True, exist_ok=True)
 
-    names = _cache_names(components)
-    bases, sources = [], []
-    for group in groups:  # two cached forwards per group, shared by every layer
-        idx = torch.tensor(group.indices)
-        clean_logits, clean_cache = M.run_with_cache(model, group.clean, names)
-        corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, names)
-        clean_m[idx] = metric(clean_logits).float()
-        corr_m[idx] = metric(corr_logits).float()
-        bases.append(corr_cache if direction == "denoising" else clean_cache)
-        sources.append(clean_cache if direction == "denoising" else corr_cache)
-
-    todo = []
+    job = PatchJob(tuple(groups), metric, tuple(components), direction, intervention, max_rows, seed, key=uuid.uuid4().hex)
+    caches = job_caches(model, job)  # two cached forwards per group: the clean/corrupted metrics, and in-process units' activations
+    clean_m, corr_m = caches.clean_metric, caches.corrupted_metric
+    todo: list[PatchUnit] = []
     for layer, comp_idx in sorted(by_layer.items()):
         path = None if ckpt is None else ckpt / f"layer_{layer}.safetensors"
         if path is not None and path.is_file():
             patched[comp_idx] = st_load(path.read_bytes())["patched"]
             logger.info("layer %d loaded from checkpoint %s", layer, path)
         else:
-            todo.append((layer, comp_idx, path))
-    total = sum(-(-len(ci) // max(1, max_rows // len(g.indices))) for _, ci, _ in todo for g in groups)
+            todo.append(PatchUnit(layer, tuple(comp_idx)))
+    total = sum(-(-len(u.indices) // max(1, max_rows // len(g.indices))) for u in todo for g in groups)
     with tqdm(total=total, desc=f"activation patching ({direction}, {intervention.name})", disable=not progress, leave=False) as bar:
-        for layer, comp_idx, path in todo:
-            layer_components = [components[i] for i in comp_idx]
-            rows = torch.zeros(len(comp_idx), n)
-            for gi, group in enumerate(groups):
-                idx = torch.tensor(group.indices)
-                p = _patch_from_source(
-                    model, bases[gi], sources[gi], metric, layer_components, intervention, max_rows, seed, gi, bar
-                )
-                rows[:, idx] = p
-            patched[comp_idx] = rows
-            if path is not None:
-                atomic_write_bytes(path, st_save({"patched": rows.contiguous()}))
+        # Each unit's rows go to its components' indices, so the order units finish in does not matter.
+        for unit, rows in (executor or InProcess()).run(model, job, todo, caches, bar):
+            patched[list(unit.indices)] = rows
+            if ckpt is not None:
+                atomic_write_bytes(ckpt / f"layer_{unit.layer}.safetensors", st_save({"patched": rows.contiguous()}))
     return PatchingResult(
         components=tuple(components),
         effects=normalise(patched, clean_m, corr_m),
