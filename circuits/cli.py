@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import track
 
 from circuits.editing.edit import EDIT_KINDS
@@ -42,7 +43,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # messages may contain [brackets]
     raise typer.Exit(code=2)
 
 
