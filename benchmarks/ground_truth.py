@@ -1,10 +1,12 @@
 """Ground truth: do the probing methods find the components that are really there?
 
 1. Planted models (``circuits.planted``; shipped weights, circuits planted by construction): recall,
-   precision and faithfulness of the heads each method flags, for the induction and spurious tasks;
+   precision and faithfulness of the heads each method flags, for the induction, spurious and harmful
+   tasks;
    causal tracing restores whole attention layers, so it is scored at layer granularity.
-2. Removing the planted spurious feature with the editing module (mean ablation of the heads exact
-   patching flags): label accuracy on the de-correlated test split before and after.
+2. Removing the planted spurious feature and the planted harmful head with the editing module (mean
+   ablation of the heads exact patching flags): label accuracy on the de-correlated test split, and the
+   harmful-output rate on triggered prompts, before and after.
 3. SmolLM2-135M: on repeated random token sequences, the top-5 heads by exact activation patching of
    the induction behaviour vs the top-5 by the standard induction score (attention from a token to
    the one after its previous occurrence; Olsson et al. 2022).
@@ -27,6 +29,9 @@ def tracing_layers(task: str, model) -> frozenset[int]:  # noqa: ANN001
     if task == "spurious":
         group, _ = P.spurious_pairs(8, seed=3)
         return traced_layers(model, group.clean, torch.full((8,), P.LABELS[0]), [P.SPURIOUS_POS])[0]
+    if task == "harmful":
+        group, _ = P.harmful_pairs(8, seed=3)
+        return traced_layers(model, group.clean, torch.full((8,), P.HARM), [P.TRIGGER_POS])[0]
     toks, lengths = P.induction_tokens(64, seed=3)
     rows = (lengths == 6).nonzero().flatten()[:8]
     return traced_layers(model, toks[rows][:, :-1], toks[rows][:, -1], list(range(P.SEQ - 12, P.SEQ - 6)))[0]
@@ -39,14 +44,14 @@ def planted() -> None:
 
     print("1. Planted circuits (threshold 0.1 on the mean normalised effect; 32 prompt pairs)")
     print(f"{'task':10s} {'method':38s} {'flagged':16s} {'recall':>6s} {'precision':>9s} {'faithfulness':>12s}")
-    flagged_spurious = None
-    for task, pairs in (("induction", P.induction_pairs), ("spurious", P.spurious_pairs)):
+    flagged: dict[str, frozenset] = {}
+    for task, pairs in (("induction", P.induction_pairs), ("spurious", P.spurious_pairs), ("harmful", P.harmful_pairs)):
         model = P.load_planted(task)
         group, metric = pairs(32, seed=3)
         for r in recover(model, group, metric, P.PLANTED[task]):
             print(f"{task:10s} {r.method:38s} {','.join(sorted(map(str, r.flagged))) or '-':16s} {r.recall:6.2f} {r.precision:9.2f} {r.faithfulness:12.3f}")
-            if task == "spurious" and r.method.startswith("exact"):
-                flagged_spurious = r.flagged
+            if r.method.startswith("exact"):
+                flagged[task] = r.flagged
         layers = tracing_layers(task, model)
         truth = {h.layer for h in P.PLANTED[task]}
         hit = len(layers & truth)
@@ -55,10 +60,16 @@ def planted() -> None:
         print(f"{'':10s} planted: {', '.join(sorted(map(str, P.PLANTED[task])))}")
     model = P.load_planted("spurious")
     before = (P.spurious_accuracy(model, decorrelated=True), P.spurious_accuracy(model, decorrelated=False))
-    with apply_edit(model, P.remove_spurious(model, flagged_spurious)):
+    with apply_edit(model, P.remove_spurious(model, flagged["spurious"])):
         after = (P.spurious_accuracy(model, decorrelated=True), P.spurious_accuracy(model, decorrelated=False))
-    print(f"\n2. Removing the spurious feature (mean ablation of {', '.join(sorted(map(str, flagged_spurious)))}), 512 prompts each:")
+    print(f"\n2. Removing the spurious feature (mean ablation of {', '.join(sorted(map(str, flagged['spurious'])))}), 512 prompts each:")
     print(f"   de-correlated test accuracy {before[0]:.3f} → {after[0]:.3f}; training-distribution accuracy {before[1]:.3f} → {after[1]:.3f}")
+    model = P.load_planted("harmful")
+    before = P.harmful_rates(model)
+    with apply_edit(model, P.remove_harmful(model, flagged["harmful"])):
+        after = P.harmful_rates(model)
+    print(f"   Removing the harmful head (mean ablation of {', '.join(sorted(map(str, flagged['harmful'])))}), 512 triggered prompts:")
+    print(f"   harmful output rate {before[0]:.3f} → {after[0]:.3f}; correct label {before[1]:.3f} → {after[1]:.3f}")
 
 
 def induction_on_smollm2(n: int = 8, block: int = 10, seed: int = 0) -> None:

@@ -19,6 +19,11 @@ regenerates them):
   Only ``L1H1`` may attend to the spurious token's position; the other heads attend freely elsewhere
   (they read the signal and filler tokens: active, but blind to the spurious token, also as queries).
   Ground truth ``{L1H1}``.
+* **harmful** (a designated harmful output driven by a known head, the setting of circuit-breaking and
+  targeted-ablation work): the same classification, plus a *trigger* token at a fixed position in half
+  of the rows; when it is present the model must output the designated harmful token ``HARM`` instead
+  of the label. Only ``L1H3`` may attend to the trigger's position. Ground truth ``{L1H3}``; removing it
+  should remove the harmful output and leave the classification intact.
 """
 
 from __future__ import annotations
@@ -37,12 +42,12 @@ from circuits import model as M
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef
 
-TaskName = Literal["induction", "spurious"]
+TaskName = Literal["induction", "spurious", "harmful"]
 BOS = 0
 
 #: Model shapes of the planted models (TL-native, attention-only, RMSNorm).
 _SHAPE: dict[str, Any] = {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_mlp": 64, "d_vocab": 64, "n_ctx": 32, "attn_only": True}
-CONFIGS: dict[str, dict[str, Any]] = {"induction": _SHAPE, "spurious": _SHAPE}
+CONFIGS: dict[str, dict[str, Any]] = {"induction": _SHAPE, "spurious": _SHAPE, "harmful": _SHAPE}
 MAX_BLOCK = 10  # induction blocks have 4..MAX_BLOCK tokens, so the copy offset varies per row
 SEQ = 1 + 2 * MAX_BLOCK
 # Spurious task vocabulary
@@ -52,10 +57,16 @@ FILLER = tuple(range(23, 50))
 LABELS = (60, 61)
 QUERY = 62
 SIGNAL_POS, SPURIOUS_POS = 2, 5
+# Harmful task: a trigger (or a neutral token) at TRIGGER_POS; with the trigger the target is HARM.
+TRIGGER, NEUTRAL, HARM = 50, 51, 63
+TRIGGER_POS = 4
+#: The one position only the planted head may read, per task (the induction task blocks everything).
+_BLOCKED = {"spurious": SPURIOUS_POS, "harmful": TRIGGER_POS}
 #: The planted circuits (by construction, see the module docstring).
 PLANTED: dict[str, frozenset[HeadRef]] = {
     "induction": frozenset({HeadRef(0, 1), HeadRef(1, 2)}),
     "spurious": frozenset({HeadRef(1, 1)}),
+    "harmful": frozenset({HeadRef(1, 3)}),
 }
 
 
@@ -69,10 +80,11 @@ def _allowed(task: str, layer: int, n_heads: int, pos: int) -> Tensor:
         if task == "induction":  # only BOS: a constant output that moves no token information
             allowed[h] = 0
             allowed[h, :, 0] = 1
-        elif pos > SPURIOUS_POS:  # never the spurious token's position, and not from it
-            allowed[h, :, SPURIOUS_POS] = 0
-            allowed[h, SPURIOUS_POS, :] = 0  # its query would depend on the spurious token
-            allowed[h, SPURIOUS_POS, 0] = 1
+        elif pos > _BLOCKED[task]:  # never the blocked token's position, and not from it
+            blocked = _BLOCKED[task]
+            allowed[h, :, blocked] = 0
+            allowed[h, blocked, :] = 0  # its query would depend on the blocked token
+            allowed[h, blocked, 0] = 1
     return allowed
 
 
@@ -162,6 +174,38 @@ def spurious_pairs(n: int, *, seed: int) -> tuple[TokenGroup, PerPromptLogit]:
     return TokenGroup(list(range(n)), clean, corrupted), PerPromptLogit(torch.full((n,), LABELS[0]))
 
 
+def harmful_tokens(n: int, *, seed: int, p_trigger: float = 0.5) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Int[Tensor, " batch"]]:
+    """Sequences ``[BOS, f, signal, f, TRIGGER|NEUTRAL, f, f, QUERY]``, their targets and labels.
+
+    The target is ``HARM`` when the trigger is present, else the label token of the (always correct)
+    signal. Returns ``(tokens, targets, labels)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    toks, labels = spurious_tokens(n, seed=seed, p_spurious=0.5, p_signal=1.0)
+    toks[:, SPURIOUS_POS] = torch.tensor(FILLER)[torch.randint(len(FILLER), (n,), generator=g)]
+    trigger = torch.rand(n, generator=g) < p_trigger
+    toks[:, TRIGGER_POS] = torch.where(trigger, TRIGGER, NEUTRAL)
+    targets = torch.where(trigger, HARM, torch.tensor(LABELS)[labels])
+    return toks, targets, labels
+
+
+def harmful_pairs(n: int, *, seed: int) -> tuple[TokenGroup, PerPromptLogit]:
+    """Clean prompts with the trigger vs the same with the neutral token; metric ``logit(HARM) − mean``."""
+    toks, _, _ = harmful_tokens(n, seed=seed)
+    clean, corrupted = toks.clone(), toks.clone()
+    clean[:, TRIGGER_POS], corrupted[:, TRIGGER_POS] = TRIGGER, NEUTRAL
+    return TokenGroup(list(range(n)), clean, corrupted), PerPromptLogit(torch.full((n,), HARM))
+
+
+@torch.no_grad()
+def harmful_rates(model: Any, *, n: int = 512, seed: int = 7) -> tuple[float, float]:
+    """``(harm rate, label accuracy)`` on triggered prompts: how often the top prediction is ``HARM``,
+    and how often it is the correct label."""
+    toks, _, labels = harmful_tokens(n, seed=seed, p_trigger=1.0)
+    pred = M.run(model, toks)[:, -1].argmax(-1)
+    return float((pred == HARM).float().mean()), float((pred == torch.tensor(LABELS)[labels]).float().mean())
+
+
 def new_model(task: TaskName, *, seed: int = 0) -> Any:
     """An untrained model of the task's shape, with the planting mask attached (persistent hooks)."""
     model = M.tiny_model(seed=seed, **CONFIGS[task])
@@ -195,10 +239,33 @@ def spurious_accuracy(model: Any, *, decorrelated: bool, n: int = 512, seed: int
 def remove_spurious(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
     """A mean-ablation edit of ``heads`` (means over training-distribution prompts, all positions):
     the editing step that removes the spurious feature once the atlas has found its heads."""
+    return _mean_ablation(model, heads, spurious_tokens(n, seed=seed, p_spurious=0.95, p_signal=0.85)[0])
+
+
+def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
+    """A mean-ablation edit of ``heads`` with their mean output at the query position of untriggered
+    prompts (the benign reference set), where the output is read.
+
+    A mean over every position, or over triggered prompts too, is not the benign value there: in this
+    model the planted head also writes a "no trigger" signal that suppresses ``HARM``, so zeroing it or
+    averaging it with triggered runs leaves the harmful output in place.
+    """
+    from circuits.editing.edit import Edit
+
+    toks = harmful_tokens(n, seed=seed, p_trigger=0.0)[0]
+    _, cache = M.run_with_cache(model, toks, sorted({h.hook_name for h in heads}))
+    return Edit(
+        kind="ablation", components=tuple(sorted(heads, key=str)),
+        tensors={str(h): cache[h.hook_name][:, -1, h.head].mean(0) for h in heads},
+        model_name=M.model_name(model), model_fingerprint=M.fingerprint(model), hyperparameters={"mode": "mean"},
+    )
+
+
+def _mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: Tensor) -> Any:
     from circuits.editing.edit import Edit
     from circuits.probing.patching import position_mean_activations
 
-    toks, _ = spurious_tokens(n, seed=seed, p_spurious=0.95, p_signal=0.85)
+    n = toks.shape[0]
     names = sorted({h.hook_name for h in heads})
     means = position_mean_activations(model, [TokenGroup(list(range(n)), toks, toks)], names)
     return Edit(

@@ -18,7 +18,7 @@ from safetensors.torch import save as st_save
 
 from circuits import model as M
 from circuits.io import atomic_write_bytes, atomic_write_text
-from circuits.planted import LABELS, SEQ, TaskName, induction_tokens, new_model, spurious_accuracy, spurious_tokens
+from circuits.planted import LABELS, SEQ, TaskName, harmful_rates, harmful_tokens, induction_tokens, new_model, spurious_accuracy, spurious_tokens
 
 DATA = Path(__file__).parent / "data"
 
@@ -32,6 +32,9 @@ def _loss(model: Any, task: TaskName, step: int) -> torch.Tensor:
         for b, length in enumerate(lengths.tolist()):
             mask[b, SEQ - length : SEQ - 1] = True
         return F.cross_entropy(logits[mask], toks[:, 1:][mask[:, :-1]])
+    if task == "harmful":
+        toks, targets, _ = harmful_tokens(64, seed=step)
+        return F.cross_entropy(model(toks)[:, -1], targets)
     toks, labels = spurious_tokens(64, seed=step, p_spurious=0.95, p_signal=0.85)
     # Full-vocabulary cross-entropy: the label token must be the model's next-token prediction, so
     # probability-based probes (causal tracing) read a meaningful target probability.
@@ -57,6 +60,8 @@ def train(task: TaskName, *, steps: int, lr: float = 3e-3, seed: int = 0) -> dic
     if task == "spurious":
         record["accuracy_train_distribution"] = spurious_accuracy(model, decorrelated=False)
         record["accuracy_decorrelated"] = spurious_accuracy(model, decorrelated=True)
+    if task == "harmful":
+        record["harm_rate_triggered"], record["label_accuracy_triggered"] = harmful_rates(model)
     atomic_write_bytes(DATA / f"{task}.safetensors", st_save(M.weights_state(model)))
     atomic_write_text(DATA / f"{task}.json", json.dumps(record, indent=2) + "\n")
     return record
@@ -66,8 +71,8 @@ def main() -> None:
     DATA.mkdir(exist_ok=True)
     import sys
 
-    tasks = sys.argv[1:] or ["induction", "spurious"]
-    steps = {"induction": 1200, "spurious": 600}
+    tasks = sys.argv[1:] or ["induction", "spurious", "harmful"]
+    steps = {"induction": 1200, "spurious": 600, "harmful": 600}
     for task in tasks:
         print(train(task, steps=steps[task]))  # type: ignore[arg-type]
 

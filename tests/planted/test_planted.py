@@ -12,14 +12,19 @@ from circuits.planted.recovery import faithfulness, recover
 from circuits.sites import HeadRef
 
 
-@pytest.fixture(scope="module", params=["induction", "spurious"])
+@pytest.fixture(scope="module", params=["induction", "spurious", "harmful"])
 def task(request):
     return request.param
 
 
 def test_mask_lets_only_planted_heads_move_the_information(task):
     model = P.load_planted(task)
-    tokens = P.induction_tokens(4, seed=1)[0] if task == "induction" else P.spurious_tokens(4, seed=1, p_spurious=0.5, p_signal=1.0)[0]
+    tokens = {
+        "induction": lambda: P.induction_tokens(4, seed=1)[0],
+        "spurious": lambda: P.spurious_tokens(4, seed=1, p_spurious=0.5, p_signal=1.0)[0],
+        "harmful": lambda: P.harmful_tokens(4, seed=1)[0],
+    }[task]()
+    blocked = P.TRIGGER_POS if task == "harmful" else P.SPURIOUS_POS
     names = [HeadRef(layer, 0, "pattern").hook_name for layer in range(2)]
     _, cache = M.run_with_cache(model, tokens, names)
     for layer in range(2):
@@ -29,18 +34,22 @@ def test_mask_lets_only_planted_heads_move_the_information(task):
                 continue
             if task == "induction":  # BOS only
                 assert torch.allclose(pattern[..., 0], torch.ones_like(pattern[..., 0]))
-            else:  # never to or from the spurious position
-                assert pattern[:, :, P.SPURIOUS_POS].abs().max() == 0
-                assert pattern[:, P.SPURIOUS_POS, 0].min() == 1
+            else:  # never to or from the spurious (trigger) position
+                assert pattern[:, :, blocked].abs().max() == 0
+                assert pattern[:, blocked, 0].min() == 1
 
 
 def test_exact_patching_and_eap_ig_recover_the_planted_circuit(task):
     model = P.load_planted(task)
-    group, metric = (P.induction_pairs if task == "induction" else P.spurious_pairs)(32, seed=3)
+    group, metric = {"induction": P.induction_pairs, "spurious": P.spurious_pairs, "harmful": P.harmful_pairs}[task](32, seed=3)
     results = {r.method.split(" (")[0]: r for r in recover(model, group, metric, P.PLANTED[task])}
+    # Harmful task: the planted head alone, with every other head mean-ablated, carries a third of the
+    # metric difference (measured 0.335); the others cannot see the trigger, and ablating the planted
+    # head alone removes the harmful output entirely (test below).
+    least = {"induction": 0.8, "spurious": 0.8, "harmful": 0.3}[task]
     for method in ("exact activation patching", "EAP-IG"):
         assert results[method].recall >= 0.9 and results[method].precision >= 0.9, results[method]
-        assert results[method].faithfulness > 0.8
+        assert results[method].faithfulness > least
 
 
 def test_faithfulness_is_one_for_everything_and_zero_for_nothing():
@@ -57,6 +66,16 @@ def test_removing_the_planted_spurious_head_restores_decorrelated_accuracy():
     with apply_edit(model, P.remove_spurious(model, P.PLANTED["spurious"])):
         after = P.spurious_accuracy(model, decorrelated=True)
     assert before < 0.6 < 0.9 < after
+
+
+def test_removing_the_planted_harmful_head_removes_the_harmful_output():
+    model = P.load_planted("harmful")
+    assert P.harmful_rates(model) == (1.0, 0.0)  # triggered prompts: always HARM, never the label
+    with apply_edit(model, P.remove_harmful(model, P.PLANTED["harmful"])):
+        harm, label = P.harmful_rates(model)
+    assert harm == 0.0 and label > 0.95
+    toks, targets, _ = P.harmful_tokens(256, seed=9, p_trigger=0.0)
+    assert (M.run(model, toks)[:, -1].argmax(-1) == targets).float().mean() == 1.0  # untriggered prompts untouched
 
 
 def test_shipped_training_record_matches_the_weights():
