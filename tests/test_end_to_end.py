@@ -165,3 +165,24 @@ def test_exported_hf_model_and_peft_adapter_reproduce_the_edited_logits(real_mod
     peft = PeftModel.from_pretrained(base, str(export_peft(real_model, low_rank, tmp_path / "adapter")))
     with torch.no_grad():
         assert (peft(tokens).logits - lr_logits).abs().max() <= 1e-4
+
+
+def test_a_scan_on_ray_equals_the_in_process_scan(real_model):
+    ray = pytest.importorskip("ray")
+    from circuits.probing.executor import RayExecutor
+
+    suite = load_suite("gender-occupation")
+    kw = dict(max_pairs=1, attribution=False, progress=False)
+    local = scan(real_model, suite, **kw)
+    ex = RayExecutor(workers=2)
+    try:
+        remote = scan(real_model, suite, executor=ex, **kw)
+    finally:
+        ex.shutdown()
+        ray.shutdown()
+    a, b = local.behaviours[0], remote.behaviours[0]
+    assert [c.id for c in a.components] == [c.id for c in b.components]
+    for ca, cb in zip(a.components, b.components):
+        assert ca.effect.mean == pytest.approx(cb.effect.mean, abs=1e-4)
+        assert ca.scores["CE[mean,logit_diff]"] == pytest.approx(cb.scores["CE[mean,logit_diff]"], abs=1e-4)
+    assert {c.id for c in a.flagged()} == {c.id for c in b.flagged()}
