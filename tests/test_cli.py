@@ -14,7 +14,7 @@ def test_eval_refuses_a_malformed_manifest_and_an_unknown_suite(tmp_path):
     bad.write_text("{}")
     r = runner.invoke(app, ["eval", "--edit", str(bad)])
     assert r.exit_code == 2 and "bad.json" in r.output
-    good = save_edit(Edit("scaling", (HeadRef(0, 1),), {"alpha": torch.tensor([0.5])}, "tiny", "sha256:" + "0" * 64), tmp_path / "e.json")
+    good = save_edit(Edit("scaling", (HeadRef(0, 1),), {}, "tiny", "sha256:" + "0" * 64, hyperparameters={"alpha": 0.5}), tmp_path / "e.json")
     r = runner.invoke(app, ["eval", "--edit", str(good), "--suite", "no-such-suite"])
     assert r.exit_code == 2 and "no suite named 'no-such-suite'" in r.output
     assert not good.with_suffix(".eval.json").exists()

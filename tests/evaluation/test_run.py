@@ -68,7 +68,7 @@ def test_seed_table_gives_mean_and_std_over_reports():
 def test_record_evaluation_rewrites_only_the_manifest(tiny, tmp_path):
     import torch
 
-    edit = Edit("scaling", (HeadRef(0, 1),), {"alpha": torch.tensor([0.5])}, "tiny", fingerprint(tiny))
+    edit = Edit("scaling", (HeadRef(0, 1),), {}, "tiny", fingerprint(tiny), hyperparameters={"alpha": 0.5})
     path = save_edit(edit, tmp_path / "e.json")
     blob = path.with_suffix(".safetensors").read_bytes()
     record_evaluation(path, {"harm_reduction": 0.6, "suite": "x"})
@@ -101,8 +101,8 @@ def test_an_identity_edit_changes_no_measure(real_model):
     from circuits.evaluation.run import ALL_GROUPS, evaluate, measure
     from circuits.suites import load_suite
 
-    edit = Edit("scaling", (HeadRef(26, 2),), {"alpha": torch.tensor([1.0])}, "smollm2-135m", fingerprint(real_model),
-                suite={"name": "gender-occupation"})
+    edit = Edit("scaling", (HeadRef(26, 2),), {}, "smollm2-135m", fingerprint(real_model),
+                hyperparameters={"alpha": 1.0}, suite={"name": "gender-occupation"})
     kw = dict(max_pairs=1, max_tokens=512)
     report = evaluate(real_model, edit, kl_windows=2, **kw)
     names = {m.name for m in report.measures}
