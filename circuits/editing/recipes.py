@@ -122,9 +122,10 @@ def choose_direction_layer(
     sweep = []
     for layer in layers:
         edit = direction_edit(model, suite, layer=layer, bake=kind == "orthogonalization", atlas=atlas)
-        with apply_edit(model, edit):
+        # The edit was just built from this model: no need to hash its weights again per layer.
+        with apply_edit(model, edit, check_fingerprint=False):
             harm = float(suite_harm(model, suite, "build").mean())
-        sweep.append({"layer": float(layer), "harm": harm, "kl": float(neutral_kl(model, [edit], windows).mean())})
+        sweep.append({"layer": float(layer), "harm": harm, "kl": float(neutral_kl(model, [edit], windows, check_fingerprint=False).mean())})
     ok = [r for r in sweep if r["kl"] <= kl_budget]
     best = min(ok, key=lambda r: r["harm"]) if ok else min(sweep, key=lambda r: r["harm"] + r["kl"])
     return int(best["layer"]), sweep
