@@ -3,7 +3,9 @@
 1. Exact head-output sweep (all 270 heads, all positions): ours vs TransformerLens 4.3
    ``patching.get_act_patch_attn_head_out_all_pos``. Target: >= 2x faster, max |difference| <= 1e-4.
 2. Attribution patching and EAP-IG vs exact patching over the 270 heads (against both our exact
-   sweep and TL's). Target: >= 30x faster, Spearman >= 0.8, top-10 overlap >= 80%.
+   sweep and TL's). Target: >= 30x faster, Spearman >= 0.8, top-10 overlap >= 80%. Measured on the
+   8 five-token pairs above and on 8 sixteen-token pairs of the name-sentiment suite (against our
+   sweep only: TL's takes minutes there), with the forward-pass count that bounds the ratio.
 3. Causal tracing (ROME, "The Eiffel Tower is located in the city of" -> " Paris", 10 noise draws):
    batched vs one forward per grid cell. Target: >= 3x faster, same grid.
 4. Peak resident memory of a full scan (300 components x 84 pairs, in a child process). Target <= 3 GiB.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -23,10 +26,14 @@ import torch
 from scipy import stats
 
 
-def timed(fn):  # noqa: ANN001, ANN201
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+def timed(fn, repeats: int = 1):  # noqa: ANN001, ANN201
+    """Result and median wall time of ``repeats`` calls (after the caller's warm-up)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times)
 
 
 def row(name: str, ours: float, base: float, target: str, ok: bool, extra: str = "") -> None:
@@ -59,6 +66,10 @@ def main() -> None:
     groups = [TokenGroup(list(range(8)), clean, corrupted)]
     print(f"SmolLM2-135M, {len(pairs)} pairs of {clean.shape[1]} tokens, {len(heads)} heads, {torch.get_num_threads()} threads\n")
 
+    # Warm-up: the first forward and the first backward pay one-off set-up costs.
+    patch_groups(model, groups, metric, heads[:9], progress=False)
+    attribution_patching(model, groups, metric, heads[:9], progress=False)
+
     # 1. exact sweep vs TransformerLens
     ours, t_ours = timed(lambda: patch_groups(model, groups, metric, heads, progress=False))
     cm, km = ours.clean_metric.mean(), ours.corrupted_metric.mean()
@@ -68,17 +79,37 @@ def main() -> None:
     row("exact head sweep vs TL 4.3", t_ours, t_tl, ">=2x", t_tl / t_ours >= 2 and diff <= 1e-4, f"max|diff| {diff:.1e}")
 
     # 2. attribution vs exact
-    exact = ours.mean_effects
-    top_exact = set(exact.topk(10).indices.tolist())
-    for steps in (1, 5):
-        est, t_est = timed(lambda: attribution_patching(model, groups, metric, heads, ig_steps=steps, progress=False))
-        rho = stats.spearmanr(est.mean_effects.numpy(), exact.numpy()).statistic
-        overlap = len(top_exact & set(est.mean_effects.topk(10).indices.tolist())) / 10
-        name = "attribution patching" if steps == 1 else f"EAP-IG ({steps} steps)"
-        quality = f"Spearman {rho:.3f}  top-10 overlap {overlap:.0%}"
-        good = rho >= 0.8 and overlap >= 0.8
-        row(f"{name} vs our exact sweep", t_est, t_ours, ">=30x", t_ours / t_est >= 30 and good, quality)
-        row(f"{name} vs TL exact sweep", t_est, t_tl, ">=30x", t_tl / t_est >= 30 and good, quality)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    exact_passes = n_heads * sum(n_layers - layer for layer in range(n_layers)) / n_layers
+    print(f"forward-pass equivalents: exact sweep {exact_passes:.1f} (partial forwards), TL's {len(heads)}, attribution ~3, EAP-IG k steps ~1+2k")
+
+    def compare(label: str, groups_: list, metric_, exact_result, t_exact: float, t_tl: float | None) -> None:  # noqa: ANN001
+        exact = exact_result.mean_effects
+        top_exact = set(exact.topk(10).indices.tolist())
+        for steps in (1, 5):
+            est, t_est = timed(lambda: attribution_patching(model, groups_, metric_, heads, ig_steps=steps, progress=False), 5)
+            rho = stats.spearmanr(est.mean_effects.numpy(), exact.numpy()).statistic
+            overlap = len(top_exact & set(est.mean_effects.topk(10).indices.tolist())) / 10
+            name = "attribution patching" if steps == 1 else f"EAP-IG ({steps} steps)"
+            quality = f"Spearman {rho:.3f}  top-10 overlap {overlap:.0%}"
+            good = rho >= 0.8 and overlap >= 0.8
+            row(f"{name}, {label} vs our exact sweep", t_est, t_exact, ">=30x", t_exact / t_est >= 30 and good, quality)
+            if t_tl is not None:
+                row(f"{name}, {label} vs TL exact sweep", t_est, t_tl, ">=30x", t_tl / t_est >= 30 and good, quality)
+
+    compare(f"{clean.shape[1]} tokens", groups, metric, ours, t_ours, t_tl)
+    sentiment = load_suite("name-sentiment")
+    by_length: dict[int, list] = {}
+    for p in sentiment.pairs("build"):
+        c, k = model.to_tokens(p.clean), model.to_tokens(p.corrupted)
+        if c.shape == k.shape:
+            by_length.setdefault(c.shape[1], []).append((c, k))
+    long_tokens = max((n for n, v in by_length.items() if len(v) >= 8))
+    chosen = by_length[long_tokens][:8]
+    long_groups = [TokenGroup(list(range(8)), torch.cat([c for c, _ in chosen]), torch.cat([k for _, k in chosen]))]
+    long_metric = metric_for_suite(model, sentiment)
+    long_exact, t_long = timed(lambda: patch_groups(model, long_groups, long_metric, heads, progress=False))
+    compare(f"{long_tokens} tokens", long_groups, long_metric, long_exact, t_long, None)
 
     # 3. causal tracing
     tokens = model.to_tokens("The Eiffel Tower is located in the city of")

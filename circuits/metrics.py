@@ -25,7 +25,8 @@ from circuits.model import single_token_id
 from circuits.suites import Suite
 
 #: A behaviour metric: logits in, one value per prompt out. A metric may declare ``positions: int``,
-#: the number of final positions it reads; the engine then unembeds only those.
+#: the number of final positions it reads, and ``vocab: tuple[int, ...]``, the only token ids whose raw
+#: logits it reads (no softmax over the vocabulary); the engine then unembeds only those.
 Metric: TypeAlias = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, " batch"]]
 
 
@@ -33,6 +34,12 @@ def positions_read(metric: Metric) -> int | None:
     """How many final positions a metric reads (``None``: unknown, so all)."""
     n = getattr(metric, "positions", None)
     return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def vocab_read(metric: Metric) -> tuple[int, ...] | None:
+    """The token ids whose raw logits a metric reads (``None``: unknown, so the whole vocabulary)."""
+    ids = getattr(metric, "vocab", None)
+    return tuple(int(i) for i in ids) if isinstance(ids, tuple) and ids else None
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,12 @@ class LogitDiff:
     positive: int | tuple[int, ...]
     negative: int | tuple[int, ...]
     positions: int = 1
+
+    @property
+    def vocab(self) -> tuple[int, ...]:
+        """The token ids this metric reads (raw logits only)."""
+        ids = torch.as_tensor(self.positive).reshape(-1).tolist() + torch.as_tensor(self.negative).reshape(-1).tolist()
+        return tuple(sorted(set(ids)))
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
         """Evaluate on logits.

@@ -493,6 +493,7 @@ def run_from_layer(
     hooks: Sequence[tuple[str, HookFn]] = (),
     *,
     last: int | None = None,
+    vocab: Sequence[int] | None = None,
 ) -> Float[Tensor, "batch pos_out d_vocab"]:
     """Run only blocks ``start..n_layers-1`` from a residual stream entering block ``start``.
 
@@ -510,18 +511,25 @@ def run_from_layer(
         hooks: Forward hooks active during the pass.
         last: Unembed only the last ``last`` positions (``None``: all). The unembedding is a third of
             a partial forward's cost on SmolLM2, and most metrics read only the last position.
+        vocab: Unembed only these token ids (``None``: all). The other logits are NaN, so a metric
+            that reads them fails loudly instead of silently; for metrics that read raw logits of a
+            few tokens (a logit difference; :func:`circuits.metrics.vocab_read`). On SmolLM2 the
+            full unembedding reads a 49152 × 576 matrix per pass, forward and backward.
 
     Returns:
         Logits of the last ``last`` positions (all if ``None``), equal to the full forward's whose
-        residual entering ``start`` is ``resid``. Autograd follows the caller's grad mode.
+        residual entering ``start`` is ``resid`` (at the ``vocab`` columns if given). Autograd
+        follows the caller's grad mode.
 
     Raises:
-        ValueError: ``start`` out of range.
+        ValueError: ``start`` out of range, or ``vocab`` with a hook on the unembedding.
     """
     core = _weights_module(model)
     n_layers = shape_of(model).n_layers
     if not 0 <= start < n_layers:
         raise ValueError(f"start={start} out of range for {n_layers} layers")
+    if vocab is not None and any(name.startswith("unembed.") for name, _ in hooks):
+        raise ValueError("vocab= skips the unembedding's hook points; drop vocab to hook unembed.*")
     b, pos = resid.shape[:2]
     h = resid
     with model.hooks(fwd_hooks=list(hooks)):
@@ -532,7 +540,7 @@ def run_from_layer(
             for block in core.layers[start:]:
                 (h,) = block(h, attention_mask=None, position_ids=pid)
             h = h if last is None else h[:, -last:]
-            return apply_softcap(core.head(core.ln_out(h)), core.output_logits_soft_cap)
+            return apply_softcap(_unembed(core.head, core.ln_out(h), vocab), core.output_logits_soft_cap)
         inner = getattr(core, "model", None)
         if inner is not None and hasattr(inner, "rotary_emb") and hasattr(core, "lm_head"):  # HF Llama family
             from transformers.masking_utils import create_causal_mask
@@ -546,8 +554,25 @@ def run_from_layer(
                 out = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=pid)
                 h = out[0] if isinstance(out, tuple) else out
             h = h if last is None else h[:, -last:]
-            return core.lm_head(inner.norm(h))
-    return _run_from_layer_generic(model, resid, start, hooks, last=last)
+            return _unembed(core.lm_head, inner.norm(h), vocab)
+    logits = _run_from_layer_generic(model, resid, start, hooks, last=last)
+    if vocab is None:
+        return logits
+    keep = torch.full_like(logits, float("nan"))
+    idx = torch.as_tensor(list(vocab), dtype=torch.long)
+    return keep.index_copy(-1, idx, logits.index_select(-1, idx))
+
+
+def _unembed(head: torch.nn.Module, h: Tensor, vocab: Sequence[int] | None) -> Tensor:
+    """``head(h)``, or only the ``vocab`` columns of it scattered into NaN logits."""
+    if vocab is None:
+        return head(h)
+    linear = getattr(head, "_original_component", head)
+    idx = torch.as_tensor(list(vocab), dtype=torch.long)
+    bias = None if getattr(linear, "bias", None) is None else linear.bias[idx]
+    part = torch.nn.functional.linear(h, linear.weight[idx], bias)
+    out = torch.full((*h.shape[:-1], linear.weight.shape[0]), float("nan"), dtype=part.dtype)
+    return out.index_copy(-1, idx, part)
 
 
 def _run_from_layer_generic(
@@ -577,7 +602,13 @@ def embed(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch 
 
 @torch.no_grad()
 def cache_from_layer(
-    model: Any, resid: Float[Tensor, "batch pos d_model"], start: int, names: Sequence[str], *, last: int | None = None
+    model: Any,
+    resid: Float[Tensor, "batch pos d_model"],
+    start: int,
+    names: Sequence[str],
+    *,
+    last: int | None = None,
+    vocab: Sequence[int] | None = None,
 ) -> tuple[Float[Tensor, "batch pos_out d_vocab"], dict[str, Tensor]]:
     """:func:`run_from_layer` that also returns the named activations (blocks ``start`` and later)."""
     store: dict[str, Tensor] = {}
@@ -588,7 +619,7 @@ def cache_from_layer(
 
         return hook
 
-    logits = run_from_layer(model, resid, start, [(n, make(n)) for n in names], last=last)
+    logits = run_from_layer(model, resid, start, [(n, make(n)) for n in names], last=last, vocab=vocab)
     return logits, store
 
 

@@ -1,6 +1,5 @@
 """CLI errors that need no model: one clear message, exit code 2, nothing written."""
 
-import torch
 from typer.testing import CliRunner
 
 from circuits.cli import app

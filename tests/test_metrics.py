@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target
+from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target, vocab_read
 
 
 def test_logit_diff_reads_the_last_position():
@@ -11,6 +11,15 @@ def test_logit_diff_reads_the_last_position():
     logits[:, -1, 1], logits[:, -1, 2] = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 4.0])
     logits[:, 0, 1] = 100.0  # earlier positions are ignored
     assert torch.equal(LogitDiff(1, 2)(logits), torch.tensor([2.0, -3.0]))
+
+
+def test_only_raw_logit_metrics_declare_the_tokens_they_read():
+    assert vocab_read(LogitDiff((4, 1), 2)) == (1, 2, 4)
+    logits = torch.full((2, 1, 5), float("nan"))
+    logits[..., [1, 2, 4]] = torch.tensor([1.0, 2.0, 5.0])
+    assert torch.equal(LogitDiff((4, 1), 2)(logits), torch.tensor([1.0, 1.0]))  # NaN columns never read
+    assert vocab_read(TargetLogProb((3,))) is None  # a log-softmax reads the whole vocabulary
+    assert vocab_read(lambda lg: lg[:, -1, 0]) is None
 
 
 def test_multi_token_target_log_prob_is_teacher_forced_sum():

@@ -23,6 +23,23 @@ def test_partial_forward_equals_full_forward_on_every_path(tiny, start):
         M.run_from_layer(tiny, resid, 5)
 
 
+def test_partial_forward_unembeds_only_the_requested_tokens(tiny):
+    tokens = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(4))
+    full, cache = M.run_with_cache(tiny, tokens, [hook_name("resid_pre", 1)])
+    resid = cache[hook_name("resid_pre", 1)]
+    ids = [7, 2, 31]
+    with torch.no_grad():
+        fast = M.run_from_layer(tiny, resid, 1, last=1, vocab=ids)
+        generic = M._run_from_layer_generic(tiny, resid, 1, last=1)
+    assert fast.shape == full[:, -1:].shape
+    torch.testing.assert_close(fast[..., ids], full[:, -1:, ids], rtol=0, atol=1e-5)
+    others = [i for i in range(50) if i not in ids]
+    assert torch.isnan(fast[..., others]).all()  # a metric reading other tokens fails loudly
+    torch.testing.assert_close(generic[..., ids], fast[..., ids], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="unembed"):
+        M.run_from_layer(tiny, resid, 1, [("unembed.hook_in", lambda a, hook: a)], vocab=ids)
+
+
 def test_fingerprint_tracks_every_weight():
     a, b = M.tiny_model(seed=1), M.tiny_model(seed=1)
     assert M.fingerprint(a) == M.fingerprint(b) and M.fingerprint(a).startswith("sha256:")

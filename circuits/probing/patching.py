@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.io import atomic_write_bytes
-from circuits.metrics import Metric, positions_read
+from circuits.metrics import Metric, positions_read, vocab_read
 from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
 from circuits.probing.interventions import Intervention, Mean, Swap
 from circuits.sites import Component, activation_index, hook_name
@@ -298,7 +298,9 @@ def _patch_from_source(
         first = min(c.layer for c in chunk)
         resid = base[hook_name("resid_pre", first)]
         with torch.no_grad():
-            logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks, last=positions_read(metric))
+            logits = M.run_from_layer(
+                model, resid.repeat(len(chunk), 1, 1), first, hooks, last=positions_read(metric), vocab=vocab_read(metric)
+            )
         patched[start : start + len(chunk)] = metric(logits).float().view(len(chunk), b)
         if bar is not None:
             bar.update(1)
