@@ -600,6 +600,22 @@ def embed(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch 
         return model.embed(tokens)
 
 
+def logit_lens(model: Any, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits read off a residual stream: the final normalisation, then the unembedding.
+
+    On the last block's ``hook_resid_post`` this equals the model's logits. Used for direct logit
+    attribution (the logit lens of nostalgebraist 2020; Elhage et al. 2021).
+
+    Args:
+        model: A ``TransformerBridge``.
+        resid: Residual stream activations.
+
+    Returns:
+        Logits. Autograd follows the caller's grad mode.
+    """
+    return model.unembed(model.ln_final(resid))
+
+
 @torch.no_grad()
 def cache_from_layer(
     model: Any,
