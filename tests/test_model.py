@@ -59,3 +59,11 @@ def test_missing_model_package_names_the_install_command(monkeypatch):
 def test_cache_root_respects_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert M.cache_root() == tmp_path / "circuit-atlas"
+
+
+def test_logit_lens_on_the_last_residual_gives_the_logits(tiny):
+    tokens = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(5))
+    last = hook_name("resid_post", tiny.cfg.n_layers - 1)
+    logits, cache = M.run_with_cache(tiny, tokens, [last])
+    with torch.no_grad():
+        torch.testing.assert_close(M.logit_lens(tiny, cache[last]), logits, rtol=0, atol=1e-5)
