@@ -17,10 +17,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 
 def tracing_layers(task: str, model) -> frozenset[int]:  # noqa: ANN001
@@ -74,28 +72,9 @@ def planted() -> None:
     print(f"   harmful output rate {before[0]:.3f} → {after[0]:.3f}; correct label {before[1]:.3f} → {after[1]:.3f}")
 
 
-@dataclass(frozen=True)
-class CopyLogit:
-    """Mean over the second copy's positions of ``logit[next token] − mean logit`` (logit units).
-
-    The in-context copying that induction heads implement, read at every position of the repeated
-    block that has a known next token, not only the last one.
-    """
-
-    targets: Tensor  # [prompt, positions]: the token that follows each read position
-
-    @property
-    def positions(self) -> int:
-        return int(self.targets.shape[1])
-
-    def __call__(self, logits: Tensor) -> Tensor:
-        last = logits[:, -self.positions :, :]
-        t = self.targets.repeat(last.shape[0] // self.targets.shape[0], 1)
-        return (last.gather(-1, t[..., None])[..., 0] - last.mean(-1)).mean(-1)
-
-
 def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
     from circuits import model as M
+    from circuits.planted import PerPromptLogit
     from circuits.probing.patching import TokenGroup, patch_groups
     from circuits.sites import AttnRef, HeadRef, all_heads
     from circuits.stats import summarise_rows
@@ -112,7 +91,7 @@ def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
     # a[2..block-1] are known only from the first copy.
     clean = torch.cat([start, a, a[:, :-1]], 1)
     corrupted = torch.cat([start, b, a[:, :-1]], 1)
-    metric = CopyLogit(a[:, 2:])
+    metric = PerPromptLogit(a[:, 2:])  # in-context copying, read at the second copy's last block-2 positions
     heads = all_heads(shape.n_layers, shape.n_heads)
     group = [TokenGroup(list(range(n)), clean, corrupted)]
     t0 = time.perf_counter()
@@ -129,14 +108,15 @@ def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
     q = torch.arange(block + 2, clean.shape[1])
     score = torch.stack([cache[n_][:, :, q, q - block + 1].mean((0, 2)) for n_ in names]).flatten()
     # Direct logit attribution: the metric lost when one head's write is removed from the final residual.
-    full = metric(M.logit_lens(model, cache[final])).mean()
+    resid = cache[final][:, -metric.positions :]
+    full = metric(M.logit_lens(model, resid)).mean()
     dla = torch.zeros(len(heads))
     for layer in range(shape.n_layers):
         w_o = M.read_weight(model, f"blocks.{layer}.attn.o.weight")  # [d_model, heads * d_head]
         for h in range(shape.n_heads):
-            z = cache[zs[layer]][:, :, h]
+            z = cache[zs[layer]][:, -metric.positions :, h]
             write = z @ w_o[:, h * shape.d_head : (h + 1) * shape.d_head].T
-            dla[layer * shape.n_heads + h] = full - metric(M.logit_lens(model, cache[final] - write)).mean()
+            dla[layer * shape.n_heads + h] = full - metric(M.logit_lens(model, resid - write)).mean()
     top_patch = [heads[i] for i in effects.argsort(descending=True)[:5].tolist()]
     top_score = [heads[i] for i in score.argsort(descending=True)[:5].tolist()]
     patch_rank = effects.argsort(descending=True).argsort()

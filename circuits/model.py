@@ -558,20 +558,23 @@ def run_from_layer(
     logits = _run_from_layer_generic(model, resid, start, hooks, last=last)
     if vocab is None:
         return logits
-    keep = torch.full_like(logits, float("nan"))
     idx = torch.as_tensor(list(vocab), dtype=torch.long)
-    return keep.index_copy(-1, idx, logits.index_select(-1, idx))
+    return _nan_except(logits.index_select(-1, idx), idx, logits.shape[-1])
 
 
 def _unembed(head: torch.nn.Module, h: Tensor, vocab: Sequence[int] | None) -> Tensor:
-    """``head(h)``, or only the ``vocab`` columns of it scattered into NaN logits."""
+    """``head(h)``, or only the ``vocab`` columns of it (the other logits NaN)."""
     if vocab is None:
         return head(h)
-    linear = getattr(head, "_original_component", head)
+    linear = _unwrap(head)
     idx = torch.as_tensor(list(vocab), dtype=torch.long)
     bias = None if getattr(linear, "bias", None) is None else linear.bias[idx]
-    part = torch.nn.functional.linear(h, linear.weight[idx], bias)
-    out = torch.full((*h.shape[:-1], linear.weight.shape[0]), float("nan"), dtype=part.dtype)
+    return _nan_except(torch.nn.functional.linear(h, linear.weight[idx], bias), idx, linear.weight.shape[0])
+
+
+def _nan_except(part: Tensor, idx: Tensor, d_vocab: int) -> Tensor:
+    """Full-vocabulary logits holding ``part`` at columns ``idx`` and NaN elsewhere (differentiable)."""
+    out = torch.full((*part.shape[:-1], d_vocab), float("nan"), dtype=part.dtype)
     return out.index_copy(-1, idx, part)
 
 

@@ -103,18 +103,26 @@ def mask_hooks(task: str, n_layers: int, n_heads: int) -> list[tuple[str, M.Hook
 
 @dataclass(frozen=True)
 class PerPromptLogit:
-    """``logit[target_b] − mean logit`` at the last position, one target per prompt (logit units).
+    """``logit[target] − mean logit`` per prompt (logit units), at the last position or averaged over the last few.
 
-    Works on a batch that is a whole multiple of the targets (the patching engine packs interventions).
+    With ``targets`` of shape ``[batch]`` the metric reads the last position; with ``[batch, k]`` it
+    reads the last ``k`` positions, target ``j`` at position ``−k + j``, and averages them (e.g. every
+    token of a repeated block, for in-context copying). Works on a batch that is a whole multiple of
+    the targets (the patching engine packs interventions).
     """
 
-    targets: Int[Tensor, " batch"]
-    positions: int = 1
+    targets: Int[Tensor, " batch"] | Int[Tensor, "batch k"]
+
+    @property
+    def positions(self) -> int:
+        """Final positions read."""
+        return 1 if self.targets.dim() == 1 else int(self.targets.shape[1])
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
-        last = logits[:, -1, :]
-        t = self.targets.repeat(last.shape[0] // self.targets.shape[0])
-        return last.gather(-1, t[:, None])[:, 0] - last.mean(-1)
+        read = logits[:, -self.positions :, :]
+        targets = self.targets.reshape(self.targets.shape[0], -1)
+        t = targets.repeat(read.shape[0] // targets.shape[0], 1)
+        return (read.gather(-1, t[..., None])[..., 0] - read.mean(-1)).mean(-1)
 
 
 def induction_tokens(n: int, *, seed: int, d_vocab: int = 64) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:

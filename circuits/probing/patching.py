@@ -291,6 +291,7 @@ def _patch_from_source(
     """
     b = next(iter(base.values())).shape[0]
     chunk_size = max(1, max_rows // b)
+    last, vocab = positions_read(metric), vocab_read(metric)
     patched = torch.zeros(len(components), b)
     for start in range(0, len(components), chunk_size):
         chunk = components[start : start + chunk_size]
@@ -298,9 +299,7 @@ def _patch_from_source(
         first = min(c.layer for c in chunk)
         resid = base[hook_name("resid_pre", first)]
         with torch.no_grad():
-            logits = M.run_from_layer(
-                model, resid.repeat(len(chunk), 1, 1), first, hooks, last=positions_read(metric), vocab=vocab_read(metric)
-            )
+            logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks, last=last, vocab=vocab)
         patched[start : start + len(chunk)] = metric(logits).float().view(len(chunk), b)
         if bar is not None:
             bar.update(1)

@@ -91,3 +91,16 @@ def test_causal_tracing_flags_exactly_the_planted_layer_on_the_spurious_task():
     layers, restored = traced_layers(model, group.clean, torch.full((4,), P.LABELS[0]), [P.SPURIOUS_POS], n_samples=3)
     assert layers == {1}
     assert restored[0].abs().max() < 1e-3  # no layer-0 head can carry the spurious token
+
+
+def test_per_prompt_logit_reads_the_last_position_or_averages_the_last_k():
+    logits = torch.zeros(2, 4, 6)
+    logits[0, -1, 3], logits[1, -1, 5] = 6.0, 12.0  # last position
+    logits[0, -2, 1], logits[1, -2, 2] = 6.0, 0.0  # the position before
+    last = P.PerPromptLogit(torch.tensor([3, 5]))
+    assert last.positions == 1
+    assert torch.allclose(last(logits), torch.tensor([6.0 - 1.0, 12.0 - 2.0]))
+    two = P.PerPromptLogit(torch.tensor([[1, 3], [2, 5]]))  # target j at position -2 + j
+    assert two.positions == 2
+    assert torch.allclose(two(logits), torch.tensor([(5.0 + 5.0) / 2, (0.0 + 10.0) / 2]))
+    assert torch.allclose(two(logits.repeat(3, 1, 1)), two(logits).repeat(3))  # packed interventions
