@@ -8,8 +8,10 @@
    ablation of the heads exact patching flags): label accuracy on the de-correlated test split, and the
    harmful-output rate on triggered prompts, before and after.
 3. SmolLM2-135M: on repeated random token sequences, the top-5 heads by exact activation patching of
-   the induction behaviour vs the top-5 by the standard induction score (attention from a token to
-   the one after its previous occurrence; Olsson et al. 2022).
+   the induction behaviour (denoising and noising) vs the top-5 by the standard induction score
+   (attention from a token to the one after its previous occurrence; Olsson et al. 2022); then a
+   second, backup-head round: the primary induction heads the first round flags are mean-ablated and
+   the other heads scanned again (Wang et al. 2023, IOI).
 
     python benchmarks/ground_truth.py
 """
@@ -72,11 +74,12 @@ def planted() -> None:
     print(f"   harmful output rate {before[0]:.3f} → {after[0]:.3f}; correct label {before[1]:.3f} → {after[1]:.3f}")
 
 
-def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
+def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_score: float = 0.4) -> None:
     from circuits import model as M
-    from circuits.planted import PerPromptLogit
+    from circuits.editing.edit import apply_edit
+    from circuits.planted import PerPromptLogit, mean_ablation
     from circuits.probing.patching import TokenGroup, patch_groups
-    from circuits.sites import AttnRef, HeadRef, all_heads
+    from circuits.sites import HeadRef, all_heads
     from circuits.stats import summarise_rows
 
     model = M.load_model("smollm2-135m")
@@ -94,12 +97,7 @@ def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
     metric = PerPromptLogit(a[:, 2:])  # in-context copying, read at the second copy's last block-2 positions
     heads = all_heads(shape.n_layers, shape.n_heads)
     group = [TokenGroup(list(range(n)), clean, corrupted)]
-    t0 = time.perf_counter()
-    result = patch_groups(model, group, metric, heads, progress=False)
-    seconds = time.perf_counter() - t0
-    effects = result.effects.mean(1)
-    summaries = summarise_rows(result.effects.numpy())
-    flagged = {heads[i] for i, s in enumerate(summaries) if s.mean >= 0.05 and s.ci_low > 0}
+
     # Induction score on the clean prompts: attention from second-copy position q to q - block + 1.
     names = [HeadRef(layer, 0, "pattern").hook_name for layer in range(shape.n_layers)]
     zs = [HeadRef(layer, 0).hook_name for layer in range(shape.n_layers)]
@@ -107,6 +105,32 @@ def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
     _, cache = M.run_with_cache(model, clean, [*names, *zs, final])
     q = torch.arange(block + 2, clean.shape[1])
     score = torch.stack([cache[n_][:, :, q, q - block + 1].mean((0, 2)) for n_ in names]).flatten()
+    k = torch.arange(2, clean.shape[1])  # previous-token score: attention from k to k - 1 (after BOS)
+    previous = torch.stack([cache[n_][:, :, k, k - 1].mean((0, 2)) for n_ in names]).flatten()
+    top_score = [heads[i] for i in score.argsort(descending=True)[:5].tolist()]
+
+    # Round 1: exact activation patching of every head, both directions. Noising importance is the
+    # fraction of the clean-minus-corrupted metric lost when the head gets its corrupted activation.
+    t0 = time.perf_counter()
+    den = patch_groups(model, group, metric, heads, progress=False)
+    seconds = time.perf_counter() - t0
+    noi = patch_groups(model, group, metric, heads, direction="noising", progress=False)
+    gap = float(den.clean_metric.mean() - den.corrupted_metric.mean())
+
+    def flag(per_prompt: torch.Tensor, comps: list) -> set:
+        return {comps[i] for i, s in enumerate(summarise_rows(per_prompt.numpy())) if s.mean >= 0.05 and s.ci_low > 0}
+
+    rounds = {"denoising": (den.effects, heads), "noising": (1 - noi.effects, heads)}
+    # Round 2 (backup heads; Wang et al. 2023, IOI §3.3): mean-ablate the primary induction heads (the
+    # noising round's flagged heads with an induction score >= primary_score) in every run and scan the
+    # other heads again, noising. Importance is the metric lost, as a fraction of the unablated gap.
+    primary = {h for h in flag(*rounds["noising"]) if score[heads.index(h)] >= primary_score}
+    rest = [h for h in heads if h not in primary]
+    with apply_edit(model, mean_ablation(model, primary, torch.cat([clean, corrupted]))):
+        knocked = patch_groups(model, group, metric, rest, direction="noising", progress=False)
+    assert knocked.patched is not None
+    rounds["noising, primary ablated"] = ((knocked.clean_metric - knocked.patched) / gap, rest)
+
     # Direct logit attribution: the metric lost when one head's write is removed from the final residual.
     resid = cache[final][:, -metric.positions :]
     full = metric(M.logit_lens(model, resid)).mean()
@@ -117,27 +141,43 @@ def induction_on_smollm2(n: int = 16, block: int = 10, seed: int = 0) -> None:
             z = cache[zs[layer]][:, -metric.positions :, h]
             write = z @ w_o[:, h * shape.d_head : (h + 1) * shape.d_head].T
             dla[layer * shape.n_heads + h] = full - metric(M.logit_lens(model, resid - write)).mean()
-    top_patch = [heads[i] for i in effects.argsort(descending=True)[:5].tolist()]
-    top_score = [heads[i] for i in score.argsort(descending=True)[:5].tolist()]
-    patch_rank = effects.argsort(descending=True).argsort()
-    dla_rank = dla.argsort(descending=True).argsort()
-    rho = float(torch.corrcoef(torch.stack([effects.argsort().argsort().float(), score.argsort().argsort().float()]))[0, 1])
+
     print(f"\n3. Induction heads on SmolLM2-135M ({n} repeated random blocks of {block} tokens; copying metric on the"
-          f" last {block - 2} positions: clean {result.clean_metric.mean():.2f}, corrupted {result.corrupted_metric.mean():.2f};"
-          f" exact patching of 270 heads took {seconds:.1f} s)")
-    print("   top-5 by exact patching:  " + ", ".join(f"{h} ({effects[heads.index(h)]:.2f})" for h in top_patch))
+          f" last {block - 2} positions: clean {den.clean_metric.mean():.2f}, corrupted {den.corrupted_metric.mean():.2f};"
+          f" exact patching of {len(heads)} heads took {seconds:.1f} s)")
     print("   top-5 by induction score: " + ", ".join(f"{h} ({score[heads.index(h)]:.2f})" for h in top_score))
-    print(f"   overlap {len(set(top_patch) & set(top_score))}/5; top-5 by score among the {len(flagged)} flagged heads"
-          f" (mean >= 0.05, 95% CI > 0): {len(set(top_score) & flagged)}/5; Spearman over all 270 heads {rho:.2f}")
-    print(f"   {'head':6s} {'score':>6s} {'patching effect (rank)':>24s} {'direct logit attribution (rank)':>32s}")
+    ranks, flagged_any = {}, set()
+    for name, (per_prompt, comps) in rounds.items():
+        mean = per_prompt.mean(1)
+        order = mean.argsort(descending=True)
+        top = [comps[i] for i in order[:5].tolist()]
+        flagged = flag(per_prompt, comps)
+        flagged_any |= flagged
+        ranks[name] = {comps[i]: (r + 1, float(mean[i])) for r, i in enumerate(order.tolist())}
+        rho = float(torch.corrcoef(torch.stack([mean.argsort().argsort().float(), score[[heads.index(c) for c in comps]].argsort().argsort().float()]))[0, 1])
+        print(f"   {name + ':':25s} top-5 " + ", ".join(f"{h} ({ranks[name][h][1]:.2f})" for h in top)
+              + f"; overlap {len(set(top) & set(top_score))}/5; {len(flagged)} flagged (mean >= 0.05, 95% CI > 0),"
+              f" {len(flagged & set(top_score))}/5 of the score top-5 among them; Spearman with the score {rho:.2f}")
+    print(f"   primary induction heads (flagged by noising, score >= {primary_score}), mean-ablated in round 2: "
+          + ", ".join(map(str, sorted(primary, key=heads.index))))
+    print(f"   {'head':6s} {'score':>6s} {'DLA (rank)':>14s}" + "".join(f" {name + ' (rank)':>32s}" for name in rounds))
+    dla_rank = dla.argsort(descending=True).argsort()
     for h in top_score:
         i = heads.index(h)
-        print(f"   {str(h):6s} {score[i]:6.2f} {effects[i]:15.3f} ({int(patch_rank[i]) + 1:3d}) {dla[i]:23.3f} ({int(dla_rank[i]) + 1:3d})")
-    layers = sorted({h.layer for h in top_score})
-    whole = patch_groups(model, group, metric, [AttnRef(layer) for layer in layers], progress=False).effects.mean(1)
-    for layer, w in zip(layers, whole.tolist()):
-        parts = sum(float(effects[heads.index(HeadRef(layer, h))]) for h in range(shape.n_heads))
-        print(f"   whole attention layer {layer} patched at once: {w:.3f} (sum of its 9 heads {parts:.3f})")
+        cells = "".join(f" {ranks[name][h][1]:24.3f} ({ranks[name][h][0]:3d})" if h in ranks[name] else f" {'(ablated)':>32s}" for name in rounds)
+        print(f"   {str(h):6s} {score[i]:6.2f} {dla[i]:7.3f} ({int(dla_rank[i]) + 1:3d}){cells}")
+    print(f"   score top-5 flagged by the scan in round 1 or round 2: {len(flagged_any & set(top_score))}/5"
+          f" ({len(flagged_any)} heads flagged in all)")
+    kinds: dict[str, list] = {"induction": [], "previous-token": [], "other": []}
+    for h in sorted(flagged_any, key=heads.index):
+        i = heads.index(h)
+        kind = "induction" if score[i] >= primary_score else "previous-token" if previous[i] >= primary_score else "other"
+        kinds[kind].append(f"{h} ({score[i]:.2f}/{previous[i]:.2f})")
+    induction = {heads[i] for i in (score >= primary_score).nonzero()[:, 0].tolist()}
+    print(f"   heads with induction score >= {primary_score} in the model: {len(induction)}; flagged: {len(induction & flagged_any)}")
+    print(f"   the flagged heads by attention (induction / previous-token score, >= {primary_score}):")
+    for kind, members in kinds.items():
+        print(f"     {kind:15s} {len(members):2d}: " + ", ".join(members))
 
 
 if __name__ == "__main__":

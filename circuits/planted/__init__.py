@@ -247,7 +247,7 @@ def spurious_accuracy(model: Any, *, decorrelated: bool, n: int = 512, seed: int
 def remove_spurious(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
     """A mean-ablation edit of ``heads`` (means over training-distribution prompts, all positions):
     the editing step that removes the spurious feature once the atlas has found its heads."""
-    return _mean_ablation(model, heads, spurious_tokens(n, seed=seed, p_spurious=0.95, p_signal=0.85)[0])
+    return mean_ablation(model, heads, spurious_tokens(n, seed=seed, p_spurious=0.95, p_signal=0.85)[0])
 
 
 def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
@@ -269,7 +269,13 @@ def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: i
     )
 
 
-def _mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: Tensor) -> Any:
+def mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: Int[Tensor, "batch pos"]) -> Any:
+    """A mean-ablation :class:`~circuits.editing.edit.Edit` of ``heads``: each head's ``z`` is set to
+    its mean over every position of ``toks`` (the knock-out of Wang et al. 2023, IOI).
+
+    Returns:
+        The edit, for :func:`circuits.editing.edit.apply_edit`.
+    """
     from circuits.editing.edit import Edit
     from circuits.probing.patching import position_mean_activations
 

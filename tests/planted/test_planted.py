@@ -104,3 +104,36 @@ def test_per_prompt_logit_reads_the_last_position_or_averages_the_last_k():
     assert two.positions == 2
     assert torch.allclose(two(logits), torch.tensor([(5.0 + 5.0) / 2, (0.0 + 10.0) / 2]))
     assert torch.allclose(two(logits.repeat(3, 1, 1)), two(logits).repeat(3))  # packed interventions
+
+
+def test_mean_ablation_knocks_out_exactly_its_heads_and_a_scan_under_it_matches_hand_runs():
+    """The backup-head scan: knock a head out with ``mean_ablation`` and patch the others (noising)."""
+    from circuits.probing.patching import patch_groups
+
+    model = P.load_planted("induction")
+    group, metric = P.induction_pairs(8, seed=5)
+    knocked = HeadRef(1, 2)
+    toks = torch.cat([group.clean, group.corrupted])
+    name = knocked.hook_name
+    _, before = M.run_with_cache(model, toks, [name])
+    with apply_edit(model, P.mean_ablation(model, {knocked}, toks)):
+        _, after = M.run_with_cache(model, toks, [name])
+        others = [h for h in range(4) if h != knocked.head]
+        torch.testing.assert_close(after[name][:, :, others], before[name][:, :, others])
+        mean = before[name][:, :, knocked.head].mean((0, 1))
+        torch.testing.assert_close(after[name][:, :, knocked.head], mean.expand_as(after[name][:, :, knocked.head]))
+
+        rest = [HeadRef(layer, h) for layer in range(2) for h in range(4) if HeadRef(layer, h) != knocked]
+        result = patch_groups(model, [group], metric, rest, direction="noising", progress=False)
+        torch.testing.assert_close(result.clean_metric, metric(M.run(model, group.clean)).float())
+        _, corr = M.run_with_cache(model, group.corrupted, sorted({h.hook_name for h in rest}))
+        for i, h in enumerate(rest):
+            def swap(z, hook=None, h=h):  # noqa: ANN001, ARG001
+                z = z.clone()
+                z[:, :, h.head] = corr[h.hook_name][:, :, h.head]
+                return z
+
+            by_hand = metric(M.run(model, group.clean, [(h.hook_name, swap)])).float()
+            torch.testing.assert_close(result.patched[i], by_hand, atol=1e-4, rtol=1e-4)
+    # The knocked-out head matters: without the edit, the clean metric is different.
+    assert not torch.allclose(metric(M.run(model, group.clean)).float(), result.clean_metric, atol=1e-3)
