@@ -121,15 +121,17 @@ def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_sc
         return {comps[i] for i, s in enumerate(summarise_rows(per_prompt.numpy())) if s.mean >= 0.05 and s.ci_low > 0}
 
     rounds = {"denoising": (den.effects, heads), "noising": (1 - noi.effects, heads)}
+    flags = {name: flag(*r) for name, r in rounds.items()}
     # Round 2 (backup heads; Wang et al. 2023, IOI §3.3): mean-ablate the primary induction heads (the
     # noising round's flagged heads with an induction score >= primary_score) in every run and scan the
     # other heads again, noising. Importance is the metric lost, as a fraction of the unablated gap.
-    primary = {h for h in flag(*rounds["noising"]) if score[heads.index(h)] >= primary_score}
+    primary = {h for h in flags["noising"] if score[heads.index(h)] >= primary_score}
     rest = [h for h in heads if h not in primary]
     with apply_edit(model, mean_ablation(model, primary, torch.cat([clean, corrupted]))):
         knocked = patch_groups(model, group, metric, rest, direction="noising", progress=False)
     assert knocked.patched is not None
     rounds["noising, primary ablated"] = ((knocked.clean_metric - knocked.patched) / gap, rest)
+    flags["noising, primary ablated"] = flag(*rounds["noising, primary ablated"])
 
     # Direct logit attribution: the metric lost when one head's write is removed from the final residual.
     resid = cache[final][:, -metric.positions :]
@@ -151,7 +153,7 @@ def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_sc
         mean = per_prompt.mean(1)
         order = mean.argsort(descending=True)
         top = [comps[i] for i in order[:5].tolist()]
-        flagged = flag(per_prompt, comps)
+        flagged = flags[name]
         flagged_any |= flagged
         ranks[name] = {comps[i]: (r + 1, float(mean[i])) for r, i in enumerate(order.tolist())}
         rho = float(torch.corrcoef(torch.stack([mean.argsort().argsort().float(), score[[heads.index(c) for c in comps]].argsort().argsort().float()]))[0, 1])

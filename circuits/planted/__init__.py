@@ -277,11 +277,11 @@ def mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: In
         The edit, for :func:`circuits.editing.edit.apply_edit`.
     """
     from circuits.editing.edit import Edit
-    from circuits.probing.patching import position_mean_activations
+    from circuits.probing.patching import mean_activations
 
-    n = toks.shape[0]
     names = sorted({h.hook_name for h in heads})
-    means = position_mean_activations(model, [TokenGroup(list(range(n)), toks, toks)], names)
+    # One forward: the per-position batch means, then the mean over positions (all rows one length).
+    means = {n: m.mean(0) for n, m in mean_activations(model, toks, names).items()}
     return Edit(
         kind="ablation", components=tuple(sorted(heads, key=str)), tensors={str(h): means[h.hook_name][h.head] for h in heads},
         model_name=M.model_name(model), model_fingerprint=M.fingerprint(model), hyperparameters={"mode": "mean"},

@@ -162,7 +162,7 @@ def _attribute_group(
     clean_logits, clean_cache = M.cache_from_layer(model, e_clean, 0, names, last=last, vocab=vocab)
     alphas = torch.arange(ig_steps, dtype=e_clean.dtype) / ig_steps
     path = torch.cat([e_corr + a * (e_clean - e_corr) for a in alphas])
-    g, acts, values = _grads(model, path, _Tiled(metric, ig_steps) if ig_steps > 1 else metric, names)
+    g, acts, values = _grads(model, path, _Tiled(metric, ig_steps), names)
     grads = {n: v.view(ig_steps, b, *v.shape[1:]).mean(0) for n, v in g.items()}
     corr_cache = {n: v[:b] for n, v in acts.items()}
     clean_m, corr_m = metric(clean_logits).float(), values[:b]
