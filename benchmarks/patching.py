@@ -51,7 +51,7 @@ def main() -> None:
     from circuits.model import load_model
     from circuits.probing.attribution import attribution_patching
     from circuits.probing.causal_tracing import trace_tokens
-    from circuits.probing.patching import TokenGroup, patch_groups
+    from circuits.probing.patching import TokenGroup, patch_groups, tokenize_pairs
     from circuits.sites import all_heads
     from circuits.suites import load_suite
 
@@ -99,14 +99,9 @@ def main() -> None:
 
     compare(f"{clean.shape[1]} tokens", groups, metric, ours, t_ours, t_tl)
     sentiment = load_suite("name-sentiment")
-    by_length: dict[int, list] = {}
-    for p in sentiment.pairs("build"):
-        c, k = model.to_tokens(p.clean), model.to_tokens(p.corrupted)
-        if c.shape == k.shape:
-            by_length.setdefault(c.shape[1], []).append((c, k))
-    long_tokens = max((n for n, v in by_length.items() if len(v) >= 8))
-    chosen = by_length[long_tokens][:8]
-    long_groups = [TokenGroup(list(range(8)), torch.cat([c for c, _ in chosen]), torch.cat([k for _, k in chosen]))]
+    longest = max((g for g in tokenize_pairs(model, sentiment.pairs("build")) if len(g.indices) >= 8), key=lambda g: g.clean.shape[1])
+    long_tokens = longest.clean.shape[1]
+    long_groups = [TokenGroup(list(range(8)), longest.clean[:8], longest.corrupted[:8])]
     long_metric = metric_for_suite(model, sentiment)
     long_exact, t_long = timed(lambda: patch_groups(model, long_groups, long_metric, heads, progress=False))
     compare(f"{long_tokens} tokens", long_groups, long_metric, long_exact, t_long, None)

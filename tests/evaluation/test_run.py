@@ -66,7 +66,6 @@ def test_seed_table_gives_mean_and_std_over_reports():
 
 
 def test_record_evaluation_rewrites_only_the_manifest(tiny, tmp_path):
-
     edit = Edit("scaling", (HeadRef(0, 1),), {}, "tiny", fingerprint(tiny), hyperparameters={"alpha": 0.5})
     path = save_edit(edit, tmp_path / "e.json")
     blob = path.with_suffix(".safetensors").read_bytes()
@@ -95,7 +94,6 @@ def test_padded_continuation_scores_equal_one_at_a_time(real_model):
 
 @pytest.mark.real_model
 def test_an_identity_edit_changes_no_measure(real_model):
-
     from circuits.evaluation.run import ALL_GROUPS, evaluate, measure
     from circuits.suites import load_suite
 
