@@ -48,6 +48,7 @@ def main() -> None:
     from transformer_lens import patching
 
     from circuits.metrics import metric_for_suite
+    from circuits import model as M
     from circuits.model import load_model
     from circuits.probing.attribution import attribution_patching
     from circuits.probing.causal_tracing import trace_tokens
@@ -59,10 +60,10 @@ def main() -> None:
     model = load_model("smollm2-135m")
     suite = load_suite("gender-occupation")
     pairs = [p for p in suite.pairs("build") if p.template == "The {occupation} said that"][:8]
-    clean = torch.cat([model.to_tokens(p.clean) for p in pairs])
-    corrupted = torch.cat([model.to_tokens(p.corrupted) for p in pairs])
+    clean = M.to_tokens(model, [p.clean for p in pairs])
+    corrupted = M.to_tokens(model, [p.corrupted for p in pairs])
     metric = metric_for_suite(model, suite)
-    heads = all_heads(model.cfg.n_layers, model.cfg.n_heads)
+    heads = all_heads(model.shape.n_layers, model.shape.n_heads)
     groups = [TokenGroup(list(range(8)), clean, corrupted)]
     print(f"SmolLM2-135M, {len(pairs)} pairs of {clean.shape[1]} tokens, {len(heads)} heads, {torch.get_num_threads()} threads\n")
 
@@ -73,13 +74,13 @@ def main() -> None:
     # 1. exact sweep vs TransformerLens
     ours, t_ours = timed(lambda: patch_groups(model, groups, metric, heads, progress=False))
     cm, km = ours.clean_metric.mean(), ours.corrupted_metric.mean()
-    _, cache = model.run_with_cache(clean)
-    tl, t_tl = timed(lambda: patching.get_act_patch_attn_head_out_all_pos(model, corrupted, cache, lambda lg: (metric(lg).mean() - km) / (cm - km)))
+    _, cache = model.bridge.run_with_cache(clean)
+    tl, t_tl = timed(lambda: patching.get_act_patch_attn_head_out_all_pos(model.bridge, corrupted, cache, lambda lg: (metric(lg).mean() - km) / (cm - km)))
     diff = float((ours.mean_effects.view_as(tl) - tl).abs().max())
     row("exact head sweep vs TL 4.3", t_ours, t_tl, ">=2x", t_tl / t_ours >= 2 and diff <= 1e-4, f"max|diff| {diff:.1e}")
 
     # 2. attribution vs exact
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    n_layers, n_heads = model.shape.n_layers, model.shape.n_heads
     exact_passes = n_heads * sum(n_layers - layer for layer in range(n_layers)) / n_layers
     print(f"forward-pass equivalents: exact sweep {exact_passes:.1f} (partial forwards), TL's {len(heads)}, attribution ~3, EAP-IG k steps ~1+2k")
 
@@ -107,8 +108,8 @@ def main() -> None:
     compare(f"{long_tokens} tokens", long_groups, long_metric, long_exact, t_long, None)
 
     # 3. causal tracing
-    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
-    paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
+    tokens = M.to_tokens(model, ["The Eiffel Tower is located in the city of"])
+    paris = M.single_token_id(model, " Paris")
     kw = dict(n_samples=10, progress=False)
     fast, t_fast = timed(lambda: trace_tokens(model, tokens, paris, [1, 2, 3, 4], **kw))
     slow, t_slow = timed(lambda: trace_tokens(model, tokens, paris, [1, 2, 3, 4], batched=False, **kw))

@@ -29,8 +29,13 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
 console = Console()
+err_console = Console(stderr=True)
 
 DEFAULT_MODEL = "smollm2-135m"
+MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a .gguf file, or a hub id."
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+DtypeOpt = Annotated[str | None, typer.Option(help="Weight dtype: float32 (default), bfloat16 or float16.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="Device: cpu (default), cuda, cuda:N or mps.")]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -43,7 +48,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")  # messages may contain [brackets]
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # messages may contain [brackets]
     raise typer.Exit(code=2)
 
 
@@ -82,21 +87,44 @@ def _print_verdict(report) -> None:  # noqa: ANN001 - an EvalReport
     )
 
 
-def _load(name: str):  # noqa: ANN202 - returns the hooked model
-    from circuits.model import ModelNotInstalledError, load_model
+def _check_model_options(dtype: str | None, device: str | None) -> None:
+    """Check --dtype/--device before any work (exit 2 with one clear error)."""
+    from circuits.model import ModelLoadError, resolve_device, resolve_dtype
 
-    with console.status(f"loading {name}…"):
+    try:
+        resolve_dtype(dtype)
+        resolve_device(device)
+    except ModelLoadError as e:
+        _fail(str(e))
+
+
+def _load(source: str, dtype: str | None = None, device: str | None = None):  # noqa: ANN202 - returns a HookedLM
+    from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, load_model, quiet_libraries
+
+    quiet_libraries()
+    with console.status(f"loading {source}…"):
         try:
-            return load_model(name)
-        except (ModelNotInstalledError, KeyError) as e:
-            _fail(str(e).strip("'\""))
+            return load_model(source, dtype=dtype, device=device)
+        except (ModelNotInstalledError, ModelLoadError, UnsupportedArchitecture) as e:
+            _fail(str(e))
+
+
+def _edit_model(edits, model: str | None) -> str:  # noqa: ANN001 - edits: list[Edit]
+    """The model to load for edits: --model, else where the first edit's model came from."""
+    if model:
+        return model
+    if not edits:
+        return DEFAULT_MODEL
+    return edits[0].model_source.get("source") or edits[0].model_name
 
 
 @app.command()
 def scan(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the atlas JSON.")],
     suite: Annotated[str, typer.Option(help="Behaviour suite (shipped as package data).")] = "gender-occupation",
-    model: Annotated[str, typer.Option(help="Model name.")] = DEFAULT_MODEL,
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
     split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
     max_pairs: Annotated[int | None, typer.Option(help="Word pairs per template (default: all).")] = None,
     threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
@@ -132,7 +160,8 @@ def scan(
             _fail(str(e))
     from circuits.model import cache_root
 
-    m = _load(model)
+    _check_model_options(dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device)
     command = "circuits " + shlex.join(sys.argv[1:])
     atlas = run_scan(
         m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command,  # type: ignore[arg-type]
@@ -167,6 +196,9 @@ def edit(
     preservation: Annotated[float, typer.Option(help="Weight of the KL-to-unedited term (trained kinds).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed (training, resampling).")] = 0,
     behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the atlas's model came from.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
     generations: Annotated[int, typer.Option(help="Eval-split prompt pairs to generate from, before and after.")] = 2,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate on held-out data (as `circuits eval`) and record it.")] = True,
     max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
@@ -197,7 +229,8 @@ def edit(
         kind=kind, k=k, granularity=granularity, mode=mode, alpha=alpha, layer=layer, coefficient=coefficient, rank=rank,  # type: ignore[arg-type]
         train=TrainConfig(steps=steps, lr=lr, preservation=preservation, seed=seed),
     )
-    m = _load(atlas.model.name)
+    _check_model_options(dtype, device)
+    m = _load(model or atlas.model.source.get("source") or atlas.model.name, dtype, device)
     with console.status(f"building the {kind} edit on the build split"):
         try:
             e = build_edit(m, atlas, suite, recipe, behaviour=b.name)
@@ -230,6 +263,7 @@ def export(
     edit_paths: Annotated[list[Path], typer.Option("--edit", "-e", help="Edit manifest (repeatable; baked in order).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (must not exist or be empty).")],
     peft: Annotated[bool, typer.Option("--peft", help="Write one low-rank edit as a PEFT LoRA adapter instead.")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Bake edits into a plain Hugging Face model directory (or write a PEFT adapter)."""
@@ -240,7 +274,7 @@ def export(
     edits = _load_edits(edit_paths)
     if peft and len(edits) != 1:
         _fail("--peft exports exactly one low-rank edit")
-    m = _load(edits[0].model_name)
+    m = _load(_edit_model(edits, model))
     with console.status(f"writing {out}"):
         try:
             path = export_peft(m, edits[0], out) if peft else export_hf(m, edits, out)
@@ -259,6 +293,9 @@ def eval_(
     max_pairs: Annotated[int | None, typer.Option(help="Word pairs per suite template (default: all).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.")] = 0,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Evaluate saved edits on held-out data: harm reduced vs capability kept, with paired tests.
@@ -279,7 +316,8 @@ def eval_(
         suite = load_suite(suite_name) if suite_name else None
     except SuiteError as e:
         _fail(str(e))
-    m = _load(edits[0].model_name)
+    _check_model_options(dtype, device)
+    m = _load(_edit_model(edits, model), dtype, device)
     with console.status("evaluating on held-out data"):
         try:
             report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed)
@@ -307,7 +345,9 @@ def trace(
     samples: Annotated[int, typer.Option(help="Noise draws.")] = 10,
     sever_mlp: Annotated[bool, typer.Option(help="Freeze later MLP outputs at corrupted values.")] = False,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    model: Annotated[str, typer.Option(help="Model name.")] = DEFAULT_MODEL,
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the grid as JSON.")] = None,
     atlas_path: Annotated[Path | None, typer.Option("--atlas", help="Add the grid to this atlas (same model).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
@@ -320,7 +360,8 @@ def trace(
     _setup_logging(verbose)
     if kind not in ("resid", "mlp", "attn"):
         _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
-    m = _load(model)
+    _check_model_options(dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device)
     try:
         r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
     except ValueError as e:
@@ -416,7 +457,9 @@ def report(
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable).")],
     edit_paths: Annotated[list[Path] | None, typer.Option("--edit", "-e", help="Edit manifest (repeatable; applied in order).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default: the edits' model, else smollm2-135m).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: the edits' model, else smollm2-135m.")] = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate (greedy).")] = 20,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -426,7 +469,10 @@ def generate(
 
     _setup_logging(verbose)
     edits = _load_edits(edit_paths or [])
-    m = _load(model or (edits[0].model_name if edits else DEFAULT_MODEL))
+    if max_new_tokens < 0:
+        _fail(f"--max-new-tokens must be ≥ 0, got {max_new_tokens}")
+    _check_model_options(dtype, device)
+    m = _load(_edit_model(edits, model), dtype, device)
     for p in track(prompt, description="generating", console=console, transient=True):
         console.print(f"[bold]{p!r}[/]")
         console.print(f"  before: {gen(m, p, max_new_tokens=max_new_tokens)!r}")

@@ -188,3 +188,31 @@ def test_a_scan_on_ray_equals_the_in_process_scan(real_model):
         assert ca.effect.mean == pytest.approx(cb.effect.mean, abs=1e-4)
         assert ca.scores["CE[mean,logit_diff]"] == pytest.approx(cb.scores["CE[mean,logit_diff]"], abs=1e-4)
     assert {c.id for c in a.flagged()} == {c.id for c in b.flagged()}
+
+
+@pytest.mark.equivalence
+def test_generation_equals_plain_transformers_with_and_without_the_committed_edit(real_model, tmp_path):
+    """Greedy tokens through the KV-cached path equal transformers alone, unedited and on the baked export."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from circuits.editing.export import export_hf
+    from circuits.model import generate_ids, to_tokens
+
+    tokens = to_tokens(real_model, ["The capital of France is", "The nurse said that"][:1])
+    edit = load_edit(ROOT / "atlas/smollm2-135m/edits/gender-occupation.ablation.json")
+    for edits in ([], [edit]):
+        plain = AutoModelForCausalLM.from_pretrained(str(export_hf(real_model, edits, tmp_path / f"hf{len(edits)}"))).eval()
+        expected = plain.generate(input_ids=tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=16, do_sample=False)
+        with apply_edit(real_model, *edits) if edits else _no_edit():
+            got = generate_ids(real_model, tokens, max_new_tokens=16)
+        assert got.tolist() == expected.tolist(), len(edits)
+    assert "Paris" in real_model.tokenizer.decode(got[0])
+
+
+class _no_edit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

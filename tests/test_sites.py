@@ -45,7 +45,7 @@ def test_gqa_grouping_smollm2_shape():
 
 def test_hook_names_exist_on_a_bridge(tiny):
     for c in [HeadRef(1, 3), NeuronRef(0, 5), MlpRef(1), ResidRef(0, 2)]:
-        assert c.hook_name in tiny.hook_dict
+        assert c.hook_name in tiny.bridge.hook_dict
 
 
 def test_site_set_constructors():

@@ -75,10 +75,11 @@ def now() -> str:
 
 
 def model_info(model: Any) -> ModelInfo:
-    """The atlas record of a model: name, fingerprint and dimensions."""
+    """The atlas record of a model: name, fingerprint, dimensions and where its weights came from."""
     s = M.shape_of(model)
     return ModelInfo(
-        name=s.name, fingerprint=M.fingerprint(model), n_layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model, d_mlp=s.d_mlp
+        name=s.name, fingerprint=M.fingerprint(model), n_layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model, d_mlp=s.d_mlp,
+        source=model.provenance.as_dict(),
     )
 
 

@@ -18,7 +18,8 @@ Flag rule: a component is flagged when its mean primary effect is at least the b
 ``threshold`` *and* it is significant: its 95% CI excludes 0 (for noise-based methods, in every one of
 at least 3 seeds).
 
-Version history: ``0.1`` (one method, no scores) is read and upgraded on load; ``0.2`` is written.
+Version history: ``0.1`` (one method, no scores) and ``0.2`` (no model source) are read and upgraded on
+load; ``0.3`` is written.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from circuits.io import atomic_write_text, validation_message
 from circuits.sites import parse_component
 
-SCHEMA_VERSION = "0.2"
+SCHEMA_VERSION = "0.3"
 ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
 MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "gradient_sensitivity", "causal_tracing"]
 
@@ -54,6 +55,8 @@ class ModelInfo(_Frozen):
     n_heads: int = Field(ge=1)
     d_model: int = Field(ge=1)
     d_mlp: int = Field(ge=1)
+    source: dict[str, str] = Field(default_factory=dict)
+    """Where the weights came from: ``source``, ``kind``, ``architecture``, ``revision``, ``file_sha256``."""
 
 
 class Provenance(_Frozen):
@@ -225,7 +228,7 @@ class BehaviourComponent(NamedTuple):
 class Atlas(_Frozen):
     """A circuit atlas (see module docstring)."""
 
-    schema_version: Literal["0.2"] = SCHEMA_VERSION
+    schema_version: Literal["0.3"] = SCHEMA_VERSION
     model: ModelInfo
     provenance: Provenance
     behaviours: list[Behaviour] = Field(min_length=1)
@@ -342,6 +345,8 @@ class Atlas(_Frozen):
             raise AtlasError(f"{source} is not valid JSON: {e}") from None
         if isinstance(raw, dict) and raw.get("schema_version") == "0.1":
             raw = _upgrade_0_1(raw)
+        if isinstance(raw, dict) and raw.get("schema_version") == "0.2":
+            raw = dict(raw, schema_version="0.3")  # 0.3 adds the optional model.source
         try:
             return cls.model_validate(raw)
         except ValidationError as e:

@@ -37,15 +37,26 @@ def suite_record(suite: Suite, split: SplitName, pairs: list[PromptPair]) -> dic
 def new_edit(
     kind: Any, components: tuple[Component, ...], tensors: dict[str, Tensor], atlas: Atlas | None, model: Any, hp: dict[str, Any], suite: dict[str, str | int] | None = None
 ) -> Edit:
-    """An edit for the atlas's model (or, without an atlas, for ``model`` as it is now)."""
+    """An edit for ``model`` as it is now (the atlas, if given, must describe the same weights).
+
+    Raises:
+        EditError: The atlas was measured on a model with other weights.
+    """
+    fp = M.fingerprint(model)
+    if atlas is not None and atlas.model.fingerprint != fp:
+        raise EditError(
+            f"the atlas was measured on {atlas.model.name} {atlas.model.fingerprint[:19]}…, but this model is {fp[:19]}…; "
+            "build edits on the model the atlas describes"
+        )
     return Edit(
         kind=kind,
         components=components,
         tensors=tensors,
-        model_name=atlas.model.name if atlas else M.model_name(model),
-        model_fingerprint=atlas.model.fingerprint if atlas else M.fingerprint(model),
+        model_name=M.model_name(model),
+        model_fingerprint=fp,
         hyperparameters=hp,
         suite=suite or {},
+        model_source=model.provenance.as_dict(),
     )
 
 

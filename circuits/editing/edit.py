@@ -55,7 +55,7 @@ from circuits import model as M
 from circuits.io import atomic_write_bytes, atomic_write_text, validation_message
 from circuits.sites import Component, HeadRef, NeuronRef, ResidRef, parse_component
 
-EDIT_SCHEMA_VERSION = "0.2"
+EDIT_SCHEMA_VERSION = "0.3"
 EditKind = Literal[
     "ablation",
     "pruning",
@@ -73,7 +73,7 @@ EDIT_KINDS: tuple[str, ...] = get_args(EditKind)
 HOOK_KINDS = frozenset({"ablation", "scaling", "steering", "offset", "directional_ablation"})
 Scalar = float | int | str
 #: A weight edit step: ``(weight name, current value or None for an absent bias → new value)``.
-WeightStep = tuple[str, Callable[[Tensor | None], Tensor]]
+WeightStep = M.WeightStep
 
 
 class EditError(ValueError):
@@ -84,12 +84,13 @@ class EditManifest(BaseModel):
     """The JSON manifest of a saved edit (validated on load)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    schema_version: Literal["0.2"] = EDIT_SCHEMA_VERSION
+    schema_version: Literal["0.3"] = EDIT_SCHEMA_VERSION
     kind: EditKind
     components: list[str] = Field(min_length=1)
     hyperparameters: dict[str, Scalar]
     model_name: str
     model_fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    model_source: dict[str, str] = Field(default_factory=dict)
     suite: dict[str, Scalar]
     tensors_sha256: str = Field(default="", pattern=r"^$|^[0-9a-f]{64}$")
     packages: dict[str, str] = Field(default_factory=dict)
@@ -112,6 +113,7 @@ class Edit:
         suite: Where it was built (suite name, split, content hash, number of pairs).
         training: For trained kinds: steps, seed, losses, training-data hash, wall time.
         evaluation: Measured before/after numbers, if any.
+        model_source: Where that model's weights came from (:class:`circuits.model.Provenance`).
     """
 
     kind: EditKind
@@ -123,6 +125,7 @@ class Edit:
     suite: dict[str, Scalar] = field(default_factory=dict)
     training: dict[str, Scalar] | None = None
     evaluation: dict[str, Scalar] | None = None
+    model_source: dict[str, str] = field(default_factory=dict)
 
     def with_evaluation(self, evaluation: dict[str, Scalar]) -> Edit:
         """A copy of this edit that records an evaluation."""
@@ -139,12 +142,14 @@ class Edit:
 
 
 def _upgrade(raw: Any) -> Any:
-    """Schema 0.1 (only ``mean_ablation``) → 0.2 (``ablation`` with ``mode="mean"``)."""
+    """Schema 0.1 (only ``mean_ablation``) → 0.2 (``ablation`` with ``mode="mean"``) → 0.3 (``model_source``)."""
     if isinstance(raw, dict) and raw.get("schema_version") == "0.1":
         raw = dict(raw, schema_version="0.2")
         if raw.get("kind") == "mean_ablation":
             raw["kind"] = "ablation"
             raw["hyperparameters"] = dict(raw.get("hyperparameters") or {}, mode="mean")
+    if isinstance(raw, dict) and raw.get("schema_version") == "0.2":
+        raw = dict(raw, schema_version="0.3")  # 0.3 adds the optional model_source
     return raw
 
 
@@ -174,6 +179,7 @@ def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None =
         hyperparameters=edit.hyperparameters,
         model_name=edit.model_name,
         model_fingerprint=edit.model_fingerprint,
+        model_source=edit.model_source,
         suite=edit.suite,
         tensors_sha256=hashlib.sha256(blob).hexdigest(),
         packages=packages or {},
@@ -231,6 +237,7 @@ def load_edit(path: Path | str) -> Edit:
         tensors=tensors,
         model_name=manifest.model_name,
         model_fingerprint=manifest.model_fingerprint,
+        model_source=dict(manifest.model_source),
         hyperparameters=dict(manifest.hyperparameters),
         suite=dict(manifest.suite),
         training=None if manifest.training is None else dict(manifest.training),
@@ -438,7 +445,7 @@ def _directional_ablation_hooks(edit: Edit, model: Any) -> list[tuple[str, M.Hoo
 
     names = [ResidRef(layer, None, s).hook_name for layer in range(n_layers) for s in ("resid_pre", "resid_mid")]
     names.append(ResidRef(n_layers - 1, None, "resid_post").hook_name)
-    return [(n, ablate) for n in names if n in model.hook_dict]  # attention-only blocks have no resid_mid
+    return [(n, ablate) for n in names if M.has_hook(model, n)]  # attention-only and parallel blocks have no resid_mid
 
 
 def _columns(c: Component, model: Any) -> tuple[str, slice]:
@@ -518,6 +525,7 @@ def _steering_steps(edit: Edit, model: Any) -> list[WeightStep]:
     last writer before it (layer ``L-1``'s MLP output, or attention output in an attention-only
     model), or to every embedding row for ``L = 0``."""
     site = _steering_site(edit, model)
+    _require_residual_folds(edit, model)
     v = _resid_vector(edit, model, "vector").float() * float(edit.hyperparameters.get("coefficient", 1.0))
     if site.layer == 0:
         return [("embed.weight", lambda w: w + v.to(w.dtype))]  # type: ignore[operator]
@@ -527,16 +535,20 @@ def _steering_steps(edit: Edit, model: Any) -> list[WeightStep]:
 
 
 def _attn_only(model: Any) -> bool:
-    try:
-        M.weight_module(model, "blocks.0.mlp.out.weight")
-    except KeyError:
-        return True
-    return False
+    return not M.has_weight(model, "blocks.0.mlp.out.weight")
+
+
+def _require_residual_folds(edit: Edit, model: Any) -> None:
+    if not model.arch.residual_writes_foldable():
+        raise EditError(
+            f"a {edit.kind} edit has no weight form on {model.arch.name}: its sublayer outputs are normalised before "
+            "they reach the residual stream, so a vector or projection cannot be folded into their weights; apply it as hooks"
+        )
 
 
 def _writers(model: Any) -> list[str]:
     """Every weight that writes into the residual stream: ``W_E``, each ``W_O`` and ``W_out``, and their biases."""
-    names = ["embed.weight"]
+    names = ["embed.weight", *(["pos_embed.weight"] if M.has_weight(model, "pos_embed.weight") else [])]
     lins = ("attn.o",) if _attn_only(model) else ("attn.o", "mlp.out")
     for layer in range(M.shape_of(model).n_layers):
         for lin in lins:
@@ -547,13 +559,14 @@ def _writers(model: Any) -> list[str]:
 
 
 def _orthogonalization_steps(edit: Edit, model: Any) -> list[WeightStep]:
+    _require_residual_folds(edit, model)
     r = _direction(edit, model)
 
     def project(name: str) -> Callable[[Tensor | None], Tensor]:
         def step(w: Tensor | None) -> Tensor:
             assert w is not None
             wd = w.double()
-            if name == "embed.weight":  # rows are residual vectors
+            if name in ("embed.weight", "pos_embed.weight"):  # rows are residual vectors
                 out = wd - (wd @ r)[:, None] * r[None, :]
             elif name.endswith(".bias"):
                 out = wd - (wd @ r) * r
@@ -663,6 +676,15 @@ def _check_bakeable(hook_edits: list[Edit]) -> None:
             raise EditError(f"cannot bake {e} after a directional ablation; put the steering edit first")
 
 
+def _fold(edit: Edit, model: Any) -> Callable[[], list[WeightStep]] | None:
+    """The weight form of a hook edit for generation, or ``None`` where there is none."""
+    if edit.kind == "ablation" and edit.hyperparameters["mode"] == "resample":
+        return None
+    if edit.kind in ("steering", "directional_ablation") and not model.arch.residual_writes_foldable():
+        return None
+    return lambda: _baked_steps(edit, model)
+
+
 class AppliedEdits:
     """Edits applied to a model; remove them with :meth:`remove` or by leaving a ``with`` block.
 
@@ -748,8 +770,7 @@ def apply_edit(model: Any, *edits: Edit, check_fingerprint: bool = True, bake: b
                     except (KeyError, ValueError) as err:
                         raise EditError(f"{e}: {err}") from None
             else:
-                for name, fn in _HOOKS[e.kind](e, model):
-                    removers.append(M.add_persistent_hook(model, name, fn))
+                removers.append(M.attach_overlay(model, _HOOKS[e.kind](e, model), _fold(e, model)))
     except Exception:
         AppliedEdits(removers, edits).remove()
         raise

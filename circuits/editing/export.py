@@ -88,7 +88,7 @@ def export_peft(model: Any, edit: Edit, directory: Path | str) -> Path:
     result = set_peft_model_state_dict(peft_model, state)
     if getattr(result, "unexpected_keys", None):
         raise EditError(f"PEFT did not accept adapter keys {result.unexpected_keys[:4]}")
-    peft_model.peft_config["default"].base_model_name_or_path = M.hf_name(model)
+    peft_model.peft_config["default"].base_model_name_or_path = M.hub_name(model)
     with atomic_directory(directory) as tmp:
         peft_model.save_pretrained(str(tmp))
     return Path(directory)

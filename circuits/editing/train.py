@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from circuits import model as M
@@ -193,39 +192,26 @@ class TrainingRecord:
         return dict(self.__dict__)
 
 
-class _Step(torch.nn.Module):
-    """A weight step as a ``torch.nn.utils.parametrize`` parametrization (differentiable in the edit)."""
-
-    def __init__(self, fn: Callable[[Tensor | None], Tensor]):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, w: Tensor) -> Tensor:
-        return self.fn(w)
-
-
 def _attach(model: Any, edit: Edit) -> Callable[[], None]:
     """Apply an edit whose tensors are trainable, keeping the autograd graph (parametrizations for weights)."""
     if edit.kind in HOOK_KINDS:
         return apply_edit(model, edit, check_fingerprint=False).remove
-    modules: list[tuple[torch.nn.Module, str]] = []
+    removers: list[Callable[[], None]] = []
     try:
         for name, step in weight_steps(edit, model):
-            module, attr = M.weight_module(model, name)
-            if getattr(module, attr, None) is None:
-                raise EditError(f"cannot train an edit of the absent weight {name}")
-
-            parametrize.register_parametrization(module, attr, _Step(step))
-            if (module, attr) not in modules:
-                modules.append((module, attr))
+            removers.append(M.parametrize_weight(model, name, step))
+    except KeyError as e:
+        for r in reversed(removers):
+            r()
+        raise EditError(str(e.args[0])) from None
     except Exception:
-        for module, attr in reversed(modules):
-            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        for r in reversed(removers):
+            r()
         raise
 
     def remove() -> None:
-        for module, attr in reversed(modules):
-            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        for r in reversed(removers):
+            r()
 
     return remove
 

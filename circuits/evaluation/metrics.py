@@ -107,7 +107,7 @@ def continuation_logprobs(
     seqs: list[tuple[list[int], list[int]]] = []
     for p, c in zip(prompts, continuations):
         if p:
-            pi = model.to_tokens(p)[0].tolist()
+            pi = M.tokens_of(model, p).tolist()
         elif bos is not None:
             pi = [bos]
         else:
@@ -136,7 +136,7 @@ def label_logits(model: Any, prompts: Sequence[str], token_ids: Sequence[int], *
     """
     if not prompts or not token_ids:
         raise ValueError("need prompts and label tokens")
-    rows = [model.to_tokens(p)[0].tolist() for p in prompts]
+    rows = [M.tokens_of(model, p).tolist() for p in prompts]
     out = torch.zeros(len(prompts), len(token_ids))
     for chunk in _length_batches([len(r) for r in rows], batch_size):
         logits = M.run(model, _right_padded([rows[i] for i in chunk]))

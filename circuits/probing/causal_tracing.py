@@ -242,7 +242,7 @@ def causal_trace(
     ids = M.tokenizer_of(model).encode(target, add_special_tokens=False)
     if not ids:
         raise ValueError("empty target")
-    tokens = model.to_tokens(prompt)
+    tokens = M.tokens_of(model, prompt)[None]
     return trace_tokens(
         model, tokens, int(ids[0]), M.subject_positions(model, prompt, subject), kind=kind, window=window,
         n_samples=n_samples, noise_std=noise_std, seed=seed, sever_mlp=sever_mlp, progress=progress,

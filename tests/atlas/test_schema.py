@@ -138,7 +138,7 @@ def test_version_0_1_files_are_upgraded(tmp_path):
     p = tmp_path / "old.json"
     p.write_text(json.dumps(raw))
     a = Atlas.load(p)
-    assert a.schema_version == "0.2" and a.provenance.seeds == [3] and a.behaviours[0].primary.name == "activation_patching"
+    assert a.schema_version == "0.3" and a.provenance.seeds == [3] and a.behaviours[0].primary.name == "activation_patching"
 
 
 def test_json_schema_is_exported():

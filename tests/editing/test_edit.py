@@ -34,9 +34,9 @@ def make_edit(model) -> Edit:
 
 def test_mean_ablation_sets_exactly_the_edited_heads(model, tokens):
     edit = make_edit(model)
-    _, before = model.run_with_cache(tokens)
+    _, before = model.bridge.run_with_cache(tokens)
     with apply_edit(model, edit):
-        _, after = model.run_with_cache(tokens)
+        _, after = model.bridge.run_with_cache(tokens)
     for layer in range(2):
         z0, z1 = before[f"blocks.{layer}.attn.hook_z"], after[f"blocks.{layer}.attn.hook_z"]
         for head in range(4):
@@ -60,7 +60,7 @@ def test_permanent_until_removed(model, tokens):
     handle = apply_edit(model, make_edit(model))
     edited = model(tokens).clone()
     assert torch.equal(model(tokens), edited)  # still applied on the next call
-    model.reset_hooks()  # a user's reset does not drop a permanent edit
+    model.bridge.reset_hooks()  # a user's reset does not drop a permanent edit
     assert torch.equal(model(tokens), edited)
     handle.remove()
     handle.remove()  # idempotent
@@ -84,7 +84,7 @@ def test_other_model_is_refused(model, tokens):
     other = tiny_model(n_layers=2, n_heads=4, n_kv_heads=2, seed=4)
     with pytest.raises(EditError, match="refusing to apply"):
         apply_edit(other, make_edit(model))
-    assert not any(hp.fwd_hooks for hp in other.hook_dict.values())  # nothing left half-applied
+    assert not any(hp.fwd_hooks for hp in other.bridge.hook_dict.values())  # nothing left half-applied
 
 
 def test_wrong_shape_is_refused(model):

@@ -14,9 +14,9 @@ from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, l
 from circuits.metrics import LogitDiff
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
+from tests.kinds import HEADS, NEURONS, all_kinds, lora, make
+from tests.kinds import rand as _rand
 
-HEADS = (HeadRef(1, 2), HeadRef(0, 1))
-NEURONS = (NeuronRef(0, 5), NeuronRef(1, 17))
 QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)
 
 
@@ -50,36 +50,6 @@ def data():
         sha256="0" * 64,
         suite={"name": "synthetic", "split": "build"},
     )
-
-
-def make(model, kind: str, tensors: dict, components=HEADS, **hp) -> Edit:
-    return Edit(kind=kind, components=components, tensors=tensors, model_name="tiny", model_fingerprint=M.fingerprint(model), hyperparameters=hp)
-
-
-def _rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _lora(model, name, rank=2, seed=0):
-    w = M.read_weight(model, name)
-    return {f"{name}.lora_A": _rand(rank, w.shape[1], seed=seed), f"{name}.lora_B": _rand(w.shape[0], rank, seed=seed + 1) * 0.3}
-
-
-def all_kinds(model) -> dict[str, Edit]:
-    """One hand-made edit of every kind (trained kinds: random tensors; training is tested below)."""
-    r = _rand(32, seed=4)
-    return {
-        "ablation": make(model, "ablation", {str(h): _rand(8, seed=i) for i, h in enumerate(HEADS)}, mode="mean"),
-        "pruning": make(model, "pruning", {str(n): _rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS, mode="mean"),
-        "scaling": make(model, "scaling", {}, alpha=0.3),
-        "steering": make(model, "steering", {"vector": _rand(32, seed=5)}, components=(ResidRef(1, None),), coefficient=-2.0),
-        "offset": make(model, "offset", {str(h): _rand(8, seed=i + 7) for i, h in enumerate(HEADS)}),
-        "directional_ablation": make(model, "directional_ablation", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
-        "orthogonalization": make(model, "orthogonalization", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
-        "low_rank": make(model, "low_rank", _lora(model, "blocks.1.attn.o.weight"), rank=2, alpha=0.5),
-        "invariance": make(model, "invariance", _lora(model, "blocks.0.mlp.out.weight", seed=3), components=(MlpRef(0),), rank=2, alpha=1.0),
-        "neuron_repair": make(model, "neuron_repair", {str(n): torch.tensor(0.25 * (i + 1)) for i, n in enumerate(NEURONS)}, components=NEURONS),
-    }
 
 
 def test_every_kind_is_covered(model):
@@ -120,7 +90,7 @@ def test_baked_form_equals_applied_form(model, tokens, kind):
         hooked = model(tokens).clone()
     with apply_edit(model, edit, bake=True):
         baked = model(tokens).clone()
-        assert not any(p.fwd_hooks for p in model.hook_dict.values())
+        assert not any(p.fwd_hooks for p in model.bridge.hook_dict.values())
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
 
 
@@ -130,7 +100,7 @@ def test_zero_mean_and_resample_ablation_set_the_activation(model, tokens):
     bank = {str(h): _rand(5, 8, seed=i + 3) for i, h in enumerate(HEADS)}
     for mode, tensors in (("zero", {}), ("mean", means), ("resample", bank)):
         with apply_edit(model, make(model, "ablation", tensors, mode=mode, seed=1)):
-            _, cache = model.run_with_cache(tokens)
+            _, cache = model.bridge.run_with_cache(tokens)
         z = cache[name][:, :, 2]
         if mode == "zero":
             assert torch.equal(z, torch.zeros_like(z))
@@ -169,7 +139,7 @@ def test_directional_ablation_leaves_no_component_along_the_direction(model, tok
     # intermediate hook_resid_post (read before the next block's resid_pre hook) still has the component.
     for e, extra in ((edit, ["blocks.0.hook_resid_post"]), (all_kinds(model)["directional_ablation"], [])):
         with apply_edit(model, e):
-            _, cache = model.run_with_cache(tokens)
+            _, cache = model.bridge.run_with_cache(tokens)
         for n in names + extra + ["blocks.1.hook_resid_post"]:
             assert (cache[n] @ r).abs().max() < 1e-4, (e.kind, n)
 

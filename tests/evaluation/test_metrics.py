@@ -19,15 +19,15 @@ from circuits.evaluation.metrics import (
 def test_window_nll_is_cross_entropy_of_a_uniform_model(tiny):
     # Zero the unembedding: every next token is equally likely, so NLL = log(d_vocab) exactly.
     ids = torch.arange(10) % 50
-    state = {k: v.clone() for k, v in tiny.original_model.state_dict().items()}
+    state = {k: v.clone() for k, v in tiny.core.state_dict().items()}
     try:
-        for name, p in tiny.original_model.named_parameters():
+        for name, p in tiny.core.named_parameters():
             if name.startswith(("head.", "lm_head.")):
                 with torch.no_grad():
                     p.zero_()
         nll = window_nll(tiny, ids, window=4)
     finally:
-        tiny.original_model.load_state_dict(state)
+        tiny.core.load_state_dict(state)
     assert torch.allclose(nll, torch.full_like(nll, math.log(50)), atol=1e-5)
 
 

@@ -48,7 +48,7 @@ def test_attribution_equals_exact_where_the_metric_is_linear_in_the_activation(l
 def test_plain_attribution_matches_transformer_lens_attribution_patch(tiny, token_pairs):
     clean, corrupted = token_pairs
     ours = attribution_patching(tiny, groups(token_pairs), metric, all_heads(2, 4), progress=False)
-    tl = attribution_patch(tiny, clean, corrupted, lambda logits: metric(logits).sum())
+    tl = attribution_patch(tiny.bridge, clean, corrupted, lambda logits: metric(logits).sum())
     denom = float(ours.clean_metric.mean() - ours.corrupted_metric.mean())
     for i, head in enumerate(all_heads(2, 4)):
         per_pos = [v for node, v in tl.node_scores.items() if node.kind == "attn_head_out" and node.layer == head.layer and node.head == head.head]
@@ -67,7 +67,7 @@ def test_eap_ig_is_closer_to_exact_than_plain_attribution_on_a_nonlinear_model(t
 
 def test_gradient_sensitivity_is_the_hand_computed_gradient_norm(linear_model, token_pairs):
     # d metric / d z[L1, last pos, h] = (W_U[:, 3] - W_U[:, 7]) @ W_O_h^T ; zero at other positions.
-    sd = linear_model.original_model.state_dict()
+    sd = linear_model.core.state_dict()
     w_o = next(v for k, v in sd.items() if k.startswith("layers.1") and ".o." in k and k.endswith("weight"))  # [d_model, n_heads*d_head]
     w_u = next(v for k, v in sd.items() if k.startswith("head.") and k.endswith("weight"))  # [d_vocab, d_model]
     direction = w_u[3] - w_u[7]  # [d_model]
@@ -91,9 +91,9 @@ def test_exact_patching_of_last_layer_heads_equals_the_hand_computed_effect(line
     # Attention-only, norm-free: patching head h of the last layer changes the metric by
     # (W_U[3] - W_U[7]) . W_O_h (z_clean - z_corrupted) at the last position, by hand.
     clean, corrupted = token_pairs
-    _, c_cache = linear_model.run_with_cache(clean)
-    _, k_cache = linear_model.run_with_cache(corrupted)
-    sd = linear_model.original_model.state_dict()
+    _, c_cache = linear_model.bridge.run_with_cache(clean)
+    _, k_cache = linear_model.bridge.run_with_cache(corrupted)
+    sd = linear_model.core.state_dict()
     w_o = next(v for k, v in sd.items() if k.startswith("layers.1") and ".o." in k and k.endswith("weight")).view(32, 4, 8)
     w_u = next(v for k, v in sd.items() if k.startswith("head.") and k.endswith("weight"))
     dz = (c_cache["blocks.1.attn.hook_z"] - k_cache["blocks.1.attn.hook_z"])[:, -1]  # [batch, head, d_head]

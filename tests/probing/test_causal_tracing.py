@@ -16,7 +16,7 @@ def planted():
     token in layer 1 and nowhere else."""
     m = tiny_model(n_layers=3, n_heads=2, d_head=16, attn_only=True, normalization=None, seed=11)
     with torch.no_grad():
-        for name, p in m.original_model.named_parameters():
+        for name, p in m.core.named_parameters():
             layer = name.split(".")[1] if name.startswith("layers.") else None
             if layer in ("0", "2") and ".o." in name:
                 p.zero_()

@@ -109,7 +109,7 @@ def test_an_interrupted_driver_resumes_from_checkpoints_without_recomputing(mode
 def test_a_worker_that_builds_other_weights_is_refused(executor):
     m = tiny_model(n_layers=2, d_vocab=64, seed=5)
     with torch.no_grad():
-        next(m.original_model.parameters()).add_(1.0)  # the recipe no longer rebuilds these weights
+        next(m.core.parameters()).add_(1.0)  # the recipe no longer rebuilds these weights
     with pytest.raises(Exception, match="fingerprint"):
         patch_groups(m, _groups(n=2), METRIC, [*all_heads(2, 4)], progress=False, executor=executor)
 

@@ -17,7 +17,7 @@ def metric(logits):
 
 def reference(tiny, tokens, name, fn):
     """The metric after a hand-written hook (independent of the engine)."""
-    return metric(tiny.run_with_hooks(tokens, fwd_hooks=[(name, fn)]))
+    return metric(tiny.bridge.run_with_hooks(tokens, fwd_hooks=[(name, fn)]))
 
 
 def set_head(value_fn):

@@ -23,8 +23,8 @@ def test_head_out_all_pos_matches_transformer_lens(tiny, token_pairs, max_rows):
     heads = all_heads(2, 4)
     p, c, k = patch_tokens(tiny, clean, corrupted, metric, heads, max_rows=max_rows)
     ours = normalise(p, c, k).mean(1).view(2, 4)
-    _, cache = tiny.run_with_cache(clean)
-    reference = patching.get_act_patch_attn_head_out_all_pos(tiny, corrupted, cache, _tl_normalised(c, k))
+    _, cache = tiny.bridge.run_with_cache(clean)
+    reference = patching.get_act_patch_attn_head_out_all_pos(tiny.bridge, corrupted, cache, _tl_normalised(c, k))
     assert torch.allclose(ours, reference, atol=1e-4), (ours - reference).abs().max()
 
 
@@ -32,9 +32,9 @@ def test_mlp_out_all_pos_matches_transformer_lens_generic_patch(tiny, token_pair
     clean, corrupted = token_pairs
     p, c, k = patch_tokens(tiny, clean, corrupted, metric, all_mlps(2))
     ours = normalise(p, c, k).mean(1)
-    _, cache = tiny.run_with_cache(clean)
+    _, cache = tiny.bridge.run_with_cache(clean)
     reference = patching.generic_activation_patch(
-        tiny, corrupted, cache, _tl_normalised(c, k),
+        tiny.bridge, corrupted, cache, _tl_normalised(c, k),
         patch_setter=lambda corrupted_act, index, clean_act: clean_act.clone(),
         activation_name="mlp_out", index_axis_names=["layer"],
     )
@@ -46,8 +46,8 @@ def test_resid_pre_per_position_matches_transformer_lens(tiny, token_pairs):
     sites = [ResidRef(layer, pos) for layer in range(2) for pos in range(clean.shape[1])]
     p, c, k = patch_tokens(tiny, clean, corrupted, metric, sites)
     ours = normalise(p, c, k).mean(1).view(2, clean.shape[1])
-    _, cache = tiny.run_with_cache(clean)
-    reference = patching.get_act_patch_resid_pre(tiny, corrupted, cache, _tl_normalised(c, k))
+    _, cache = tiny.bridge.run_with_cache(clean)
+    reference = patching.get_act_patch_resid_pre(tiny.bridge, corrupted, cache, _tl_normalised(c, k))
     assert torch.allclose(ours, reference, atol=1e-4)
 
 
@@ -97,8 +97,8 @@ LAYERS, HEADS, KV = 2, 4, 2
 def test_layer_by_position_sites_match_transformer_lens(tiny, token_pairs, tl_fn, make, shape):
     comps = [make(l, p) for l in range(shape[0]) for p in range(shape[1])]
     ours, tl_metric = _ours(tiny, token_pairs, comps)
-    _, cache = tiny.run_with_cache(token_pairs[0])
-    reference = getattr(patching, tl_fn)(tiny, token_pairs[1], cache, tl_metric)
+    _, cache = tiny.bridge.run_with_cache(token_pairs[0])
+    reference = getattr(patching, tl_fn)(tiny.bridge, token_pairs[1], cache, tl_metric)
     assert torch.allclose(ours.view(shape), reference, atol=1e-4)
 
 
@@ -106,9 +106,9 @@ def test_layer_by_position_sites_match_transformer_lens(tiny, token_pairs, tl_fn
 def test_head_by_position_sites_match_transformer_lens(tiny, token_pairs, act, n):
     comps = [HeadRef(l, h, act, p) for l in range(LAYERS) for p in range(POS) for h in range(n)]
     ours, tl_metric = _ours(tiny, token_pairs, comps)
-    _, cache = tiny.run_with_cache(token_pairs[0])
+    _, cache = tiny.bridge.run_with_cache(token_pairs[0])
     name = {"z": "out", "q": "q", "pattern": "pattern"}[act]
-    reference = getattr(patching, f"get_act_patch_attn_head_{name}_by_pos")(tiny, token_pairs[1], cache, tl_metric)
+    reference = getattr(patching, f"get_act_patch_attn_head_{name}_by_pos")(tiny.bridge, token_pairs[1], cache, tl_metric)
     if act == "pattern":  # TL orders this sweep (layer, head, dest_pos)
         reference = reference.permute(0, 2, 1)
     assert torch.allclose(ours.view(LAYERS, POS, n), reference, atol=1e-4)
@@ -121,8 +121,8 @@ def test_head_all_position_sites_match_transformer_lens(tiny, token_pairs, act):
     heads = [0, 2] if act in ("k", "v") else range(HEADS)  # the first query head of each kv group
     comps = [HeadRef(l, h, act) for l in range(LAYERS) for h in heads]
     ours, tl_metric = _ours(tiny, token_pairs, comps)
-    _, cache = tiny.run_with_cache(token_pairs[0])
-    reference = getattr(patching, f"get_act_patch_attn_head_{act}_all_pos")(tiny, token_pairs[1], cache, tl_metric)
+    _, cache = tiny.bridge.run_with_cache(token_pairs[0])
+    reference = getattr(patching, f"get_act_patch_attn_head_{act}_all_pos")(tiny.bridge, token_pairs[1], cache, tl_metric)
     assert torch.allclose(ours.view(LAYERS, n), reference, atol=1e-4)
 
 
@@ -143,12 +143,12 @@ def test_neurons_sum_to_the_whole_mlp_when_patched_together(tiny, token_pairs):
 
     clean, corrupted = token_pairs
     p_mlp, c, k = patch_tokens(tiny, clean, corrupted, metric, [MlpRef(0)])
-    _, cache = tiny.run_with_cache(clean)
+    _, cache = tiny.bridge.run_with_cache(clean)
 
     def all_neurons(act, hook):
         return cache["blocks.0.mlp.hook_post"]
 
-    patched = metric(tiny.run_with_hooks(corrupted, fwd_hooks=[(NeuronRef(0, 0).hook_name, all_neurons)]))
+    patched = metric(tiny.bridge.run_with_hooks(corrupted, fwd_hooks=[(NeuronRef(0, 0).hook_name, all_neurons)]))
     assert torch.allclose(patched, p_mlp[0], atol=1e-5)
 
 

@@ -1,0 +1,131 @@
+"""Tiny random Hugging Face models of every supported family, built from configs (no download).
+
+Used by the architecture matrix tests, the benchmarks' shape-matched random models, and users who want
+to try the pipeline on a family without downloading it. Every family is built with the shipped
+model's tokenizer (SmolLM2's, 49,152 tokens), so text prompts and suites work unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuits.model.hooked import HookedLM, Provenance
+
+#: The families of the architecture matrix, covering learned vs rotary positions, LayerNorm vs
+#: RMSNorm, parallel vs sequential blocks, tied vs untied embeddings, GQA vs MHA, post-norms.
+FAMILIES: tuple[str, ...] = (
+    "gpt2", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "olmo2",
+)
+
+
+def tiny_hf_config(family: str, *, vocab_size: int, n_layers: int = 2, **overrides: Any) -> Any:
+    """A small config of a family: 4 query heads of width 8, d_model 32, d_mlp 64 (GQA: 2 kv heads).
+
+    Args:
+        family: One of :data:`FAMILIES`.
+        vocab_size: Vocabulary size (the tokenizer's).
+        n_layers: Blocks.
+        **overrides: Config fields to change (e.g. ``n_embd=768`` for GPT-2 small's width).
+
+    Returns:
+        A ``transformers`` config.
+
+    Raises:
+        ValueError: Unknown family.
+    """
+    import transformers as T
+
+    gqa = {"num_hidden_layers": n_layers, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 32,
+           "intermediate_size": 64, "max_position_embeddings": 128, "vocab_size": vocab_size}
+    builders = {
+        "gpt2": lambda: T.GPT2Config(n_layer=n_layers, n_head=4, n_embd=32, n_positions=128, vocab_size=vocab_size),
+        "gpt_neox": lambda: T.GPTNeoXConfig(
+            num_hidden_layers=n_layers, num_attention_heads=4, hidden_size=32, intermediate_size=64,
+            max_position_embeddings=128, vocab_size=vocab_size, rotary_pct=0.25, use_parallel_residual=True),
+        "gptj": lambda: T.GPTJConfig(n_layer=n_layers, n_head=4, n_embd=32, n_positions=128, rotary_dim=4, vocab_size=vocab_size),
+        "llama": lambda: T.LlamaConfig(**gqa, tie_word_embeddings=True),
+        "mistral": lambda: T.MistralConfig(**gqa, head_dim=8),
+        "qwen2": lambda: T.Qwen2Config(**gqa),
+        "qwen3": lambda: T.Qwen3Config(**gqa, head_dim=8),
+        "gemma2": lambda: T.Gemma2Config(**gqa, head_dim=8),
+        "gemma3": lambda: T.Gemma3TextConfig(**gqa, head_dim=8),
+        "phi3": lambda: T.Phi3Config(**gqa, pad_token_id=0),
+        "olmo2": lambda: T.Olmo2Config(**gqa),
+    }
+    if family not in builders:
+        raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+    config = builders[family]()
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(config, key, None) is not None and getattr(config, key) >= vocab_size:
+            setattr(config, key, None)  # GPT-2's 50256 etc. do not exist in a smaller vocabulary
+    # Larger than the 0.02 default so that greedy outputs depend on the whole context (Gemma's scaled
+    # embeddings and logit soft cap saturate above ~0.05).
+    config.initializer_range = 0.05 if family.startswith("gemma") else 0.2
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def shipped_tokenizer() -> Any:
+    """The real model's tokenizer (SmolLM2's), from the dequantized cache (built on first use)."""
+    from transformers import AutoTokenizer
+
+    from circuits.model.loading import MODELS, _gguf_directory, gguf_path
+
+    directory, _ = _gguf_directory(gguf_path(MODELS["smollm2-135m"]), None, "smollm2-135m")
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def save_tiny_hf(family: str, directory: Path | str, *, seed: int = 0, n_layers: int = 2, **overrides: Any) -> Path:
+    """Build a random model of a family and save it (safetensors, config, tokenizer) as a directory.
+
+    Args:
+        family: One of :data:`FAMILIES`.
+        directory: Output directory (created).
+        seed: Initialisation seed.
+        n_layers: Blocks.
+        **overrides: Config fields.
+
+    Returns:
+        The directory, loadable by :func:`circuits.model.load_model` and by plain ``transformers``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    tok = shipped_tokenizer()
+    torch.manual_seed(seed)
+    hf = AutoModelForCausalLM.from_config(tiny_hf_config(family, vocab_size=len(tok), n_layers=n_layers, **overrides))
+    directory = Path(directory)
+    hf.save_pretrained(str(directory), safe_serialization=True)
+    tok.save_pretrained(str(directory))
+    return directory
+
+
+def tiny_hf_model(family: str, *, seed: int = 0, n_layers: int = 2, dtype: str | None = None, **overrides: Any) -> HookedLM:
+    """A tiny random Hugging Face model of a family, in memory, with the shipped tokenizer.
+
+    Args:
+        family: One of :data:`FAMILIES`.
+        seed: Initialisation seed (same seed → same weights).
+        n_layers: Blocks.
+        dtype: ``"float32"`` (default) or ``"bfloat16"``/``"float16"``.
+        **overrides: Config fields.
+
+    Returns:
+        The model; its recipe rebuilds it in another process.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from circuits.model.loading import _boot, resolve_dtype
+
+    tok = shipped_tokenizer()
+    gen = torch.random.fork_rng()  # the global RNG is left as it was
+    with gen:
+        torch.manual_seed(seed)
+        hf = AutoModelForCausalLM.from_config(tiny_hf_config(family, vocab_size=len(tok), n_layers=n_layers, **overrides))
+    dt = resolve_dtype(dtype)
+    recipe = {"loader": "tiny_hf_model", "family": family, "seed": seed, "n_layers": n_layers, "dtype": dtype, **overrides}
+    prov = Provenance(source=f"<tiny {family}>", kind="tiny", architecture=type(hf).__name__)
+    return _boot(hf.to(dt), tok, name=f"tiny-{family}", provenance=prov, recipe=recipe, dtype=dt)

@@ -1,0 +1,50 @@
+"""One hand-made edit of every kind, sized to any model (shared by the edit-kind and family tests)."""
+
+from __future__ import annotations
+
+import torch
+
+from circuits import model as M
+from circuits.editing.edit import Edit
+from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
+
+HEADS = (HeadRef(1, 2), HeadRef(0, 1))
+NEURONS = (NeuronRef(0, 5), NeuronRef(1, 17))
+
+
+def rand(*shape: int | tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def make(model: M.HookedLM, kind: str, tensors: dict, components: tuple = HEADS, **hp: object) -> Edit:
+    return Edit(
+        kind=kind, components=components, tensors=tensors, model_name=model.name, model_fingerprint=M.fingerprint(model),
+        hyperparameters=hp,  # type: ignore[arg-type]
+    )
+
+
+def lora(model: M.HookedLM, name: str, rank: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    w = M.read_weight(model, name)
+    assert w is not None
+    return {f"{name}.lora_A": rand(rank, w.shape[1], seed=seed), f"{name}.lora_B": rand(w.shape[0], rank, seed=seed + 1) * 0.3}
+
+
+def all_kinds(model: M.HookedLM) -> dict[str, Edit]:
+    """One edit of every kind (trained kinds: random tensors), sized to the model's shape."""
+    s = model.shape
+    r = rand(s.d_model, seed=4)
+    mlp = (MlpRef(0),)
+    return {
+        "ablation": make(model, "ablation", {str(h): rand(s.d_head, seed=i) for i, h in enumerate(HEADS)}, mode="mean"),
+        "pruning": make(model, "pruning", {str(n): rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS, mode="mean"),
+        "scaling": make(model, "scaling", {}, alpha=0.3),
+        "steering": make(model, "steering", {"vector": rand(s.d_model, seed=5)}, components=(ResidRef(1, None),), coefficient=-2.0),
+        "offset": make(model, "offset", {str(h): rand(s.d_head, seed=i + 7) for i, h in enumerate(HEADS)}),
+        "directional_ablation": make(model, "directional_ablation", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
+        "orthogonalization": make(model, "orthogonalization", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
+        "low_rank": make(model, "low_rank", lora(model, "blocks.1.attn.o.weight"), rank=2, alpha=0.5),
+        "invariance": make(model, "invariance", lora(model, "blocks.0.mlp.out.weight", seed=3), components=mlp, rank=2, alpha=1.0),
+        "neuron_repair": make(
+            model, "neuron_repair", {str(n): torch.tensor(0.25 * (i + 1)) for i, n in enumerate(NEURONS)}, components=NEURONS
+        ),
+    }
