@@ -216,3 +216,16 @@ class _no_edit:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_the_real_model_by_name_and_from_its_directory_give_one_fingerprint_and_one_atlas(real_model):
+    from circuits.model import cache_root, load_model
+
+    directory = next(p for p in cache_root().iterdir() if p.name.startswith("smollm2-135m-") and (p / "config.json").is_file())
+    from_dir = load_model(directory)
+    assert from_dir.provenance.kind == "directory" and real_model.provenance.kind == "shipped"
+    assert fingerprint(from_dir) == fingerprint(real_model)
+    suite = load_suite("gender-occupation")
+    a = scan(real_model, suite, max_pairs=1, attribution=False, mean_ablation=False, progress=False)
+    b = scan(from_dir, suite, max_pairs=1, attribution=False, mean_ablation=False, progress=False)
+    assert a.behaviours == b.behaviours and a.model.fingerprint == b.model.fingerprint
