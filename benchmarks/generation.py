@@ -36,7 +36,8 @@ def main() -> None:
     from circuits import model as M
     from circuits.atlas.schema import Atlas
     from circuits.editing.build import ablation_edit, direction_edit, scaling_edit, select_components, steering_edit
-    from circuits.editing.edit import HOOK_KINDS, Edit, EditError, apply_edit
+    from circuits.editing import Edit, EditError, apply_edit
+    from circuits.probing.patching import tokenize_pairs
     from circuits.sites import NeuronRef
     from circuits.suites import load_suite
 
@@ -44,7 +45,8 @@ def main() -> None:
     m = M.load_model("smollm2-135m")
     atlas = Atlas.load(Path(__file__).resolve().parents[1] / "atlas/smollm2-135m/smollm2-135m.atlas.json")
     suite = load_suite("gender-occupation")
-    heads = select_components(m, atlas, suite, k=3)
+    heads = select_components(m, atlas, suite.name, k=3)
+    groups = tokenize_pairs(m, suite.pairs("build"))
     neurons = tuple(NeuronRef(24, i) for i in range(32))
     fp, d_head = M.fingerprint(m), m.shape.d_head
 
@@ -56,15 +58,15 @@ def main() -> None:
     lora = {f"{o}.lora_A": torch.full((4, w.shape[1]), 1e-3), f"{o}.lora_B": torch.full((w.shape[0], 4), 1e-3)}
     edits = {
         "none": None,
-        "ablation (mean, heads)": ablation_edit(m, heads, suite, mode="mean", atlas=atlas),
-        "ablation (zero, heads)": ablation_edit(m, heads, suite, mode="zero", atlas=atlas),
-        "ablation (resample, heads)": ablation_edit(m, heads, suite, mode="resample", atlas=atlas),
-        "pruning (mean)": ablation_edit(m, heads, suite, mode="mean", bake=True, atlas=atlas),
-        "scaling (α=0.5)": scaling_edit(m, heads, alpha=0.5, atlas=atlas),
-        "steering": steering_edit(m, suite, layer=20, atlas=atlas),
+        "ablation (mean, heads)": ablation_edit(m, heads, groups, mode="mean"),
+        "ablation (zero, heads)": ablation_edit(m, heads, groups, mode="zero"),
+        "ablation (resample, heads)": ablation_edit(m, heads, groups, mode="resample"),
+        "pruning (mean)": ablation_edit(m, heads, groups, mode="mean", form="weights"),
+        "scaling (α=0.5)": scaling_edit(m, heads, alpha=0.5),
+        "steering": steering_edit(m, groups, layer=20),
         "offset": make("offset", heads, {str(h): torch.full((d_head,), 0.01) for h in heads}),
-        "directional_ablation": direction_edit(m, suite, layer=20, atlas=atlas),
-        "orthogonalization": direction_edit(m, suite, layer=20, bake=True, atlas=atlas),
+        "directional_ablation": direction_edit(m, groups, layer=20),
+        "orthogonalization": direction_edit(m, groups, layer=20, form="weights"),
         "low_rank": make("low_rank", heads[:1], lora, rank=4, alpha=1.0),
         "invariance": make("invariance", heads[:1], lora, rank=4, alpha=1.0),
         "neuron_repair": make("neuron_repair", neurons, {str(n): torch.full((), 0.5) for n in neurons}),
@@ -112,7 +114,7 @@ def main() -> None:
             if handle is not None:
                 handle.remove()
         same = "n/a" if plain is None else ("identical" if got.tolist() == ref.tolist() else "DIFFER")
-        how = "none" if edit is None else ("hooks" if edit.kind in HOOK_KINDS else "weights")
+        how = "none" if edit is None else edit.form
         ratio = min(plain_t) / min(ours_t)
         print(f"{name:28s} {how:10s} {1 / min(plain_t):15.1f} {1 / min(ours_t):11.1f} {ratio:6.2f}  {same:9s} {'met' if ratio >= 0.95 else 'NOT met'}")
 

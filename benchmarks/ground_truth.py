@@ -41,7 +41,7 @@ def tracing_layers(task: str, model) -> frozenset[int]:  # noqa: ANN001
 
 def planted() -> None:
     import circuits.planted as P
-    from circuits.editing.edit import apply_edit
+    from circuits.editing import apply_edit
     from circuits.planted.recovery import recover
 
     print("1. Planted circuits (threshold 0.1 on the mean normalised effect; 32 prompt pairs)")
@@ -76,7 +76,7 @@ def planted() -> None:
 
 def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_score: float = 0.4) -> None:
     from circuits import model as M
-    from circuits.editing.edit import apply_edit
+    from circuits.editing import apply_edit
     from circuits.planted import PerPromptLogit, mean_ablation
     from circuits.probing.patching import TokenGroup, patch_groups
     from circuits.sites import HeadRef, all_heads

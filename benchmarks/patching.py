@@ -9,8 +9,13 @@
 3. Causal tracing (ROME, "The Eiffel Tower is located in the city of" -> " Paris", 10 noise draws):
    batched vs one forward per grid cell. Target: >= 3x faster, same grid.
 4. Peak resident memory of a full scan (300 components x 84 pairs, in a child process). Target <= 3 GiB.
+5. Across families (``--families``; one thread): the exact head sweep on SmolLM2 and on random models
+   with the shapes of GPT-2 small and Pythia-160M (12 layers x 12 heads, d_model 768; SmolLM2's
+   49,152-token vocabulary), against TransformerLens 4.3's ``get_act_patch_attn_head_out_all_pos`` (goal
+   >= 4x, identical numbers), nnsight 0.8's fastest idiomatic form (one trace per layer, batched
+   invokes) and a plain PyTorch hook loop (``benchmarks/baselines.py``): the lead must hold on each.
 
-    python benchmarks/patching.py [--skip-full-scan]
+    python benchmarks/patching.py [--skip-full-scan] [--families | --no-families]
 """
 
 from __future__ import annotations
@@ -40,10 +45,80 @@ def row(name: str, ours: float, base: float, target: str, ok: bool, extra: str =
     print(f"{name:<44} ours {ours:7.2f} s  baseline {base:7.2f} s  ratio {base / ours:6.1f}x  target {target:<6} {'met' if ok else 'NOT met'} {extra}")
 
 
+def families(threads: int = 1) -> None:
+    """Section 5: the exact head sweep against three baselines on three model shapes, ``threads`` threads."""
+    from transformer_lens import patching
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+    from baselines import hook_loop_head_sweep, nnsight_head_sweep
+
+    from circuits import model as M
+    from circuits.metrics import metric_for_suite
+    from circuits.model.tiny import tiny_hf_model
+    from circuits.model.weights import weight_module
+    from circuits.probing.patching import TokenGroup, patch_groups, tokenize_pairs
+    from circuits.sites import all_heads
+    from circuits.suites import load_suite
+
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)
+    suite = load_suite("gender-occupation")
+    pairs = [p for p in suite.pairs("build") if p.template == "The {occupation} said that"][:8]
+    shapes = {
+        "SmolLM2-135M (real)": lambda: M.load_model("smollm2-135m"),
+        "GPT-2 small shape (random)": lambda: tiny_hf_model(
+            "gpt2", n_layers=12, n_head=12, n_embd=768, n_inner=3072, initializer_range=0.02),
+        "Pythia-160M shape (random)": lambda: tiny_hf_model(
+            "gpt_neox", n_layers=12, num_attention_heads=12, hidden_size=768, intermediate_size=3072, initializer_range=0.02),
+    }
+    print(f"\nexact head sweep across families: {len(pairs)} pairs, all heads, all positions, {threads} thread(s) each, same run")
+    print(f"{'model':28s} {'heads':>5s} {'ours':>7s} {'TL 4.3':>8s} {'nnsight':>8s} {'hook loop':>9s}  {'vs TL':>6s} {'vs nnsight':>10s} {'vs loop':>7s} max|diff|  goal ≥4× TL, lead on all")
+    for label, build in shapes.items():
+        lm = build()
+        (group,) = tokenize_pairs(lm, pairs)
+        metric = metric_for_suite(lm, suite)
+        s = lm.shape
+        heads = all_heads(s.n_layers, s.n_heads)
+        groups = [TokenGroup(list(range(len(pairs))), group.clean, group.corrupted)]
+        patch_groups(lm, groups, metric, heads[: s.n_heads], progress=False)  # warm-up
+        ours, t_ours = timed(lambda: patch_groups(lm, groups, metric, heads, progress=False))
+        ours_grid = ours.mean_effects.view(s.n_layers, s.n_heads)
+        cm, km = ours.clean_metric.mean(), ours.corrupted_metric.mean()
+        cache = lm.bridge.run_with_cache(group.clean)[1]
+        tl, t_tl = timed(lambda: patching.get_act_patch_attn_head_out_all_pos(
+            lm.bridge, group.corrupted, cache, lambda lg: (metric(lg).mean() - km) / (cm - km)))
+        plain = M.hf_model_copy(lm)  # nnsight wraps every module it is given: a separate copy
+        o_rel = lm.arch.o
+
+        def o_module(model, layer, o_rel=o_rel):  # noqa: ANN001, ANN202
+            return weight_module(lm, f"blocks.{layer}.attn.o.weight", root=model)[0]
+
+        def o_envoy(envoy, layer, o_rel=o_rel):  # noqa: ANN001, ANN202
+            node = envoy
+            for part in [*filter(None, [lm.arch.base, lm.arch.layers]), str(layer), *o_rel.split(".")]:
+                node = node[int(part)] if part.isdigit() else getattr(node, part)
+            return node
+
+        kw = dict(n_layers=s.n_layers, n_heads=s.n_heads, d_head=s.d_head)
+        loop, t_loop = timed(lambda: hook_loop_head_sweep(plain, group.clean, group.corrupted, metric, o_proj_module=o_module, **kw))
+        nns, t_nns = timed(lambda: nnsight_head_sweep(plain, group.clean, group.corrupted, metric, o_proj_path=o_envoy, tokenizer=lm.tokenizer, **kw))
+        diff = max(float((ours_grid - r.view_as(ours_grid)).abs().max()) for r in (tl, loop, nns))
+        ok = t_tl / t_ours >= 4 and min(t_nns, t_loop) > t_ours and diff <= 1e-4
+        print(f"{label:28s} {len(heads):5d} {t_ours:6.2f}s {t_tl:7.2f}s {t_nns:7.2f}s {t_loop:8.2f}s  {t_tl / t_ours:5.1f}x "
+              f"{t_nns / t_ours:9.1f}x {t_loop / t_ours:6.1f}x {diff:9.1e}  {'met' if ok else 'NOT met'}")
+        del lm, plain, cache
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-full-scan", action="store_true")
+    parser.add_argument("--families", action=argparse.BooleanOptionalAction, default=None,
+                        help="only the cross-family section (--families), or everything but it (--no-families)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the cross-family section")
     args = parser.parse_args()
+    if args.families:
+        families(args.threads)
+        return
 
     from transformer_lens import patching
 
@@ -127,6 +202,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", code], check=True)
         child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
         print(f"full scan (300 components x 84 pairs): {time.perf_counter() - t0:.0f} s, peak RSS {child:.2f} GiB, target <= 3 GiB {'met' if child <= 3 else 'NOT met'}")
+    if args.families is None:
+        families(args.threads)
 
 
 if __name__ == "__main__":

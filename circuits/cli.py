@@ -24,7 +24,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import track
 
-from circuits.editing.edit import EDIT_KINDS
+from circuits.editing.recipes import RECIPE_KINDS
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
@@ -54,7 +54,7 @@ def _fail(message: str) -> None:
 
 def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
     """Load edit manifests, all made for one model (else one clear error, exit 2)."""
-    from circuits.editing.edit import EditError, load_edit
+    from circuits.editing import EditError, load_edit
 
     try:
         edits = [load_edit(p) for p in paths]
@@ -183,7 +183,7 @@ def scan(
 def edit(
     atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON made by `circuits scan`.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Edit manifest path (.json); tensors go beside it.")],
-    kind: Annotated[str, typer.Option(help="Edit kind: " + ", ".join(EDIT_KINDS) + ".")] = "ablation",
+    kind: Annotated[str, typer.Option(help="Edit kind: " + ", ".join(RECIPE_KINDS) + ".")] = "ablation",
     k: Annotated[int, typer.Option(help="Number of components (flagged heads, or neurons with --granularity neuron).")] = 3,
     granularity: Annotated[str, typer.Option(help="head or neuron (neurons of the flagged MLP layers, by attribution).")] = "head",
     mode: Annotated[str, typer.Option(help="Ablation/pruning mode: zero, mean or resample.")] = "mean",
@@ -207,7 +207,7 @@ def edit(
     """Build an edit of any kind from an atlas (on the build split), evaluate it on held-out data, and save it."""
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas, AtlasError
-    from circuits.editing.edit import EditError, apply_edit, save_edit
+    from circuits.editing import EditError, apply_edit, save_edit
     from circuits.editing.recipes import EditRecipe, build_edit
     from circuits.editing.train import TrainConfig
     from circuits.evaluation import run as evaluation
@@ -267,7 +267,7 @@ def export(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Bake edits into a plain Hugging Face model directory (or write a PEFT adapter)."""
-    from circuits.editing.edit import EditError
+    from circuits.editing import EditError
     from circuits.editing.export import export_hf, export_peft
 
     _setup_logging(verbose)
@@ -305,7 +305,7 @@ def eval_(
     worst-group accuracy. Capability: perplexity, next-token accuracy and KL on the ≥20k-token
     evaluation text, classification and multiple-choice accuracy.
     """
-    from circuits.editing.edit import EditError, record_evaluation
+    from circuits.editing import EditError, record_evaluation
     from circuits.evaluation import run as evaluation
     from circuits.io import atomic_write_text
     from circuits.suites import SuiteError, load_suite
@@ -464,7 +464,7 @@ def generate(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Generate greedily from prompts, before and after applying saved edits."""
-    from circuits.editing.edit import EditError, apply_edit
+    from circuits.editing import EditError, apply_edit
     from circuits.model import generate as gen
 
     _setup_logging(verbose)

@@ -275,3 +275,60 @@ def all_neurons(layers: range | list[int], d_mlp: int) -> list[NeuronRef]:
 def resid_grid(n_layers: int, n_pos: int, site: ResidSite = "resid_pre") -> list[ResidRef]:
     """Every (layer, position) of one residual site, layer-major."""
     return [ResidRef(layer, pos, site) for layer in range(n_layers) for pos in range(n_pos)]
+
+
+def output_columns(component: Component, shape: Any) -> tuple[str, slice]:
+    """The output weight a head or neuron writes through, and its input columns there.
+
+    A head ``h`` of layer ``L`` writes through ``W_O`` (``blocks.L.attn.o``), whose input is the heads'
+    ``z`` concatenated head-major: columns ``h·d_head … (h+1)·d_head``. A neuron ``n`` writes through
+    ``W_out`` (``blocks.L.mlp.out``), column ``n``. Names follow :mod:`circuits.model.weights`.
+
+    Args:
+        component: A ``HeadRef`` or ``NeuronRef``.
+        shape: The model's shape (``d_head``).
+
+    Returns:
+        ``(weight name without .weight/.bias, column slice)``.
+
+    Raises:
+        TypeError: Another component type.
+    """
+    if isinstance(component, HeadRef):
+        return f"blocks.{component.layer}.attn.o", slice(component.head * shape.d_head, (component.head + 1) * shape.d_head)
+    if isinstance(component, NeuronRef):
+        return f"blocks.{component.layer}.mlp.out", slice(component.index, component.index + 1)
+    raise TypeError(f"{component} has no output columns (only heads and neurons do)")
+
+
+def writers(site: ResidRef, shape: Any, *, attn_only: bool = False, parallel: bool = False) -> list[str]:
+    """The weights that write into the residual stream between the previous residual site and ``site``.
+
+    Residual sites in order: ``resid_pre`` of layer 0, then per layer ``resid_mid`` (after attention;
+    absent in parallel blocks) and ``resid_post`` (= the next layer's ``resid_pre``). Between two sites
+    the writers are the token embedding (before layer 0), a layer's ``W_O`` and its bias, and its
+    ``W_out`` and bias. Used by weight forms that must touch exactly what reaches a site (directional
+    ablation's weight orthogonalization; steering folded into a bias).
+
+    Args:
+        site: A whole residual site (``pos`` ignored).
+        shape: The model's shape (``n_layers``).
+        attn_only: Blocks have no MLP.
+        parallel: Attention and MLP read the same residual (no ``resid_mid``).
+
+    Returns:
+        Weight names (``embed.weight``, ``blocks.L.attn.o.weight``, ``….bias``, ``blocks.L.mlp.out.weight``, …),
+        biases listed whether or not the model has them.
+    """
+
+    def layer_out(layer: int, parts: tuple[str, ...]) -> list[str]:
+        return [f"blocks.{layer}.{p}.{w}" for p in parts for w in ("weight", "bias")]
+
+    whole_block = ("attn.o",) if attn_only else ("attn.o", "mlp.out")
+    after_mid = ("attn.o",) if attn_only else ("mlp.out",)
+    if site.site == "resid_mid":
+        return layer_out(site.layer, ("attn.o",))
+    layer = site.layer - 1 if site.site == "resid_pre" else site.layer
+    if layer < 0:
+        return ["embed.weight"]
+    return layer_out(layer, whole_block if parallel else after_mid)

@@ -41,7 +41,7 @@ def main() -> None:
 
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
-    from circuits.editing.edit import save_edit
+    from circuits.editing import save_edit
     from circuits.editing.recipes import EditRecipe, build_edit
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import evaluate, measure

@@ -57,7 +57,7 @@ def main() -> None:
 
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
-    from circuits.editing.edit import save_edit
+    from circuits.editing import save_edit
     from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import EvalReport, Measure, evaluate, measure, seed_table
@@ -93,7 +93,7 @@ def main() -> None:
                 t = time.perf_counter()
                 extra: dict[str, object] = {}
                 if kind in ("orthogonalization", "directional_ablation"):
-                    layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind, atlas=atlas)  # type: ignore[arg-type]
+                    layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind)  # type: ignore[arg-type]
                     extra = {"layer": layer}
                 recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
                 edit = build_edit(model, atlas, suite, recipe)

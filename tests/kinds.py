@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from circuits import model as M
-from circuits.editing.edit import Edit
+from circuits.editing import Edit
 from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
 
 HEADS = (HeadRef(1, 2), HeadRef(0, 1))

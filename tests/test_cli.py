@@ -3,7 +3,7 @@
 from typer.testing import CliRunner
 
 from circuits.cli import app
-from circuits.editing.edit import Edit, save_edit
+from circuits.editing import Edit, save_edit
 from circuits.sites import HeadRef
 
 

@@ -13,8 +13,9 @@ from circuits.atlas.build import scan
 from circuits.atlas.schema import Atlas
 from circuits.cli import app
 from circuits.editing.build import ablation_edit, select_components
-from circuits.editing.edit import apply_edit, load_edit, save_edit
+from circuits.editing import apply_edit, load_edit, save_edit
 from circuits.evaluation.run import evaluate
+from circuits.probing.patching import tokenize_pairs
 from circuits.model import fingerprint, generate
 from circuits.suites import load_suite
 
@@ -44,7 +45,8 @@ def test_small_scan_finds_the_committed_top_heads(real_model, committed):
 
 def test_saved_edit_reduces_bias_on_eval_split_and_keeps_perplexity(real_model, committed, tmp_path):
     suite = load_suite("gender-occupation")
-    edit = ablation_edit(real_model, select_components(real_model, committed, suite, k=3), suite, mode="mean", atlas=committed)
+    groups = tokenize_pairs(real_model, suite.pairs("build"))
+    edit = ablation_edit(real_model, select_components(real_model, committed, suite.name, k=3), groups, mode="mean")
     loaded = load_edit(save_edit(edit, tmp_path / "e.json"))
     ev = evaluate(real_model, loaded, suite=suite, max_pairs=4, max_tokens=4096, groups=("suites", "text"))
     assert ev.primary.data == "gender-occupation/eval" and ev.primary.after < ev.primary.before
@@ -98,7 +100,7 @@ def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
 
 def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
     suite = load_suite("gender-occupation")
-    edit = ablation_edit(real_model, select_components(real_model, committed, suite, k=1), suite, mode="mean", atlas=committed)
+    edit = ablation_edit(real_model, select_components(real_model, committed, suite.name, k=1), tokenize_pairs(real_model, suite.pairs("build")), mode="mean")
     other = edit.__class__(**{**edit.__dict__, "model_fingerprint": "sha256:" + "ab" * 32})
     path = save_edit(other, tmp_path / "other.json")
     r = CliRunner().invoke(app, ["generate", "--edit", str(path), "--prompt", "Hi"])
@@ -132,13 +134,13 @@ def test_exported_hf_model_and_peft_adapter_reproduce_the_edited_logits(real_mod
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from circuits.editing.edit import Edit
+    from circuits.editing import Edit
     from circuits.editing.export import export_hf, export_peft
     from circuits.model import read_weight, run, to_tokens
     from circuits.sites import HeadRef, ResidRef
 
     suite = load_suite("gender-occupation")
-    heads = select_components(real_model, committed, suite, k=3)
+    heads = select_components(real_model, committed, suite.name, k=3)
     name = "blocks.26.attn.o.weight"
     w = read_weight(real_model, name)
     g = torch.Generator().manual_seed(0)
@@ -153,7 +155,7 @@ def test_exported_hf_model_and_peft_adapter_reproduce_the_edited_logits(real_mod
                  model_fingerprint=fingerprint(real_model), hyperparameters={"coefficient": 0.5})
     ortho = Edit(kind="directional_ablation", components=(ResidRef(12, None),), tensors={"direction": direction / direction.norm()},
                  model_name="smollm2-135m", model_fingerprint=fingerprint(real_model))
-    edits = [ablation_edit(real_model, heads, suite, mode="mean", atlas=committed), steer, ortho, low_rank]
+    edits = [ablation_edit(real_model, heads, tokenize_pairs(real_model, suite.pairs("build")), mode="mean"), steer, ortho, low_rank]
     tokens = to_tokens(real_model, ["The nurse said that"])
     with apply_edit(real_model, *edits):
         edited = run(real_model, tokens)

@@ -40,7 +40,7 @@ from circuits.atlas.schema import (
 from circuits.metrics import KLToReference, metric_for_suite
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.executor import Executor
-from circuits.probing.interventions import Mean
+from circuits.interventions import MeanOf
 from circuits.probing.patching import PatchingResult, TokenGroup, patch_groups, position_mean_activations, tokenize_pairs
 from circuits.sites import Component, all_heads, all_mlps
 from circuits.stats import summarise_rows
@@ -272,7 +272,7 @@ def scan(
         summary["total_kl"] = float(total.mean())
     if mean_ablation:
         names = sorted({c.hook_name for c in components})
-        mean = Mean(position_mean_activations(model, groups, names), over_positions=True)
+        mean = MeanOf(position_mean_activations(model, groups, names), over_positions=True)
         r = patch_groups(model, groups, metric, components, direction="noising", intervention=mean, checkpoint_dir=ckpt("mean-noising"), progress=progress, executor=executor)
         ce_mean = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
         scores["CE[mean,logit_diff]"] = ce_mean.mean(-1)

@@ -1,16 +1,20 @@
-"""Build edits from an atlas and a suite's *build* split (the kinds that need no training).
+"""Build the edits that need no training, from token groups (and, to select components, an atlas).
 
-Every builder reads activations only on the build split, so evaluating on the ``eval`` split is
-held out (no shared template or word). Target selection:
+Builders take tokenised prompt pairs (:class:`~circuits.probing.patching.TokenGroup`) and, where they
+rank anything, a metric, not a suite: planted models and user code build edits the same way. Suite
+users tokenise a split with :func:`circuits.probing.patching.tokenize_pairs` and record it with
+:func:`suite_record`; :func:`circuits.editing.recipes.build_edit` does both from an atlas.
+Target selection (:func:`select_components`):
 
 * heads: the top-``k`` flagged heads of a behaviour (largest mean effect first);
 * neurons: the atlas flags MLP layers; inside the flagged MLP layers, neurons are ranked by their
-  attribution-patching effect (Nanda 2023; Syed et al. 2023) on the build split, and the top ``k`` are
-  taken (:func:`select_components`).
+  attribution-patching effect (Nanda 2023; Syed et al. 2023) on the given pairs, and the top ``k``
+  are taken.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -19,88 +23,90 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
-from circuits.editing.edit import Edit, EditError
-from circuits.metrics import metric_for_suite
+from circuits.editing.edit import Edit, EditError, Form
+from circuits.metrics import Metric
 from circuits.probing.attribution import attribution_patching
-from circuits.probing.patching import TokenGroup, position_mean_activations, tokenize_pairs
+from circuits.probing.patching import TokenGroup, position_mean_activations
 from circuits.sites import Component, HeadRef, NeuronRef, ResidRef, parse_component
-from circuits.suites import PromptPair, SplitName, Suite
+from circuits.suites import PromptPair, Suite
 
 Granularity = Literal["head", "neuron"]
 
 
-def suite_record(suite: Suite, split: SplitName, pairs: list[PromptPair]) -> dict[str, str | int]:
+def suite_record(suite: Suite, split: str, pairs: Sequence[PromptPair]) -> dict[str, str | int]:
     """Provenance of the data an edit was built from (recorded in its manifest)."""
     return {"name": suite.name, "split": split, "content_hash": suite.content_hash, "n_pairs": len(pairs)}
 
 
 def new_edit(
-    kind: Any, components: tuple[Component, ...], tensors: dict[str, Tensor], atlas: Atlas | None, model: Any, hp: dict[str, Any], suite: dict[str, str | int] | None = None
+    kind: str, components: tuple[Component, ...], tensors: dict[str, Tensor], model: M.HookedLM, hp: dict[str, Any],
+    suite: dict[str, str | int] | None = None, *, form: Form = "hooks",
 ) -> Edit:
-    """An edit for ``model`` as it is now (the atlas, if given, must describe the same weights).
+    """An edit for ``model`` as it is now (its fingerprint, name and source)."""
+    return Edit(
+        kind=kind, components=components, tensors=tensors, model_name=M.model_name(model), model_fingerprint=M.fingerprint(model),
+        hyperparameters=hp, suite=suite or {}, model_source=model.provenance.as_dict(), form=form,
+    )
+
+
+def check_atlas(model: M.HookedLM, atlas: Atlas) -> None:
+    """Refuse an atlas measured on other weights than ``model``'s.
 
     Raises:
-        EditError: The atlas was measured on a model with other weights.
+        EditError: Different fingerprints.
     """
     fp = M.fingerprint(model)
-    if atlas is not None and atlas.model.fingerprint != fp:
+    if atlas.model.fingerprint != fp:
         raise EditError(
             f"the atlas was measured on {atlas.model.name} {atlas.model.fingerprint[:19]}…, but this model is {fp[:19]}…; "
             "build edits on the model the atlas describes"
         )
-    return Edit(
-        kind=kind,
-        components=components,
-        tensors=tensors,
-        model_name=M.model_name(model),
-        model_fingerprint=fp,
-        hyperparameters=hp,
-        suite=suite or {},
-        model_source=model.provenance.as_dict(),
-    )
 
 
 def select_components(
-    model: Any,
+    model: M.HookedLM,
     atlas: Atlas,
-    suite: Suite,
+    behaviour: str,
     *,
     k: int,
     granularity: Granularity = "head",
-    behaviour: str | None = None,
-    split: SplitName = "build",
+    groups: Sequence[TokenGroup] = (),
+    metric: Metric | None = None,
 ) -> tuple[Component, ...]:
     """The components an atlas points at, at head or neuron granularity.
 
     Args:
         model: The model the atlas was measured on.
         atlas: The atlas.
-        suite: The behaviour's suite (its ``split`` ranks neurons).
+        behaviour: Behaviour name.
         k: How many.
         granularity: ``"head"`` (top-``k`` flagged heads) or ``"neuron"`` (top-``k`` neurons of the
-            flagged MLP layers by attribution-patching effect).
-        behaviour: Behaviour name (default: the suite's name).
-        split: Split used to rank neurons.
+            flagged MLP layers by attribution-patching effect on ``groups`` with ``metric``).
+        groups: Prompt pairs that rank neurons.
+        metric: The behaviour metric that ranks neurons.
 
     Returns:
         Up to ``k`` components, strongest first.
 
     Raises:
         AtlasError: No such behaviour, or it flags nothing of the needed kind.
-        ValueError: ``k < 1``.
+        EditError: The atlas is for another model.
+        ValueError: ``k < 1``, or neuron granularity without groups and a metric.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    b = atlas.behaviour(behaviour or suite.name)
+    check_atlas(model, atlas)
+    b = atlas.behaviour(behaviour)
     want = "head" if granularity == "head" else "mlp"
     flagged = [parse_component(c.id) for c in b.flagged() if c.kind == want]
     if not flagged:
         raise AtlasError(f"behaviour {b.name!r} flags no {want}; nothing to select")
     if granularity == "head":
         return tuple(flagged[:k])
-    d_mlp = M.shape_of(model).d_mlp
-    neurons = [NeuronRef(m.layer, n) for m in flagged for n in range(d_mlp)]
-    result = attribution_patching(model, suite.pairs(split), metric_for_suite(model, suite), neurons, progress=False)
+    if not groups or metric is None:
+        raise ValueError("neuron granularity ranks neurons by attribution: pass groups and a metric")
+    neurons = [NeuronRef(m.layer, n) for m in flagged for n in range(model.shape.d_mlp)]
+    result = attribution_patching(model, list(groups), metric, neurons, progress=False)
     order = torch.argsort(result.effects.mean(1), descending=True)[:k]
     return tuple(neurons[i] for i in order.tolist())
 
@@ -114,7 +120,7 @@ def _unit(c: Component) -> int:
 
 
 @torch.no_grad()
-def _reference_bank(model: Any, groups: list[TokenGroup], components: tuple[Component, ...], size: int, seed: int) -> dict[str, Tensor]:
+def _reference_bank(model: M.HookedLM, groups: Sequence[TokenGroup], components: tuple[Component, ...], size: int, seed: int) -> dict[str, Tensor]:
     """``size`` activations per component sampled (seeded) from every position of every reference prompt."""
     names = sorted({_hook_of(c) for c in components})
     rows: dict[str, list[Tensor]] = {n: [] for n in names}
@@ -131,69 +137,64 @@ def _reference_bank(model: Any, groups: list[TokenGroup], components: tuple[Comp
 
 
 def ablation_edit(
-    model: Any,
+    model: M.HookedLM,
     components: tuple[Component, ...],
-    suite: Suite,
+    groups: Sequence[TokenGroup],
     *,
     mode: Literal["zero", "mean", "resample"] = "mean",
-    bake: bool = False,
-    split: SplitName = "build",
-    atlas: Atlas | None = None,
+    form: Form = "hooks",
     bank_size: int = 256,
     seed: int = 0,
+    suite: dict[str, str | int] | None = None,
 ) -> Edit:
-    """Ablate heads' outputs ``z`` and/or neurons' ``hook_post``, as hooks or baked into the weights.
+    """Ablate heads' outputs ``z`` and/or neurons' ``hook_post`` (zero, mean or resample).
 
     * zero ablation sets the activation to 0; mean ablation to its mean over every position of the
-      ``split`` prompts (clean and corrupted); resample ablation to the activation of a random
+      reference prompts (clean and corrupted); resample ablation to the activation of a random
       reference prompt and position, drawn anew at every forward pass (Wang et al. 2023, IOI; Chan et
       al. 2022, causal scrubbing). Ablating flagged components is the pruning step of
       intervention-based causal pruning.
-    * ``bake=True`` gives the structural-pruning form (kind ``pruning``): the component's output
-      columns (``W_O[:, h]``, ``W_out[:, n]``) are zeroed and, for mean ablation, its constant mean
-      contribution ``W_O[:, h] · mean`` is folded into the layer's output bias; identical outputs to
-      the hook form, no hooks at generation time ("path-based merging"). Resample has no weight form.
+    * ``form="weights"`` is the structural-pruning form: the output columns (``W_O[:, h]``,
+      ``W_out[:, n]``) are zeroed and, for mean ablation, the constant ``W_O[:, h] · mean`` is folded
+      into the output bias; the same function as the hook form. Resample has no weight form.
 
     Args:
         model: The model.
         components: Heads (``L9H6``) and/or neurons (``L5N1024``), at all positions.
-        suite: Suite whose ``split`` defines the means and the resample bank.
+        groups: Reference prompt pairs (means and resample bank).
         mode: ``"zero"``, ``"mean"`` or ``"resample"``.
-        bake: Build the weight (pruning) form.
-        split: Reference split (default ``"build"``).
-        atlas: The atlas the components came from (for model identity); default: the model itself.
+        form: How the edit is applied by default (``"hooks"`` or ``"weights"``).
         bank_size: Reference activations kept per component for resampling.
         seed: Seed for the bank and the per-pass draws.
+        suite: Provenance of ``groups`` (:func:`suite_record`).
 
     Returns:
-        The edit (kind ``ablation`` or ``pruning``).
+        The edit (kind ``ablation``).
 
     Raises:
-        EditError: No components, a component that is not a head or neuron, or ``bake`` with resample.
+        EditError: No components, a component that is not a whole head or neuron, or weights with resample.
     """
     if not components:
         raise EditError("no components to ablate")
-    if any(not isinstance(c, (HeadRef, NeuronRef)) or getattr(c, "pos", None) is not None for c in components):
+    if any(not isinstance(c, (HeadRef, NeuronRef)) or c.pos is not None for c in components):
         raise EditError(f"ablation acts on whole heads and neurons (e.g. L9H6, L5N1024), got {components}")
-    if bake and mode == "resample":
-        raise EditError("resample ablation is random per pass; it cannot be baked into weights")
-    pairs = suite.pairs(split)
-    groups = tokenize_pairs(model, pairs)
+    if form == "weights" and mode == "resample":
+        raise EditError("resample ablation is random per pass; it cannot be applied as weights")
     tensors: dict[str, Tensor] = {}
     if mode == "mean":
-        means = position_mean_activations(model, groups, sorted({_hook_of(c) for c in components}))
+        means = position_mean_activations(model, list(groups), sorted({_hook_of(c) for c in components}))
         tensors = {str(c): means[_hook_of(c)][_unit(c)].clone() for c in components}
     elif mode == "resample":
         tensors = _reference_bank(model, groups, components, bank_size, seed)
     hp: dict[str, Any] = {"mode": mode, "k": len(components)}
     if mode == "mean":
-        hp["mean_over"] = f"{split} split, clean+corrupted, all positions"
+        hp["mean_over"] = "reference pairs, clean+corrupted, all positions"
     if mode == "resample":
         hp.update(seed=seed, bank_size=bank_size)
-    return new_edit("pruning" if bake else "ablation", tuple(components), tensors, atlas, model, hp, suite_record(suite, split, pairs))
+    return new_edit("ablation", tuple(components), tensors, model, hp, suite, form=form)
 
 
-def scaling_edit(model: Any, components: tuple[Component, ...], *, alpha: float, atlas: Atlas | None = None) -> Edit:
+def scaling_edit(model: M.HookedLM, components: tuple[Component, ...], *, alpha: float, form: Form = "hooks") -> Edit:
     """Scale heads' ``z`` / neurons' ``hook_post`` by ``alpha`` (0 = zero ablation, 1 = no-op).
 
     Source: the attention-head scaling interventions of "Are Sixteen Heads Really Better than One?"
@@ -204,36 +205,39 @@ def scaling_edit(model: Any, components: tuple[Component, ...], *, alpha: float,
     """
     if not components or any(not isinstance(c, (HeadRef, NeuronRef)) for c in components):
         raise EditError(f"scaling acts on heads and neurons, got {components}")
-    return new_edit("scaling", tuple(components), {}, atlas, model, {"alpha": float(alpha), "k": len(components)}, {})
+    return new_edit("scaling", tuple(components), {}, model, {"alpha": float(alpha), "k": len(components)}, form=form)
 
 
 @torch.no_grad()
-def mean_difference(model: Any, suite: Suite, layer: int, *, split: SplitName = "build") -> Float[Tensor, " d_model"]:
-    """``mean(resid_pre_L[clean, -1]) - mean(resid_pre_L[corrupted, -1])`` over a split's pairs.
+def mean_difference(model: M.HookedLM, groups: Sequence[TokenGroup], layer: int) -> Float[Tensor, " d_model"]:
+    """``mean(resid_pre_L[clean, -1]) - mean(resid_pre_L[corrupted, -1])`` over prompt pairs.
 
     The difference-in-means direction of CAA (Rimsky et al. 2024) and of Arditi et al. 2024, read at
     the last prompt position, where the behaviour's next-token prediction is made.
 
     Raises:
-        ValueError: ``layer`` out of range.
-        PairError: Empty or misaligned pairs.
+        ValueError: ``layer`` out of range, or no pairs.
     """
-    n_layers = M.shape_of(model).n_layers
+    n_layers = model.shape.n_layers
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} out of range for {n_layers} layers")
+    if not groups:
+        raise ValueError("no prompt pairs to take a difference of means over")
     name = ResidRef(layer, None).hook_name
-    total = torch.zeros(M.shape_of(model).d_model)
+    total = torch.zeros(model.shape.d_model)
     n = 0
-    for g in tokenize_pairs(model, suite.pairs(split)):
+    for g in groups:
         b = g.clean.shape[0]
         _, cache = M.run_with_cache(model, torch.cat([g.clean, g.corrupted]), [name])
-        last = cache[name][:, -1]
+        last = cache[name][:, -1].float().cpu()
         total += (last[:b] - last[b:]).sum(0)
         n += b
     return total / n
 
 
-def steering_edit(model: Any, suite: Suite, *, layer: int, coefficient: float = -1.0, split: SplitName = "build", atlas: Atlas | None = None) -> Edit:
+def steering_edit(
+    model: M.HookedLM, groups: Sequence[TokenGroup], *, layer: int, coefficient: float = -1.0, suite: dict[str, str | int] | None = None
+) -> Edit:
     """A mean-difference steering vector added to ``resid_pre`` of ``layer`` at every position.
 
     Contrastive activation addition (CAA; Rimsky et al. 2024): ``v = mean(clean) − mean(corrupted)``
@@ -243,31 +247,26 @@ def steering_edit(model: Any, suite: Suite, *, layer: int, coefficient: float = 
     Raises:
         ValueError: ``layer`` out of range.
     """
-    pairs = suite.pairs(split)
-    v = mean_difference(model, suite, layer, split=split)
-    return new_edit("steering", (ResidRef(layer, None),), {"vector": v}, atlas, model, {"coefficient": float(coefficient), "layer": layer}, suite_record(suite, split, pairs))
+    v = mean_difference(model, groups, layer)
+    return new_edit("steering", (ResidRef(layer, None),), {"vector": v}, model, {"coefficient": float(coefficient), "layer": layer}, suite)
 
 
 def direction_edit(
-    model: Any, suite: Suite, *, layer: int, bake: bool = False, split: SplitName = "build", atlas: Atlas | None = None
+    model: M.HookedLM, groups: Sequence[TokenGroup], *, layer: int, form: Form = "hooks", suite: dict[str, str | int] | None = None
 ) -> Edit:
     """Directional ablation of the behaviour's difference-in-means direction (Arditi et al. 2024).
 
-    ``r̂ = v / ‖v‖`` with ``v`` from :func:`mean_difference` at ``layer``. The hook form
-    (``directional_ablation``) removes ``(x·r̂) r̂`` from the residual stream before and after every
-    attention and MLP sublayer, at every position; the weight form (``orthogonalization``,
-    ``bake=True``) projects ``r̂`` out of every matrix that writes to the residual stream
-    (``W_E``, every ``W_O`` and ``W_out``, and their biases), so no component can write along ``r̂``.
-    The two are equal (tested).
+    ``r̂ = v / ‖v‖`` with ``v`` from :func:`mean_difference` at ``layer``. The hook form removes
+    ``(x·r̂) r̂`` from the residual stream before and after every attention and MLP sublayer, at every
+    position; the weight form (``form="weights"``, weight orthogonalization) projects ``r̂`` out of
+    every matrix that writes to the residual stream (``W_E``, every ``W_O`` and ``W_out``, and their
+    biases), so no component can write along ``r̂``. The two are equal (tested).
 
     Raises:
         ValueError: ``layer`` out of range.
         EditError: The difference in means is zero.
     """
-    pairs = suite.pairs(split)
-    v = mean_difference(model, suite, layer, split=split)
+    v = mean_difference(model, groups, layer)
     if v.norm() < 1e-8:
         raise EditError(f"clean and corrupted means are equal at layer {layer}; no direction to ablate")
-    kind = "orthogonalization" if bake else "directional_ablation"
-    return new_edit(kind, (ResidRef(layer, None),), {"direction": v / v.norm()}, atlas, model, {"layer": layer}, suite_record(suite, split, pairs))
-
+    return new_edit("directional_ablation", (ResidRef(layer, None),), {"direction": v / v.norm()}, model, {"layer": layer}, suite, form=form)

@@ -1,6 +1,6 @@
 """Export edits for use without this project: a baked Hugging Face model, or a PEFT LoRA adapter.
 
-* :func:`export_hf` applies edits in their weight form (:func:`~circuits.editing.edit.apply_edit`
+* :func:`export_hf` applies edits in their weight form (:func:`~circuits.editing.apply.apply_edit`
   with ``bake=True``: pruning for zero/mean ablation, column scaling, offsets and steering vectors
   folded into output biases, orthogonalized writers, ``W + αBA``) and saves a plain ``save_pretrained``
   directory; ``transformers.AutoModelForCausalLM.from_pretrained`` loads it and reproduces the
@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from circuits import model as M
-from circuits.editing.edit import Edit, EditError, apply_edit, low_rank_factors, verify_fingerprint
+from circuits.editing.apply import apply_edit, verify_fingerprint
+from circuits.editing.edit import Edit, EditError
+from circuits.editing.kinds import low_rank_factors
 from circuits.io import atomic_directory, atomic_write_text
 
 
@@ -29,7 +30,7 @@ def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path 
     the edits it contains.
 
     Args:
-        model: A Hugging Face-backed ``TransformerBridge`` (SmolLM2).
+        model: A Hugging Face-backed model.
         edits: Edits, applied in this order (may be empty: the unedited model).
         directory: Output directory; must not exist or be empty.
 
@@ -53,7 +54,7 @@ def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path 
 
 
 def export_peft(model: Any, edit: Edit, directory: Path | str) -> Path:
-    """Save a ``low_rank`` or ``invariance`` edit as a PEFT LoRA adapter for the Hugging Face model.
+    """Save a ``low_rank`` edit (any objective) as a PEFT LoRA adapter for the Hugging Face model.
 
     Args:
         model: The Hugging Face-backed model the edit was made for.
@@ -69,8 +70,8 @@ def export_peft(model: Any, edit: Edit, directory: Path | str) -> Path:
     """
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-    if edit.kind not in ("low_rank", "invariance"):
-        raise EditError(f"only low_rank and invariance edits are LoRA adapters, not {edit.kind}")
+    if edit.kind != "low_rank":
+        raise EditError(f"only low_rank edits are LoRA adapters, not {edit.kind}")
     verify_fingerprint(model, edit)
     factors = low_rank_factors(edit)
     ranks = {a.shape[0] for a, _ in factors.values()}

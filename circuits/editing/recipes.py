@@ -4,13 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from circuits.atlas.schema import Atlas
-from circuits.editing.build import Granularity, ablation_edit, direction_edit, scaling_edit, select_components, steering_edit
-from circuits.editing.edit import EDIT_KINDS, Edit, EditError, EditKind, apply_edit
+from circuits.editing.apply import apply_edit
+from circuits.editing.build import (
+    Granularity,
+    ablation_edit,
+    check_atlas,
+    direction_edit,
+    scaling_edit,
+    select_components,
+    steering_edit,
+    suite_record,
+)
+from circuits.editing.edit import Edit, EditError
 from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
+from circuits.metrics import metric_for_suite
+from circuits.probing.patching import tokenize_pairs
 from circuits.suites import Suite
+
+#: What a recipe can build: the edit kinds, plus ``pruning`` (an ablation applied as weights),
+#: ``orthogonalization`` (a directional ablation applied as weights) and ``invariance`` (a low-rank
+#: edit trained for counterfactual invariance).
+RecipeKind = Literal[
+    "ablation", "pruning", "scaling", "steering", "offset", "directional_ablation", "orthogonalization", "low_rank",
+    "invariance", "neuron_repair",
+]
+RECIPE_KINDS: tuple[str, ...] = get_args(RecipeKind)
 
 
 @dataclass(frozen=True)
@@ -18,7 +39,7 @@ class EditRecipe:
     """How to build an edit from an atlas.
 
     Attributes:
-        kind: One of :data:`~circuits.editing.edit.EDIT_KINDS`.
+        kind: One of :data:`RECIPE_KINDS`.
         k: Number of components (heads, or neurons for ``granularity="neuron"``).
         granularity: ``"head"`` or ``"neuron"`` (``neuron_repair`` always uses neurons).
         mode: Ablation/pruning mode (``zero``, ``mean``, ``resample``).
@@ -30,7 +51,7 @@ class EditRecipe:
         train: Training-loop settings for trained kinds.
     """
 
-    kind: EditKind
+    kind: RecipeKind
     k: int = 3
     granularity: Granularity = "head"
     mode: str = "mean"
@@ -58,28 +79,35 @@ def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, be
         EditError: Unknown kind or options that do not fit it.
         AtlasError: The behaviour flags nothing usable.
     """
-    if recipe.kind not in EDIT_KINDS:
-        raise EditError(f"unknown edit kind {recipe.kind!r}; kinds: {', '.join(EDIT_KINDS)}")
+    if recipe.kind not in RECIPE_KINDS:
+        raise EditError(f"unknown edit kind {recipe.kind!r}; kinds: {', '.join(RECIPE_KINDS)}")
+    check_atlas(model, atlas)
     b = behaviour or suite.name
+    pairs = suite.pairs("build")
+    groups = tokenize_pairs(model, pairs)
+    record = suite_record(suite, "build", pairs)
+    metric = metric_for_suite(model, suite)
     granularity: Granularity = "neuron" if recipe.kind == "neuron_repair" else recipe.granularity
     if recipe.kind in ("steering", "directional_ablation", "orthogonalization"):
-        layer = recipe.layer if recipe.layer is not None else select_components(model, atlas, suite, k=1, behaviour=b)[0].layer
+        layer = recipe.layer if recipe.layer is not None else select_components(model, atlas, b, k=1)[0].layer
         if recipe.kind == "steering":
-            return steering_edit(model, suite, layer=layer, coefficient=recipe.coefficient, atlas=atlas)
-        return direction_edit(model, suite, layer=layer, bake=recipe.kind == "orthogonalization", atlas=atlas)
-    components = select_components(model, atlas, suite, k=recipe.k, granularity=granularity, behaviour=b)
+            return steering_edit(model, groups, layer=layer, coefficient=recipe.coefficient, suite=record)
+        form = "weights" if recipe.kind == "orthogonalization" else "hooks"
+        return direction_edit(model, groups, layer=layer, form=form, suite=record)
+    components = select_components(model, atlas, b, k=recipe.k, granularity=granularity, groups=groups, metric=metric)
     if recipe.kind in ("ablation", "pruning"):
-        return ablation_edit(model, components, suite, mode=recipe.mode, bake=recipe.kind == "pruning", atlas=atlas)  # type: ignore[arg-type]
+        form = "weights" if recipe.kind == "pruning" else "hooks"
+        return ablation_edit(model, components, groups, mode=recipe.mode, form=form, suite=record)  # type: ignore[arg-type]
     if recipe.kind == "scaling":
-        return scaling_edit(model, components, alpha=0.5 if recipe.alpha is None else recipe.alpha, atlas=atlas)
+        return scaling_edit(model, components, alpha=0.5 if recipe.alpha is None else recipe.alpha)
     data = TrainingData.from_suite(model, suite)
     if recipe.kind == "offset":
-        return offset_edit(model, components, data, config=recipe.train, atlas=atlas)
+        return offset_edit(model, components, data, config=recipe.train)
     if recipe.kind == "low_rank":
-        return low_rank_edit(model, components, data, rank=recipe.rank, alpha=1.0 if recipe.alpha is None else recipe.alpha, config=recipe.train, atlas=atlas)
+        return low_rank_edit(model, components, data, rank=recipe.rank, alpha=1.0 if recipe.alpha is None else recipe.alpha, config=recipe.train)
     if recipe.kind == "invariance":
-        return invariance_edit(model, components, data, rank=recipe.rank, config=recipe.train, atlas=atlas)
-    return neuron_repair_edit(model, components, data, config=recipe.train, atlas=atlas)
+        return invariance_edit(model, components, data, rank=recipe.rank, config=recipe.train)
+    return neuron_repair_edit(model, components, data, config=recipe.train)
 
 
 def choose_direction_layer(
@@ -87,9 +115,8 @@ def choose_direction_layer(
     suite: Suite,
     layers: Sequence[int],
     *,
-    kind: EditKind = "directional_ablation",
+    kind: RecipeKind = "directional_ablation",
     kl_budget: float = 0.1,
-    atlas: Atlas | None = None,
 ) -> tuple[int, list[dict[str, float]]]:
     """Pick the residual layer for a direction edit on the *build* split (never on evaluation data).
 
@@ -104,7 +131,6 @@ def choose_direction_layer(
         layers: Candidate layers.
         kind: ``"directional_ablation"`` or ``"orthogonalization"`` (same function, different form).
         kl_budget: Largest acceptable KL on the build text.
-        atlas: Atlas to record as the edit's source.
 
     Returns:
         ``(layer, sweep)``: the chosen layer and one ``{"layer", "harm", "kl"}`` row per candidate.
@@ -119,9 +145,10 @@ def choose_direction_layer(
     if not layers or kind not in ("directional_ablation", "orthogonalization"):
         raise EditError(f"need candidate layers and a direction kind (got {list(layers)}, {kind!r})")
     windows = text_windows(model, english_sample(), window=128)
+    groups = tokenize_pairs(model, suite.pairs("build"))
     sweep = []
     for layer in layers:
-        edit = direction_edit(model, suite, layer=layer, bake=kind == "orthogonalization", atlas=atlas)
+        edit = direction_edit(model, groups, layer=layer, form="weights" if kind == "orthogonalization" else "hooks")
         # The edit was just built from this model: no need to hash its weights again per layer.
         with apply_edit(model, edit, check_fingerprint=False):
             harm = float(suite_harm(model, suite, "build").mean())

@@ -36,9 +36,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.atlas.schema import Atlas
 from circuits.editing.build import new_edit, suite_record
-from circuits.editing.edit import HOOK_KINDS, Edit, EditError, apply_edit, weight_steps
+from circuits.editing.apply import attach_for_training
+from circuits.editing.edit import Edit, EditError
 from circuits.data import english_sample
 from circuits.metrics import Metric, metric_for_suite
 from circuits.probing.patching import PairError, TokenGroup, tokenize_pairs
@@ -192,30 +192,6 @@ class TrainingRecord:
         return dict(self.__dict__)
 
 
-def _attach(model: Any, edit: Edit) -> Callable[[], None]:
-    """Apply an edit whose tensors are trainable, keeping the autograd graph (parametrizations for weights)."""
-    if edit.kind in HOOK_KINDS:
-        return apply_edit(model, edit, check_fingerprint=False).remove
-    removers: list[Callable[[], None]] = []
-    try:
-        for name, step in weight_steps(edit, model):
-            removers.append(M.parametrize_weight(model, name, step))
-    except KeyError as e:
-        for r in reversed(removers):
-            r()
-        raise EditError(str(e.args[0])) from None
-    except Exception:
-        for r in reversed(removers):
-            r()
-        raise
-
-    def remove() -> None:
-        for r in reversed(removers):
-            r()
-
-    return remove
-
-
 def train_edit(
     model: Any,
     edit: Edit,
@@ -245,8 +221,7 @@ def train_edit(
     """
     if not data.train or not data.val:
         raise PairError("training needs both training and validation prompt pairs")
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)  # the only source of randomness: no global seeding
     t0 = time.perf_counter()
     metric = data.metric
     train_w, val_w = data.neutral_train, data.neutral_val
@@ -275,7 +250,7 @@ def train_edit(
     best_score, best_harm, best_kl, best_step, bad, step = harm_before, harm_before, 0.0, 0, 0, 0
     use_text = config.preservation > 0 and bool(train_w)
     with ExitStack() as stack, M.frozen_parameters(model):
-        stack.callback(_attach(model, live))
+        stack.callback(attach_for_training(model, live))
         bar = stack.enter_context(tqdm(total=config.steps, desc=f"training {edit.kind}", disable=not config.progress, leave=False))
         for step in range(1, config.steps + 1):
             with torch.enable_grad():
@@ -314,7 +289,7 @@ def train_edit(
     return Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": record.as_dict()})
 
 
-def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig(), atlas: Atlas | None = None) -> Edit:
+def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig()) -> Edit:
     """Learned activation offsets ``z_h ← z_h + δ_h`` (``hook_post_n ← + δ_n``) on flagged components.
 
     ``δ`` starts at 0 and is trained on the harm loss with the preservation term (seed: surgical
@@ -328,7 +303,7 @@ def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingDat
         raise EditError(f"offsets act on heads and neurons, got {components}")
     d_head = M.shape_of(model).d_head
     tensors = {str(c): torch.zeros(d_head if isinstance(c, HeadRef) else ()) for c in components}
-    return train_edit(model, new_edit("offset", tuple(components), tensors, atlas, model, {"k": len(components)}), data, config=config)
+    return train_edit(model, new_edit("offset", tuple(components), tensors, model, {"k": len(components)}), data, config=config)
 
 
 def _low_rank_init(model: Any, components: tuple[Component, ...], rank: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -368,7 +343,6 @@ def low_rank_edit(
     alpha: float = 1.0,
     objective: Objective = "gap",
     config: TrainConfig = TrainConfig(),
-    atlas: Atlas | None = None,
 ) -> Edit:
     """A low-rank weight edit ``W' = W + α B A`` of the flagged components' output weights, trained.
 
@@ -377,7 +351,7 @@ def low_rank_edit(
     ``A`` zero outside the components' columns. LoRA (Hu et al. 2022) restricted to the circuit, trained
     with the harm loss plus the KL preservation term; exportable as a PEFT adapter
     (:func:`circuits.editing.export.export_peft`). With ``objective="invariance"`` this is
-    counterfactual invariance fine-tuning (kind ``invariance``).
+    counterfactual invariance fine-tuning (recorded as the ``objective`` hyperparameter).
 
     Raises:
         EditError: A component that is not a head, neuron or MLP layer; ``rank < 1``.
@@ -387,14 +361,11 @@ def low_rank_edit(
     if not components:
         raise EditError("no components to edit")
     tensors, masks = _low_rank_init(model, tuple(components), rank, config.seed)
-    kind = "invariance" if objective == "invariance" else "low_rank"
-    base = new_edit(kind, tuple(components), tensors, atlas, model, {"rank": rank, "alpha": float(alpha), "k": len(components)})
+    base = new_edit("low_rank", tuple(components), tensors, model, {"rank": rank, "alpha": float(alpha), "k": len(components)}, form="weights")
     return train_edit(model, base, data, objective=objective, config=config, grad_masks=masks)
 
 
-def invariance_edit(
-    model: Any, components: tuple[Component, ...], data: TrainingData, *, rank: int = 4, config: TrainConfig = TrainConfig(), atlas: Atlas | None = None
-) -> Edit:
+def invariance_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, rank: int = 4, config: TrainConfig = TrainConfig()) -> Edit:
     """Counterfactual invariance fine-tuning: a low-rank adapter on ``components`` trained so that the
     next-token distribution on ``x`` and on its counterfactual ``x'`` agree (symmetric KL), plus the
     preservation term. Restricting ``components`` to the flagged ones is the "restricted to flagged
@@ -404,12 +375,10 @@ def invariance_edit(
     Raises:
         EditError: As :func:`low_rank_edit`.
     """
-    return low_rank_edit(model, components, data, rank=rank, objective="invariance", config=config, atlas=atlas)
+    return low_rank_edit(model, components, data, rank=rank, objective="invariance", config=config)
 
 
-def neuron_repair_edit(
-    model: Any, neurons: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig(), atlas: Atlas | None = None
-) -> Edit:
+def neuron_repair_edit(model: Any, neurons: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig()) -> Edit:
     """Neuron repair in the style of CARE (Sun et al. 2022, "Causality-based Neural Network Repair").
 
     CARE localises the neurons most responsible for the bad behaviour by causal attribution, then
@@ -423,6 +392,6 @@ def neuron_repair_edit(
     """
     if not neurons or any(not isinstance(c, NeuronRef) for c in neurons):
         raise EditError(f"neuron repair acts on neurons (e.g. L5N1024), got {neurons}")
-    base = new_edit("neuron_repair", tuple(neurons), {str(n): torch.ones(()) for n in neurons}, atlas, model, {"k": len(neurons)})
+    base = new_edit("neuron_repair", tuple(neurons), {str(n): torch.ones(()) for n in neurons}, model, {"k": len(neurons)})
     return train_edit(model, base, data, config=config)
 

@@ -32,7 +32,8 @@ from scipy import stats
 
 from circuits import data as D
 from circuits import model as M
-from circuits.editing.edit import Edit, EditError, Scalar, apply_edit, verify_fingerprint
+from circuits.editing import Edit, EditError, apply_edit, verify_fingerprint
+from circuits.editing.edit import Scalar
 from circuits.evaluation import metrics as E
 from circuits.metrics import metric_for_suite
 from circuits.suites import SplitName, Suite, available_suites, load_suite

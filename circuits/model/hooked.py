@@ -123,6 +123,8 @@ class HookedLM:
         self.recipe = recipe
         self.shape = _shape(bridge.cfg, name)
         self.overlays: list[Overlay] = []
+        #: Handles of applied edits that changed weights, oldest first (removal must be last-first).
+        self.weight_edits: list[Any] = []
         self._twin: Any = None
         self._fingerprint: tuple[tuple[int, int], str] | None = None
 

@@ -258,7 +258,7 @@ def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: i
     model the planted head also writes a "no trigger" signal that suppresses ``HARM``, so zeroing it or
     averaging it with triggered runs leaves the harmful output in place.
     """
-    from circuits.editing.edit import Edit
+    from circuits.editing import Edit
 
     toks = harmful_tokens(n, seed=seed, p_trigger=0.0)[0]
     _, cache = M.run_with_cache(model, toks, sorted({h.hook_name for h in heads}))
@@ -276,7 +276,7 @@ def mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: In
     Returns:
         The edit, for :func:`circuits.editing.edit.apply_edit`.
     """
-    from circuits.editing.edit import Edit
+    from circuits.editing import Edit
     from circuits.probing.patching import mean_activations
 
     names = sorted({h.hook_name for h in heads})

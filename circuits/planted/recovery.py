@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from circuits import model as M
-from circuits.editing.edit import Edit, apply_edit
+from circuits.editing import Edit, apply_edit
 from circuits.metrics import Metric
 from circuits.probing.attribution import attribution_patching, gradient_sensitivity
 from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations

@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.probing.interventions import rome_noise_std
+from circuits.interventions import rome_noise_std
 from circuits.sites import EMBED_HOOK, hook_name
 
 TraceKind = Literal["resid", "mlp", "attn"]

@@ -4,7 +4,7 @@ Activation patching (Meng et al. 2022; Wang et al. 2023; Heimersheim & Nanda 202
 interpret activation patching") runs a model on a *corrupted* prompt while copying one component's
 activation from the *clean* run (**denoising**), or runs the clean prompt with one activation from the
 corrupted run (**noising**), and records the behaviour metric. Other interventions (zero, mean,
-resample, noise, scaling, steering; :mod:`circuits.probing.interventions`) replace the copy; they act
+resample, noise, scaling, steering; :mod:`circuits.interventions`) replace the copy; they act
 on the base run (corrupted when denoising, clean when noising).
 
 Effects are normalised so that ``0`` is the corrupted run and ``1`` the clean run:
@@ -52,7 +52,7 @@ from circuits import model as M
 from circuits.io import atomic_write_bytes
 from circuits.metrics import Metric, positions_read, vocab_read
 from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
-from circuits.probing.interventions import Intervention, Mean, Swap
+from circuits.interventions import SweepIntervention, Swap, at_site
 from circuits.sites import Component, activation_index, hook_name
 from circuits.suites import PromptPair
 
@@ -193,7 +193,7 @@ def _packed_hooks(
     chunk: Sequence[Component],
     source: dict[str, Tensor],
     batch: int,
-    intervention: Intervention,
+    intervention: SweepIntervention,
     seed: int,
     salt: int,
 ) -> list[tuple[str, M.HookFn]]:
@@ -208,11 +208,8 @@ def _packed_hooks(
             act = act.clone()
             for k, comp, idx in targets:
                 where = (slice(k * batch, (k + 1) * batch), *idx)
-                if isinstance(intervention, Mean):
-                    src = intervention.reference(name, idx)
-                else:
-                    src = source[name][(slice(None), *idx)]
-                act[where] = intervention(act[where], src, _generator(seed, comp, salt))
+                iv = at_site(intervention, name, idx)
+                act[where] = iv(act[where], source[name][(slice(None), *idx)], _generator(seed, comp, salt))
             return act
 
         return hook
@@ -228,7 +225,7 @@ def patch_tokens(
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
-    intervention: Intervention = Swap(),
+    intervention: SweepIntervention = Swap(),
     max_rows: int = 192,
     seed: int = 0,
     salt: int = 0,
@@ -278,7 +275,7 @@ def _patch_from_source(
     source: dict[str, Tensor],
     metric: Metric,
     components: Sequence[Component],
-    intervention: Intervention,
+    intervention: SweepIntervention,
     max_rows: int,
     seed: int,
     salt: int,
@@ -322,17 +319,15 @@ def normalise(
     return (patched - corrupted_metric) / denom
 
 
-def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Component], intervention: Intervention, direction: str, seed: int) -> str:
+def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Component], intervention: SweepIntervention, direction: str, seed: int) -> str:
     digest = hashlib.sha256()
     digest.update(M.fingerprint(model).encode())
     for g in groups:
         digest.update(g.clean.numpy().tobytes() + g.corrupted.numpy().tobytes())
     digest.update("|".join(map(str, components)).encode())
     digest.update(f"{intervention!r}|{direction}|{seed}".encode())
-    tensors = getattr(intervention, "means", None) or {"vector": getattr(intervention, "vector", None)}
-    for name, t in sorted(tensors.items()):
-        if t is not None:
-            digest.update(name.encode() + t.detach().float().contiguous().numpy().tobytes())
+    for name, t in sorted(intervention.tensors().items()):
+        digest.update(name.encode() + t.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -343,7 +338,7 @@ def activation_patching(
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
-    intervention: Intervention = Swap(),
+    intervention: SweepIntervention = Swap(),
     max_rows: int = 192,
     seed: int = 0,
     checkpoint_dir: Path | None = None,
@@ -383,7 +378,7 @@ def patch_groups(
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
-    intervention: Intervention = Swap(),
+    intervention: SweepIntervention = Swap(),
     max_rows: int = 192,
     seed: int = 0,
     checkpoint_dir: Path | None = None,

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from circuits.editing.edit import Edit, EditError, apply_edit, load_edit, save_edit
+from circuits.editing import Edit, EditError, apply_edit, load_edit, save_edit
 from circuits.model import fingerprint, tiny_model
 from circuits.sites import HeadRef
 

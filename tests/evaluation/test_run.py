@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from circuits.editing.edit import Edit, EditError, load_edit, record_evaluation, save_edit
+from circuits.editing import Edit, EditError, load_edit, record_evaluation, save_edit
 from circuits.evaluation.run import EvalReport, Measure, Measurements, Settings, compare, seed_table
 from circuits.model import fingerprint
 from circuits.sites import HeadRef

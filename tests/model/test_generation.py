@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from circuits import model as M
-from circuits.editing.edit import HOOK_KINDS, EditError, apply_edit
+from circuits.editing import HOOK_KINDS, EditError, apply_edit
 from circuits.model.tiny import FAMILIES
 from tests.kinds import all_kinds, make, rand
 

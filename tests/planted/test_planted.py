@@ -7,7 +7,7 @@ import torch
 
 import circuits.planted as P
 from circuits import model as M
-from circuits.editing.edit import apply_edit
+from circuits.editing import apply_edit
 from circuits.planted.recovery import faithfulness, recover
 from circuits.sites import HeadRef
 

@@ -12,7 +12,7 @@ import torch
 from circuits.metrics import LogitDiff
 from circuits.model import tiny_model
 from circuits.probing.executor import InProcess, PatchUnit
-from circuits.probing.interventions import Mean, Swap
+from circuits.interventions import MeanOf, Swap
 from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
 from circuits.sites import all_heads, all_mlps
 
@@ -53,7 +53,7 @@ def _components():
 
 def test_ray_sweep_equals_the_in_process_sweep(model, executor):
     groups, comps = _groups(), _components()
-    mean = Mean(position_mean_activations(model, groups, sorted({c.hook_name for c in comps})), over_positions=True)
+    mean = MeanOf(position_mean_activations(model, groups, sorted({c.hook_name for c in comps})), over_positions=True)
     for kw in ({}, {"direction": "noising", "intervention": mean}):
         local = patch_groups(model, groups, METRIC, comps, progress=False, **kw)
         remote = patch_groups(model, groups, METRIC, comps, progress=False, executor=executor, **kw)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from circuits.probing import patching as P
-from circuits.probing.interventions import Add, GaussianNoise, Mean, Resample, Scale, Zero, rome_noise_std
+from circuits.interventions import Add, GaussianNoise, MeanOf, Resample, Scale, Zero, rome_noise_std
 from circuits.probing.patching import TokenGroup, mean_activations, patch_groups, patch_tokens
 from circuits.sites import HeadRef, MlpRef, NeuronRef, all_heads, all_mlps
 
@@ -47,7 +47,7 @@ def test_mean_ablation_matches_hand_hook(tiny, token_pairs):
     clean, corrupted = token_pairs
     reference_tokens = torch.cat([clean, corrupted])
     means = mean_activations(tiny, reference_tokens, [Z])
-    p, _, _ = patch_tokens(tiny, clean, corrupted, metric, [HeadRef(1, 2)], direction="noising", intervention=Mean(means))
+    p, _, _ = patch_tokens(tiny, clean, corrupted, metric, [HeadRef(1, 2)], direction="noising", intervention=MeanOf(means))
     expected = reference(tiny, clean, Z, set_head(lambda z: means[Z][:, 2].expand_as(z)))
     assert torch.allclose(p[0], expected, atol=1e-6)
 

@@ -1,0 +1,272 @@
+"""Applying edits: as hooks or as weights, composed in order, removed bit for bit.
+
+An edit's kind gives ``(site, intervention)`` pairs (:mod:`circuits.editing.kinds`). Applied as
+**hooks**, each hook point gets one forward hook that runs the hook form of every intervention at
+that point on its slice; applied as **weights**, each intervention's weight form replaces weights
+(each step reads the weights the steps before it left). Both compute the same function (tested per
+kind and per architecture). :func:`apply_edit` applies several edits, refuses a model whose weight
+fingerprint differs from the edits', and gives the model back bit for bit on removal.
+
+The function an edit list computes is the one of each edit in its own ``form``: weight-form edits
+change weights in list order, and hook-form edits act on the activations of the weight-edited model.
+``bake=True`` computes that function with every edit as weights (the weight-form edits first, in
+order, then the hook-form ones, in order), refusing the compositions whose weight forms would differ.
+Hook-form edits are recorded on the model with their weight form, so generation
+(:mod:`circuits.model.generation`) carries them over to a plain Hugging Face model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuits import model as M
+from circuits.editing.edit import Edit, EditError, required_tensors
+from circuits.editing.kinds import Site
+from circuits.interventions import Intervention, InterventionError, LowRank
+from circuits.sites import Component, activation_index
+
+WeightStep = M.WeightStep
+
+
+def _sites(edit: Edit, model: M.HookedLM) -> list[tuple[Site, Intervention]]:
+    try:
+        return edit.spec.sites(edit, model)
+    except InterventionError as e:
+        raise EditError(f"{edit}: {e}") from None
+
+
+def edit_hooks(edit: Edit, model: M.HookedLM) -> list[tuple[str, M.HookFn]]:
+    """The hook form of an edit: one forward hook per hook point, running its interventions in order.
+
+    Stochastic interventions (resample ablation) draw from one generator seeded with the edit's
+    ``seed`` hyperparameter, advanced at every forward pass.
+
+    Raises:
+        EditError: A weight-only kind, or an edit that does not fit the model.
+    """
+    if not edit.spec.has_hooks:
+        raise EditError(f"a {edit.kind} edit is applied to weights only; it has no hook form")
+    shape = model.shape
+    by_hook: dict[str, list[tuple[tuple[Any, ...], Intervention]]] = defaultdict(list)
+    for site, iv in _sites(edit, model):
+        assert not isinstance(site, str)
+        by_hook[site.hook_name].append((activation_index(site, shape.n_heads, shape.n_kv_heads), iv))
+    gen = torch.Generator().manual_seed(int(edit.hyperparameters.get("seed", 0)))
+
+    def make(items: list[tuple[tuple[Any, ...], Intervention]]) -> M.HookFn:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            out = act.clone()
+            for index, iv in items:
+                where = (slice(None), *index)
+                out[where] = iv(act[where], None, gen)  # sites of one hook are disjoint slices
+            return out
+
+        return hook
+
+    return [(name, make(items)) for name, items in by_hook.items()]
+
+
+def weight_steps(edit: Edit, model: M.HookedLM) -> list[WeightStep]:
+    """The weight form of an edit: its interventions' weight steps, in order (differentiable in its tensors).
+
+    Raises:
+        EditError: An intervention with no weight form at its site on this architecture (e.g. a
+            resample ablation, or steering on a model whose sublayer outputs are normalised).
+    """
+    steps: list[WeightStep] = []
+    for site, iv in _sites(edit, model):
+        try:
+            if isinstance(iv, LowRank):
+                assert isinstance(site, str)
+                steps.append(iv.weight_step(site, model))
+                continue
+            assert not isinstance(site, str)
+            found = iv.weight_steps(site, model)
+        except InterventionError as e:
+            raise EditError(f"{edit}: {e}") from None
+        if found is None:
+            why = "" if model.arch.residual_writes_foldable() else f" ({model.arch.name} normalises sublayer outputs before the residual stream)"
+            raise EditError(f"a {edit.kind} edit ({iv.name} at {site}) has no weight form on this model{why}; apply it as hooks")
+        steps.extend(found)
+    return steps
+
+
+def _fold(edit: Edit, model: M.HookedLM) -> Callable[[], list[WeightStep]] | None:
+    """The weight form for generation, or ``None`` where there is none."""
+    try:
+        weight_steps(edit, model)
+    except EditError:
+        return None
+    return lambda: weight_steps(edit, model)
+
+
+def _check_bakeable(hook_edits: list[Edit]) -> None:
+    """Refuse hook compositions whose weight forms are not the same function.
+
+    Two edits of one head or neuron compose on its activation but not on its (then zeroed or rescaled)
+    output columns; a steering vector added after a directional ablation keeps its component along the
+    direction until the next ablation site, which a projected weight cannot express.
+
+    Raises:
+        EditError: Such a composition.
+    """
+    seen: dict[str, Edit] = {}
+    directional = False
+    for e in hook_edits:
+        if e.kind in ("ablation", "scaling", "offset", "neuron_repair"):
+            for c in e.components:
+                if str(c) in seen:
+                    raise EditError(f"cannot bake {seen[str(c)]} and {e}: both act on {c}; bake them separately")
+                seen[str(c)] = e
+        if e.kind == "directional_ablation":
+            directional = True
+        if e.kind == "steering" and directional:
+            raise EditError(f"cannot bake {e} after a directional ablation; put the steering edit first")
+
+
+class AppliedEdits:
+    """Edits applied to a model; remove them with :meth:`remove` or by leaving a ``with`` block.
+
+    Used without ``with``, the edits stay applied (permanently) until :meth:`remove` is called.
+    Removal reinstalls the original weight tensors, so the model is bit-for-bit what it was. Edits
+    that changed weights must be removed in reverse order of application (later weight edits were
+    computed from these weights); removing one out of order is refused with :class:`EditError`.
+    """
+
+    def __init__(self, model: M.HookedLM, removers: list[Callable[[], None]], edits: tuple[Edit, ...], changes_weights: bool):
+        self._model = model
+        self._removers = removers
+        self.edits = edits
+        self._changes_weights = changes_weights
+        if changes_weights:
+            model.weight_edits.append(self)
+
+    def remove(self) -> None:
+        """Undo the edits, last first (idempotent).
+
+        Raises:
+            EditError: Weight edits applied after these are still applied.
+        """
+        stack = self._model.weight_edits
+        if self._changes_weights and self in stack and stack[-1] is not self:
+            raise EditError(f"remove {', '.join(map(str, stack[-1].edits))} first: it was applied after {', '.join(map(str, self.edits))} and changed its weights")
+        while self._removers:
+            self._removers.pop()()
+        if self in stack:
+            stack.remove(self)
+
+    def __enter__(self) -> AppliedEdits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def verify_fingerprint(model: M.HookedLM, *edits: Edit) -> None:
+    """Refuse edits made for another model.
+
+    Raises:
+        EditError: Some edit's fingerprint differs from the model's weights.
+    """
+    have = M.fingerprint(model)
+    for e in edits:
+        if e.model_fingerprint != have:
+            raise EditError(
+                f"edit {e} was made for model {e.model_name} {e.model_fingerprint[:19]}…, but this model is {have[:19]}…; refusing to apply"
+            )
+
+
+def _form(edit: Edit, bake: bool | None) -> str:
+    if not edit.spec.has_hooks or bake is True:
+        return "weights"
+    return "hooks" if bake is False else edit.form
+
+
+def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, bake: bool | None = None) -> AppliedEdits:
+    """Apply edits to a model, in the order given.
+
+    Args:
+        model: The model.
+        *edits: One or more edits.
+        check_fingerprint: Refuse a model whose weights differ from the edits' (default on). All edits
+            are checked against the *unedited* model, before any is applied.
+        bake: ``None`` applies each edit in its own ``form``; ``True`` applies every edit as weights
+            (what :func:`circuits.editing.export.export_hf` saves); ``False`` every edit that has a
+            hook form as hooks.
+
+    Returns:
+        A handle: a context manager that removes the edits on exit; without ``with`` the edits stay
+        until ``handle.remove()``.
+
+    Raises:
+        EditError: No edits, a fingerprint mismatch, an edit that does not fit the model, or (as
+            weights) an edit without a weight form here. Nothing stays applied after an error.
+    """
+    if not edits:
+        raise EditError("no edits to apply")
+    if check_fingerprint:
+        verify_fingerprint(model, *edits)
+    for e in edits:
+        required_tensors(e)  # validates hyperparameters such as an ablation's mode
+    native = [e for e in edits if _form(e, None) == "weights"]
+    hooked = [e for e in edits if _form(e, None) == "hooks"]
+    if bake:
+        _check_bakeable(hooked)
+    removers: list[Callable[[], None]] = []
+    changes_weights = False
+    try:
+        for e in native + hooked:
+            if _form(e, bake) == "weights":
+                changes_weights = True
+                for name, step in weight_steps(e, model):
+                    try:
+                        removers.append(M.replace_weight(model, name, step(M.read_weight(model, name))))
+                    except (KeyError, ValueError) as err:
+                        raise EditError(f"{e}: {err}") from None
+            else:
+                removers.append(M.attach_overlay(model, edit_hooks(e, model), _fold(e, model)))
+    except Exception:
+        for r in reversed(removers):
+            r()
+        raise
+    return AppliedEdits(model, removers, edits, changes_weights)
+
+
+def attach_for_training(model: M.HookedLM, edit: Edit) -> Callable[[], None]:
+    """Apply an edit whose tensors are trainable, keeping the autograd graph (the model is not changed).
+
+    Hook-form edits run their hooks on the live tensors; weight-form edits compute their weights as
+    ``torch.nn.utils.parametrize`` parametrizations of the original ones.
+
+    Returns:
+        A function that removes it.
+
+    Raises:
+        EditError: The edit does not fit the model.
+    """
+    if _form(edit, None) == "hooks":
+        return apply_edit(model, edit, check_fingerprint=False).remove
+    removers: list[Callable[[], None]] = []
+    try:
+        for name, step in weight_steps(edit, model):
+            removers.append(M.parametrize_weight(model, name, step))
+    except KeyError as e:
+        for r in reversed(removers):
+            r()
+        raise EditError(str(e.args[0])) from None
+
+    def remove() -> None:
+        for r in reversed(removers):
+            r()
+
+    return remove
+
+
+def component_sites(edit: Edit) -> list[Component]:
+    """The components an edit acts on (its manifest's ``components``)."""
+    return list(edit.components)
