@@ -76,6 +76,7 @@ def planted() -> None:
 
 def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_score: float = 0.4) -> None:
     from circuits import model as M
+    from circuits.metrics import call_metric
     from circuits.editing import apply_edit
     from circuits.planted import PerPromptLogit, mean_ablation
     from circuits.probing.patching import TokenGroup, patch_groups
@@ -135,14 +136,14 @@ def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_sc
 
     # Direct logit attribution: the metric lost when one head's write is removed from the final residual.
     resid = cache[final][:, -metric.positions :]
-    full = metric(M.logit_lens(model, resid)).mean()
+    full = call_metric(metric, M.logit_lens(model, resid)).mean()
     dla = torch.zeros(len(heads))
     for layer in range(shape.n_layers):
         w_o = M.read_weight(model, f"blocks.{layer}.attn.o.weight")  # [d_model, heads * d_head]
         for h in range(shape.n_heads):
             z = cache[zs[layer]][:, -metric.positions :, h]
             write = z @ w_o[:, h * shape.d_head : (h + 1) * shape.d_head].T
-            dla[layer * shape.n_heads + h] = full - metric(M.logit_lens(model, resid - write)).mean()
+            dla[layer * shape.n_heads + h] = full - call_metric(metric, M.logit_lens(model, resid - write)).mean()
 
     print(f"\n3. Induction heads on SmolLM2-135M ({n} repeated random blocks of {block} tokens; copying metric on the"
           f" last {block - 2} positions: clean {den.clean_metric.mean():.2f}, corrupted {den.corrupted_metric.mean():.2f};"

@@ -9,6 +9,12 @@
   :func:`circuits.probing.patching.normalise`.
 
 Every metric returns a ``[batch]`` tensor so that effects keep per-prompt values for statistics.
+
+Metrics get their context from the engine (as EAP-IG's ``metric(logits, clean_logits, input_lengths,
+label)``): a metric that sets ``uses_context = True`` is called as ``metric(logits, ctx)`` with a
+:class:`MetricContext` saying which prompt each row of ``logits`` belongs to, so per-prompt references
+(a clean run's distribution, a planted task's targets) are looked up, never tiled by the metric
+itself, however the engine packs interventions or interpolation steps along the batch.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.model import single_token_id
@@ -26,8 +33,49 @@ from circuits.suites import Suite
 
 #: A behaviour metric: logits in, one value per prompt out. A metric may declare ``positions: int``,
 #: the number of final positions it reads, and ``vocab: tuple[int, ...]``, the only token ids whose raw
-#: logits it reads (no softmax over the vocabulary); the engine then unembeds only those.
-Metric: TypeAlias = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, " batch"]]
+#: logits it reads (no softmax over the vocabulary); the engine then unembeds only those. With
+#: ``uses_context = True`` it is called as ``metric(logits, ctx)`` (:class:`MetricContext`).
+Metric: TypeAlias = Callable[..., Float[Tensor, " batch"]]
+
+
+@dataclass(frozen=True)
+class MetricContext:
+    """What the engine tells a metric about the rows of the logits it scores.
+
+    Attributes:
+        prompts: ``[row]`` the index of the prompt each row belongs to (into the list of prompt pairs
+            the probing method was given; a row may be one of several packed copies of a prompt).
+    """
+
+    prompts: Int[Tensor, " row"]
+
+
+def call_metric(metric: Metric, logits: Float[Tensor, "row pos d_vocab"], prompts: Int[Tensor, " row"] | None = None) -> Float[Tensor, " row"]:
+    """Evaluate a metric on logits, giving it its context if it takes one.
+
+    Args:
+        metric: The metric.
+        logits: Logits, one row per (prompt, packed copy).
+        prompts: The prompt index of each row (default: ``0..rows-1``).
+
+    Returns:
+        One value per row.
+    """
+    if not getattr(metric, "uses_context", False):
+        return metric(logits)
+    if prompts is None:
+        prompts = torch.arange(logits.shape[0])
+    return metric(logits, MetricContext(prompts.to(logits.device)))
+
+
+def kl_divergence(reference_logprobs: Float[Tensor, "... vocab"], logprobs: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
+    """``KL(p_ref ‖ p) = Σ p_ref (log p_ref − log p)`` over the last axis, in nats (float32).
+
+    The one KL of the package: metrics, training's preservation term, the evaluation's KL to the
+    unedited model and the spurious scores all call it.
+    """
+    ref = reference_logprobs.float()
+    return (ref.exp() * (ref - logprobs.float())).sum(-1)
 
 
 def positions_read(metric: Metric) -> int | None:
@@ -147,26 +195,38 @@ class KLToReference:
     """``KL(p_ref || p_model)`` of the next-token distribution at the last position, in nats.
 
     Use with the clean run's last-position log-probs as reference: 0 means the patched run predicts
-    exactly what the clean run does. Source: the KL metric of Conmy et al. 2023 (ACDC).
+    exactly what the clean run does. Source: the KL metric of Conmy et al. 2023 (ACDC). Each row is
+    compared with its own prompt's reference (the engine's :class:`MetricContext`).
 
     Attributes:
-        reference_logprobs: ``Float[Tensor, "batch d_vocab"]`` log-softmaxed reference logits (over
-            ``labels`` only, ``[batch, n_labels]``, when labels are given).
+        reference_logprobs: ``Float[Tensor, "prompt d_vocab"]`` log-softmaxed reference logits, one row
+            per prompt (over ``labels`` only, ``[prompt, n_labels]``, when labels are given).
         labels: Restrict both distributions to these tokens (a classification task's label words),
             renormalised; ``None`` for the full vocabulary.
     """
 
-    reference_logprobs: Float[Tensor, "batch d_vocab"]
+    reference_logprobs: Float[Tensor, "prompt d_vocab"]
     positions: int = 1
     labels: tuple[int, ...] | None = None
+    uses_context: bool = True
+    unit: str = "nats"
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
-        """Evaluate; the batch may be a whole multiple of the reference batch (packed interventions)."""
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        """Evaluate each row against its prompt's reference.
+
+        Raises:
+            IndexError: A row's prompt has no reference.
+        """
         last = logits[:, -1, :] if self.labels is None else logits[:, -1, list(self.labels)]
-        logq = last.float().log_softmax(-1)
-        ref = self.reference_logprobs
-        if logq.shape[0] != ref.shape[0]:
-            if logq.shape[0] % ref.shape[0]:
-                raise ValueError(f"batch {logq.shape[0]} is not a multiple of the reference batch {ref.shape[0]}")
-            ref = ref.repeat(logq.shape[0] // ref.shape[0], 1)
-        return (ref.exp() * (ref - logq)).sum(-1)
+        ref = self.reference_logprobs.to(logits.device)[ctx.prompts]
+        return kl_divergence(ref, last.float().log_softmax(-1))
+
+
+def flip_rate(pred_a: Bool[np.ndarray, " item"], pred_b: Bool[np.ndarray, " item"]) -> float:
+    """Fraction of counterfactual pairs whose predicted labels differ (Garg et al. 2019).
+
+    The one flip rate of the package: the atlas's spurious-behaviour summary and the evaluation's
+    spurious measures use it.
+    """
+    pred_a, pred_b = np.asarray(pred_a, bool), np.asarray(pred_b, bool)
+    return float((pred_a != pred_b).mean())

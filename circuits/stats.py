@@ -1,4 +1,7 @@
-"""Statistics over prompts: summary, bootstrap confidence intervals and paired tests (scipy.stats).
+"""Statistics over prompts and items: summaries, bootstrap CIs, paired and permutation tests (scipy.stats).
+
+The one statistics module of the package: atlases (per-component summaries), evaluation (paired
+comparisons before/after an edit) and benchmarks all call it.
 
 * Percentile bootstrap CI of the mean (Efron & Tibshirani 1993), via ``scipy.stats.bootstrap``, seeded.
 * One-sample / paired two-sided t-test, via ``scipy.stats.ttest_1samp`` / ``ttest_rel``.
@@ -62,3 +65,90 @@ def summarise_rows(
     return [
         Summary(float(mean[i]), float(std[i]), n, float(lo[i]), float(hi[i]), float(p[i])) for i in range(values.shape[0])
     ]
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison of per-item values before and after a change.
+
+    Attributes:
+        change: Mean of ``after − before``.
+        ci_low: Lower end of the 95% percentile bootstrap CI of the mean change.
+        ci_high: Upper end.
+        p_value: Two-sided paired t-test p-value (1 when nothing changed, 0 when every item changed
+            by the same nonzero amount).
+        n: Items.
+    """
+
+    change: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+
+
+def bootstrap_ci(values: Float[np.ndarray, " item"], *, seed: int = 0, statistic: object = np.mean, n_resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap CI of a statistic of one sample (Efron & Tibshirani 1993), seeded.
+
+    Returns:
+        ``(low, high)``; the statistic itself twice when fewer than 2 values or all equal; NaN twice when empty.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2 or np.ptp(values) == 0:
+        m = float(statistic(values)) if len(values) else float("nan")  # type: ignore[operator]
+        return m, m
+    ci = stats.bootstrap(
+        (values,), statistic, n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed)
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
+def paired_test(before: Float[np.ndarray, " item"], after: Float[np.ndarray, " item"], *, seed: int = 0) -> Paired:
+    """Paired t-test (``scipy.stats.ttest_rel``) and bootstrap CI of the mean change ``after − before``.
+
+    Raises:
+        ValueError: Different lengths.
+    """
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    if before.shape != after.shape:
+        raise ValueError(f"paired samples differ in shape: {before.shape} vs {after.shape}")
+    d = after - before
+    if len(d) > 1 and np.ptp(d) > 0:
+        p = float(stats.ttest_rel(after, before).pvalue)
+    else:
+        p = 1.0 if not np.any(d) else 0.0
+    lo, hi = bootstrap_ci(d, seed=seed)
+    return Paired(float(d.mean()) if len(d) else float("nan"), lo, hi, 1.0 if np.isnan(p) else p, len(d))
+
+
+def one_sample_test(values: Float[np.ndarray, " item"], *, seed: int = 0) -> Paired:
+    """A one-sample t-test against 0 and the bootstrap CI of the mean (e.g. a KL, which has no "before")."""
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = bootstrap_ci(values, seed=seed)
+    p = float(stats.ttest_1samp(values, 0.0).pvalue) if len(values) > 1 and np.ptp(values) > 0 else 1.0
+    return Paired(float(values.mean()), lo, hi, 1.0 if np.isnan(p) else p, len(values))
+
+
+def paired_permutation(statistic: object, n: int, *, seed: int = 0, n_resamples: int = 1000) -> tuple[float, float, float, float, float]:
+    """Compare a statistic of a whole item set before vs after with a paired permutation test over items.
+
+    ``statistic(rows)`` evaluates the statistic on the items ``rows`` of ``[before items ‖ after items]``
+    (indices ``0..n-1`` are before, ``n..2n-1`` after). The permutation test swaps before/after per item
+    (``scipy.stats.permutation_test``, ``permutation_type="samples"``); the CI of the change is a
+    percentile bootstrap over items.
+
+    Returns:
+        ``(before, after, ci_low, ci_high, p_value)``.
+    """
+    stat = statistic  # a callable
+    rng = np.random.default_rng(seed)
+    b, a = stat(np.arange(n)), stat(np.arange(n) + n)  # type: ignore[operator]
+    test = stats.permutation_test(
+        (np.arange(n), np.arange(n) + n), lambda x, y: stat(y) - stat(x), permutation_type="samples", vectorized=False,  # type: ignore[operator]
+        n_resamples=n_resamples, random_state=rng,
+    )
+    boot = np.array([stat(i + n) - stat(i) for i in (rng.integers(0, n, n) for _ in range(n_resamples))])  # type: ignore[operator]
+    boot = boot[np.isfinite(boot)]
+    lo, hi = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if len(boot) else (float("nan"),) * 2
+    p = float(test.pvalue)
+    return float(b), float(a), lo, hi, 1.0 if np.isnan(p) else p

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target, vocab_read
+from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target, call_metric, vocab_read
 
 
 def test_logit_diff_reads_the_last_position():
@@ -37,13 +37,15 @@ def test_multi_token_target_log_prob_is_teacher_forced_sum():
         TargetLogProb(())(logits)
 
 
-def test_kl_is_zero_against_itself_and_handles_packed_batches():
+def test_kl_is_zero_against_itself_and_reads_each_rows_prompt_from_the_context():
     logits = torch.randn(2, 3, 7)
     ref = logits[:, -1].log_softmax(-1)
     kl = KLToReference(ref)
-    assert torch.allclose(kl(logits), torch.zeros(2), atol=1e-6)
-    packed = torch.cat([logits, logits + torch.randn(2, 3, 7)])
-    out = kl(packed)
-    assert out.shape == (4,) and torch.allclose(out[:2], torch.zeros(2), atol=1e-6) and (out[2:] > 0).all()
-    with pytest.raises(ValueError, match="multiple"):
-        kl(torch.randn(3, 3, 7))
+    assert torch.allclose(call_metric(kl, logits), torch.zeros(2), atol=1e-6)
+    packed = torch.cat([logits, logits.flip(0), logits + torch.randn(2, 3, 7)])  # rows of prompts 0 1 | 1 0 | 0 1
+    out = call_metric(kl, packed, torch.tensor([0, 1, 1, 0, 0, 1]))
+    assert out.shape == (6,) and torch.allclose(out[:4], torch.zeros(4), atol=1e-6) and (out[4:] > 0).all()
+    by_hand = (ref.exp() * (ref - packed[4:, -1].log_softmax(-1))).sum(-1)
+    torch.testing.assert_close(out[4:], by_hand)
+    with pytest.raises(IndexError):
+        call_metric(kl, torch.randn(3, 3, 7))  # a third prompt has no reference

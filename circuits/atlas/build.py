@@ -37,12 +37,14 @@ from circuits.atlas.schema import (
     Provenance,
     SuiteRef,
 )
-from circuits.metrics import KLToReference, metric_for_suite
+from circuits.metrics import KLToReference, call_metric, flip_rate, metric_for_suite
+from circuits.probing.effects import Method
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.executor import Executor
 from circuits.interventions import MeanOf
-from circuits.probing.patching import PatchingResult, TokenGroup, patch_groups, position_mean_activations, tokenize_pairs
-from circuits.sites import Component, all_heads, all_mlps
+from circuits.probing.effects import Effects
+from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations, tokenize_pairs
+from circuits.sites import all_heads, all_mlps
 from circuits.stats import summarise_rows
 from circuits.suites import PromptPair, SplitName, Suite
 
@@ -89,7 +91,7 @@ def effect_stats(values: Float[Tensor, "component prompt"], *, seed: int) -> lis
 
 
 def behaviour_from_patching(
-    result: PatchingResult,
+    result: Effects,
     *,
     suite: Suite,
     split: SplitName,
@@ -100,13 +102,14 @@ def behaviour_from_patching(
     scores: dict[str, Float[Tensor, " component"]] | None = None,
     summary: dict[str, float] | None = None,
 ) -> Behaviour:
-    """Summarise a patching result (the primary method) plus extra methods and scores.
+    """Summarise the primary method's effects plus extra methods and scores.
 
-    A component is flagged when its mean primary effect ≥ ``threshold`` and its 95% bootstrap CI
-    excludes 0 (activation patching with the counterfactual activation involves no noise, so one seed).
+    A component is flagged when its mean primary effect ≥ ``threshold`` and its 95% bootstrap CI lies
+    above 0 (a one-sided rule: a component counts as carrying the behaviour only with a positive
+    effect; activation patching with the counterfactual activation involves no noise, so one seed).
 
     Args:
-        result: Primary activation-patching result.
+        result: The primary method's effects.
         suite: The suite the pairs came from.
         split: Which split.
         metric: Human-readable metric description.
@@ -120,9 +123,10 @@ def behaviour_from_patching(
         The behaviour entry.
     """
     normalisation = "0=corrupted,1=clean" if result.normalised else "none"
+    m = result.method
     primary = MethodInfo(
-        name="activation_patching", intervention=result.intervention, direction=result.direction, metric=metric,
-        normalisation=normalisation, seeds=[seed],  # type: ignore[arg-type]
+        name=m.name, intervention=m.intervention, direction=m.direction, metric=metric, normalisation=normalisation,  # type: ignore[arg-type]
+        ig_steps=m.ig_steps, seeds=[seed],
     )
     stats = effect_stats(result.effects, seed=seed)
     extra_stats = [(m, effect_stats(v, seed=seed)) for m, v in extra]
@@ -135,7 +139,7 @@ def behaviour_from_patching(
                 effect=s,
                 effects={m.key: st[i] for m, st in extra_stats},
                 scores={k: float(v[i]) for k, v in (scores or {}).items()},
-                flagged=bool(s.mean >= threshold and s.ci_low > 0),
+                flagged=bool(s.mean >= threshold and s.above_zero),
             )
         )
     return Behaviour(
@@ -147,7 +151,7 @@ def behaviour_from_patching(
         corrupted_metric_mean=float(result.corrupted_metric.mean()),
         methods=[primary, *(m for m, _ in extra)],
         threshold=threshold,
-        flag_rule=f"mean >= {threshold:.4g} and 95% CI excludes 0 (activation_patching/{result.intervention}/{result.direction}, {normalisation})",
+        flag_rule=f"mean >= {threshold:.4g} and 95% CI above 0 ({primary.key}, {result.unit})",
         components=entries,
         summary=summary or {},
     )
@@ -160,35 +164,17 @@ def _by_template(pairs: Sequence[PromptPair], values: Float[Tensor, "component p
     return torch.stack([values[:, ix].mean(-1) for ix in idx.values()], dim=-1)
 
 
-def _label_kl_noising(
-    model: Any, groups: list[TokenGroup], labels: tuple[int, ...], components: Sequence[Component], n: int, progress: bool, executor: Executor | None = None
-) -> Float[Tensor, "component prompt"]:
-    """KL(p(label | x) ‖ p(label | x, h ← h(x'))) per component and prompt (for SSS)."""
-    out = torch.zeros(len(components), n)
+def _per_prompt(groups: list[TokenGroup], n: int, fn: Callable[[TokenGroup], Tensor], *, width: int | None = None) -> Tensor:
+    """``fn(group)`` for every group (``[batch]`` or ``[batch, width]``), scattered back into prompt order."""
+    out = torch.zeros(n) if width is None else torch.zeros(n, width)
     for g in groups:
-        ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
-        local = TokenGroup(list(range(len(g.indices))), g.clean, g.corrupted)
-        r = patch_groups(model, [local], KLToReference(ref, labels=labels), components, direction="noising", progress=progress, executor=executor)
-        out[:, torch.tensor(g.indices)] = r.patched  # type: ignore[assignment]
+        out[torch.tensor(g.indices)] = fn(g).float().cpu()
     return out
 
 
-def _per_prompt(groups: list[TokenGroup], n: int, fn: Callable[[TokenGroup], Tensor]) -> Float[Tensor, " prompt"]:
-    """``fn(group)`` for every group, scattered back into the original prompt order."""
-    out = torch.zeros(n)
-    for g in groups:
-        out[torch.tensor(g.indices)] = fn(g).float()
-    return out
-
-
-def _label_kl_total(model: Any, groups: list[TokenGroup], labels: tuple[int, ...], n: int) -> Float[Tensor, " prompt"]:
-    """KL(p(label | x) ‖ p(label | x')) per prompt: the whole spurious swap."""
-
-    def kl(g: TokenGroup) -> Tensor:
-        ref = M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1)
-        return KLToReference(ref, labels=labels)(M.run(model, g.corrupted))
-
-    return _per_prompt(groups, n, kl)
+def _label_logprobs(model: Any, groups: list[TokenGroup], labels: tuple[int, ...], n: int) -> Float[Tensor, "prompt label"]:
+    """``log p(label | x)`` over the label tokens (renormalised) for every clean prompt, in prompt order."""
+    return _per_prompt(groups, n, lambda g: M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1).cpu(), width=len(labels))
 
 
 def scan(
@@ -254,11 +240,15 @@ def scan(
         # A spurious feature moves each prompt's label either way, so the signed mean gap is no
         # denominator: the primary measure is SSS, the label-distribution KL when only component h
         # sees the counterfactual (noising), in nats, unnormalised.
-        clean_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.clean)))
+        clean_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.clean), torch.tensor(g.indices)))
         labels = tuple(int(t) for t in [*torch.as_tensor(metric.positive).reshape(-1).tolist(), *torch.as_tensor(metric.negative).reshape(-1).tolist()])
-        kl = _label_kl_noising(model, groups, labels, components, n, progress, executor)
-        total = _label_kl_total(model, groups, labels, n)
-        result = PatchingResult(tuple(components), kl, torch.zeros(n), total, "noising", "swap", kl, normalised=False)
+        label_kl = KLToReference(_label_logprobs(model, groups, labels, n), labels=labels)
+        noised = patch_groups(
+            model, groups, label_kl, components, direction="noising", checkpoint_dir=ckpt("label-kl-noising"), progress=progress,
+            executor=executor, normalised=False,
+        )
+        kl, total = noised.effects, noised.corrupted_metric  # the clean run's KL to itself is 0
+        result = Effects(noised.components, kl, "nats", noised.clean_metric, total, Method("spurious_sensitivity", direction="noising"), kl)
         threshold = 0.1 * float(total.mean())
         metric_desc = f"KL(p(label|x) || p(label|x, h<-h(x'))), labels {spec.positive!r}/{spec.negative!r}"
         r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress, executor=executor)
@@ -266,8 +256,8 @@ def scan(
         sss = S.spurious_sensitivity(kl)
         ids = S.invariance_deviation(_by_template(pairs, kl))
         scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), "SSS": sss, "IDS": ids, "R": S.combined_score(sss, ids)})
-        corr_m = _per_prompt(groups, n, lambda g: metric(M.run(model, g.corrupted)))
-        summary["flip_rate"] = float((torch.sign(clean_m) != torch.sign(corr_m)).float().mean())
+        corr_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.corrupted), torch.tensor(g.indices)))
+        summary["flip_rate"] = flip_rate(clean_m.numpy() > 0, corr_m.numpy() > 0)
         summary["mean_abs_gap"] = float((clean_m - corr_m).abs().mean())
         summary["total_kl"] = float(total.mean())
     if mean_ablation:

@@ -15,8 +15,10 @@ behaviour, and any causal-tracing grids:
   with the rule that flagged it.
 
 Flag rule: a component is flagged when its mean primary effect is at least the behaviour's
-``threshold`` *and* it is significant: its 95% CI excludes 0 (for noise-based methods, in every one of
-at least 3 seeds).
+``threshold`` *and* its 95% bootstrap CI lies above 0 (:attr:`EffectStats.above_zero`, one-sided: a
+component carries a behaviour only with a positive effect). A method with a stochastic intervention
+(``resample``, ``noise``) must record at least 3 seeds (validated), so that its effects can be checked
+for one sign across seeds (:func:`circuits.atlas.scores.significant_across_seeds`).
 
 Version history: ``0.1`` (one method, no scores) and ``0.2`` (no model source) are read and upgraded on
 load; ``0.3`` is written.
@@ -35,7 +37,9 @@ from circuits.sites import parse_component
 
 SCHEMA_VERSION = "0.3"
 ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
-MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "gradient_sensitivity", "causal_tracing"]
+#: Interventions whose effects vary with the seed (the ≥3-seed rule applies to them).
+STOCHASTIC_INTERVENTIONS = frozenset({"resample", "noise"})
+MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "gradient_sensitivity", "spurious_sensitivity", "causal_tracing"]
 
 
 class AtlasError(ValueError):
@@ -97,6 +101,12 @@ class MethodInfo(_Frozen):
         """``name/intervention/direction`` (e.g. ``activation_patching/swap/denoising``)."""
         return f"{self.name}/{self.intervention}/{self.direction}"
 
+    @model_validator(mode="after")
+    def _seeds_for_noise(self) -> MethodInfo:
+        if self.intervention in STOCHASTIC_INTERVENTIONS and len(set(self.seeds)) < 3:
+            raise ValueError(f"a {self.intervention} intervention is random: record at least 3 seeds, got {self.seeds}")
+        return self
+
 
 class EffectStats(_Frozen):
     """Per-prompt effect statistics of one component under one method."""
@@ -110,8 +120,13 @@ class EffectStats(_Frozen):
 
     @property
     def significant(self) -> bool:
-        """The 95% CI excludes 0."""
+        """Two-sided: the 95% CI excludes 0."""
         return self.ci_low > 0 or self.ci_high < 0
+
+    @property
+    def above_zero(self) -> bool:
+        """One-sided: the 95% CI lies above 0 (the significance condition of the flag rule)."""
+        return self.ci_low > 0
 
 
 class ComponentEntry(_Frozen):
@@ -375,73 +390,3 @@ def _upgrade_0_1(raw: dict[str, Any]) -> dict[str, Any]:
             behaviours.append(b)
     raw["behaviours"] = behaviours
     return raw
-
-
-def merge(a: Atlas, b: Atlas) -> Atlas:
-    """Combine two atlases of the same model: the behaviours and traces of both.
-
-    Raises:
-        AtlasError: Different model fingerprints, or a behaviour name present in both with different content.
-    """
-    if a.model.fingerprint != b.model.fingerprint:
-        raise AtlasError(
-            f"cannot merge atlases of different models: {a.model.name} {a.model.fingerprint[:19]}… vs "
-            f"{b.model.name} {b.model.fingerprint[:19]}…"
-        )
-    behaviours = list(a.behaviours)
-    for bb in b.behaviours:
-        same = [x for x in behaviours if x.name == bb.name]
-        if same and same[0] != bb:
-            raise AtlasError(f"both atlases have a different behaviour {bb.name!r}; rename one before merging")
-        if not same:
-            behaviours.append(bb)
-    traces = list(a.traces) + [t for t in b.traces if t not in a.traces]
-    prov = Provenance(
-        packages={**b.provenance.packages, **a.provenance.packages},
-        command=f"merge({a.provenance.command!r}, {b.provenance.command!r})",
-        seeds=sorted(set(a.provenance.seeds) | set(b.provenance.seeds)),
-        git_commit=a.provenance.git_commit,
-        started=a.provenance.started,
-        finished=b.provenance.finished,
-    )
-    return Atlas(model=a.model, provenance=prov, behaviours=behaviours, traces=traces)
-
-
-class ComponentChange(NamedTuple):
-    """How one component moved between two atlases."""
-
-    behaviour: str
-    component: str
-    mean_a: float
-    mean_b: float
-    flagged_a: bool
-    flagged_b: bool
-
-    @property
-    def delta(self) -> float:
-        """``mean_b - mean_a``."""
-        return self.mean_b - self.mean_a
-
-
-def diff(a: Atlas, b: Atlas, *, min_delta: float = 0.0) -> list[ComponentChange]:
-    """What moved between two atlases (two runs, or an edited and an unedited model).
-
-    Components present in both, for behaviours present in both, whose mean primary effect moved by at
-    least ``min_delta`` or whose flag changed, largest move first.
-
-    Raises:
-        AtlasError: The atlases share no behaviour.
-    """
-    shared = [x.name for x in a.behaviours if x.name in {y.name for y in b.behaviours}]
-    if not shared:
-        raise AtlasError("the atlases share no behaviour to compare")
-    out = []
-    for name in shared:
-        right = {c.id: c for c in b.behaviour(name).components}
-        for c in a.behaviour(name).components:
-            if c.id in right:
-                d = right[c.id]
-                change = ComponentChange(name, c.id, c.effect.mean, d.effect.mean, c.flagged, d.flagged)
-                if abs(change.delta) >= min_delta or c.flagged != d.flagged:
-                    out.append(change)
-    return sorted(out, key=lambda ch: -abs(ch.delta))

@@ -139,12 +139,11 @@ def choose_direction_layer(
         EditError: No candidate layers, or a kind that is not a direction edit.
     """
     from circuits.data import english_sample
-    from circuits.evaluation.metrics import text_windows
     from circuits.evaluation.run import neutral_kl, suite_harm
 
     if not layers or kind not in ("directional_ablation", "orthogonalization"):
         raise EditError(f"need candidate layers and a direction kind (got {list(layers)}, {kind!r})")
-    windows = text_windows(model, english_sample(), window=128)
+    windows = M.text_windows(model, english_sample(), window=128)
     groups = tokenize_pairs(model, suite.pairs("build"))
     sweep = []
     for layer in layers:

@@ -24,13 +24,11 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -40,7 +38,7 @@ from circuits.editing.build import new_edit, suite_record
 from circuits.editing.apply import attach_for_training
 from circuits.editing.edit import Edit, EditError
 from circuits.data import english_sample
-from circuits.metrics import Metric, metric_for_suite
+from circuits.metrics import Metric, kl_divergence, metric_for_suite
 from circuits.probing.patching import PairError, TokenGroup, tokenize_pairs
 from circuits.sites import Component, HeadRef, MlpRef, NeuronRef
 from circuits.suites import PromptPair, Suite
@@ -133,21 +131,13 @@ class TrainingData:
 
 
 def _windows(model: Any, n: int, length: int, offset: int) -> list[Tensor]:
-    ids = M.encode_text(model, english_sample())
-    bos = M.bos_token_id(model)
-    out = []
-    for i in range(n):
-        chunk = ids[(offset + i) * length : (offset + i + 1) * length]
-        if chunk.numel() < 2:
-            break
-        out.append(torch.cat([torch.tensor([bos]), chunk]) if bos is not None else chunk)
-    return out
+    """Windows ``offset .. offset + n`` of the build text (:func:`circuits.model.text_windows`)."""
+    return list(M.text_windows(model, english_sample(), window=length)[offset : offset + n])
 
 
 def _kl_to_reference(logits: Tensor, ref_logp: Tensor) -> Tensor:
     """Mean per-token ``KL(ref ‖ edited)`` (nats)."""
-    logp = logits.float().log_softmax(-1)
-    return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+    return kl_divergence(ref_logp, logits.float().log_softmax(-1)).mean()
 
 
 def gap_loss(logits_clean: Float[Tensor, "batch pos d_vocab"], logits_corrupted: Float[Tensor, "batch pos d_vocab"], metric: Metric) -> Float[Tensor, ""]:
@@ -162,7 +152,7 @@ def _harm(model: Any, group: TokenGroup, rows: Tensor, metric: Metric, objective
     if objective == "gap":
         return gap_loss(a, b, metric)
     pa, pb = a[:, -1].float().log_softmax(-1), b[:, -1].float().log_softmax(-1)
-    return 0.5 * (F.kl_div(pb, pa, log_target=True, reduction="batchmean") + F.kl_div(pa, pb, log_target=True, reduction="batchmean"))
+    return 0.5 * (kl_divergence(pa, pb).mean() + kl_divergence(pb, pa).mean())  # symmetric KL
 
 
 @dataclass(frozen=True)

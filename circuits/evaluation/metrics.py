@@ -43,7 +43,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.data import english_eval
-from circuits.metrics import Metric
+from circuits.metrics import Metric, call_metric, flip_rate  # noqa: F401 - flip_rate is one of this module's measures
 from circuits.probing.patching import tokenize_pairs
 from circuits.suites import PromptPair
 
@@ -58,7 +58,7 @@ def bias_gaps(model: Any, pairs: list[PromptPair], metric: Metric) -> Float[Tens
     out = torch.zeros(len(pairs))
     for g in tokenize_pairs(model, pairs):
         idx = torch.tensor(g.indices)
-        out[idx] = (metric(M.run(model, g.clean)) - metric(M.run(model, g.corrupted))).float()
+        out[idx] = (call_metric(metric, M.run(model, g.clean), idx) - call_metric(metric, M.run(model, g.corrupted), idx)).float().cpu()
     return out
 
 
@@ -145,37 +145,12 @@ def label_logits(model: Any, prompts: Sequence[str], token_ids: Sequence[int], *
     return out
 
 
-def text_windows(model: Any, text: str | None = None, *, window: int = 256, max_tokens: int | None = None) -> Int[Tensor, "window pos"]:
-    """Cut a text into equal, non-overlapping windows of ``window`` tokens, each prefixed with BOS.
-
-    Args:
-        model: A model with a tokenizer.
-        text: The text (default: the shipped evaluation text, :func:`circuits.data.english_eval`).
-        window: Tokens per window (the last, shorter remainder is dropped so windows weigh equally).
-        max_tokens: Use only the first ``max_tokens`` tokens (``None``: all).
-
-    Returns:
-        ``[n_windows, window + 1]`` token ids (``window`` without a BOS token).
-
-    Raises:
-        ValueError: ``window < 2`` or fewer than ``window`` tokens.
-    """
-    ids = M.encode_text(model, english_eval() if text is None else text)
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
-    if window < 2 or ids.numel() < window:
-        raise ValueError(f"need window >= 2 and at least one full window (got {ids.numel()} tokens, window {window})")
-    rows = ids[: ids.numel() // window * window].reshape(-1, window)
-    bos = M.bos_token_id(model)
-    return torch.cat([torch.full((rows.shape[0], 1), bos), rows], dim=1) if bos is not None else rows
-
-
 @torch.no_grad()
 def window_scores(model: Any, windows: Int[Tensor, "window pos"], *, batch_size: int = 8) -> tuple[Float[Tensor, " window"], Float[Tensor, " window"]]:
     """Mean next-token NLL (nats/token) and top-1 next-token accuracy of each window.
 
     Every token after the first is predicted from its prefix (the first is BOS when windows come from
-    :func:`text_windows`).
+    :func:`circuits.model.text_windows`).
 
     Returns:
         ``(nll, accuracy)``, one value per window.
@@ -190,28 +165,10 @@ def window_scores(model: Any, windows: Int[Tensor, "window pos"], *, batch_size:
     return torch.cat(nll), torch.cat(acc)
 
 
-def window_nll(model: Any, ids: Int[Tensor, " pos"], *, window: int = 128) -> Float[Tensor, " window"]:
-    """Mean next-token NLL (nats/token) of each non-overlapping window of a token sequence.
-
-    Each window is prefixed with the model's BOS token (if any); a last, shorter window is kept.
-
-    Raises:
-        ValueError: Fewer than 2 tokens, or ``window < 2``.
-    """
-    if ids.numel() < 2 or window < 2:
-        raise ValueError(f"need at least 2 tokens and window >= 2 (got {ids.numel()} tokens, window {window})")
-    bos = M.bos_token_id(model)
-    chunks = [c for c in (ids[i : i + window] for i in range(0, ids.numel(), window)) if c.numel() >= 2]
-    out = []
-    for c in chunks:
-        toks = torch.cat([torch.tensor([bos]), c]) if bos is not None else c
-        out.append(window_scores(model, toks[None])[0][0])
-    return torch.stack(out)
-
-
 def perplexity(model: Any, text: str | None = None, *, window: int = 256) -> float:
     """Perplexity (``exp`` mean NLL over equal windows) of ``text`` (default: the shipped evaluation text)."""
-    return math.exp(float(window_scores(model, text_windows(model, text, window=window))[0].mean()))
+    windows = M.text_windows(model, english_eval() if text is None else text, window=window)
+    return math.exp(float(window_scores(model, windows)[0].mean()))
 
 
 def _rate(pred: np.ndarray, mask: np.ndarray) -> float:
@@ -269,7 +226,4 @@ def worst_group_accuracy(pred: Bool[np.ndarray, " item"], label: Bool[np.ndarray
     return min(accs)
 
 
-def flip_rate(pred_a: Bool[np.ndarray, " item"], pred_b: Bool[np.ndarray, " item"]) -> float:
-    """Fraction of counterfactual pairs whose predictions differ (Garg et al. 2019)."""
-    pred_a, pred_b = np.asarray(pred_a, bool), np.asarray(pred_b, bool)
-    return float((pred_a != pred_b).mean())
+

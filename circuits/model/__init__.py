@@ -41,31 +41,31 @@ from circuits.model.loading import (
     quiet_libraries,
     resolve_device,
     resolve_dtype,
-    tiny_model,
 )
+from circuits.model.tiny import tiny_model
 from circuits.model.tokens import (
     bos_token_id,
     decode,
     encode_text,
     single_token_id,
     subject_positions,
+    text_windows,
     to_tokens,
     token_lengths,
     tokenizer_of,
     tokens_of,
 )
+from circuits.model.export import hf_config, hf_model_copy, save_hf_pretrained
 from circuits.model.weights import (
     ExportError,
     fingerprint,
     frozen_parameters,
     has_weight,
-    hf_model_copy,
     hf_module_name,
     load_weights,
     parametrize_weight,
     read_weight,
     replace_weight,
-    save_hf_pretrained,
     weight_parameters,
     weights_state,
 )
@@ -93,9 +93,9 @@ __all__ = [
     "ModelNotInstalledError", "ModelShape", "ModelSpec", "Provenance", "UnsupportedArchitecture", "WeightStep",
     "add_persistent_hook", "arch_of", "attach_overlay", "bos_token_id", "build_model", "cache_from_layer", "cache_root",
     "check_directory", "decode", "embed", "embedding_matrix", "encode_text", "fingerprint", "frozen_parameters",
-    "generate", "generate_ids", "gguf_path", "has_hook", "has_weight", "hf_model_copy", "hub_name", "hf_module_name", "load_model",
+    "generate", "generate_ids", "gguf_path", "has_hook", "has_weight", "hf_config", "hf_model_copy", "hub_name", "hf_module_name", "load_model",
     "load_weights", "logit_lens", "model_name", "model_recipe", "parametrize_weight", "quiet_libraries", "read_weight", "replace_weight",
     "resolve_device", "resolve_dtype", "run", "run_from_layer", "run_with_cache", "sample_continuations",
-    "save_hf_pretrained", "shape_of", "single_token_id", "subject_positions", "tiny_model", "to_tokens",
+    "save_hf_pretrained", "shape_of", "single_token_id", "subject_positions", "text_windows", "tiny_model", "to_tokens",
     "token_lengths", "tokenizer_of", "tokens_of", "weight_parameters", "weights_state",
 ]

@@ -1,4 +1,4 @@
-"""Tiny random Hugging Face models of every supported family, built from configs (no download).
+"""Tiny random models for tests and trials: TransformerLens-native ones, and Hugging Face ones of every family.
 
 Used by the architecture matrix tests, the benchmarks' shape-matched random models, and users who want
 to try the pipeline on a family without downloading it. Every family is built with the shipped
@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from circuits.model.arch import NATIVE
 from circuits.model.hooked import HookedLM, Provenance
 
 #: The families of the architecture matrix, covering learned vs rotary positions, LayerNorm vs
@@ -129,3 +130,70 @@ def tiny_hf_model(family: str, *, seed: int = 0, n_layers: int = 2, dtype: str |
     recipe = {"loader": "tiny_hf_model", "family": family, "seed": seed, "n_layers": n_layers, "dtype": dtype, **overrides}
     prov = Provenance(source=f"<tiny {family}>", kind="tiny", architecture=type(hf).__name__)
     return _boot(hf.to(dt), tok, name=f"tiny-{family}", provenance=prov, recipe=recipe, dtype=dt)
+
+
+def tiny_model(
+    *,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int | None = None,
+    d_model: int = 32,
+    d_head: int = 8,
+    d_mlp: int = 64,
+    d_vocab: int = 50,
+    n_ctx: int = 64,
+    seed: int = 0,
+    gated_mlp: bool = True,
+    normalization: str | None = "RMS",
+    attn_only: bool = False,
+    dtype: str | torch.dtype | None = None,
+    name: str = "tiny",
+) -> HookedLM:
+    """Build a small random Llama-style TransformerLens-native model (no hub, no download) for tests.
+
+    Uses TransformerLens' ``TransformerBridge.boot_native``: RMSNorm, rotary positions, a gated SiLU
+    MLP and, when ``n_kv_heads < n_heads``, grouped-query attention, like SmolLM2.
+
+    Args:
+        n_layers: Number of blocks.
+        n_heads: Query heads per block.
+        n_kv_heads: Key/value heads per block; ``None`` means ``n_heads`` (no grouping).
+        d_model: Residual width.
+        d_head: Head width.
+        d_mlp: MLP width.
+        d_vocab: Vocabulary size.
+        n_ctx: Maximum context length.
+        seed: Initialisation seed (same seed → same weights).
+        gated_mlp: Use a gated (SwiGLU) MLP as Llama does.
+        normalization: ``"RMS"`` (Llama) or ``None`` (no norms: the logits are then linear in the last
+            layer's outputs, which exactness tests use).
+        attn_only: No MLPs (with ``normalization=None`` the logits are linear in the last layer's heads).
+        dtype: Weight dtype (default float32).
+        name: Name recorded in atlases and edits.
+
+    Returns:
+        An eval-mode model without a tokenizer.
+    """
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    kwargs = {
+        "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "d_model": d_model, "d_head": d_head,
+        "d_mlp": d_mlp, "d_vocab": d_vocab, "n_ctx": n_ctx, "seed": seed, "gated_mlp": gated_mlp,
+        "normalization": normalization, "attn_only": attn_only,
+    }
+    cfg = TransformerBridgeConfig(
+        d_model=d_model, d_head=d_head, n_layers=n_layers, n_ctx=n_ctx, n_heads=n_heads, d_vocab=d_vocab, d_mlp=d_mlp,
+        act_fn="silu", normalization_type=normalization, attn_only=attn_only, gated_mlp=gated_mlp,
+        n_key_value_heads=n_kv_heads, positional_embedding_type="rotary", seed=seed,
+    )
+    bridge = TransformerBridge.boot_native(cfg)
+    from circuits.model.loading import resolve_dtype
+
+    dt = resolve_dtype(dtype)
+    if dt != torch.float32:
+        bridge.original_model.to(dt)
+    bridge.eval()
+    recipe = {"loader": "tiny_model", **kwargs, "dtype": None if dtype is None else str(dt).removeprefix("torch."), "name": name}
+    prov = Provenance(source="<tiny>", kind="tiny", architecture="native")
+    return HookedLM(bridge, None, name=name, provenance=prov, arch=NATIVE, recipe=recipe)

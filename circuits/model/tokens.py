@@ -111,3 +111,31 @@ def decode(lm: HookedLM, ids: Sequence[int] | Tensor) -> str:
     """Token ids → text (special tokens kept, as the model saw them)."""
     values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
     return str(_need_tokenizer(lm).decode(values))
+
+
+def text_windows(lm: HookedLM, text: str, *, window: int = 256, max_tokens: int | None = None) -> Int[Tensor, "window pos"]:
+    """Cut a text into equal, non-overlapping windows of ``window`` tokens, each prefixed with BOS.
+
+    The one text-windowing helper: perplexity, next-token accuracy, the KL to an unedited model and the
+    preservation term of trained edits all read text through it.
+
+    Args:
+        lm: A model with a tokenizer.
+        text: The text.
+        window: Tokens per window (a last, shorter remainder is dropped so windows weigh equally).
+        max_tokens: Use only the first ``max_tokens`` tokens (``None``: all).
+
+    Returns:
+        ``[n_windows, window + 1]`` token ids (``window`` if the model has no BOS token).
+
+    Raises:
+        ValueError: ``window < 2`` or fewer than ``window`` tokens.
+    """
+    ids = encode_text(lm, text)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if window < 2 or ids.numel() < window:
+        raise ValueError(f"need window >= 2 and at least one full window (got {ids.numel()} tokens, window {window})")
+    rows = ids[: ids.numel() // window * window].reshape(-1, window)
+    bos = bos_token_id(lm)
+    return torch.cat([torch.full((rows.shape[0], 1), bos, device=rows.device), rows], dim=1) if bos is not None else rows

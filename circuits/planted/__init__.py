@@ -39,6 +39,7 @@ from safetensors.torch import load as st_load
 from torch import Tensor
 
 from circuits import model as M
+from circuits.metrics import MetricContext
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef
 
@@ -105,23 +106,23 @@ def mask_hooks(task: str, n_layers: int, n_heads: int) -> list[tuple[str, M.Hook
 class PerPromptLogit:
     """``logit[target] − mean logit`` per prompt (logit units), at the last position or averaged over the last few.
 
-    With ``targets`` of shape ``[batch]`` the metric reads the last position; with ``[batch, k]`` it
+    With ``targets`` of shape ``[prompt]`` the metric reads the last position; with ``[prompt, k]`` it
     reads the last ``k`` positions, target ``j`` at position ``−k + j``, and averages them (e.g. every
-    token of a repeated block, for in-context copying). Works on a batch that is a whole multiple of
-    the targets (the patching engine packs interventions).
+    token of a repeated block, for in-context copying). Each row is scored against its own prompt's
+    targets (:class:`circuits.metrics.MetricContext`).
     """
 
-    targets: Int[Tensor, " batch"] | Int[Tensor, "batch k"]
+    targets: Int[Tensor, " prompt"] | Int[Tensor, "prompt k"]
+    uses_context: bool = True
 
     @property
     def positions(self) -> int:
         """Final positions read."""
         return 1 if self.targets.dim() == 1 else int(self.targets.shape[1])
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
         read = logits[:, -self.positions :, :]
-        targets = self.targets.reshape(self.targets.shape[0], -1)
-        t = targets.repeat(read.shape[0] // targets.shape[0], 1)
+        t = self.targets.reshape(self.targets.shape[0], -1).to(logits.device)[ctx.prompts]
         return (read.gather(-1, t[..., None])[..., 0] - read.mean(-1)).mean(-1)
 
 
@@ -216,7 +217,7 @@ def harmful_rates(model: Any, *, n: int = 512, seed: int = 7) -> tuple[float, fl
 
 def new_model(task: TaskName, *, seed: int = 0) -> Any:
     """An untrained model of the task's shape, with the planting mask attached (persistent hooks)."""
-    model = M.tiny_model(seed=seed, **CONFIGS[task])
+    model = M.tiny_model(seed=seed, name=f"planted-{task}", **CONFIGS[task])
     cfg = CONFIGS[task]
     for name, fn in mask_hooks(task, cfg["n_layers"], cfg["n_heads"]):
         M.add_persistent_hook(model, name, fn)
@@ -232,7 +233,6 @@ def load_planted(task: TaskName) -> Any:
     model = new_model(task)
     blob = resources.files(__package__).joinpath(f"data/{task}.safetensors").read_bytes()
     M.load_weights(model, st_load(blob))
-    model.circuits_model_name = f"planted-{task}"
     return model
 
 
@@ -258,15 +258,12 @@ def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: i
     model the planted head also writes a "no trigger" signal that suppresses ``HARM``, so zeroing it or
     averaging it with triggered runs leaves the harmful output in place.
     """
-    from circuits.editing import Edit
+    from circuits.editing.build import new_edit
 
     toks = harmful_tokens(n, seed=seed, p_trigger=0.0)[0]
     _, cache = M.run_with_cache(model, toks, sorted({h.hook_name for h in heads}))
-    return Edit(
-        kind="ablation", components=tuple(sorted(heads, key=str)),
-        tensors={str(h): cache[h.hook_name][:, -1, h.head].mean(0) for h in heads},
-        model_name=M.model_name(model), model_fingerprint=M.fingerprint(model), hyperparameters={"mode": "mean"},
-    )
+    tensors = {str(h): cache[h.hook_name][:, -1, h.head].mean(0) for h in heads}
+    return new_edit("ablation", tuple(sorted(heads, key=str)), tensors, model, {"mode": "mean"})
 
 
 def mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: Int[Tensor, "batch pos"]) -> Any:
@@ -276,16 +273,13 @@ def mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: In
     Returns:
         The edit, for :func:`circuits.editing.edit.apply_edit`.
     """
-    from circuits.editing import Edit
+    from circuits.editing.build import new_edit
     from circuits.probing.patching import mean_activations
 
     names = sorted({h.hook_name for h in heads})
     # One forward: the per-position batch means, then the mean over positions (all rows one length).
     means = {n: m.mean(0) for n, m in mean_activations(model, toks, names).items()}
-    return Edit(
-        kind="ablation", components=tuple(sorted(heads, key=str)), tensors={str(h): means[h.hook_name][h.head] for h in heads},
-        model_name=M.model_name(model), model_fingerprint=M.fingerprint(model), hyperparameters={"mode": "mean"},
-    )
+    return new_edit("ablation", tuple(sorted(heads, key=str)), {str(h): means[h.hook_name][h.head] for h in heads}, model, {"mode": "mean"})
 
 
 def metadata(task: TaskName) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from circuits import model as M
-from circuits.editing import Edit, apply_edit
-from circuits.metrics import Metric
+from circuits.editing import apply_edit
+from circuits.editing.build import new_edit
+from circuits.metrics import Metric, call_metric
 from circuits.probing.attribution import attribution_patching, gradient_sensitivity
 from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
 from circuits.sites import HeadRef, all_heads
@@ -48,14 +49,11 @@ def _metric_with_only(model: Any, keep: frozenset[HeadRef], group: TokenGroup, m
     shape = M.shape_of(model)
     heads = tuple(h for h in all_heads(shape.n_layers, shape.n_heads) if h not in keep)
     if not heads:
-        return float(metric(M.run(model, group.clean)).mean())
+        return float(call_metric(metric, M.run(model, group.clean), torch.tensor(group.indices)).mean())
     means = position_mean_activations(model, [group], sorted({h.hook_name for h in heads}))
-    edit = Edit(
-        kind="ablation", components=heads, tensors={str(h): means[h.hook_name][h.head] for h in heads},
-        model_name=M.model_name(model), model_fingerprint="", hyperparameters={"mode": "mean"},
-    )
-    with apply_edit(model, edit, check_fingerprint=False):
-        return float(metric(M.run(model, group.clean)).mean())
+    edit = new_edit("ablation", heads, {str(h): means[h.hook_name][h.head] for h in heads}, model, {"mode": "mean"})
+    with apply_edit(model, edit):
+        return float(call_metric(metric, M.run(model, group.clean), torch.tensor(group.indices)).mean())
 
 
 @torch.no_grad()

@@ -22,16 +22,15 @@
 * **Gradient sensitivity**: ``‖∂m/∂a‖₂`` over the component's slice on the clean run, a cheap seed for
   target selection (as in intervention-based causal pruning).
 
-Effects are reported like :class:`~circuits.probing.patching.PatchingResult`: normalised so that 0 is
-the corrupted run and 1 the clean run (sensitivity is not normalised: it is a gradient norm in metric
-units per activation unit).
+Results are :class:`~circuits.probing.effects.Effects`: normalised so that 0 is the corrupted run and 1
+the clean run, like exact patching (sensitivity has unit ``gradient_norm``: metric units per activation
+unit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -39,60 +38,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, positions_read, vocab_read
+from circuits.metrics import Metric, call_metric, positions_read, vocab_read
+from circuits.probing.effects import Effects, Method
 from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
 from circuits.sites import Component, activation_index
 from circuits.suites import PromptPair
-
-Method = Literal["attribution_patching", "eap_ig", "gradient_sensitivity"]
-
-
-@dataclass(frozen=True)
-class _Tiled:
-    """A metric applied to ``k`` stacked copies of a batch (metrics with per-prompt state, like KL)."""
-
-    metric: Metric
-    k: int
-
-    @property
-    def positions(self) -> int | None:
-        return positions_read(self.metric)
-
-    @property
-    def vocab(self) -> tuple[int, ...] | None:
-        return vocab_read(self.metric)
-
-    def __call__(self, logits: Tensor) -> Tensor:
-        b = logits.shape[0] // self.k
-        return torch.cat([self.metric(logits[i * b : (i + 1) * b]) for i in range(self.k)])
-
-
-@dataclass(frozen=True)
-class AttributionResult:
-    """Gradient-based effect estimates per component and prompt.
-
-    Attributes:
-        components: Components, in the order of ``effects`` rows.
-        effects: Estimated normalised effect (0 = corrupted, 1 = clean) for attribution methods;
-            gradient norm for ``gradient_sensitivity``.
-        clean_metric: Metric on each clean prompt.
-        corrupted_metric: Metric on each corrupted prompt.
-        method: Which estimate.
-        ig_steps: Interpolation steps (1 for plain attribution and sensitivity).
-    """
-
-    components: tuple[Component, ...]
-    effects: Float[Tensor, "component prompt"]
-    clean_metric: Float[Tensor, " prompt"]
-    corrupted_metric: Float[Tensor, " prompt"]
-    method: Method
-    ig_steps: int
-
-    @property
-    def mean_effects(self) -> Float[Tensor, " component"]:
-        """Mean over prompts."""
-        return self.effects.mean(dim=1)
-
 
 def _capture_hooks(names: Sequence[str], store: dict[str, Tensor]) -> list[tuple[str, M.HookFn]]:
     def make(name: str) -> M.HookFn:
@@ -119,23 +69,25 @@ def _grads(
     resid0: Float[Tensor, "batch pos d_model"],
     metric: Metric,
     names: Sequence[str],
+    prompts: Tensor,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
     """``∂ Σ metric / ∂ activation`` at ``names`` for a run started from the residual entering block 0.
 
     Weights are frozen (activation gradients only) and only the positions and tokens the metric reads
-    are unembedded. Returns ``(grads, activations, metric values)``: the run's own activations come
-    for free, so the base run needs no separate forward.
+    are unembedded. ``prompts`` is each row's prompt index (the metric's context). Returns
+    ``(grads, activations, metric values)``: the run's own activations come for free, so the base run
+    needs no separate forward.
     """
     store: dict[str, Tensor] = {}
     with torch.enable_grad(), M.frozen_parameters(model):
         logits = M.run_from_layer(
             model, resid0.detach(), 0, _capture_hooks(names, store), last=positions_read(metric), vocab=vocab_read(metric)
         )
-        values = metric(logits)
+        values = call_metric(metric, logits, prompts)
         values.sum().backward()
     grads = {n: store[n].grad.detach() if store[n].grad is not None else torch.zeros_like(store[n]) for n in names}
     acts = {n: store[n].detach() for n in names}
-    return grads, acts, values.detach().float()
+    return grads, acts, values.detach().float().cpu()
 
 
 def _reduce(model: Any, components: Sequence[Component], per_hook: dict[str, Tensor], how: str) -> Tensor:
@@ -146,7 +98,7 @@ def _reduce(model: Any, components: Sequence[Component], per_hook: dict[str, Ten
         x = per_hook[c.hook_name][(slice(None), *activation_index(c, shape.n_heads, shape.n_kv_heads))]
         flat = x.reshape(x.shape[0], -1)
         rows.append(flat.sum(-1) if how == "sum" else flat.norm(dim=-1))
-    return torch.stack(rows)
+    return torch.stack(rows).cpu()
 
 
 def _attribute_group(
@@ -162,10 +114,11 @@ def _attribute_group(
     clean_logits, clean_cache = M.cache_from_layer(model, e_clean, 0, names, last=last, vocab=vocab)
     alphas = torch.arange(ig_steps, dtype=e_clean.dtype) / ig_steps
     path = torch.cat([e_corr + a * (e_clean - e_corr) for a in alphas])
-    g, acts, values = _grads(model, path, _Tiled(metric, ig_steps), names)
+    prompts = torch.tensor(group.indices)
+    g, acts, values = _grads(model, path, metric, names, prompts.repeat(ig_steps))
     grads = {n: v.view(ig_steps, b, *v.shape[1:]).mean(0) for n, v in g.items()}
     corr_cache = {n: v[:b] for n, v in acts.items()}
-    clean_m, corr_m = metric(clean_logits).float(), values[:b]
+    clean_m, corr_m = call_metric(metric, clean_logits, prompts).float().cpu(), values[:b]
     attributions = {n: (clean_cache[n] - corr_cache[n]) * grads[n] for n in names}
     return _reduce(model, components, attributions, "sum"), clean_m, corr_m
 
@@ -178,7 +131,7 @@ def attribution_patching(
     *,
     ig_steps: int = 1,
     progress: bool = True,
-) -> AttributionResult:
+) -> Effects:
     """Estimate denoising activation patching for every component from gradients.
 
     Args:
@@ -208,14 +161,8 @@ def attribution_patching(
         raw[:, idx], clean_m[idx], corr_m[idx] = _attribute_group(model, g, metric, components, ig_steps)
     # raw estimates m(patched) - m(corrupted); shift so normalise() maps it like an exact result.
     effects = normalise(raw + corr_m, clean_m, corr_m)
-    return AttributionResult(
-        components=tuple(components),
-        effects=effects,
-        clean_metric=clean_m,
-        corrupted_metric=corr_m,
-        method="attribution_patching" if ig_steps == 1 else "eap_ig",
-        ig_steps=ig_steps,
-    )
+    name = "attribution_patching" if ig_steps == 1 else "eap_ig"
+    return Effects(tuple(components), effects, "normalised", clean_m, corr_m, Method(name, ig_steps=ig_steps))
 
 
 def gradient_sensitivity(
@@ -225,7 +172,7 @@ def gradient_sensitivity(
     components: Sequence[Component],
     *,
     progress: bool = True,
-) -> AttributionResult:
+) -> Effects:
     """``‖∂m/∂a‖₂`` over each component's slice, on the clean prompts.
 
     Args:
@@ -250,11 +197,11 @@ def gradient_sensitivity(
     names = sorted({c.hook_name for c in components})
     for g in tqdm(groups, desc="gradient sensitivity", disable=not progress, leave=False):
         idx = torch.tensor(g.indices)
-        grads, _, values = _grads(model, M.embed(model, g.clean), metric, names)
+        grads, _, values = _grads(model, M.embed(model, g.clean), metric, names, idx)
         out[:, idx] = _reduce(model, components, grads, "norm")
         clean_m[idx] = values
-        corr_m[idx] = metric(M.run(model, g.corrupted)).float()
-    return AttributionResult(tuple(components), out, clean_m, corr_m, "gradient_sensitivity", 1)
+        corr_m[idx] = call_metric(metric, M.run(model, g.corrupted), idx).float().cpu()
+    return Effects(tuple(components), out, "gradient_norm", clean_m, corr_m, Method("gradient_sensitivity"))
 
 
 def _as_groups(model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup]) -> list[TokenGroup]:

@@ -24,14 +24,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from circuits import model as M
-from circuits.metrics import Metric
+from circuits.metrics import Metric, call_metric
 from circuits.sites import Component
 
 RAY_HINT = "Ray is not installed: pip install 'circuit-atlas[ray]' (or pip install ray)"
@@ -91,8 +91,8 @@ def job_caches(model: Any, job: PatchJob) -> JobCaches:
         idx = torch.tensor(group.indices)
         clean_logits, clean_cache = M.run_with_cache(model, group.clean, names)
         corr_logits, corr_cache = M.run_with_cache(model, group.corrupted, names)
-        clean_m[idx] = job.metric(clean_logits).float()
-        corr_m[idx] = job.metric(corr_logits).float()
+        clean_m[idx] = call_metric(job.metric, clean_logits, idx).float().cpu()
+        corr_m[idx] = call_metric(job.metric, corr_logits, idx).float().cpu()
         bases.append(corr_cache if job.direction == "denoising" else clean_cache)
         sources.append(clean_cache if job.direction == "denoising" else corr_cache)
     return JobCaches(bases, sources, clean_m, corr_m)
@@ -106,12 +106,14 @@ def run_unit(model: Any, job: PatchJob, caches: JobCaches, unit: PatchUnit, bar:
     comps = [job.components[i] for i in unit.indices]
     rows = torch.zeros(len(comps), n)
     for gi, group in enumerate(job.groups):
-        rows[:, torch.tensor(group.indices)] = _patch_from_source(
-            model, caches.bases[gi], caches.sources[gi], job.metric, comps, job.intervention, job.max_rows, job.seed, gi, bar
+        idx = torch.tensor(group.indices)
+        rows[:, idx] = _patch_from_source(
+            model, caches.bases[gi], caches.sources[gi], job.metric, comps, job.intervention, job.max_rows, job.seed, gi, bar, idx
         )
     return rows
 
 
+@runtime_checkable
 class Executor(Protocol):
     """Runs the units of a job and yields each unit's rows as it finishes (in any order)."""
 

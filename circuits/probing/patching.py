@@ -37,9 +37,8 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -50,137 +49,21 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.io import atomic_write_bytes
-from circuits.metrics import Metric, positions_read, vocab_read
+from circuits.metrics import Metric, call_metric, positions_read, vocab_read
+from circuits.probing.effects import Direction, Effects, Method
 from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
+from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patching engine's inputs come from
+    PairError,
+    TokenGroup,
+    mean_activations,
+    position_mean_activations,
+    tokenize_pairs,
+)
 from circuits.interventions import SweepIntervention, Swap, at_site
 from circuits.sites import Component, activation_index, hook_name
 from circuits.suites import PromptPair
 
 logger = logging.getLogger(__name__)
-
-Direction = Literal["denoising", "noising"]
-
-
-class PairError(ValueError):
-    """Prompt pairs are empty or a clean prompt and its corrupted prompt differ in token length."""
-
-
-@dataclass(frozen=True)
-class PatchingResult:
-    """Effects of patching each component, per prompt.
-
-    Attributes:
-        components: The patched components, in the order of ``effects`` rows.
-        effects: Normalised effect per component and prompt (0 = corrupted run, 1 = clean run).
-        clean_metric: Metric on each clean prompt (metric units, e.g. logits).
-        corrupted_metric: Metric on each corrupted prompt.
-        direction: ``"denoising"`` (corrupted run ← clean activation) or ``"noising"``.
-        intervention: Name of the intervention (``"swap"`` for activation patching proper).
-        patched: The metric after each patch, in metric units (before normalisation).
-        normalised: ``effects`` are normalised (``False``: they are raw metric values, e.g. a KL).
-    """
-
-    components: tuple[Component, ...]
-    effects: Float[Tensor, "component prompt"]
-    clean_metric: Float[Tensor, " prompt"]
-    corrupted_metric: Float[Tensor, " prompt"]
-    direction: Direction
-    intervention: str = "swap"
-    patched: Float[Tensor, "component prompt"] | None = None
-    normalised: bool = True
-
-    @property
-    def mean_effects(self) -> Float[Tensor, " component"]:
-        """Mean normalised effect of each component over prompts."""
-        return self.effects.mean(dim=1)
-
-
-@dataclass(frozen=True)
-class TokenGroup:
-    """Prompt pairs of one token length, tokenised.
-
-    Attributes:
-        indices: Each row's position in the original list of pairs.
-        clean: Clean token ids.
-        corrupted: Corrupted token ids.
-    """
-
-    indices: list[int]
-    clean: Int[Tensor, "batch pos"]
-    corrupted: Int[Tensor, "batch pos"]
-
-
-def tokenize_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[TokenGroup]:
-    """Tokenise prompt pairs, grouped by length, checking each pair is aligned token for token.
-
-    Args:
-        model: A model with a tokenizer.
-        pairs: The prompt pairs.
-
-    Returns:
-        Groups of equal-length pairs, shortest first.
-
-    Raises:
-        PairError: ``pairs`` is empty, or a clean prompt and its corrupted prompt differ in length.
-    """
-    if not pairs:
-        raise PairError("no prompt pairs given")
-    clean_len = M.token_lengths(model, [p.clean for p in pairs])
-    corr_len = M.token_lengths(model, [p.corrupted for p in pairs])
-    by_len: dict[int, list[int]] = defaultdict(list)
-    for i, (a, b) in enumerate(zip(clean_len, corr_len)):
-        if a != b:
-            p = pairs[i]
-            raise PairError(
-                f"pair {i} is not aligned: {p.clean!r} is {a} tokens but {p.corrupted!r} is {b}; "
-                "clean and corrupted prompts must have the same token length"
-            )
-        by_len[a].append(i)
-    return [
-        TokenGroup(
-            indices=idx,
-            clean=M.to_tokens(model, [pairs[i].clean for i in idx]),
-            corrupted=M.to_tokens(model, [pairs[i].corrupted for i in idx]),
-        )
-        for _, idx in sorted(by_len.items())
-    ]
-
-
-@torch.no_grad()
-def mean_activations(model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
-    """Reference means for :class:`~circuits.probing.interventions.Mean`: the batch mean per position.
-
-    Args:
-        model: A ``TransformerBridge``.
-        tokens: Reference prompts (one length).
-        names: Hook names.
-
-    Returns:
-        ``{hook_name: activation.mean(0)}`` (shape of the activation without the batch axis).
-    """
-    _, cache = M.run_with_cache(model, tokens, names)
-    return {n: cache[n].mean(0) for n in names}
-
-
-@torch.no_grad()
-def position_mean_activations(model: Any, groups: Sequence[TokenGroup], names: Sequence[str]) -> dict[str, Tensor]:
-    """Means over every position of every clean and corrupted prompt of ``groups`` (any lengths).
-
-    For :class:`~circuits.probing.interventions.Mean` with ``over_positions=True``. Not for
-    ``hook_pattern`` (whose axes are not positions first).
-
-    Returns:
-        ``{hook_name: mean}`` with the batch and position axes averaged out.
-    """
-    sums: dict[str, Tensor] = {}
-    count = 0
-    for g in groups:
-        _, cache = M.run_with_cache(model, torch.cat([g.clean, g.corrupted]), names)
-        for n in names:
-            sums[n] = sums.get(n, 0) + cache[n].sum(dim=(0, 1))
-        count += 2 * g.clean.shape[0] * g.clean.shape[1]
-    return {n: v / count for n, v in sums.items()}
-
 
 def _generator(seed: int, component: Component, salt: int) -> torch.Generator:
     """A generator that depends only on (seed, component, prompt group): packing- and resume-invariant."""
@@ -259,8 +142,9 @@ def patch_tokens(
     clean_logits, clean_cache = M.run_with_cache(model, clean, names)
     corr_logits, corr_cache = M.run_with_cache(model, corrupted, names)
     base, source = (corr_cache, clean_cache) if direction == "denoising" else (clean_cache, corr_cache)
-    patched = _patch_from_source(model, base, source, metric, components, intervention, max_rows, seed, salt, bar)
-    return patched, metric(clean_logits).float(), metric(corr_logits).float()
+    prompts = torch.arange(clean.shape[0])
+    patched = _patch_from_source(model, base, source, metric, components, intervention, max_rows, seed, salt, bar, prompts)
+    return patched, call_metric(metric, clean_logits, prompts).float(), call_metric(metric, corr_logits, prompts).float()
 
 
 def _cache_names(components: Sequence[Component]) -> list[str]:
@@ -280,11 +164,13 @@ def _patch_from_source(
     seed: int,
     salt: int,
     bar: Any,
+    prompts: Tensor,
 ) -> Float[Tensor, "component batch"]:
     """Run the base run once per packed chunk of components; return the patched metric.
 
     ``base`` is the base run's cache; each chunk restarts from the residual entering its lowest layer
-    (:func:`circuits.model.run_from_layer`), so earlier blocks are not recomputed.
+    (:func:`circuits.model.run_from_layer`), so earlier blocks are not recomputed. ``prompts`` gives
+    each base row's prompt index, passed on to the metric for every packed copy.
     """
     b = next(iter(base.values())).shape[0]
     chunk_size = max(1, max_rows // b)
@@ -297,7 +183,7 @@ def _patch_from_source(
         resid = base[hook_name("resid_pre", first)]
         with torch.no_grad():
             logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks, last=last, vocab=vocab)
-        patched[start : start + len(chunk)] = metric(logits).float().view(len(chunk), b)
+        patched[start : start + len(chunk)] = call_metric(metric, logits, prompts.repeat(len(chunk))).float().cpu().view(len(chunk), b)
         if bar is not None:
             bar.update(1)
     return patched
@@ -343,7 +229,7 @@ def activation_patching(
     seed: int = 0,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
-) -> PatchingResult:
+) -> Effects:
     """Patch every component, one at a time, on every prompt pair.
 
     Args:
@@ -384,15 +270,19 @@ def patch_groups(
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     executor: Executor | None = None,
-) -> PatchingResult:
+    normalised: bool = True,
+) -> Effects:
     """:func:`activation_patching` on already tokenised groups (see :func:`tokenize_pairs`).
 
     The sweep is split into one work unit per layer, run by ``executor`` (default: in this process;
     :class:`circuits.probing.executor.RayExecutor` runs them on a Ray cluster with the same result).
+    With ``normalised=False`` the effects are the metric after each intervention, in the metric's own
+    unit (its ``unit`` attribute, e.g. ``"nats"`` for a KL; else ``"metric"``), for metrics that are
+    not a behaviour with a clean/corrupted contrast.
 
     Raises:
         PairError: No groups.
-        ValueError: No components, or no behaviour to patch.
+        ValueError: No components, or (normalised) no behaviour to patch.
     """
     if not components:
         raise ValueError("no components to patch")
@@ -427,12 +317,12 @@ def patch_groups(
             patched[list(unit.indices)] = rows
             if ckpt is not None:
                 atomic_write_bytes(ckpt / f"layer_{unit.layer}.safetensors", st_save({"patched": rows.contiguous()}))
-    return PatchingResult(
+    return Effects(
         components=tuple(components),
-        effects=normalise(patched, clean_m, corr_m),
+        effects=normalise(patched, clean_m, corr_m) if normalised else patched,
+        unit="normalised" if normalised else getattr(metric, "unit", "metric"),
         clean_metric=clean_m,
         corrupted_metric=corr_m,
-        direction=direction,
-        intervention=intervention.name,
+        method=Method("activation_patching", intervention=intervention.name, direction=direction, seed=seed),  # type: ignore[arg-type]
         patched=patched,
     )

@@ -39,7 +39,8 @@ def test_cli_report_schema_and_merge(tmp_path):
     a = with_trace(make_atlas())
     p = a.save(tmp_path / "a.json")
     r = runner.invoke(app, ["report", str(p), "-o", str(tmp_path / "r.html")])
-    assert r.exit_code == 0, r.output and (tmp_path / "r.html").is_file()
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r.html").is_file()
     r = runner.invoke(app, ["atlas", "schema", "-o", str(tmp_path / "schema.json")])
     assert r.exit_code == 0 and json.loads((tmp_path / "schema.json").read_text())["title"] == "Atlas"
     other = a.model_copy(update={"model": a.model.model_copy(update={"fingerprint": "sha256:" + "2" * 64})}).save(tmp_path / "b.json")

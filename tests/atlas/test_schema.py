@@ -3,8 +3,9 @@ import json
 import pytest
 
 from circuits.atlas.build import behaviour_from_patching
-from circuits.atlas.schema import Atlas, AtlasError, MethodInfo, ModelInfo, Provenance, diff, merge
-from circuits.probing.patching import PatchingResult
+from circuits.atlas.merge import diff, merge
+from circuits.atlas.schema import Atlas, AtlasError, MethodInfo, ModelInfo, Provenance
+from circuits.probing.effects import Effects, Method
 from circuits.sites import HeadRef, MlpRef
 from circuits.suites import load_suite
 import torch
@@ -13,7 +14,7 @@ import torch
 def make_atlas() -> Atlas:
     comps = (HeadRef(0, 0), HeadRef(0, 1), MlpRef(0))
     effects = torch.tensor([[0.5, 0.6, 0.7, 0.55], [0.0, 0.01, -0.02, 0.01], [0.2, -0.3, 0.1, 0.0]])
-    result = PatchingResult(comps, effects, torch.ones(4), torch.zeros(4), "denoising")
+    result = Effects(comps, effects, "normalised", torch.ones(4), torch.zeros(4), Method("activation_patching"))
     suite = load_suite("gender-occupation")
     attribution = MethodInfo(name="attribution_patching", ig_steps=1)
     b = behaviour_from_patching(
@@ -158,3 +159,13 @@ def test_saved_files_get_normal_permissions(tmp_path):
     path.chmod(0o640)
     make_atlas().save(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640  # an existing file keeps its mode
+
+
+def test_the_flag_rule_is_one_sided_and_random_methods_need_three_seeds():
+    from circuits.atlas.schema import EffectStats, MethodInfo
+
+    below = EffectStats(mean=-0.4, std=0.1, n=8, ci_low=-0.5, ci_high=-0.3, p_value=0.001)
+    assert below.significant and not below.above_zero  # two-sided significance is not enough to flag
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        MethodInfo(name="activation_patching", intervention="resample", seeds=[0, 1])
+    assert MethodInfo(name="activation_patching", intervention="resample", seeds=[0, 1, 2]).seeds == [0, 1, 2]

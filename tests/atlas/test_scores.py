@@ -13,7 +13,7 @@ def test_causal_effect_is_clean_minus_intervened():
     ce = S.causal_effect(torch.tensor([2.0, 4.0]), torch.tensor([[1.0, 1.0], [2.0, 5.0]]))
     assert ce.tolist() == [[1.0, 3.0], [0.0, -1.0]]
     assert ce.mean(-1).tolist() == [2.0, -0.5]  # CE(h) = E[m(x) - m(x | do h)]
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, TypeError)):  # TypeError: jaxtyping checks the shapes first at test time
         S.causal_effect(torch.zeros(3), torch.zeros(2, 2))
 
 

@@ -14,7 +14,7 @@ from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, l
 from circuits.metrics import LogitDiff
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
-from tests.kinds import HEADS, NEURONS, all_kinds, lora, make
+from tests.kinds import HEADS, NEURONS, all_kinds, make
 from tests.kinds import rand as _rand
 
 QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)

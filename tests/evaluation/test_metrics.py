@@ -10,13 +10,12 @@ from circuits.evaluation.metrics import (
     equalized_odds_difference,
     expected_calibration_error,
     flip_rate,
-    window_nll,
     window_scores,
     worst_group_accuracy,
 )
 
 
-def test_window_nll_is_cross_entropy_of_a_uniform_model(tiny):
+def test_window_nll_is_the_cross_entropy_of_a_uniform_model(tiny):
     # Zero the unembedding: every next token is equally likely, so NLL = log(d_vocab) exactly.
     ids = torch.arange(10) % 50
     state = {k: v.clone() for k, v in tiny.core.state_dict().items()}
@@ -25,15 +24,25 @@ def test_window_nll_is_cross_entropy_of_a_uniform_model(tiny):
             if name.startswith(("head.", "lm_head.")):
                 with torch.no_grad():
                     p.zero_()
-        nll = window_nll(tiny, ids, window=4)
+        nll, _ = window_scores(tiny, ids[:8].reshape(2, 4))
     finally:
         tiny.core.load_state_dict(state)
     assert torch.allclose(nll, torch.full_like(nll, math.log(50)), atol=1e-5)
 
 
-def test_window_nll_rejects_tiny_inputs(tiny):
-    with pytest.raises(ValueError):
-        window_nll(tiny, torch.tensor([1]))
+def test_text_windows_are_equal_bos_prefixed_cuts_of_the_text():
+    from circuits.model import bos_token_id, encode_text, text_windows
+    from circuits.model.tiny import tiny_hf_model
+
+    real_model = tiny_hf_model("llama")  # the real tokenizer on a tiny model
+
+    text = "The water cycle moves water between the sea, the air and the land. " * 20
+    w = text_windows(real_model, text, window=16)
+    ids = encode_text(real_model, text)
+    assert w.shape == (ids.numel() // 16, 17) and (w[:, 0] == bos_token_id(real_model)).all()
+    assert torch.equal(w[:, 1:].reshape(-1), ids[: w.shape[0] * 16])
+    with pytest.raises(ValueError, match="full window"):
+        text_windows(real_model, "Too short.", window=16)
 
 
 def test_window_scores_match_a_hand_computed_cross_entropy_and_accuracy(tiny):

@@ -17,7 +17,7 @@ def _measurements(gap, nll, acc) -> Measurements:
 
 def test_reduction_for_each_direction_of_improvement():
     def m(better, before, after):
-        return Measure("m", "harm", "d", "u", better, before, after, after - before, 0, 0, 1, "t", 1)
+        return Measure("m", "harm", "d", "u", better, float(before), float(after), float(after - before), 0.0, 0.0, 1.0, "t", 1)
 
     assert m("lower", 2.0, 0.5).reduction == pytest.approx(0.75)
     assert m("closer to 0.5", 0.9, 0.6).reduction == pytest.approx(0.75)
@@ -54,7 +54,7 @@ def test_compare_refuses_measurements_with_different_settings():
 
 def test_seed_table_gives_mean_and_std_over_reports():
     def report(after):
-        m = Measure("bias_gap.x", "harm", "x/eval", "logits", "lower", 1.0, after, after - 1.0, 0, 0, 0.01, "t", 4)
+        m = Measure("bias_gap.x", "harm", "x/eval", "logits", "lower", 1.0, float(after), float(after - 1.0), 0.0, 0.0, 0.01, "t", 4)
         return EvalReport(("e",), "x", "eval", (m,), 1.0)
 
     t = seed_table([report(0.2), report(0.4), report(0.6)])

@@ -8,6 +8,7 @@ import torch
 import circuits.planted as P
 from circuits import model as M
 from circuits.editing import apply_edit
+from circuits.metrics import call_metric
 from circuits.planted.recovery import faithfulness, recover
 from circuits.sites import HeadRef
 
@@ -99,11 +100,12 @@ def test_per_prompt_logit_reads_the_last_position_or_averages_the_last_k():
     logits[0, -2, 1], logits[1, -2, 2] = 6.0, 0.0  # the position before
     last = P.PerPromptLogit(torch.tensor([3, 5]))
     assert last.positions == 1
-    assert torch.allclose(last(logits), torch.tensor([6.0 - 1.0, 12.0 - 2.0]))
+    assert torch.allclose(call_metric(last, logits), torch.tensor([6.0 - 1.0, 12.0 - 2.0]))
     two = P.PerPromptLogit(torch.tensor([[1, 3], [2, 5]]))  # target j at position -2 + j
     assert two.positions == 2
-    assert torch.allclose(two(logits), torch.tensor([(5.0 + 5.0) / 2, (0.0 + 10.0) / 2]))
-    assert torch.allclose(two(logits.repeat(3, 1, 1)), two(logits).repeat(3))  # packed interventions
+    assert torch.allclose(call_metric(two, logits), torch.tensor([(5.0 + 5.0) / 2, (0.0 + 10.0) / 2]))
+    packed = call_metric(two, logits.repeat(3, 1, 1), torch.tensor([0, 1] * 3))  # packed interventions
+    assert torch.allclose(packed, call_metric(two, logits).repeat(3))
 
 
 def test_mean_ablation_knocks_out_exactly_its_heads_and_a_scan_under_it_matches_hand_runs():
@@ -125,7 +127,7 @@ def test_mean_ablation_knocks_out_exactly_its_heads_and_a_scan_under_it_matches_
 
         rest = [HeadRef(layer, h) for layer in range(2) for h in range(4) if HeadRef(layer, h) != knocked]
         result = patch_groups(model, [group], metric, rest, direction="noising", progress=False)
-        torch.testing.assert_close(result.clean_metric, metric(M.run(model, group.clean)).float())
+        torch.testing.assert_close(result.clean_metric, call_metric(metric, M.run(model, group.clean)).float())
         _, corr = M.run_with_cache(model, group.corrupted, sorted({h.hook_name for h in rest}))
         for i, h in enumerate(rest):
             def swap(z, hook=None, h=h):  # noqa: ANN001, ARG001
@@ -133,7 +135,7 @@ def test_mean_ablation_knocks_out_exactly_its_heads_and_a_scan_under_it_matches_
                 z[:, :, h.head] = corr[h.hook_name][:, :, h.head]
                 return z
 
-            by_hand = metric(M.run(model, group.clean, [(h.hook_name, swap)])).float()
+            by_hand = call_metric(metric, M.run(model, group.clean, [(h.hook_name, swap)])).float()
             torch.testing.assert_close(result.patched[i], by_hand, atol=1e-4, rtol=1e-4)
     # The knocked-out head matters: without the edit, the clean metric is different.
-    assert not torch.allclose(metric(M.run(model, group.clean)).float(), result.clean_metric, atol=1e-3)
+    assert not torch.allclose(call_metric(metric, M.run(model, group.clean)).float(), result.clean_metric, atol=1e-3)

@@ -42,7 +42,7 @@ def test_attribution_equals_exact_where_the_metric_is_linear_in_the_activation(l
     # tiny, so normalised values would magnify float noise).
     denom = float(exact.clean_metric.mean() - exact.corrupted_metric.mean())
     assert torch.allclose(approx.effects * denom, exact.effects * denom, atol=1e-4)
-    assert approx.method == ("attribution_patching" if ig_steps == 1 else "eap_ig")
+    assert approx.method.name == ("attribution_patching" if ig_steps == 1 else "eap_ig") and approx.unit == "normalised"
 
 
 def test_plain_attribution_matches_transformer_lens_attribution_patch(tiny, token_pairs):

@@ -75,5 +75,5 @@ def test_bad_arguments_raise(tiny):
         trace_tokens(tiny, tokens, 4, [7])
     with pytest.raises(ValueError, match="window"):
         trace_tokens(tiny, tokens, 4, [1], window=3)
-    with pytest.raises(ValueError, match="one prompt"):
+    with pytest.raises((ValueError, TypeError), match="one prompt|1 pos|dimension"):  # jaxtyping checks "1 pos" first at test time
         trace_tokens(tiny, tokens.repeat(2, 1), 4, [1])

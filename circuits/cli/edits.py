@@ -1,69 +1,29 @@
-"""Command-line interface: ``circuits scan``, ``edit``, ``export``, ``generate``, ``trace``, ``report``, ``atlas``.
-
-Typical session (what ``make scan`` runs)::
-
-    circuits scan --suite gender-occupation -o atlas/smollm2-135m/gender-occupation.atlas.json
-    circuits edit atlas/smollm2-135m/gender-occupation.atlas.json --k 3 \
-        -o atlas/smollm2-135m/edits/gender-occupation.ablation.json
-    circuits generate --edit atlas/smollm2-135m/edits/gender-occupation.ablation.json \
-        --prompt "The nurse said that"
-"""
+"""``circuits edit``, ``export``, ``eval`` and ``generate``: atlases become edits, measured and used."""
 
 from __future__ import annotations
 
 import json
-import logging
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
 from rich.progress import track
-
-from circuits.editing.recipes import RECIPE_KINDS
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
-console = Console()
-err_console = Console(stderr=True)
-
-DEFAULT_MODEL = "smollm2-135m"
-MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a .gguf file, or a hub id."
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
-DtypeOpt = Annotated[str | None, typer.Option(help="Weight dtype: float32 (default), bfloat16 or float16.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="Device: cpu (default), cuda, cuda:N or mps.")]
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-        force=True,
-    )
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")  # messages may contain [brackets]
-    raise typer.Exit(code=2)
-
-
-def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
-    """Load edit manifests, all made for one model (else one clear error, exit 2)."""
-    from circuits.editing import EditError, load_edit
-
-    try:
-        edits = [load_edit(p) for p in paths]
-    except EditError as e:
-        _fail(str(e))
-    names = {e.model_name for e in edits}
-    if len(names) > 1:
-        _fail(f"edits were made for different models: {sorted(names)}")
-    return edits
+from circuits.cli.common import (
+    MODEL_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    _check_model_options,
+    _edit_model,
+    _fail,
+    _load,
+    _load_edits,
+    _setup_logging,
+    app,
+    console,
+)
+from circuits.editing.recipes import RECIPE_KINDS
 
 
 def _report_table(report) -> Table:  # noqa: ANN001 - an EvalReport
@@ -85,98 +45,6 @@ def _print_verdict(report) -> None:  # noqa: ANN001 - an EvalReport
         f"{report.suite}: harm reduced {report.harm_reduction:+.1%} (paired p={report.primary.p_value:.1e}), "
         f"perplexity {report.perplexity_change:+.2%}; target (≥50% less harm, <5% perplexity, p<0.05) {ok}"
     )
-
-
-def _check_model_options(dtype: str | None, device: str | None) -> None:
-    """Check --dtype/--device before any work (exit 2 with one clear error)."""
-    from circuits.model import ModelLoadError, resolve_device, resolve_dtype
-
-    try:
-        resolve_dtype(dtype)
-        resolve_device(device)
-    except ModelLoadError as e:
-        _fail(str(e))
-
-
-def _load(source: str, dtype: str | None = None, device: str | None = None):  # noqa: ANN202 - returns a HookedLM
-    from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, load_model, quiet_libraries
-
-    quiet_libraries()
-    with console.status(f"loading {source}…"):
-        try:
-            return load_model(source, dtype=dtype, device=device)
-        except (ModelNotInstalledError, ModelLoadError, UnsupportedArchitecture) as e:
-            _fail(str(e))
-
-
-def _edit_model(edits, model: str | None) -> str:  # noqa: ANN001 - edits: list[Edit]
-    """The model to load for edits: --model, else where the first edit's model came from."""
-    if model:
-        return model
-    if not edits:
-        return DEFAULT_MODEL
-    return edits[0].model_source.get("source") or edits[0].model_name
-
-
-@app.command()
-def scan(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the atlas JSON.")],
-    suite: Annotated[str, typer.Option(help="Behaviour suite (shipped as package data).")] = "gender-occupation",
-    model: ModelOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
-    max_pairs: Annotated[int | None, typer.Option(help="Word pairs per template (default: all).")] = None,
-    threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    checkpoint_dir: Annotated[
-        Path | None, typer.Option(help="Per-layer checkpoints; an interrupted scan resumes. Default: the cache dir.")
-    ] = None,
-    executor: Annotated[str, typer.Option(help="Where sweep units run: inprocess, or ray (a Ray cluster; same atlas).")] = "inprocess",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local cluster).")] = None,
-    workers: Annotated[int, typer.Option(help="Ray actors, each holding one copy of the model.")] = 2,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
-) -> None:
-    """Activation-patch every head and MLP on a suite and write a circuit atlas."""
-    from circuits.atlas.build import scan as run_scan
-    from circuits.suites import SuiteError, load_suite
-
-    _setup_logging(verbose)
-    try:
-        s = load_suite(suite)
-    except SuiteError as e:
-        _fail(str(e))
-    if split not in ("build", "eval"):
-        _fail(f"--split must be build or eval, got {split!r}")
-    if executor not in ("inprocess", "ray"):
-        _fail(f"--executor must be inprocess or ray, got {executor!r}")
-    runner = None
-    if executor == "ray":
-        from circuits.probing.executor import RayExecutor
-
-        try:
-            runner = RayExecutor(address=address, workers=workers)
-        except ImportError as e:
-            _fail(str(e))
-    from circuits.model import cache_root
-
-    _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device)
-    command = "circuits " + shlex.join(sys.argv[1:])
-    atlas = run_scan(
-        m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command,  # type: ignore[arg-type]
-        checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
-    )
-    atlas.save(out)
-    b = atlas.behaviours[0]
-    table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
-    for col in ("component", "mean", "95% CI", "p", "flagged"):
-        table.add_column(col)
-    for c in b.top(10):
-        e = c.effect
-        table.add_row(c.id, f"{e.mean:+.3f}", f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]", f"{e.p_value:.1e}", "yes" if c.flagged else "")
-    console.print(table)
-    console.print(f"{len(b.flagged())} flagged of {len(b.components)}; atlas written to {out}")
 
 
 @app.command()
@@ -336,124 +204,6 @@ def eval_(
 
 
 @app.command()
-def trace(
-    prompt: Annotated[str, typer.Option(help="Factual prompt.")] = "The Eiffel Tower is located in the city of",
-    subject: Annotated[str, typer.Option(help="Substring whose tokens get noised.")] = "The Eiffel Tower",
-    target: Annotated[str, typer.Option(help="Expected continuation (first token scored).")] = " Paris",
-    kind: Annotated[str, typer.Option(help="What to restore: resid, mlp or attn.")] = "resid",
-    window: Annotated[int, typer.Option(help="Layers restored per cell (mlp/attn).")] = 1,
-    samples: Annotated[int, typer.Option(help="Noise draws.")] = 10,
-    sever_mlp: Annotated[bool, typer.Option(help="Freeze later MLP outputs at corrupted values.")] = False,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    model: ModelOpt = None,
-    dtype: DtypeOpt = None,
-    device: DeviceOpt = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the grid as JSON.")] = None,
-    atlas_path: Annotated[Path | None, typer.Option("--atlas", help="Add the grid to this atlas (same model).")] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
-) -> None:
-    """ROME causal tracing: noise the subject, restore each (layer, token) state, report the grid."""
-    from circuits.atlas.schema import Atlas, AtlasError, TraceRecord
-    from circuits.io import atomic_write_text
-    from circuits.probing.causal_tracing import causal_trace
-
-    _setup_logging(verbose)
-    if kind not in ("resid", "mlp", "attn"):
-        _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
-    _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device)
-    try:
-        r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
-    except ValueError as e:
-        _fail(str(e))
-    console.print(f"p({target!r}): clean {r.clean_prob:.3f}, corrupted {r.corrupted_prob:.3f} (noise std {r.noise_std:.3f})")
-    table = Table(title=f"indirect effect of restoring {kind} (window {window}{', MLPs severed' if sever_mlp else ''}), best layer per token")
-    for col in ("pos", "token", "subject", "best layer", "indirect effect"):
-        table.add_column(col)
-    ie = r.indirect_effect
-    for pos, tok in enumerate(r.tokens):
-        layer = int(ie[:, pos].argmax())
-        table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
-    console.print(table)
-    record = TraceRecord(
-        prompt=prompt, subject=subject, target=target, kind=r.kind, window=window, severed=sever_mlp, n_samples=samples,
-        seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
-        subject_positions=r.subject, probs=r.probs.tolist(),
-    )
-    if out is not None:
-        atomic_write_text(out, record.model_dump_json(indent=1))
-        console.print(f"grid written to {out}")
-    if atlas_path is not None:
-        from circuits.model import fingerprint
-
-        try:
-            atlas = Atlas.load(atlas_path)
-        except AtlasError as e:
-            _fail(str(e))
-        if atlas.model.fingerprint != fingerprint(m):
-            _fail(f"{atlas_path} was made for another model ({atlas.model.fingerprint[:19]}…)")
-        kept = [t for t in atlas.traces if (t.prompt, t.kind, t.window, t.severed) != (prompt, kind, window, sever_mlp)]
-        atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
-        console.print(f"grid added to {atlas_path}")
-
-
-atlas_app = typer.Typer(no_args_is_help=True, help="Atlas files: JSON Schema, merging.")
-app.add_typer(atlas_app, name="atlas")
-
-
-@atlas_app.command("schema")
-def atlas_schema(out: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of stdout.")] = None) -> None:
-    """Print (or write) the JSON Schema of atlas files."""
-    import json
-
-    from circuits.atlas.schema import Atlas
-    from circuits.io import atomic_write_text
-
-    text = json.dumps(Atlas.json_schema(), indent=2)
-    if out is None:
-        typer.echo(text)
-    else:
-        atomic_write_text(out, text + "\n")
-        console.print(f"schema written to {out}")
-
-
-@atlas_app.command("merge")
-def atlas_merge(
-    atlases: Annotated[list[Path], typer.Argument(help="Atlases of one model.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Merged atlas path.")],
-) -> None:
-    """Merge atlases of the same model (refused across weight fingerprints)."""
-    from circuits.atlas.schema import Atlas, AtlasError, merge
-
-    try:
-        loaded = [Atlas.load(p) for p in atlases]
-        merged = loaded[0]
-        for a in loaded[1:]:
-            merged = merge(merged, a)
-    except AtlasError as e:
-        _fail(str(e))
-    merged.save(out)
-    console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
-
-
-@app.command()
-def report(
-    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="HTML report path.")],
-) -> None:
-    """Render an atlas as a self-contained HTML report (plotly heatmaps, tables, tracing grids)."""
-    from circuits.atlas.report import write_report
-    from circuits.atlas.schema import Atlas, AtlasError
-
-    try:
-        atlas = Atlas.load(atlas_path)
-    except AtlasError as e:
-        _fail(str(e))
-    write_report(atlas, out)
-    console.print(f"report written to {out}")
-
-
-@app.command()
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable).")],
     edit_paths: Annotated[list[Path] | None, typer.Option("--edit", "-e", help="Edit manifest (repeatable; applied in order).")] = None,
@@ -483,6 +233,3 @@ def generate(
             except EditError as e:
                 _fail(str(e))
 
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,73 @@
+"""``circuits atlas schema|merge`` and ``circuits report``: atlas files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from circuits.cli.common import (
+    _fail,
+    app,
+    console,
+)
+
+
+atlas_app = typer.Typer(no_args_is_help=True, help="Atlas files: JSON Schema, merging.")
+app.add_typer(atlas_app, name="atlas")
+
+
+@atlas_app.command("schema")
+def atlas_schema(out: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of stdout.")] = None) -> None:
+    """Print (or write) the JSON Schema of atlas files."""
+    import json
+
+    from circuits.atlas.schema import Atlas
+    from circuits.io import atomic_write_text
+
+    text = json.dumps(Atlas.json_schema(), indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        atomic_write_text(out, text + "\n")
+        console.print(f"schema written to {out}")
+
+
+@atlas_app.command("merge")
+def atlas_merge(
+    atlases: Annotated[list[Path], typer.Argument(help="Atlases of one model.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Merged atlas path.")],
+) -> None:
+    """Merge atlases of the same model (refused across weight fingerprints)."""
+    from circuits.atlas.merge import merge
+    from circuits.atlas.schema import Atlas, AtlasError
+
+    try:
+        loaded = [Atlas.load(p) for p in atlases]
+        merged = loaded[0]
+        for a in loaded[1:]:
+            merged = merge(merged, a)
+    except AtlasError as e:
+        _fail(str(e))
+    merged.save(out)
+    console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
+
+
+@app.command()
+def report(
+    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="HTML report path.")],
+) -> None:
+    """Render an atlas as a self-contained HTML report (plotly heatmaps, tables, tracing grids)."""
+    from circuits.atlas.report import write_report
+    from circuits.atlas.schema import Atlas, AtlasError
+
+    try:
+        atlas = Atlas.load(atlas_path)
+    except AtlasError as e:
+        _fail(str(e))
+    write_report(atlas, out)
+    console.print(f"report written to {out}")
+
+

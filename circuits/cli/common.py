@@ -1,0 +1,93 @@
+"""Command-line interface (shared parts): ``circuits scan``, ``edit``, ``export``, ``generate``, ``trace``, ``report``, ``atlas``.
+
+Typical session (what ``make scan`` runs)::
+
+    circuits scan --suite gender-occupation -o atlas/smollm2-135m/gender-occupation.atlas.json
+    circuits edit atlas/smollm2-135m/gender-occupation.atlas.json --k 3 \
+        -o atlas/smollm2-135m/edits/gender-occupation.ablation.json
+    circuits generate --edit atlas/smollm2-135m/edits/gender-occupation.ablation.json \
+        --prompt "The nurse said that"
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_MODEL = "smollm2-135m"
+MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a .gguf file, or a hub id."
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+DtypeOpt = Annotated[str | None, typer.Option(help="Weight dtype: float32 (default), bfloat16 or float16.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="Device: cpu (default), cuda, cuda:N or mps.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        force=True,
+    )
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # messages may contain [brackets]
+    raise typer.Exit(code=2)
+
+
+def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
+    """Load edit manifests, all made for one model (else one clear error, exit 2)."""
+    from circuits.editing import EditError, load_edit
+
+    try:
+        edits = [load_edit(p) for p in paths]
+    except EditError as e:
+        _fail(str(e))
+    names = {e.model_name for e in edits}
+    if len(names) > 1:
+        _fail(f"edits were made for different models: {sorted(names)}")
+    return edits
+
+
+def _check_model_options(dtype: str | None, device: str | None) -> None:
+    """Check --dtype/--device before any work (exit 2 with one clear error)."""
+    from circuits.model import ModelLoadError, resolve_device, resolve_dtype
+
+    try:
+        resolve_dtype(dtype)
+        resolve_device(device)
+    except ModelLoadError as e:
+        _fail(str(e))
+
+
+def _load(source: str, dtype: str | None = None, device: str | None = None):  # noqa: ANN202 - returns a HookedLM
+    from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, load_model, quiet_libraries
+
+    quiet_libraries()
+    with console.status(f"loading {source}…"):
+        try:
+            return load_model(source, dtype=dtype, device=device)
+        except (ModelNotInstalledError, ModelLoadError, UnsupportedArchitecture) as e:
+            _fail(str(e))
+
+
+def _edit_model(edits, model: str | None) -> str:  # noqa: ANN001 - edits: list[Edit]
+    """The model to load for edits: --model, else where the first edit's model came from."""
+    if model:
+        return model
+    if not edits:
+        return DEFAULT_MODEL
+    return edits[0].model_source.get("source") or edits[0].model_name
+
+

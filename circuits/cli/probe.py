@@ -1,0 +1,149 @@
+"""``circuits scan`` and ``circuits trace``: probe a model, write an atlas."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from circuits.cli.common import (
+    DEFAULT_MODEL,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    _check_model_options,
+    _fail,
+    _load,
+    _setup_logging,
+    app,
+    console,
+)
+
+
+@app.command()
+def scan(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the atlas JSON.")],
+    suite: Annotated[str, typer.Option(help="Behaviour suite (shipped as package data).")] = "gender-occupation",
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
+    max_pairs: Annotated[int | None, typer.Option(help="Word pairs per template (default: all).")] = None,
+    threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Per-layer checkpoints; an interrupted scan resumes. Default: the cache dir.")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="Where sweep units run: inprocess, or ray (a Ray cluster; same atlas).")] = "inprocess",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local cluster).")] = None,
+    workers: Annotated[int, typer.Option(help="Ray actors, each holding one copy of the model.")] = 2,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Activation-patch every head and MLP on a suite and write a circuit atlas."""
+    from circuits.atlas.build import scan as run_scan
+    from circuits.suites import SuiteError, load_suite
+
+    _setup_logging(verbose)
+    try:
+        s = load_suite(suite)
+    except SuiteError as e:
+        _fail(str(e))
+    if split not in ("build", "eval"):
+        _fail(f"--split must be build or eval, got {split!r}")
+    if executor not in ("inprocess", "ray"):
+        _fail(f"--executor must be inprocess or ray, got {executor!r}")
+    runner = None
+    if executor == "ray":
+        from circuits.probing.executor import RayExecutor
+
+        try:
+            runner = RayExecutor(address=address, workers=workers)
+        except ImportError as e:
+            _fail(str(e))
+    from circuits.model import cache_root
+
+    _check_model_options(dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device)
+    command = "circuits " + shlex.join(sys.argv[1:])
+    atlas = run_scan(
+        m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command,  # type: ignore[arg-type]
+        checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
+    )
+    atlas.save(out)
+    b = atlas.behaviours[0]
+    table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
+    for col in ("component", "mean", "95% CI", "p", "flagged"):
+        table.add_column(col)
+    for c in b.top(10):
+        e = c.effect
+        table.add_row(c.id, f"{e.mean:+.3f}", f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]", f"{e.p_value:.1e}", "yes" if c.flagged else "")
+    console.print(table)
+    console.print(f"{len(b.flagged())} flagged of {len(b.components)}; atlas written to {out}")
+
+
+@app.command()
+def trace(
+    prompt: Annotated[str, typer.Option(help="Factual prompt.")] = "The Eiffel Tower is located in the city of",
+    subject: Annotated[str, typer.Option(help="Substring whose tokens get noised.")] = "The Eiffel Tower",
+    target: Annotated[str, typer.Option(help="Expected continuation (first token scored).")] = " Paris",
+    kind: Annotated[str, typer.Option(help="What to restore: resid, mlp or attn.")] = "resid",
+    window: Annotated[int, typer.Option(help="Layers restored per cell (mlp/attn).")] = 1,
+    samples: Annotated[int, typer.Option(help="Noise draws.")] = 10,
+    sever_mlp: Annotated[bool, typer.Option(help="Freeze later MLP outputs at corrupted values.")] = False,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    model: ModelOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the grid as JSON.")] = None,
+    atlas_path: Annotated[Path | None, typer.Option("--atlas", help="Add the grid to this atlas (same model).")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """ROME causal tracing: noise the subject, restore each (layer, token) state, report the grid."""
+    from circuits.atlas.schema import Atlas, AtlasError, TraceRecord
+    from circuits.io import atomic_write_text
+    from circuits.probing.causal_tracing import causal_trace
+
+    _setup_logging(verbose)
+    if kind not in ("resid", "mlp", "attn"):
+        _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
+    _check_model_options(dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device)
+    try:
+        r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"p({target!r}): clean {r.clean_prob:.3f}, corrupted {r.corrupted_prob:.3f} (noise std {r.noise_std:.3f})")
+    table = Table(title=f"indirect effect of restoring {kind} (window {window}{', MLPs severed' if sever_mlp else ''}), best layer per token")
+    for col in ("pos", "token", "subject", "best layer", "indirect effect"):
+        table.add_column(col)
+    ie = r.indirect_effect
+    for pos, tok in enumerate(r.tokens):
+        layer = int(ie[:, pos].argmax())
+        table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
+    console.print(table)
+    record = TraceRecord(
+        prompt=prompt, subject=subject, target=target, kind=r.kind, window=window, severed=sever_mlp, n_samples=samples,
+        seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
+        subject_positions=r.subject, probs=r.probs.tolist(),
+    )
+    if out is not None:
+        atomic_write_text(out, record.model_dump_json(indent=1))
+        console.print(f"grid written to {out}")
+    if atlas_path is not None:
+        from circuits.model import fingerprint
+
+        try:
+            atlas = Atlas.load(atlas_path)
+        except AtlasError as e:
+            _fail(str(e))
+        if atlas.model.fingerprint != fingerprint(m):
+            _fail(f"{atlas_path} was made for another model ({atlas.model.fingerprint[:19]}…)")
+        kept = [t for t in atlas.traces if (t.prompt, t.kind, t.window, t.severed) != (prompt, kind, window, sever_mlp)]
+        atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
+        console.print(f"grid added to {atlas_path}")
+
+

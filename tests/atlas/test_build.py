@@ -1,0 +1,70 @@
+"""The scan and the edit builders on a tiny random Llama with the real tokenizer (fast; no real model).
+
+Covers the spurious branch of the scan (SSS from the label-distribution KL, IDS, R, S_w, the flip rate),
+its per-layer checkpoints and resumption, and every builder from token groups.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuits import model as M
+from circuits.atlas.build import scan
+from circuits.editing import apply_edit
+from circuits.editing.build import ablation_edit, direction_edit, mean_difference, scaling_edit, steering_edit
+from circuits.model.tiny import tiny_hf_model
+from circuits.probing.patching import tokenize_pairs
+from circuits.sites import HeadRef, NeuronRef, ResidRef
+from circuits.suites import load_suite
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_hf_model("llama", seed=4)
+
+
+def test_the_spurious_scan_records_its_scores_and_resumes_from_per_layer_checkpoints(llama, tmp_path):
+    suite = load_suite("name-sentiment")
+    atlas = scan(llama, suite, max_pairs=1, checkpoint_dir=tmp_path, attribution=False, progress=False)
+    b = atlas.behaviours[0]
+    assert b.kind == "spurious" and b.methods[0].name == "spurious_sensitivity" and b.methods[0].normalisation == "none"
+    assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(b.components[0].scores)
+    assert b.clean_metric_mean == pytest.approx(0.0, abs=1e-6) and b.corrupted_metric_mean > 0  # the whole swap's label KL
+    assert {"flip_rate", "mean_abs_gap", "total_kl"} <= set(b.summary)
+    sss = torch.tensor([c.scores["SSS"] for c in b.components])
+    means = torch.tensor([c.effect.mean for c in b.components])
+    torch.testing.assert_close(sss, means.double().float(), atol=1e-6, rtol=0)  # SSS is the mean label KL
+    saved = sorted(p.name for p in tmp_path.rglob("*.safetensors"))
+    assert len(saved) == 3 * llama.shape.n_layers  # label KL, counterfactual noising, mean ablation: per layer
+    again = scan(llama, suite, max_pairs=1, checkpoint_dir=tmp_path, attribution=False, progress=False)
+    assert again.behaviours == atlas.behaviours
+
+
+def test_builders_take_token_groups(llama):
+    suite = load_suite("gender-occupation")
+    groups = tokenize_pairs(llama, suite.pairs("build", max_pairs=1))
+    tokens = groups[0].clean
+    original = M.run(llama, tokens)
+    heads, neurons = (HeadRef(1, 0), HeadRef(0, 3)), (NeuronRef(1, 7),)
+    edits = [
+        ablation_edit(llama, heads + neurons, groups, mode="mean"),
+        ablation_edit(llama, heads, groups, mode="zero", form="weights"),
+        ablation_edit(llama, heads, groups, mode="resample", bank_size=5),
+        scaling_edit(llama, heads, alpha=0.5),
+        steering_edit(llama, groups, layer=1, coefficient=-2.0),
+        direction_edit(llama, groups, layer=1),
+    ]
+    for e in edits:
+        assert e.model_fingerprint == M.fingerprint(llama) and e.model_source["architecture"] == "LlamaForCausalLM"
+        with apply_edit(llama, e):
+            assert not torch.allclose(M.run(llama, tokens), original, atol=1e-5), e
+    mean = edits[0].tensors[str(heads[0])]
+    assert mean.shape == (llama.shape.d_head,)
+    assert edits[2].tensors[str(heads[0])].shape == (5, llama.shape.d_head)
+    v = mean_difference(llama, groups, 1)
+    torch.testing.assert_close(edits[4].tensors["vector"], v)
+    torch.testing.assert_close(edits[5].tensors["direction"], v / v.norm())
+    assert edits[5].components == (ResidRef(1, None),)
+    with pytest.raises(ValueError, match="out of range"):
+        mean_difference(llama, groups, 9)
