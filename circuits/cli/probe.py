@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -27,12 +28,14 @@ from circuits.cli.common import (
 @app.command()
 def scan(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the atlas JSON.")],
-    suite: Annotated[str, typer.Option(help="Behaviour suite (shipped as package data).")] = "gender-occupation",
+    suite: Annotated[str, typer.Option(help="Behaviour suite: a shipped name, or a .jsonl / .json / .csv file of pairs (clean, corrupted, answer, wrong_answer).")] = "gender-occupation",
+    metric: Annotated[str | None, typer.Option(help="Override the suite's metric: auto, logit_diff, answer_logprob, answer_prob, logprob_diff, kl, greater_than.")] = None,
+    only_correct: Annotated[bool, typer.Option("--only-correct", help="Keep only the pairs the model gets right (its greedy next token on the clean prompt starts the answer).")] = False,
     model: ModelOpt = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
-    max_pairs: Annotated[int | None, typer.Option(help="Word pairs per template (default: all).")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="Pairs per template or group (default: all).")] = None,
     threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     checkpoint_dir: Annotated[
@@ -45,13 +48,19 @@ def scan(
 ) -> None:
     """Activation-patch every head and MLP on a suite and write a circuit atlas."""
     from circuits.atlas.build import scan as run_scan
-    from circuits.suites import SuiteError, load_suite
+    from circuits.suites import MetricSpec, SuiteError, load_suite
 
     _setup_logging(verbose)
     try:
         s = load_suite(suite)
+        if metric is not None:
+            s = replace(s, metric=MetricSpec.model_validate({**s.metric.model_dump(), "name": metric}))
     except SuiteError as e:
         _fail(str(e))
+    except ValueError as e:  # pydantic: an unknown metric name
+        _fail(f"--metric: {str(e).splitlines()[-1].strip()}")
+    if max_pairs is not None and max_pairs < 1:
+        _fail(f"--max-pairs must be >= 1, got {max_pairs}")
     if split not in ("build", "eval"):
         _fail(f"--split must be build or eval, got {split!r}")
     if executor not in ("inprocess", "ray"):
@@ -69,10 +78,15 @@ def scan(
     _check_model_options(dtype, device)
     m = _load(model or DEFAULT_MODEL, dtype, device)
     command = "circuits " + shlex.join(sys.argv[1:])
-    atlas = run_scan(
-        m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command,  # type: ignore[arg-type]
-        checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
-    )
+    from circuits.probing.pairs import PairError
+
+    try:
+        atlas = run_scan(
+            m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command, only_correct=only_correct,  # type: ignore[arg-type]
+            checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
+        )
+    except (PairError, SuiteError) as e:
+        _fail(str(e))
     atlas.save(out)
     b = atlas.behaviours[0]
     table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
@@ -95,6 +109,7 @@ def trace(
     samples: Annotated[int, typer.Option(help="Noise draws.")] = 10,
     sever_mlp: Annotated[bool, typer.Option(help="Freeze later MLP outputs at corrupted values.")] = False,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    facts: Annotated[int | None, typer.Option(help="Instead of one prompt: average over this many facts the model knows (ROME Figure 1's token categories).")] = None,
     model: ModelOpt = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
@@ -103,17 +118,27 @@ def trace(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """ROME causal tracing: noise the subject, restore each (layer, token) state, report the grid."""
-    from circuits.atlas.schema import Atlas, AtlasError, TraceRecord
+    from circuits.atlas.build import trace_record
+    from circuits.atlas.schema import Atlas, AtlasError
     from circuits.io import atomic_write_text
-    from circuits.probing.causal_tracing import causal_trace
+    from circuits.probing.causal_tracing import causal_trace, trace_facts
 
     _setup_logging(verbose)
     if kind not in ("resid", "mlp", "attn"):
         _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
+    if samples < 1 or window < 1 or (facts is not None and facts < 1):
+        _fail(f"--samples, --window and --facts must be >= 1, got {samples}, {window}, {facts}")
     _check_model_options(dtype, device)
     m = _load(model or DEFAULT_MODEL, dtype, device)
     try:
-        r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
+        if facts is None:
+            r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
+        else:
+            from circuits.suites.tasks import known_facts
+
+            chosen = known_facts(m)[:facts]
+            r = trace_facts(m, chosen, kind=kind, window=window, n_samples=samples, seed=seed)  # type: ignore[arg-type]
+            prompt, subject, target = f"average over {len(chosen)} known facts", "(each fact's subject)", "(each fact's answer)"
     except ValueError as e:
         _fail(str(e))
     console.print(f"p({target!r}): clean {r.clean_prob:.3f}, corrupted {r.corrupted_prob:.3f} (noise std {r.noise_std:.3f})")
@@ -125,11 +150,7 @@ def trace(
         layer = int(ie[:, pos].argmax())
         table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
     console.print(table)
-    record = TraceRecord(
-        prompt=prompt, subject=subject, target=target, kind=r.kind, window=window, severed=sever_mlp, n_samples=samples,
-        seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
-        subject_positions=r.subject, probs=r.probs.tolist(),
-    )
+    record = trace_record(r, prompt=prompt, subject=subject, target=target, n_samples=samples, seed=seed)
     if out is not None:
         atomic_write_text(out, record.model_dump_json(indent=1))
         console.print(f"grid written to {out}")

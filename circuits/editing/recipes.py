@@ -20,8 +20,7 @@ from circuits.editing.build import (
 )
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
-from circuits.metrics import metric_for_suite
-from circuits.probing.patching import tokenize_pairs
+from circuits.probing.pairs import prepare, tokenize_pairs
 from circuits.suites import Suite
 
 #: What a recipe can build: the edit kinds, plus ``pruning`` (an ablation applied as weights),
@@ -84,9 +83,9 @@ def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, be
     check_atlas(model, atlas)
     b = behaviour or suite.name
     pairs = suite.pairs("build")
-    groups = tokenize_pairs(model, pairs)
+    data = prepare(model, pairs, suite.metric)
+    groups, metric = data.groups, data.metric
     record = suite_record(suite, "build", pairs)
-    metric = metric_for_suite(model, suite)
     granularity: Granularity = "neuron" if recipe.kind == "neuron_repair" else recipe.granularity
     if recipe.kind in ("steering", "directional_ablation", "orthogonalization"):
         layer = recipe.layer if recipe.layer is not None else select_components(model, atlas, b, k=1)[0].layer

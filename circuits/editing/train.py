@@ -38,8 +38,9 @@ from circuits.editing.build import new_edit, suite_record
 from circuits.editing.apply import attach_for_training
 from circuits.editing.edit import Edit, EditError
 from circuits.data import english_sample
-from circuits.metrics import Metric, kl_divergence, metric_for_suite
-from circuits.probing.patching import PairError, TokenGroup, tokenize_pairs
+from circuits.metrics import Metric, call_metric, kl_divergence
+from circuits.probing.pairs import prepare
+from circuits.probing.patching import PairError, TokenGroup
 from circuits.sites import Component, HeadRef, MlpRef, NeuronRef
 from circuits.suites import PromptPair, Suite
 
@@ -96,9 +97,10 @@ class TrainingData:
         val: Validation prompt pairs (held-out templates), grouped by length.
         neutral_train: Token windows (``[pos]``) for the preservation term.
         neutral_val: Held-out token windows for validation.
-        metric: The behaviour metric (logits → ``[batch]``).
+        metric: The behaviour metric (logits → ``[batch]``) of the training pairs.
         sha256: Hash of the training prompts and text (recorded in the manifest).
         suite: Provenance (suite name, split, content hash, number of pairs).
+        val_metric: The metric of the validation pairs when it reads per-pair answers (default ``metric``).
     """
 
     train: list[TokenGroup]
@@ -108,23 +110,29 @@ class TrainingData:
     metric: Metric
     sha256: str
     suite: dict[str, str | int]
+    val_metric: Metric | None = None
 
     @classmethod
     def from_suite(cls, model: Any, suite: Suite, *, val_fraction: float = 0.25, window: int = 64, windows: int = 8) -> TrainingData:
         """The build split of a suite (validation: its last templates) and the shipped English sample.
 
         Raises:
-            PairError: Misaligned pairs, or fewer than 2 templates.
+            PairError: Misaligned pairs, fewer than 2 templates, or a metric that scores a pair over two
+                rows (a difference of answer log-probabilities), which the training batches cannot keep together.
         """
         pairs = suite.pairs("build")
         train_pairs, val_pairs = split_by_template(pairs, val_fraction)
+        train, val = prepare(model, train_pairs, suite.metric), prepare(model, val_pairs, suite.metric)
+        if train.n_rows != train.n_pairs:
+            raise PairError(f"training scores one row per pair; suite {suite.name!r}'s {train.name} metric uses two (try answer_logprob)")
         digest = hashlib.sha256("\n".join(p.clean + "|" + p.corrupted for p in train_pairs).encode() + english_sample().encode())
         return cls(
-            train=tokenize_pairs(model, train_pairs),
-            val=tokenize_pairs(model, val_pairs),
+            train=train.groups,
+            val=val.groups,
             neutral_train=_windows(model, windows, window, 0),
             neutral_val=_windows(model, 4, window, windows),
-            metric=metric_for_suite(model, suite),
+            metric=train.metric,
+            val_metric=val.metric,
             sha256=digest.hexdigest(),
             suite=suite_record(suite, "build", pairs),
         )
@@ -140,9 +148,12 @@ def _kl_to_reference(logits: Tensor, ref_logp: Tensor) -> Tensor:
     return kl_divergence(ref_logp, logits.float().log_softmax(-1)).mean()
 
 
-def gap_loss(logits_clean: Float[Tensor, "batch pos d_vocab"], logits_corrupted: Float[Tensor, "batch pos d_vocab"], metric: Metric) -> Float[Tensor, ""]:
-    """The harm loss: mean squared bias gap ``(m(clean) − m(corrupted))²`` (metric units²)."""
-    return ((metric(logits_clean) - metric(logits_corrupted)) ** 2).mean()
+def gap_loss(
+    logits_clean: Float[Tensor, "batch pos d_vocab"], logits_corrupted: Float[Tensor, "batch pos d_vocab"], metric: Metric, prompts: Tensor | None = None
+) -> Float[Tensor, ""]:
+    """The harm loss: mean squared bias gap ``(m(clean) − m(corrupted))²`` (metric units²); ``prompts`` is
+    each row's prompt index, for metrics that read per-prompt answers."""
+    return ((call_metric(metric, logits_clean, prompts) - call_metric(metric, logits_corrupted, prompts)) ** 2).mean()
 
 
 def _harm(model: Any, group: TokenGroup, rows: Tensor, metric: Metric, objective: Objective) -> Tensor:
@@ -150,7 +161,7 @@ def _harm(model: Any, group: TokenGroup, rows: Tensor, metric: Metric, objective
     logits = model(torch.cat([clean, corr]))
     a, b = logits[: len(rows)], logits[len(rows) :]
     if objective == "gap":
-        return gap_loss(a, b, metric)
+        return gap_loss(a, b, metric, torch.tensor(group.indices)[rows])
     pa, pb = a[:, -1].float().log_softmax(-1), b[:, -1].float().log_softmax(-1)
     return 0.5 * (kl_divergence(pa, pb).mean() + kl_divergence(pb, pa).mean())  # symmetric KL
 
@@ -213,7 +224,7 @@ def train_edit(
         raise PairError("training needs both training and validation prompt pairs")
     gen = torch.Generator().manual_seed(config.seed)  # the only source of randomness: no global seeding
     t0 = time.perf_counter()
-    metric = data.metric
+    metric, val_metric = data.metric, data.val_metric or data.metric
     train_w, val_w = data.neutral_train, data.neutral_val
     with torch.no_grad():
         ref_train = [M.run(model, w[None])[0].float().log_softmax(-1) for w in train_w]
@@ -230,7 +241,7 @@ def train_edit(
     def val_objective() -> tuple[float, float]:
         with torch.no_grad():
             n = sum(g.clean.shape[0] for g in data.val)
-            harm = sum(float(_harm(model, g, torch.arange(g.clean.shape[0]), metric, objective)) * g.clean.shape[0] for g in data.val) / n
+            harm = sum(float(_harm(model, g, torch.arange(g.clean.shape[0]), val_metric, objective)) * g.clean.shape[0] for g in data.val) / n
             kl = sum(float(_kl_to_reference(M.run(model, w[None])[0], r)) for w, r in zip(val_w, ref_val)) / max(1, len(val_w))
         return harm, kl
 

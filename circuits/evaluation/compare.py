@@ -17,7 +17,7 @@ import numpy as np
 from circuits.evaluation import metrics as E
 from circuits.evaluation.report import Better, Measure, Measurements
 from circuits.stats import one_sample_test, paired_permutation, paired_test
-from circuits.suites import available_suites, load_suite
+from circuits.suites.files import suite_kind
 
 
 def _paired(name: str, kind: Any, data: str, unit: str, better: Better, before: np.ndarray, after: np.ndarray, seed: int) -> Measure:
@@ -77,7 +77,7 @@ def compare(before: Measurements, after: Measurements, kl: np.ndarray | None = N
     split = before.settings.split
     out: list[Measure] = []
     for name, gb in before.gaps.items():
-        spurious = load_suite(name).spec.kind == "spurious" if name in available_suites() else False
+        spurious = suite_kind(name) == "spurious"
         out.append(_paired(f"bias_gap.{name}", "harm", f"{name}/{split}", "|logits|" if spurious else "logits", "lower", gb, after.gaps[name], seed))
     if before.stereotype is not None and after.stereotype is not None:
         out.append(_paired("stereotype_logprob_diff", "harm", "stereotype-pairs", "nats", "lower", before.stereotype, after.stereotype, seed))

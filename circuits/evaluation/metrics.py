@@ -43,23 +43,24 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.data import english_eval
-from circuits.metrics import Metric, call_metric, flip_rate  # noqa: F401 - flip_rate is one of this module's measures
-from circuits.probing.patching import tokenize_pairs
-from circuits.suites import PromptPair
+from circuits.metrics import Metric, call_metric, flip_rate, rows_to_prompts  # noqa: F401 - flip_rate is one of this module's measures
+from circuits.probing.pairs import Prepared
+
 
 
 @torch.no_grad()
-def bias_gaps(model: Any, pairs: list[PromptPair], metric: Metric) -> Float[Tensor, " pair"]:
-    """Per-pair bias gap ``m(clean) - m(corrupted)`` (metric units), in the order of ``pairs``.
+def bias_gaps(model: Any, data: Prepared) -> Float[Tensor, " pair"]:
+    """Per-pair bias gap ``m(clean) - m(corrupted)`` (metric units), in pair order.
 
-    Raises:
-        PairError: Empty or misaligned pairs.
+    Args:
+        model: The model.
+        data: Pairs tokenised with their metric (:func:`circuits.probing.pairs.prepare`).
     """
-    out = torch.zeros(len(pairs))
-    for g in tokenize_pairs(model, pairs):
+    out = torch.zeros(data.n_rows)
+    for g in data.groups:
         idx = torch.tensor(g.indices)
-        out[idx] = (call_metric(metric, M.run(model, g.clean), idx) - call_metric(metric, M.run(model, g.corrupted), idx)).float().cpu()
-    return out
+        out[idx] = (call_metric(data.metric, M.run(model, g.clean), idx) - call_metric(data.metric, M.run(model, g.corrupted), idx)).float().cpu()
+    return rows_to_prompts(data.metric, out)
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

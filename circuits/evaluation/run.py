@@ -32,7 +32,8 @@ from circuits.editing import Edit, EditError, apply_edit, verify_fingerprint
 from circuits.evaluation import metrics as E
 from circuits.evaluation.compare import compare
 from circuits.evaluation.report import ALL_GROUPS, EvalReport, Measure, MeasureGroup, Measurements, Settings, seed_table
-from circuits.metrics import kl_divergence, metric_for_suite
+from circuits.metrics import kl_divergence
+from circuits.probing.pairs import prepare
 from circuits.suites import SplitName, Suite, available_suites, load_suite
 
 __all__ = ["ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "Settings", "compare", "evaluate", "measure", "neutral_kl", "seed_table", "suite_harm"]
@@ -45,8 +46,8 @@ def suite_harm(model: Any, suite: Suite, split: SplitName = "eval", *, max_pairs
         PairError: Misaligned pairs.
         SuiteError: No such split.
     """
-    gaps = E.bias_gaps(model, suite.pairs(split, max_pairs=max_pairs), metric_for_suite(model, suite)).numpy()
-    return np.abs(gaps) if suite.spec.kind == "spurious" else gaps
+    gaps = E.bias_gaps(model, prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)).numpy()
+    return np.abs(gaps) if suite.kind == "spurious" else gaps
 
 
 def _classification(model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +107,7 @@ def measure(
     unknown = set(groups) - set(ALL_GROUPS)
     if unknown:
         raise ValueError(f"unknown measure groups {sorted(unknown)}; choose from {list(ALL_GROUPS)}")
-    suites = list(suites) if suites is not None else [load_suite(n) for n in available_suites()]
+    suites = list(suites) if suites is not None else [load_suite(n) for n in available_suites(tasks=False)]
     settings = Settings(tuple(s.name for s in suites), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
     kw: dict[str, Any] = {}
     if "suites" in groups:
@@ -204,7 +205,7 @@ def evaluate(
     t0 = time.perf_counter()
     verify_fingerprint(model, *edits)
     target = suite or load_suite(str(edits[0].suite.get("name", "")))
-    suites = [load_suite(n) for n in available_suites()]
+    suites = [load_suite(n) for n in available_suites(tasks=False)]
     if target.name not in {s.name for s in suites}:
         suites.append(target)
     kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)

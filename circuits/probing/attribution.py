@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, call_metric, positions_read, vocab_read
+from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
 from circuits.probing.effects import Effects, Method
 from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
 from circuits.sites import Component, activation_index
@@ -159,7 +159,9 @@ def attribution_patching(
     for g in tqdm(groups, desc="attribution", disable=not progress, leave=False):
         idx = torch.tensor(g.indices)
         raw[:, idx], clean_m[idx], corr_m[idx] = _attribute_group(model, g, metric, components, ig_steps)
-    # raw estimates m(patched) - m(corrupted); shift so normalise() maps it like an exact result.
+    # raw estimates m(patched) - m(corrupted) per row; combine rows into pairs (linear), then shift so
+    # normalise() maps it like an exact result.
+    raw, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (raw, clean_m, corr_m))
     effects = normalise(raw + corr_m, clean_m, corr_m)
     name = "attribution_patching" if ig_steps == 1 else "eap_ig"
     return Effects(tuple(components), effects, "normalised", clean_m, corr_m, Method(name, ig_steps=ig_steps))
@@ -201,6 +203,7 @@ def gradient_sensitivity(
         out[:, idx] = _reduce(model, components, grads, "norm")
         clean_m[idx] = values
         corr_m[idx] = call_metric(metric, M.run(model, g.corrupted), idx).float().cpu()
+    out, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (out, clean_m, corr_m))
     return Effects(tuple(components), out, "gradient_norm", clean_m, corr_m, Method("gradient_sensitivity"))
 
 

@@ -9,6 +9,11 @@
 
 The probability of the target token after restoring, averaged over noise draws, minus the corrupted
 probability, is the *indirect effect* of that state; the grid over layers × tokens is ROME's Figure 1.
+Any metric can replace the target probability (:mod:`circuits.metrics`: a teacher-forced answer
+log-probability, a logit difference, ...); its unit is then the grid's. :func:`trace_facts` averages
+the indirect effect over many facts in ROME's six token categories (first / middle / last subject
+token, first subsequent token, further tokens, last token), as ROME's Figure 1 averages over 1000
+known facts.
 **Severed paths** (ROME Figure 3): restore the residual state while freezing the MLP outputs at that
 token, in all later layers, at their corrupted values, to see how much of the effect goes through
 MLPs.
@@ -31,6 +36,7 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.interventions import rome_noise_std
+from circuits.metrics import Metric, TokenProb, call_metric, positions_read, vocab_read
 from circuits.sites import EMBED_HOOK, hook_name
 
 TraceKind = Literal["resid", "mlp", "attn"]
@@ -45,9 +51,10 @@ class TraceResult:
         kind: What was restored: ``resid`` (block output), ``mlp`` or ``attn`` outputs.
         window: Number of consecutive layers restored per cell (1 for ``resid``).
         severed: Whether MLP paths were severed (frozen at corrupted values).
-        probs: Target probability after each restoration, ``[layer, pos]`` (mean over noise draws).
-        clean_prob: Target probability on the clean run.
-        corrupted_prob: Target probability on the corrupted run (mean over draws).
+        probs: The metric (by default the target probability) after each restoration, ``[layer, pos]``
+            (mean over noise draws).
+        clean_prob: The metric on the clean run.
+        corrupted_prob: The metric on the corrupted run (mean over draws).
         tokens: The prompt's tokens as strings.
         subject: Subject token positions that were noised.
         noise_std: The noise standard deviation used.
@@ -62,10 +69,11 @@ class TraceResult:
     tokens: list[str]
     subject: list[int]
     noise_std: float
+    metric: str = "p(target)"
 
     @property
     def indirect_effect(self) -> Float[Tensor, "layer pos"]:
-        """``probs - corrupted_prob`` (probability units)."""
+        """``probs - corrupted_prob`` (the metric's units)."""
         return self.probs - self.corrupted_prob
 
 
@@ -78,9 +86,10 @@ def _restored_layers(layer: int, window: int, n_layers: int) -> range:
 def trace_tokens(
     model: Any,
     tokens: Int[Tensor, "1 pos"],
-    target: int,
+    target: int | None,
     subject: list[int],
     *,
+    metric: Metric | None = None,
     kind: TraceKind = "resid",
     window: int = 1,
     n_samples: int = 10,
@@ -121,6 +130,15 @@ def trace_tokens(
         raise ValueError(f"subject positions {subject} must be non-empty and within 0..{n_pos - 1}")
     if window < 1 or (kind == "resid" and window != 1):
         raise ValueError(f"window must be >= 1 (and 1 for resid), got {window}")
+    if metric is None:
+        if target is None:
+            raise ValueError("give a target token or a metric")
+        metric = TokenProb(target)
+    last, vocab = positions_read(metric), vocab_read(metric)
+
+    def score(logits: Tensor) -> Tensor:
+        return call_metric(metric, logits, torch.zeros(logits.shape[0], dtype=torch.long)).float().cpu()
+
     std = rome_noise_std(M.embedding_matrix(model)) if noise_std is None else noise_std
     g = torch.Generator().manual_seed(seed)
     d_model = M.shape_of(model).d_model
@@ -130,7 +148,7 @@ def trace_tokens(
     names = [hook_name(_HOOK_KIND[kind], layer) for layer in range(n_layers)]
     mlp_names = [hook_name("mlp_out", layer) for layer in range(n_layers)]
     clean_logits, clean_cache = M.run_with_cache(model, tokens, names)
-    clean_prob = float(clean_logits[0, -1].softmax(-1)[target])
+    clean_prob = float(score(clean_logits)[0])
 
     def noise_hook(reps: int) -> M.HookFn:
         def hook(e: Tensor, hook: Any) -> Tensor:
@@ -144,7 +162,7 @@ def trace_tokens(
     corr_logits, corr_cache = M.run_with_cache(
         model, tokens.repeat(n_samples, 1), [*(mlp_names if sever_mlp else []), *resid_names], [(EMBED_HOOK, noise_hook(1))]
     )
-    corrupted_prob = float(corr_logits[:, -1].softmax(-1)[:, target].mean())
+    corrupted_prob = float(score(corr_logits).mean())
 
     def cells_hooks(cells: list[tuple[int, int]]) -> list[tuple[str, M.HookFn]]:
         """Hooks restoring cell k = (layer, pos) in rows [k*n, (k+1)*n)."""
@@ -199,15 +217,16 @@ def trace_tokens(
         if batched:
             s0 = _restored_layers(cells[0][0], window, n_layers).start
             resid = corr_cache[resid_names[s0]].repeat(len(cells), 1, 1)
-            logits = M.run_from_layer(model, resid, s0, cells_hooks(cells), last=1)  # only p(target | last) is read
+            logits = M.run_from_layer(model, resid, s0, cells_hooks(cells), last=last, vocab=vocab)  # only what the metric reads
         else:
             logits = M.run(model, tokens.repeat(n_samples * len(cells), 1), cells_hooks(cells))
-        p = logits[:, -1].softmax(-1)[:, target].view(len(cells), n_samples).mean(1)
+        p = score(logits).view(len(cells), n_samples).mean(1)
         for (layer, pos), value in zip(cells, p):
             probs[layer, pos] = value
     tok = M.tokenizer_of(model)
     names_str = [tok.decode([int(t)]) for t in tokens[0]] if tok is not None else [str(int(t)) for t in tokens[0]]
-    return TraceResult(kind, window, sever_mlp, probs, clean_prob, corrupted_prob, names_str, list(subject), std)
+    what = "p(target)" if isinstance(metric, TokenProb) else type(metric).__name__
+    return TraceResult(kind, window, sever_mlp, probs, clean_prob, corrupted_prob, names_str, list(subject), std, what)
 
 
 def causal_trace(
@@ -247,3 +266,68 @@ def causal_trace(
         model, tokens, int(ids[0]), M.subject_positions(model, prompt, subject), kind=kind, window=window,
         n_samples=n_samples, noise_std=noise_std, seed=seed, sever_mlp=sever_mlp, progress=progress,
     )
+
+
+#: ROME's token categories for averaging over facts (Meng et al. 2022, Figure 1).
+CATEGORIES = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token", "further tokens", "last token")
+
+
+def _category(pos: int, subject: list[int], n_pos: int) -> int | None:
+    first, last = min(subject), max(subject)
+    if pos == n_pos - 1:
+        return 5
+    if pos == first:
+        return 0
+    if pos == last:
+        return 2
+    if first < pos < last:
+        return 1
+    if pos == last + 1:
+        return 3
+    if pos > last + 1:
+        return 4
+    return None  # before the subject: restoring changes nothing
+
+
+def trace_facts(
+    model: Any, facts: list[dict[str, str]], *, kind: TraceKind = "resid", window: int = 1, n_samples: int = 10, seed: int = 0,
+    noise_std: float | None = None, progress: bool = True,
+) -> TraceResult:
+    """Causal tracing averaged over facts in ROME's six token categories (Meng et al. 2022, Figure 1).
+
+    Each fact (``prompt``, ``subject``, ``answer``) is traced on its own (:func:`causal_trace`); the
+    indirect effect of each (layer, token) is averaged within the token's category, then over facts.
+    The noise level is fixed once from the embeddings, as ROME does.
+
+    Returns:
+        A grid ``[layer, 6]``: ``probs`` = mean corrupted probability + mean indirect effect, so that
+        ``indirect_effect`` is the average indirect effect; ``clean_prob``/``corrupted_prob`` averaged.
+
+    Raises:
+        ValueError: No facts.
+    """
+    if not facts:
+        raise ValueError("no facts to trace")
+    std = rome_noise_std(M.embedding_matrix(model)) if noise_std is None else noise_std
+    n_layers = M.shape_of(model).n_layers
+    total = torch.zeros(n_layers, len(CATEGORIES))
+    count = torch.zeros(len(CATEGORIES))
+    clean = corrupted = 0.0
+    for f in tqdm(facts, desc=f"tracing {len(facts)} facts ({kind})", disable=not progress, leave=False):
+        r = causal_trace(model, f["prompt"], f["answer"], f["subject"], kind=kind, window=window, n_samples=n_samples, noise_std=std, seed=seed, progress=False)
+        ie = r.indirect_effect
+        sums = torch.zeros(n_layers, len(CATEGORIES))
+        seen = torch.zeros(len(CATEGORIES))
+        for pos in range(len(r.tokens)):
+            c = _category(pos, r.subject, len(r.tokens))
+            if c is not None:
+                sums[:, c] += ie[:, pos]
+                seen[c] += 1
+        present = seen > 0
+        total[:, present] += sums[:, present] / seen[present]
+        count += present.float()
+        clean += r.clean_prob
+        corrupted += r.corrupted_prob
+    n = len(facts)
+    mean_ie = total / count.clamp_min(1)
+    return TraceResult(kind, window, False, mean_ie + corrupted / n, clean / n, corrupted / n, list(CATEGORIES), [0, 1, 2], std, "p(target)")

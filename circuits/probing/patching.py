@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.io import atomic_write_bytes
-from circuits.metrics import Metric, call_metric, positions_read, vocab_read
+from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
 from circuits.probing.effects import Direction, Effects, Method
 from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
 from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patching engine's inputs come from
@@ -131,7 +131,7 @@ def patch_tokens(
 
     Returns:
         ``(patched, clean_metric, corrupted_metric)``: the metric after patching each component
-        on each prompt, and the two unpatched baselines (metric units).
+        on each row, and the two unpatched baselines (metric units; rows, not yet combined into pairs).
 
     Raises:
         PairError: ``clean`` and ``corrupted`` differ in shape or are empty.
@@ -317,6 +317,8 @@ def patch_groups(
             patched[list(unit.indices)] = rows
             if ckpt is not None:
                 atomic_write_bytes(ckpt / f"layer_{unit.layer}.safetensors", st_save({"patched": rows.contiguous()}))
+    # Rows → pairs where a metric scores a pair over several rows (e.g. answer vs wrong-answer log-prob).
+    patched, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (patched, clean_m, corr_m))
     return Effects(
         components=tuple(components),
         effects=normalise(patched, clean_m, corr_m) if normalised else patched,

@@ -11,8 +11,9 @@ def raw(name="gender_occupation"):
 
 
 def test_shipped_suites_load_with_disjoint_splits():
-    assert available_suites() == ["gender-occupation", "name-sentiment", "toxicity"]
-    for name in available_suites():
+    assert available_suites(tasks=False) == ["gender-occupation", "name-sentiment", "toxicity"]
+    assert set(available_suites()) == {"gender-occupation", "name-sentiment", "toxicity", "ioi", "greater-than", "factual-recall"}
+    for name in available_suites(tasks=False):
         s = load_suite(name)
         build, ev = s.pairs("build"), s.pairs("eval")
         assert build and ev
