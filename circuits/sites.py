@@ -42,7 +42,7 @@ def hook_name(kind: str, layer: int) -> str:
 
     Args:
         kind: One of ``z q k v pattern attn_scores attn_out mlp_out post pre resid_pre resid_mid
-            resid_post``.
+            resid_post q_input k_input v_input mlp_in``.
         layer: Block index.
 
     Returns:
@@ -55,7 +55,10 @@ def hook_name(kind: str, layer: int) -> str:
         return f"blocks.{layer}.attn.hook_{kind}"
     if kind in {"post", "pre"}:
         return f"blocks.{layer}.mlp.hook_{kind}"
-    if kind in {"attn_out", "mlp_out", "resid_pre", "resid_mid", "resid_post"}:
+    if kind in {"attn_out", "mlp_out", "resid_pre", "resid_mid", "resid_post", "q_input", "k_input", "v_input", "mlp_in"}:
+        # q_input/k_input/v_input: per-head copies of the residual feeding each head's query/key/value
+        # ([batch, pos, head, d_model]); mlp_in: the residual the MLP reads. Edge probing only
+        # (circuits.model.split_inputs turns them on).
         return f"blocks.{layer}.hook_{kind}"
     raise ValueError(f"unknown activation kind {kind!r}")
 
@@ -170,12 +173,19 @@ class ResidRef:
 #: Any component identity.
 Component: TypeAlias = HeadRef | AttnRef | MlpRef | NeuronRef | ResidRef
 
-_POS = r"(?:@(\d+))?$"
-_HEAD = re.compile(r"^L(\d+)H(\d+)(?:\.(q|k|v|pattern))?" + _POS)
-_ATTN = re.compile(r"^L(\d+)ATTN" + _POS)
-_MLP = re.compile(r"^L(\d+)MLP" + _POS)
-_NEURON = re.compile(r"^L(\d+)N(\d+)" + _POS)
-_RESID = re.compile(r"^L(\d+)RESID(_MID|_POST)?" + _POS)
+# Canonical ids only: ASCII digits without leading zeros (``L03H2``, Arabic-Indic digits and a trailing
+# newline are refused), so one component has exactly one id and duplicate checks see it.
+_NUM = r"(0|[1-9][0-9]{0,8})"
+_POS = r"(?:@" + _NUM + r")?"
+_HEAD = re.compile(r"L" + _NUM + r"H" + _NUM + r"(?:\.(q|k|v|pattern))?" + _POS, re.ASCII)
+_ATTN = re.compile(r"L" + _NUM + r"ATTN" + _POS, re.ASCII)
+_MLP = re.compile(r"L" + _NUM + r"MLP" + _POS, re.ASCII)
+_NEURON = re.compile(r"L" + _NUM + r"N" + _NUM + _POS, re.ASCII)
+_RESID = re.compile(r"L" + _NUM + r"RESID(_MID|_POST)?" + _POS, re.ASCII)
+
+
+class ComponentError(ValueError):
+    """A string is not a canonical component id, or a component does not exist in a model."""
 
 
 def _opt(g: str | None) -> int | None:
@@ -183,7 +193,10 @@ def _opt(g: str | None) -> int | None:
 
 
 def parse_component(text: str) -> Component:
-    """Parse a component id (``L9H6``, ``L9H6.k@2``, ``L4ATTN``, ``L7MLP``, ``L5N1024``, ``L3RESID@4``).
+    """Parse a canonical component id (``L9H6``, ``L9H6.k@2``, ``L4ATTN``, ``L7MLP``, ``L5N1024``, ``L3RESID@4``).
+
+    Ids are strict: ASCII digits, no leading zeros, at most 9 digits per number, no surrounding
+    whitespace, so every component has exactly one id.
 
     Args:
         text: The id.
@@ -192,20 +205,45 @@ def parse_component(text: str) -> Component:
         The component; ``str(parse_component(s)) == s`` for every valid ``s``.
 
     Raises:
-        ValueError: ``text`` is not a component id.
+        ComponentError: ``text`` is not a canonical component id (a ``ValueError``).
     """
-    if m := _HEAD.match(text):
+    if not isinstance(text, str):
+        raise ComponentError(f"a component id is a string, got {type(text).__name__}")
+    if m := _HEAD.fullmatch(text):
         return HeadRef(int(m[1]), int(m[2]), m[3] or "z", _opt(m[4]))  # type: ignore[arg-type]
-    if m := _ATTN.match(text):
+    if m := _ATTN.fullmatch(text):
         return AttnRef(int(m[1]), _opt(m[2]))
-    if m := _MLP.match(text):
+    if m := _MLP.fullmatch(text):
         return MlpRef(int(m[1]), _opt(m[2]))
-    if m := _NEURON.match(text):
+    if m := _NEURON.fullmatch(text):
         return NeuronRef(int(m[1]), int(m[2]), _opt(m[3]))
-    if m := _RESID.match(text):
+    if m := _RESID.fullmatch(text):
         site = {None: "resid_pre", "_MID": "resid_mid", "_POST": "resid_post"}[m[2]]
         return ResidRef(int(m[1]), _opt(m[3]), site)  # type: ignore[arg-type]
-    raise ValueError(f"{text!r} is not a component id (expected e.g. L9H6, L7MLP, L5N1024, L3RESID@4)")
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    raise ComponentError(f"{shown!r} is not a component id (expected e.g. L9H6, L7MLP, L5N1024, L3RESID@4; no leading zeros)")
+
+
+def check_components(components: Any, shape: Any) -> None:
+    """Check that components exist in a model of the given shape.
+
+    Args:
+        components: Components (or their ids).
+        shape: Anything with ``n_layers``, ``n_heads`` and ``d_mlp`` (the model's shape, or an atlas's
+            :class:`~circuits.atlas.schema.ModelInfo`).
+
+    Raises:
+        ComponentError: The first component beyond the model, naming it and the bound it breaks
+            (e.g. ``L99H99: layer 99 does not exist in a model with 2 layers (0-1)``).
+    """
+    for c in components:
+        c = parse_component(c) if isinstance(c, str) else c
+        if not 0 <= c.layer < shape.n_layers:
+            raise ComponentError(f"{c}: layer {c.layer} does not exist in a model with {shape.n_layers} layers (0-{shape.n_layers - 1})")
+        if isinstance(c, HeadRef) and not 0 <= c.head < shape.n_heads:
+            raise ComponentError(f"{c}: head {c.head} does not exist in a model with {shape.n_heads} heads per layer (0-{shape.n_heads - 1})")
+        if isinstance(c, NeuronRef) and not 0 <= c.index < shape.d_mlp:
+            raise ComponentError(f"{c}: neuron {c.index} does not exist in a model with d_mlp={shape.d_mlp} (0-{shape.d_mlp - 1})")
 
 
 def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:

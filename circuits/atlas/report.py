@@ -3,15 +3,24 @@
 Per behaviour: a layer × head heatmap of the primary effect, a table of MLP (and neuron) effects,
 the flagged components with their statistics and scores; then every causal-tracing grid (layer ×
 token) and the provenance. plotly.js is inlined once, so the file opens offline.
+
+Atlases are shared and merged, so every string in one is data, never markup: the page is rendered by
+a Jinja2 template with autoescaping; the figures get div ids made here (``heads-0``, ``trace-0``),
+never from the atlas; their text (titles, tick labels) is HTML-escaped for plotly.js, which reads a
+subset of HTML in labels; and plotly writes figure data as JSON with ``<``, ``>`` and ``/`` escaped,
+so no string can close the script it sits in.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from jinja2 import Environment
+from markupsafe import Markup
 
 from circuits.atlas.schema import Atlas, Behaviour, TraceRecord
 from circuits.io import atomic_write_text
@@ -53,7 +62,7 @@ def _heatmap(atlas: Atlas, b: Behaviour) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"{b.name}: head effects",
+        title=html.escape(f"{b.name}: head effects"),
         height=140 + 18 * z.shape[0],
         width=620,
         yaxis={"autorange": "reversed"},
@@ -64,14 +73,14 @@ def _heatmap(atlas: Atlas, b: Behaviour) -> go.Figure:
 
 def _trace_figure(t: TraceRecord) -> go.Figure:
     z = np.asarray(t.probs) - t.corrupted_prob
-    labels = [f"{i}:{tok!r}{'*' if i in t.subject_positions else ''}" for i, tok in enumerate(t.tokens)]
+    labels = [html.escape(f"{i}:{tok!r}{'*' if i in t.subject_positions else ''}") for i, tok in enumerate(t.tokens)]
     fig = go.Figure(
         go.Heatmap(z=z, x=labels, y=[f"L{l}" for l in range(z.shape[0])], colorscale="Purples", colorbar={"title": "IE"},
                    hovertemplate="%{y} %{x}: %{z:.3f}<extra></extra>")
     )
     sev = ", MLPs severed" if t.severed else ""
     fig.update_layout(
-        title=f"causal tracing ({t.kind}, window {t.window}{sev}): p({t.target!r}) clean {t.clean_prob:.3f}, corrupted {t.corrupted_prob:.3f}",
+        title=html.escape(f"causal tracing ({t.kind}, window {t.window}{sev}): p({t.target!r}) clean {t.clean_prob:.3f}, corrupted {t.corrupted_prob:.3f}"),
         height=140 + 14 * z.shape[0],
         width=900,
         yaxis={"autorange": "reversed"},
@@ -80,69 +89,82 @@ def _trace_figure(t: TraceRecord) -> go.Figure:
     return fig
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+_TEMPLATE = """<!doctype html><html><head><meta charset='utf-8'><title>Circuit atlas: {{ m.name }}</title><style>{{ css }}</style></head><body>
+{%- macro table(headers, rows, cls="") -%}
+<table{% if cls %} class='{{ cls }}'{% endif %}>{% if headers %}<tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>{% endif %}
+{%- for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{%- endmacro -%}
+<h1>Circuit atlas: {{ m.name }}</h1><p class='sub'>{{ m.n_layers }} layers × {{ m.n_heads }} heads, d_model {{ m.d_model }}, \
+d_mlp {{ m.d_mlp }}; weights <code>{{ m.fingerprint[:23] }}…</code>; schema {{ schema_version }}</p>
+<h2>Flagged components</h2>{{ table(["behaviour", "component", "mean effect", "95% CI"], flagged) }}
+{%- for s in sections %}
+<h2>{{ s.name }} <small>({{ s.kind }})</small></h2>
+<table class='kv'>{% for k, v in s.info %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+{{ s.heatmap }}
+<h3>Top components</h3>{{ table(s.top_headers, s.top_rows) }}
+{%- if s.mlp_rows %}
+<h3>MLP layers and neurons</h3>{{ table(["component", "mean", "95% CI", "flagged"], s.mlp_rows) }}
+{%- endif %}
+{%- endfor %}
+{%- if traces %}
+<h2>Causal tracing</h2>
+{%- for t in traces %}
+<p>{{ t.prompt }} → {{ t.target }}; subject {{ t.subject }} (tokens marked *), {{ t.n_samples }} noise draws, σ = {{ t.sigma }}</p>
+{{ t.figure }}
+{%- endfor %}
+{%- endif %}
+<h2>Provenance</h2>{{ table([], provenance, "kv") }}
+</body></html>
+"""
+_ENV = Environment(autoescape=True, keep_trailing_newline=True)
+_FLAG = Markup("<span class='flag'>yes</span>")
 
 
-def _behaviour_section(atlas: Atlas, b: Behaviour, plotly_js: bool) -> str:
-    parts = [f"<h2>{html.escape(b.name)} <small>({b.kind})</small></h2>"]
+def _figure(fig: go.Figure, div_id: str, plotly_js: bool) -> Markup:
+    """A figure as trusted markup: its div id is ours and plotly escapes ``<``, ``>``, ``/`` in its JSON."""
+    return Markup(fig.to_html(full_html=False, include_plotlyjs="inline" if plotly_js else False, div_id=div_id))
+
+
+def _ci(low: float, high: float) -> str:
+    return f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _section(atlas: Atlas, i: int, b: Behaviour) -> dict[str, Any]:
+    """The template's values for one behaviour (strings from the atlas stay plain: the template escapes)."""
+    suite = b.suite
     info = [
-        ["suite", f"{html.escape(b.suite.name)} ({b.suite.split} split, {b.suite.n_pairs} pairs, <code>{b.suite.content_hash[:19]}…</code>)"],
-        ["metric", html.escape(b.metric)],
+        ["suite", Markup("{} ({} split, {} pairs, <code>{}…</code>)").format(suite.name, suite.split, suite.n_pairs, suite.content_hash[:19])],
+        ["metric", b.metric],
         ["clean / corrupted metric", f"{b.clean_metric_mean:.4f} / {b.corrupted_metric_mean:.4f}"],
-        ["methods", ", ".join(html.escape(m.key) for m in b.methods)],
-        ["flag rule", html.escape(b.flag_rule)],
-        *[[html.escape(k), f"{v:.4g}"] for k, v in b.summary.items()],
+        ["methods", ", ".join(m.key for m in b.methods)],
+        ["flag rule", b.flag_rule],
+        *[[k, f"{v:.4g}"] for k, v in b.summary.items()],
     ]
-    parts.append("<table class='kv'>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in info) + "</table>")
-    # Stable div ids keep the report byte-for-byte reproducible.
-    parts.append(_heatmap(atlas, b).to_html(full_html=False, include_plotlyjs="inline" if plotly_js else False, div_id=f"heads-{b.name}"))
     score_names = sorted({k for c in b.components for k in c.scores})
-    rows = []
-    for c in b.top(25):
-        e = c.effect
-        flag = "<span class='flag'>yes</span>" if c.flagged else ""
-        rows.append([c.id, c.kind, f"{e.mean:+.4f}", f"[{e.ci_low:+.4f}, {e.ci_high:+.4f}]", f"{e.p_value:.1e}", flag,
-                     *[f"{c.scores[s]:+.4f}" if s in c.scores else "" for s in score_names]])
-    parts.append("<h3>Top components</h3>" + _table(["component", "kind", "mean", "95% CI", "p", "flagged", *score_names], rows))
-    mlps = [c for c in b.components if c.kind in ("mlp", "neuron")]
-    if mlps:
-        mrows = [[c.id, f"{c.effect.mean:+.4f}", f"[{c.effect.ci_low:+.4f}, {c.effect.ci_high:+.4f}]", "yes" if c.flagged else ""]
-                 for c in sorted(mlps, key=lambda c: c.layer)]
-        parts.append("<h3>MLP layers and neurons</h3>" + _table(["component", "mean", "95% CI", "flagged"], mrows))
-    return "\n".join(parts)
+    top = [[c.id, c.kind, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high), f"{c.effect.p_value:.1e}", _FLAG if c.flagged else "",
+            *[f"{c.scores[s]:+.4f}" if s in c.scores else "" for s in score_names]] for c in b.top(25)]
+    mlps = sorted((c for c in b.components if c.kind in ("mlp", "neuron")), key=lambda c: c.layer)
+    return {
+        "name": b.name, "kind": b.kind, "info": info,
+        # Div ids are made here, never from the atlas; stable ids keep the report byte-for-byte reproducible.
+        "heatmap": _figure(_heatmap(atlas, b), f"heads-{i}", plotly_js=(i == 0)),
+        "top_headers": ["component", "kind", "mean", "95% CI", "p", "flagged", *score_names], "top_rows": top,
+        "mlp_rows": [[c.id, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high), "yes" if c.flagged else ""] for c in mlps],
+    }
 
 
 def render(atlas: Atlas) -> str:
-    """The report as an HTML string (self-contained)."""
-    m = atlas.model
-    body = [
-        f"<h1>Circuit atlas: {html.escape(m.name)}</h1>",
-        f"<p class='sub'>{m.n_layers} layers × {m.n_heads} heads, d_model {m.d_model}, d_mlp {m.d_mlp}; "
-        f"weights <code>{m.fingerprint[:23]}…</code>; schema {atlas.schema_version}</p>",
-        "<h2>Flagged components</h2>",
-        _table(
-            ["behaviour", "component", "mean effect", "95% CI"],
-            [[html.escape(b.name), c.id, f"{c.effect.mean:+.4f}", f"[{c.effect.ci_low:+.4f}, {c.effect.ci_high:+.4f}]"]
-             for b in atlas.behaviours for c in b.flagged()[:15]],
-        ),
-    ]
-    for i, b in enumerate(atlas.behaviours):
-        body.append(_behaviour_section(atlas, b, plotly_js=(i == 0)))
-    if atlas.traces:
-        body.append("<h2>Causal tracing</h2>")
-        for i, t in enumerate(atlas.traces):
-            body.append(f"<p>{html.escape(t.prompt)} → {html.escape(t.target)!s}; subject {html.escape(t.subject)!s} (tokens marked *), "
-                        f"{t.n_samples} noise draws, σ = {t.noise_std:.3f}</p>")
-            body.append(_trace_figure(t).to_html(full_html=False, include_plotlyjs=False, div_id=f"trace-{i}"))
+    """The report as an HTML string (self-contained; every string from the atlas escaped)."""
     p = atlas.provenance
-    prov = [["command", html.escape(p.command)], ["git commit", html.escape(p.git_commit or "-")], ["seeds", str(p.seeds)],
-            ["started / finished", f"{p.started or '-'} / {p.finished or '-'}"],
-            *[[html.escape(k), html.escape(v)] for k, v in sorted(p.packages.items())]]
-    body.append("<h2>Provenance</h2><table class='kv'>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in prov) + "</table>")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Circuit atlas: {html.escape(m.name)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    provenance = [["command", p.command], ["git commit", p.git_commit or "-"], ["seeds", str(p.seeds)],
+                  ["started / finished", f"{p.started or '-'} / {p.finished or '-'}"], *[[k, v] for k, v in sorted(p.packages.items())]]
+    traces = [{"prompt": t.prompt, "target": t.target, "subject": t.subject, "n_samples": t.n_samples, "sigma": f"{t.noise_std:.3f}",
+               "figure": _figure(_trace_figure(t), f"trace-{i}", plotly_js=False)} for i, t in enumerate(atlas.traces)]
+    return _ENV.from_string(_TEMPLATE).render(
+        m=atlas.model, css=Markup(_CSS), schema_version=atlas.schema_version,
+        flagged=[[b.name, c.id, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high)] for b in atlas.behaviours for c in b.flagged()[:15]],
+        sections=[_section(atlas, i, b) for i, b in enumerate(atlas.behaviours)], traces=traces, provenance=provenance,
+    )
 
 
 def write_report(atlas: Atlas, path: Path | str) -> Path:

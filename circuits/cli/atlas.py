@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from circuits.cli.common import (
+    _check_output,
     _fail,
     app,
     console,
 )
 
 
-atlas_app = typer.Typer(no_args_is_help=True, help="Atlas files: JSON Schema, merging.")
+atlas_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Atlas files: JSON Schema, merging.")
 app.add_typer(atlas_app, name="atlas")
 
 
@@ -26,6 +27,8 @@ def atlas_schema(out: Annotated[Path | None, typer.Option("-o", "--out", help="W
     from circuits.atlas.schema import Atlas
     from circuits.io import atomic_write_text
 
+    if out is not None:
+        _check_output(out)
     text = json.dumps(Atlas.json_schema(), indent=2)
     if out is None:
         typer.echo(text)
@@ -43,14 +46,15 @@ def atlas_merge(
     from circuits.atlas.merge import merge
     from circuits.atlas.schema import Atlas, AtlasError
 
+    _check_output(out)
     try:
         loaded = [Atlas.load(p) for p in atlases]
         merged = loaded[0]
         for a in loaded[1:]:
             merged = merge(merged, a)
+        merged.save(out)  # validated before writing: refused, not written unreadable
     except AtlasError as e:
         _fail(str(e))
-    merged.save(out)
     console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
 
 
@@ -63,6 +67,7 @@ def report(
     from circuits.atlas.report import write_report
     from circuits.atlas.schema import Atlas, AtlasError
 
+    _check_output(out)
     try:
         atlas = Atlas.load(atlas_path)
     except AtlasError as e:

@@ -12,6 +12,8 @@ Typical session (what ``make scan`` runs)::
 from __future__ import annotations
 
 import logging
+import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +23,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find and fix harmful or spurious circuits.")
+# Plain (not boxed) usage errors: a box is cut at the terminal width and can hide the bad value.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Find and fix harmful or spurious circuits.")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -42,8 +45,52 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")  # messages may contain [brackets]
+    # One line on stderr, never wrapped at the terminal width; messages may contain [brackets].
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
+
+
+def _check_output(path: Path, *, option: str = "-o", suffix: str | None = None, directory: bool = False) -> None:
+    """Check an output path before any work (exit 2 with one clear error): so a run never fails at the end.
+
+    A file output must not be an existing directory, must have ``suffix`` if one is required, and its
+    nearest existing ancestor must be a writable directory (missing parents are created on write; a
+    file in the way is refused). A directory output (``directory=True``) must not be a file or a
+    non-empty directory.
+    """
+    if suffix is not None and path.suffix != suffix:
+        _fail(f"{option} {path}: must end in {suffix}")
+    if directory:
+        if path.exists() and not path.is_dir():
+            _fail(f"{option} {path}: is a file; a directory is expected")
+        if path.is_dir() and any(path.iterdir()):
+            _fail(f"{option} {path}: directory exists and is not empty")
+    else:
+        if path.is_dir():
+            _fail(f"{option} {path}: is a directory; a file is expected")
+        if path.exists() and not os.access(path, os.W_OK):
+            _fail(f"{option} {path}: file is not writable")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a dangling link
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        _fail(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"{option} {path}: directory {parent} is not writable")
+
+
+def _check_count(option: str, value: int | None, *, minimum: int = 1) -> None:
+    """Refuse a count below ``minimum`` (``None`` means "all" and passes)."""
+    if value is not None and value < minimum:
+        _fail(f"{option} must be >= {minimum}, got {value}")
+
+
+def _check_finite(option: str, value: float | None) -> None:
+    """Refuse NaN and ±inf (typer parses ``nan`` and ``inf`` as floats)."""
+    if value is not None and not math.isfinite(value):
+        _fail(f"{option} must be a finite number, got {value}")
 
 
 def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]

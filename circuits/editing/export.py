@@ -20,14 +20,15 @@ from circuits import model as M
 from circuits.editing.apply import apply_edit, verify_fingerprint
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds import low_rank_factors
-from circuits.io import atomic_directory, atomic_write_text
+from circuits.io import atomic_directory
 
 
 def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path | str) -> Path:
     """Bake edits (in order) into the weights and save a plain Hugging Face model directory.
 
     The model itself is unchanged afterwards. The directory also gets ``circuits_edits.json`` naming
-    the edits it contains.
+    the edits it contains; everything is written under a temporary name and renamed into place as a
+    whole, so an interrupted export leaves no directory (and a rerun is not refused).
 
     Args:
         model: A Hugging Face-backed model.
@@ -42,15 +43,14 @@ def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path 
         ValueError: A TL-native model, or a non-empty output directory.
     """
     edits = tuple(edits)
-    if edits:
-        verify_fingerprint(model, *edits)
-        with apply_edit(model, *edits, bake=True, check_fingerprint=False):
-            out = M.save_hf_pretrained(model, directory)
-    else:
-        out = M.save_hf_pretrained(model, directory)
     record = [{"kind": e.kind, "components": [str(c) for c in e.components], "hyperparameters": e.hyperparameters} for e in edits]
-    atomic_write_text(out / "circuits_edits.json", json.dumps({"base_fingerprint": M.fingerprint(model), "edits": record}, indent=2) + "\n")
-    return out
+    # Written inside the directory before it is renamed into place: an export is whole or absent.
+    extra = {"circuits_edits.json": json.dumps({"base_fingerprint": M.fingerprint(model), "edits": record}, indent=2) + "\n"}
+    if not edits:
+        return M.save_hf_pretrained(model, directory, extra_files=extra)
+    verify_fingerprint(model, *edits)
+    with apply_edit(model, *edits, bake=True, check_fingerprint=False):
+        return M.save_hf_pretrained(model, directory, extra_files=extra)
 
 
 def export_peft(model: Any, edit: Edit, directory: Path | str) -> Path:

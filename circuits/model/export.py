@@ -47,7 +47,8 @@ def hf_config(lm: HookedLM) -> Any:
     config.tie_word_embeddings = tied
     head_key = f"{lm.arch.lm_head}.weight"
     live = [k for k in hf_parameters(lm) if not (tied and k == head_key)]
-    missing = [k for k in live if k not in _keys(type(lm.core), config)]
+    keys = _keys(type(lm.core), config)  # once: building even a meta model is not free
+    missing = [k for k in live if k not in keys]
     if not missing:
         return config
     arch = lm.arch
@@ -56,7 +57,8 @@ def hf_config(lm: HookedLM) -> Any:
     for flag, paths in ((arch.attn_bias_flag, attn), (arch.mlp_bias_flag, mlp)):
         if flag and any(any(p in k for p in paths) for k in missing):
             setattr(config, flag, True)
-    unstorable = sorted(k for k in live if k not in _keys(type(lm.core), config))
+    keys = _keys(type(lm.core), config)
+    unstorable = sorted(k for k in live if k not in keys)
     if unstorable:
         raise ExportError(
             f"cannot export: {type(lm.core).__name__} has no place for {unstorable[:3]} (an edit created a bias this "
@@ -99,11 +101,18 @@ def hf_model_copy(lm: HookedLM) -> Any:
     return fresh.to(device=lm.device, dtype=lm.dtype).eval()
 
 
-def save_hf_pretrained(lm: HookedLM, directory: Path | str) -> Path:
+def save_hf_pretrained(lm: HookedLM, directory: Path | str, *, extra_files: dict[str, str] | None = None) -> Path:
     """Save :func:`hf_model_copy` and the tokenizer as a plain Hugging Face model directory.
 
     ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` then loads it without this
-    project. The directory is filled atomically.
+    project. The directory is filled under a temporary name and renamed into place as a whole
+    (:func:`circuits.io.atomic_directory`), ``extra_files`` included: an interrupted export leaves no
+    directory at all, and its temporary is removed by the next write there.
+
+    Args:
+        lm: A Hugging Face-backed model.
+        directory: Output directory; must not exist or be empty.
+        extra_files: Text files to write into the directory too (name → content).
 
     Raises:
         ValueError: A TransformerLens-native model, or an output directory that exists and is not empty.
@@ -116,4 +125,6 @@ def save_hf_pretrained(lm: HookedLM, directory: Path | str) -> Path:
         fresh.save_pretrained(str(tmp), safe_serialization=True)
         if lm.tokenizer is not None:
             lm.tokenizer.save_pretrained(str(tmp))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return Path(directory)

@@ -23,13 +23,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from circuits.atomic import atomic_directory
 from circuits.model.arch import arch_of
 from circuits.model.hooked import HookedLM, Provenance
 
@@ -168,18 +168,13 @@ def _dequantize_gguf(gguf: Path, target: Path) -> None:
     state = {k: v.detach().contiguous() for k, v in hf.state_dict().items()}
     if getattr(hf.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)  # tied to the embedding; safetensors refuses shared storage
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    if target.exists():
+        shutil.rmtree(target)  # an incomplete cache entry (no weights)
+    # Filled under a temporary name and renamed as a whole; a killed run's temporary is removed next time.
+    with atomic_directory(target) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         tokenizer.save_pretrained(str(tmp))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _gguf_directory(gguf: Path, cache_dir: Path | None, stem: str) -> tuple[Path, str]:

@@ -25,7 +25,8 @@ length so that no padding is needed.
 Robustness: with ``checkpoint_dir`` the raw results of each layer are saved (safetensors, atomically)
 as soon as the layer is done, under a key that hashes the model fingerprint, the tokens, the
 components, the intervention and the seed; an interrupted scan rerun with the same arguments loads
-finished layers and computes only the rest, giving identical numbers. Stochastic interventions draw
+finished layers and computes only the rest, giving identical numbers. A checkpoint that fails
+validation is discarded with a warning and recomputed (:mod:`circuits.probing.checkpoints`). Stochastic interventions draw
 from a generator seeded by ``(seed, component index, group)``, so results do not depend on packing or
 on resumption.
 """
@@ -42,14 +43,12 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.io import atomic_write_bytes
 from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
+from circuits.probing import checkpoints
 from circuits.probing.effects import Direction, Effects, Method
 from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
 from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patching engine's inputs come from
@@ -296,18 +295,16 @@ def patch_groups(
         by_layer[c.layer].append(i)
     ckpt = None
     if checkpoint_dir is not None:
-        ckpt = Path(checkpoint_dir) / _run_key(model, groups, components, intervention, direction, seed)
-        ckpt.mkdir(parents=True, exist_ok=True)
+        ckpt = checkpoints.open_directory(Path(checkpoint_dir) / _run_key(model, groups, components, intervention, direction, seed))
 
     job = PatchJob(tuple(groups), metric, tuple(components), direction, intervention, max_rows, seed, key=uuid.uuid4().hex)
     caches = job_caches(model, job)  # two cached forwards per group: the clean/corrupted metrics, and in-process units' activations
     clean_m, corr_m = caches.clean_metric, caches.corrupted_metric
     todo: list[PatchUnit] = []
     for layer, comp_idx in sorted(by_layer.items()):
-        path = None if ckpt is None else ckpt / f"layer_{layer}.safetensors"
-        if path is not None and path.is_file():
-            patched[comp_idx] = st_load(path.read_bytes())["patched"]
-            logger.info("layer %d loaded from checkpoint %s", layer, path)
+        saved = None if ckpt is None else checkpoints.load_layer(checkpoints.layer_path(ckpt, layer), (len(comp_idx), n))
+        if saved is not None:  # a bad checkpoint is discarded with a warning and the layer recomputed
+            patched[comp_idx] = saved
         else:
             todo.append(PatchUnit(layer, tuple(comp_idx)))
     total = sum(-(-len(u.indices) // max(1, max_rows // len(g.indices))) for u in todo for g in groups)
@@ -316,7 +313,7 @@ def patch_groups(
         for unit, rows in (executor or InProcess()).run(model, job, todo, caches, bar):
             patched[list(unit.indices)] = rows
             if ckpt is not None:
-                atomic_write_bytes(ckpt / f"layer_{unit.layer}.safetensors", st_save({"patched": rows.contiguous()}))
+                checkpoints.save_layer(checkpoints.layer_path(ckpt, unit.layer), rows)
     # Rows → pairs where a metric scores a pair over several rows (e.g. answer vs wrong-answer log-prob).
     patched, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (patched, clean_m, corr_m))
     return Effects(

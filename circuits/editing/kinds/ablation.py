@@ -25,6 +25,10 @@ class Ablation(Kind):
     name: ClassVar[str] = "ablation"
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {"mode": (str, "mean"), "seed": (int, 0)}
 
+    def check_hyperparameters(self, hyperparameters: dict[str, Any]) -> None:
+        if "mode" in hyperparameters and hyperparameters["mode"] not in MODES:
+            raise EditError(f"an ablation edit needs hyperparameter mode in {MODES}, got {hyperparameters['mode']!r}")
+
     def required_tensors(self, edit: Any) -> list[str]:
         mode = edit.hyperparameters.get("mode")
         if mode not in MODES:

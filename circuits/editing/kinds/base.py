@@ -16,7 +16,7 @@ from torch import Tensor
 
 from circuits.interventions import Intervention
 from circuits.model import HookedLM
-from circuits.sites import Component, HeadRef, NeuronRef, ResidRef
+from circuits.sites import Component, ComponentError, HeadRef, NeuronRef, ResidRef, check_components
 
 if TYPE_CHECKING:
     from circuits.editing.edit import Edit
@@ -44,6 +44,13 @@ class Kind:
         """Names of the tensors the edit must carry (validated on load)."""
         return []
 
+    def check_hyperparameters(self, hyperparameters: dict[str, Any]) -> None:
+        """The kind's own rules for its hyperparameters, beyond their types (checked at construction).
+
+        Raises:
+            EditError: A value the kind does not accept.
+        """
+
     def sites(self, edit: Edit, model: HookedLM) -> list[tuple[Site, Intervention]]:
         """The edit as ``(site, intervention)`` pairs, in application order.
 
@@ -66,12 +73,10 @@ class Kind:
             if str(c) in seen:
                 raise EditError(f"{c} appears twice in a {self.name} edit")
             seen.add(str(c))
-            if c.layer >= shape.n_layers:
-                raise EditError(f"{c} does not exist in a model with {shape.n_layers} layers")
-            if isinstance(c, HeadRef) and c.head >= shape.n_heads:
-                raise EditError(f"{c} does not exist in a model with {shape.n_heads} heads per layer")
-            if isinstance(c, NeuronRef) and c.index >= shape.d_mlp:
-                raise EditError(f"{c} does not exist in a model with d_mlp={shape.d_mlp}")
+            try:
+                check_components([c], shape)
+            except ComponentError as e:
+                raise EditError(f"a {self.name} edit names {e}") from None
             if isinstance(c, (HeadRef, NeuronRef)) and c.pos is not None:
                 raise EditError(f"a {self.name} edit acts at every position; {c} names one")
 

@@ -1,0 +1,44 @@
+"""Reading earlier atlas schema versions: ``0.1`` and ``0.2`` files are upgraded to ``0.3`` before validation.
+
+An upgrade only renames and reshapes fields it recognises; anything of an unexpected type is passed on
+unchanged, so the upgraded file is validated exactly like a current one and a wrongly typed field gets
+the same :class:`~circuits.atlas.schema.AtlasError` naming it, never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def upgrade(raw: Any) -> Any:
+    """Upgrade a parsed atlas of an earlier schema version to ``0.3`` (other values pass through).
+
+    ``0.1`` → ``0.2``: one ``method`` per behaviour becomes ``methods``; ``provenance.seed`` becomes
+    ``seeds``. ``0.2`` → ``0.3``: adds the optional ``model.source``.
+    """
+    if isinstance(raw, dict) and raw.get("schema_version") == "0.1":
+        raw = _upgrade_0_1(raw)
+    if isinstance(raw, dict) and raw.get("schema_version") == "0.2":
+        raw = dict(raw, schema_version="0.3")
+    return raw
+
+
+def _upgrade_0_1(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw, schema_version="0.2")
+    prov = raw.get("provenance")
+    if isinstance(prov, dict) and "seed" in prov:
+        prov = dict(prov)
+        prov["seeds"] = [prov.pop("seed")]
+        raw["provenance"] = prov
+    behaviours = raw.get("behaviours")
+    if not isinstance(behaviours, list):
+        return raw
+    out = []
+    for b in behaviours:
+        if isinstance(b, dict) and isinstance(b.get("method"), dict):
+            b = dict(b)
+            m = b.pop("method")
+            b["methods"] = [{"name": m.get("name"), "direction": m.get("direction"), "metric": b.get("metric", "")}]
+        out.append(b)
+    raw["behaviours"] = out
+    return raw

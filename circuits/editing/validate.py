@@ -1,0 +1,88 @@
+"""Validation of an edit's values, at construction and at load: one place, so both refuse the same things.
+
+An :class:`~circuits.editing.edit.Edit` is checked when it is made (by a builder, a trainer, or
+:func:`~circuits.editing.edit.load_edit`), so an edit that loading would refuse is never written:
+
+* ``form`` is ``hooks`` or ``weights``;
+* components are component identities (:mod:`circuits.sites`), each named once (a duplicated component
+  would fold its mean or scale in twice);
+* floating-point tensors hold finite numbers only (a NaN tensor makes every edited forward NaN and
+  generation silently produce nothing);
+* hyperparameters are strings, booleans or finite numbers; those a kind declares
+  (:attr:`circuits.editing.kinds.base.Kind.hyperparameters`) have its type (an ``alpha`` is a number,
+  a ``mode`` a string), and :meth:`~circuits.editing.kinds.base.Kind.check_hyperparameters` adds the
+  kind's own rules (an ablation ``mode`` is ``zero``, ``mean`` or ``resample``);
+* training and evaluation records hold finite numbers.
+
+Shapes against a model are checked when the edit is applied (the kind's ``sites``), since an edit file
+does not know the model's dimensions until it meets one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from circuits.editing.kinds import KINDS, EditError
+from circuits.sites import AttnRef, HeadRef, MlpRef, NeuronRef, ResidRef
+
+if TYPE_CHECKING:
+    from circuits.editing.edit import Edit
+
+_COMPONENT_TYPES = (HeadRef, AttnRef, MlpRef, NeuronRef, ResidRef)
+
+
+def _scalar_ok(v: Any) -> bool:
+    return isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+
+
+def check_scalars(values: dict[str, Any] | None, what: str) -> None:
+    """Refuse anything but strings, booleans, integers and finite floats in a flat record.
+
+    Raises:
+        EditError: ``what.key: ...`` naming the first bad value.
+    """
+    if values is None:
+        return
+    if not isinstance(values, dict):
+        raise EditError(f"{what} must be an object of numbers and strings, got {type(values).__name__}")
+    for k, v in values.items():
+        if not _scalar_ok(v):
+            raise EditError(f"{what}.{k} must be a finite number or a string, got {v!r}")
+
+
+def check_edit_values(edit: Edit) -> None:
+    """Validate an edit's form, components, tensors and hyperparameters (see module docstring).
+
+    Raises:
+        EditError: The first violation, naming the field.
+    """
+    if edit.form not in ("hooks", "weights"):
+        raise EditError(f"form must be hooks or weights, got {edit.form!r}")
+    seen: set[str] = set()
+    for c in edit.components:
+        if not isinstance(c, _COMPONENT_TYPES):
+            raise EditError(f"components must be component identities (e.g. HeadRef(9, 6)), got {c!r}")
+        if str(c) in seen:
+            raise EditError(f"component {c} appears twice; an edit names each component once")
+        seen.add(str(c))
+    for name, t in edit.tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise EditError(f"tensor {name!r} is not a tensor ({type(t).__name__})")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise EditError(f"tensor {name!r} holds NaN or infinite values")
+    check_scalars(edit.hyperparameters, "hyperparameters")
+    spec = KINDS[edit.kind]
+    for key, (typ, _default) in spec.hyperparameters.items():
+        if key not in edit.hyperparameters:
+            continue
+        v = edit.hyperparameters[key]
+        ok = isinstance(v, str) if typ is str else (isinstance(v, (int, float)) and not isinstance(v, bool) and (typ is float or isinstance(v, int)))
+        if not ok:
+            raise EditError(f"hyperparameters.{key} of a {edit.kind} edit must be {typ.__name__}, got {v!r}")
+    spec.check_hyperparameters(edit.hyperparameters)
+    check_scalars(edit.suite, "suite")
+    check_scalars(edit.training, "training")
+    check_scalars(edit.evaluation, "evaluation")

@@ -1,0 +1,215 @@
+"""Regression tests for issue 21's validation failures: every bad input gets one clear error of the artifact's type."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+import torch
+
+from circuits.atlas.schema import Atlas, AtlasError, EffectStats
+from circuits.editing import Edit, EditError, apply_edit, load_edit, save_edit
+from circuits.io import MAX_JSON_DEPTH, read_json_file
+from circuits.sites import ComponentError, HeadRef, NeuronRef, check_components, parse_component
+from circuits.suites import SuiteError, shipped_suite
+from tests.atlas.test_schema import make_atlas
+
+FP = "sha256:" + "0" * 64
+
+
+# --- component ids ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["L03H2", "L3H02", "L\u0663H2", "L3H\u0662", "L3H2\n", " L3H2", "L3H2 ", "L3H2@01", "L1234567890H1", "l3h2", ""])
+def test_component_ids_are_strict_and_canonical(text):
+    with pytest.raises(ComponentError):
+        parse_component(text)
+
+
+@pytest.mark.parametrize("text", ["L0H0", "L9H6", "L9H6.k@2", "L5N1024", "L3MLP", "L4ATTN@0", "L3RESID_POST@4", "L10H0.pattern@3"])
+def test_canonical_ids_round_trip(text):
+    assert str(parse_component(text)) == text
+
+
+def test_components_beyond_the_model_get_one_error_naming_id_and_bound(tiny):
+    with pytest.raises(ComponentError, match=r"L99H99: layer 99 .* 2 layers"):
+        check_components(["L99H99"], tiny.shape)
+    with pytest.raises(ComponentError, match=r"L1H9: head 9 .* 4 heads"):
+        check_components([HeadRef(1, 9)], tiny.shape)
+    with pytest.raises(ComponentError, match=r"L0N100000: neuron"):
+        check_components([NeuronRef(0, 100_000)], tiny.shape)
+    from circuits.editing.build import new_edit
+
+    edit = new_edit("scaling", (HeadRef(99, 99),), {}, tiny, {"alpha": 0.5})
+    with pytest.raises(EditError, match="L99H99: layer 99"):
+        with apply_edit(tiny, edit):
+            pass
+
+
+def test_atlas_components_are_checked_against_its_model(tmp_path):
+    raw = json.loads(make_atlas().model_dump_json())
+    raw["behaviours"][0]["components"][0]["id"] = "L99H99"
+    with pytest.raises(AtlasError, match="L99H99: layer 99"):
+        Atlas.parse(json.dumps(raw))
+
+
+# --- atlas files --------------------------------------------------------------------------------
+
+
+def _atlas_text(mutate=None) -> str:
+    raw = json.loads(make_atlas().model_dump_json())
+    if mutate:
+        mutate(raw)
+    return json.dumps(raw)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_atlas_non_finite_numbers_are_refused_naming_the_field(tmp_path, literal):
+    text = _atlas_text(lambda d: d["behaviours"][0]["components"][1]["effect"].update(mean=12345.5)).replace("12345.5", literal)
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(AtlasError, match="finite") as e:
+        Atlas.load(tmp_path / "a.json")
+    assert "a.json" in str(e.value) and (literal != "1e999" or "behaviours.0.components.1.effect.mean" in str(e.value))
+
+
+def test_atlas_with_nan_cannot_be_built_so_no_unreadable_file_is_written():
+    with pytest.raises(ValueError, match="finite"):
+        EffectStats(mean=float("nan"), std=0.0, n=1, ci_low=0.0, ci_high=0.0, p_value=1.0)
+
+
+def test_ci_low_above_ci_high_and_missing_schema_version_are_refused():
+    with pytest.raises(AtlasError, match=r"ci_low .* above ci_high"):
+        Atlas.parse(_atlas_text(lambda d: d["behaviours"][0]["components"][0]["effect"].update(ci_low=2.0, ci_high=1.0)))
+    with pytest.raises(AtlasError, match="schema_version: missing"):
+        Atlas.parse(_atlas_text(lambda d: d.pop("schema_version")))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.__setitem__("provenance", ["not", "an", "object"]),
+        lambda d: d["provenance"].__setitem__("seed", "zero"),
+        lambda d: d.__setitem__("behaviours", "none"),
+        lambda d: d["behaviours"].append(7),
+        lambda d: d["behaviours"][0].__setitem__("method", "activation_patching"),
+        lambda d: d["behaviours"][0].__setitem__("method", {"name": 5, "direction": []}),
+    ],
+)
+def test_schema_0_1_upgrade_of_wrongly_typed_fields_gives_an_atlas_error(mutate):
+    def old(d):
+        d["schema_version"] = "0.1"
+        d["provenance"]["seed"] = d["provenance"].pop("seeds")[0]
+        mutate(d)
+
+    with pytest.raises(AtlasError):
+        Atlas.parse(_atlas_text(old))
+
+
+def test_invalid_utf8_deep_nesting_and_huge_integers_are_atlas_errors(tmp_path):
+    cases = {
+        "utf8": b'{"schema_version": "0.3", "x": "\xff\xfe"}',
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "depth": b"[" * (MAX_JSON_DEPTH + 2) + b"]" * (MAX_JSON_DEPTH + 2),
+        "bigint": b'{"schema_version": "0.3", "n": ' + b"9" * 5000 + b"}",
+        "int64": b'{"schema_version": "0.3", "n": ' + b"9" * 30 + b"}",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(AtlasError, match=str(tmp_path / name)):
+            Atlas.load(tmp_path / name)
+    with pytest.raises(AtlasError, match="line 1: not valid UTF-8"):
+        Atlas.load(tmp_path / "utf8")
+
+
+def test_special_and_oversized_files_are_refused_without_reading_them(tmp_path):
+    with pytest.raises(AtlasError, match="not a regular file"):
+        Atlas.load("/dev/zero")
+    with pytest.raises(AtlasError, match="not a regular file"):
+        Atlas.load(tmp_path)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    result: list[BaseException] = []
+    t = threading.Thread(target=lambda: result.append(pytest.raises(AtlasError, Atlas.load, fifo).value), daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and "not a regular file" in str(result[0])  # refused, not hung
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 2048)
+    with pytest.raises(ValueError, match="limit is 1024 bytes"):
+        read_json_file(big, max_bytes=1024)
+
+
+# --- edits --------------------------------------------------------------------------------------
+
+
+def _edit(**kw) -> Edit:
+    args = dict(kind="scaling", components=(HeadRef(0, 1),), tensors={}, model_name="tiny", model_fingerprint=FP, hyperparameters={"alpha": 0.5})
+    args.update(kw)
+    return Edit(**args)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(hyperparameters={"alpha": float("nan")}), "finite"),
+        (dict(hyperparameters={"alpha": float("inf")}), "finite"),
+        (dict(hyperparameters={"alpha": "abc"}), "alpha .* must be float"),
+        (dict(kind="ablation", hyperparameters={"mode": "bogus"}), "mode"),
+        (dict(kind="ablation", hyperparameters={"mode": "mean"}, components=(HeadRef(0, 1), HeadRef(0, 1)), tensors={"L0H1": torch.zeros(4)}), "twice"),
+        (dict(kind="ablation", hyperparameters={"mode": "mean"}, tensors={"L0H1": torch.tensor([float("nan")] * 4)}), "NaN"),
+    ],
+)
+def test_edits_with_bad_values_are_refused_at_construction(kw, message):
+    with pytest.raises(EditError, match=message):
+        _edit(**kw)
+
+
+def test_edit_manifest_errors_are_edit_errors(tmp_path):
+    path = save_edit(_edit(kind="ablation", hyperparameters={"mode": "mean"}, tensors={"L0H1": torch.ones(4)}), tmp_path / "e.json")
+    good = json.loads(path.read_text())
+    cases = {
+        "nan": path.read_text().replace('"tiny"', "NaN"),
+        "noversion": json.dumps({k: v for k, v in good.items() if k != "schema_version"}),
+        "old-typed": json.dumps({**good, "schema_version": "0.1", "hyperparameters": ["mode"]}),
+        "old-kind": json.dumps({**good, "schema_version": "0.2", "kind": 5}),
+        "alpha": json.dumps({**good, "kind": "scaling", "hyperparameters": {"alpha": "abc"}}),
+        "dup": json.dumps({**good, "components": ["L0H1", "L0H1"]}),
+        "noncanonical": json.dumps({**good, "components": ["L00H1"]}),
+    }
+    for name, text in cases.items():
+        p = tmp_path / f"{name}.json"
+        p.write_text(text)
+        p.with_suffix(".safetensors").write_bytes(path.with_suffix(".safetensors").read_bytes())
+        with pytest.raises(EditError):
+            load_edit(p)
+    bad = tmp_path / "utf8.json"
+    bad.write_bytes(b"\xff" + path.read_bytes())
+    with pytest.raises(EditError, match="UTF-8"):
+        load_edit(bad)
+
+
+def test_nan_edit_tensors_are_refused_at_load(tmp_path):
+    import hashlib
+
+    from safetensors.torch import save as st_save
+
+    path = save_edit(_edit(kind="ablation", hyperparameters={"mode": "mean"}, tensors={"L0H1": torch.ones(4)}), tmp_path / "e.json")
+    blob = st_save({"L0H1": torch.tensor([1.0, float("nan"), 0.0, 0.0])})
+    path.with_suffix(".safetensors").write_bytes(blob)
+    raw = json.loads(path.read_text())
+    raw["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+    path.write_text(json.dumps(raw))
+    with pytest.raises(EditError, match="NaN"):
+        load_edit(path)
+
+
+# --- suite names recorded in files --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../x.jsonl", "/etc/passwd", "x.csv", "nope"])
+def test_a_recorded_suite_name_is_never_a_path(tmp_path, name):
+    with pytest.raises(SuiteError, match="not a shipped suite"):
+        shipped_suite(name)
+    assert shipped_suite("gender-occupation").name == "gender-occupation"
