@@ -1,4 +1,4 @@
-"""Command-line interface: ``circuits scan``, ``edit``, ``export``, ``generate``, ``trace``, ``report``, ``atlas``.
+"""Command-line interface: ``circuits scan``, ``circuit``, ``edit``, ``export``, ``generate``, ``trace``, ``report``, ``atlas``.
 
 Typical session (what ``make scan`` runs)::
 
@@ -9,7 +9,7 @@ Typical session (what ``make scan`` runs)::
         --prompt "The nurse said that"
 """
 
-from circuits.cli import probe, edits, atlas  # noqa: F401, I001 - importing registers the commands, in this order
+from circuits.cli import probe, circuit, edits, atlas  # noqa: F401, I001 - importing registers the commands, in this order
 from circuits.cli.common import app
 
 __all__ = ["app"]

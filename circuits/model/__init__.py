@@ -42,6 +42,7 @@ from circuits.model.loading import (
     resolve_device,
     resolve_dtype,
 )
+from circuits.model.split import edge_support, head_writes, is_parallel, split_inputs
 from circuits.model.tiny import tiny_model
 from circuits.model.tokens import (
     bos_token_id,
@@ -92,10 +93,10 @@ __all__ = [
     "ARCHITECTURES", "ArchSpec", "DTYPES", "ExportError", "HookFn", "HookedLM", "MODELS", "ModelLoadError",
     "ModelNotInstalledError", "ModelShape", "ModelSpec", "Provenance", "UnsupportedArchitecture", "WeightStep",
     "add_persistent_hook", "arch_of", "attach_overlay", "bos_token_id", "build_model", "cache_from_layer", "cache_root",
-    "check_directory", "decode", "embed", "embedding_matrix", "encode_text", "fingerprint", "frozen_parameters",
-    "generate", "generate_ids", "gguf_path", "has_hook", "has_weight", "hf_config", "hf_model_copy", "hub_name", "hf_module_name", "load_model",
+    "check_directory", "decode", "edge_support", "embed", "embedding_matrix", "encode_text", "fingerprint", "frozen_parameters",
+    "generate", "generate_ids", "gguf_path", "has_hook", "has_weight", "head_writes", "is_parallel", "hf_config", "hf_model_copy", "hub_name", "hf_module_name", "load_model",
     "load_weights", "logit_lens", "model_name", "model_recipe", "parametrize_weight", "quiet_libraries", "read_weight", "replace_weight",
     "resolve_device", "resolve_dtype", "run", "run_from_layer", "run_with_cache", "sample_continuations",
-    "save_hf_pretrained", "shape_of", "single_token_id", "subject_positions", "text_windows", "tiny_model", "to_tokens",
+    "save_hf_pretrained", "shape_of", "single_token_id", "split_inputs", "subject_positions", "text_windows", "tiny_model", "to_tokens",
     "token_lengths", "tokenizer_of", "tokens_of", "weight_parameters", "weights_state",
 ]

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 from circuits import model as M
 from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
 from circuits.probing.effects import Effects, Method
-from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
+from circuits.probing.edge_patching import _as_groups
+from circuits.probing.patching import TokenGroup, normalise
 from circuits.sites import Component, activation_index
 from circuits.suites import PromptPair
 
@@ -205,11 +206,3 @@ def gradient_sensitivity(
         corr_m[idx] = call_metric(metric, M.run(model, g.corrupted), idx).float().cpu()
     out, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (out, clean_m, corr_m))
     return Effects(tuple(components), out, "gradient_norm", clean_m, corr_m, Method("gradient_sensitivity"))
-
-
-def _as_groups(model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup]) -> list[TokenGroup]:
-    if not pairs:
-        raise PairError("no prompt pairs given")
-    if isinstance(pairs[0], TokenGroup):
-        return list(pairs)  # type: ignore[arg-type]
-    return tokenize_pairs(model, pairs)  # type: ignore[arg-type]

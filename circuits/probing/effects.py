@@ -23,7 +23,7 @@ Direction = Literal["denoising", "noising"]
 #: ``metric``: the behaviour metric's own units after the intervention; ``nats``: a KL divergence;
 #: ``gradient_norm``: ``‖∂m/∂a‖₂``, metric units per activation unit.
 Unit = Literal["normalised", "metric", "nats", "gradient_norm"]
-MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "gradient_sensitivity", "spurious_sensitivity", "causal_tracing"]
+MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "gradient_sensitivity", "spurious_sensitivity", "causal_tracing", "edge_attribution_patching", "edge_patching", "average_causal_effect"]  # edges: circuits.probing.graph.EdgeEffects
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Circuit graphs in the atlas: the edges that carry a behaviour, with scores, method and faithfulness.
+
+A :class:`CircuitGraph` records what :mod:`circuits.probing.eap` / :mod:`circuits.probing.edge_patching`
+scored and :mod:`circuits.probing.discovery` kept: nodes (``INPUT``, heads ``L3H2`` with their q/k/v
+inputs ``L3H2.q``, MLPs ``L3MLP``, ``LOGITS``), the chosen edges ``sender → receiver`` with their mean
+normalised score, the method (EAP or EAP-IG with its steps), how the rest was ablated when faithfulness
+was measured (corrupted or mean writes), faithfulness and completeness, and the faithfulness curve over
+the number of edges. It is one optional field of a behaviour (``Behaviour.circuit``), so atlases
+written before it existed load unchanged; build one with :func:`circuit_graph`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class GraphNode(_Frozen):
+    """A node: ``id`` as in :mod:`circuits.probing.graph` and the layer it sits in (INPUT −1, LOGITS n_layers)."""
+
+    id: str = Field(min_length=1, max_length=64)
+    layer: int = Field(ge=-1)
+    kind: Literal["input", "head", "head_input", "mlp", "logits"]
+
+
+class GraphEdge(_Frozen):
+    """An edge ``sender → receiver`` and its mean normalised score (0 = corrupted run, 1 = clean run)."""
+
+    sender: str = Field(min_length=1, max_length=64)
+    receiver: str = Field(min_length=1, max_length=64)
+    score: float
+
+
+class CircuitGraph(_Frozen):
+    """A circuit: the kept edges of a behaviour's edge graph, and how well they carry it.
+
+    Attributes:
+        method: ``edge_attribution_patching``, ``eap_ig`` or ``edge_patching``.
+        ig_steps: Interpolation steps of EAP-IG (1 for EAP).
+        selection: How the edges were chosen (``top-50``, ``threshold 0.02``, ``faithfulness >= 0.8``).
+        ablation: What the edges outside the circuit carried when faithfulness was measured.
+        n_edges_total: Edges of the model's whole graph.
+        nodes: The nodes the kept edges touch.
+        edges: The kept edges, largest |score| first.
+        faithfulness: ``(m(C) − m(∅)) / (m(M) − m(∅))``.
+        completeness: ``1 − (m(M∖C) − m(∅)) / (m(M) − m(∅))``.
+        ratio: ``m(C) / m(M)``.
+        curve: ``[(n_edges, faithfulness)]`` of top-n circuits.
+    """
+
+    method: Literal["edge_attribution_patching", "eap_ig", "edge_patching"]
+    ig_steps: int = Field(default=1, ge=1)
+    selection: str
+    ablation: Literal["corrupted", "mean"]
+    n_edges_total: int = Field(ge=1)
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    faithfulness: float | None = None
+    completeness: float | None = None
+    ratio: float | None = None
+    curve: list[tuple[int, float]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _edges_join_nodes(self) -> CircuitGraph:
+        ids = {n.id for n in self.nodes}
+        missing = sorted({x for e in self.edges for x in (e.sender, e.receiver)} - ids)
+        if missing:
+            raise ValueError(f"edges name nodes that are not listed: {missing[:5]}")
+        pairs = [(e.sender, e.receiver) for e in self.edges]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("duplicate edges")
+        return self
+
+    def into(self, node: str) -> list[GraphEdge]:
+        """Edges into a node or into any of its inputs (``"L26H2"`` matches ``L26H2.q/.k/.v``)."""
+        return [e for e in self.edges if e.receiver == node or e.receiver.split(".")[0] == node]
+
+    def out_of(self, node: str) -> list[GraphEdge]:
+        """Edges out of a node."""
+        return [e for e in self.edges if e.sender == node]
+
+
+def _node(name: str, n_layers: int) -> GraphNode:
+    if name == "INPUT":
+        return GraphNode(id=name, layer=-1, kind="input")
+    if name == "LOGITS":
+        return GraphNode(id=name, layer=n_layers, kind="logits")
+    layer = int(name[1:].split("H")[0].split("M")[0])
+    kind = "mlp" if name.endswith("MLP") else ("head_input" if "." in name else "head")
+    return GraphNode(id=name, layer=layer, kind=kind)
+
+
+def circuit_graph(scores: Any, circuit: Any, *, selection: str, faith: Any = None, curve: list[tuple[int, float]] | None = None, ablation: str = "corrupted") -> CircuitGraph:
+    """Record a discovered circuit.
+
+    Args:
+        scores: The :class:`~circuits.probing.graph.EdgeEffects` the circuit was chosen from.
+        circuit: The kept edges.
+        selection: How they were chosen.
+        faith: Its :class:`~circuits.probing.discovery.Faithfulness` (optional).
+        curve: ``[(n_edges, faithfulness)]`` (optional).
+        ablation: The ablation of ``faith`` when it is not given.
+
+    Returns:
+        The graph, edges ordered by |score|.
+    """
+    mean = dict(zip((str(e) for e in scores.edges), scores.mean_effects.tolist()))
+    kept = sorted(((str(e.sender), str(e.receiver), mean[str(e)]) for e in circuit), key=lambda t: -abs(t[2]))
+    n_layers = scores.graph.n_layers
+    names = sorted({x for s, r, _ in kept for x in (s, r)}, key=lambda x: (_node(x, n_layers).layer, x))
+    return CircuitGraph(
+        method=scores.method.name,
+        ig_steps=scores.method.ig_steps or 1,
+        selection=selection,
+        ablation=faith.ablation if faith is not None else ablation,  # type: ignore[arg-type]
+        n_edges_total=len(scores.edges),
+        nodes=[_node(x, n_layers) for x in names],
+        edges=[GraphEdge(sender=s, receiver=r, score=v) for s, r, v in kept],
+        faithfulness=None if faith is None else faith.faithfulness,
+        completeness=None if faith is None else faith.completeness,
+        ratio=None if faith is None or not math.isfinite(faith.ratio) else faith.ratio,
+        curve=list(curve or []),
+    )

@@ -1,0 +1,75 @@
+"""Circuit graphs in the atlas: schema, the report fragment (escaped), and ``circuits circuit``."""
+
+import json
+
+import pytest
+import torch
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from circuits.atlas.graph import CircuitGraph, GraphEdge, GraphNode, circuit_graph
+from circuits.atlas.graph_report import render_circuit_graph
+from circuits.model import tiny_model
+from circuits.probing.discovery import faithfulness, top_edges
+from circuits.probing.eap import edge_attribution
+from circuits.probing.patching import TokenGroup
+
+
+def _scored():
+    model = tiny_model(n_layers=2, n_heads=4, n_kv_heads=2, seed=2)
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(1, 50, (3, 6), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 1] = (clean[:, 1] + 9) % 50
+    groups = [TokenGroup([0, 1, 2], clean, corrupted)]
+
+    def metric(logits):
+        return logits[:, -1, 3] - logits[:, -1, 7]
+
+    scores = edge_attribution(model, groups, metric, ig_steps=2, progress=False)
+    kept = top_edges(scores, 6)
+    return scores, kept, faithfulness(model, groups, metric, kept, graph=scores.graph)
+
+
+def test_circuit_graph_records_and_round_trips():
+    scores, kept, faith = _scored()
+    graph = circuit_graph(scores, kept, selection="top-6", faith=faith)
+    assert graph.method == "eap_ig" and graph.ig_steps == 2 and len(graph.edges) == 6
+    assert [abs(e.score) for e in graph.edges] == sorted((abs(e.score) for e in graph.edges), reverse=True)
+    assert graph.faithfulness == pytest.approx(faith.faithfulness) and graph.ablation == "corrupted"
+    again = CircuitGraph.model_validate_json(graph.model_dump_json())
+    assert again == graph
+    some = graph.edges[0].receiver.split(".")[0]
+    assert all(e.receiver.split(".")[0] == some for e in graph.into(some))
+
+
+def test_circuit_graph_refuses_edges_to_unlisted_nodes():
+    with pytest.raises(ValidationError, match="not listed"):
+        CircuitGraph(method="eap_ig", selection="x", ablation="mean", n_edges_total=3,
+                     nodes=[GraphNode(id="INPUT", layer=-1, kind="input")], edges=[GraphEdge(sender="INPUT", receiver="LOGITS", score=1.0)])
+
+
+def test_old_behaviours_load_without_a_circuit():
+    from circuits.atlas.schema import Behaviour
+
+    assert "circuit" in Behaviour.model_fields and Behaviour.model_fields["circuit"].default is None
+
+
+def test_report_fragment_escapes_atlas_strings():
+    scores, kept, faith = _scored()
+    graph = circuit_graph(scores, kept, selection="<script>alert(1)</script>", faith=faith)
+    html = render_circuit_graph(graph, title="<b>bias</b>")
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;bias" in html
+    assert html.startswith('<section class="circuit-graph">') and "<svg" in html and "faithfulness" in html
+
+
+def test_cli_writes_a_circuit_graph(tmp_path):
+    from circuits.cli import app
+    from circuits.model.tiny import save_tiny_hf
+
+    d = save_tiny_hf("llama", tmp_path / "model")
+    out = tmp_path / "circuit.json"
+    r = CliRunner().invoke(app, ["circuit", "--model", str(d), "--suite", "gender-occupation", "--max-pairs", "1", "--top-edges", "5", "--ig-steps", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    graph = CircuitGraph.model_validate(json.loads(out.read_text()))
+    assert len(graph.edges) == 5 and graph.faithfulness is not None
