@@ -189,8 +189,11 @@ def _teacher_forced(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
     """Summed log-probability of each row's target tokens, which end at the last position.
 
     ``targets`` is ``[row, T]`` right-aligned (padding on the left is ignored), ``lengths`` ``[row]``.
+    ``T`` is the longest continuation of the whole suite and may exceed these rows' positions: each row's
+    own continuation fits in its sequence (prompt + continuation[:-1]), so only padding is cut.
     """
-    t = targets.shape[1]
+    t = min(targets.shape[1], logits.shape[1])
+    targets = targets[:, targets.shape[1] - t :]
     logp = logits[:, -t:, :].float().log_softmax(-1)
     picked = logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0]
     mask = torch.arange(t, device=logits.device)[None, :] >= (t - lengths)[:, None]
@@ -354,6 +357,26 @@ class KLToReference:
         last = logits[:, -1, :] if self.labels is None else logits[:, -1, list(self.labels)]
         ref = self.reference_logprobs.to(logits.device)[ctx.prompts]
         return kl_divergence(ref, last.float().log_softmax(-1))
+
+
+@dataclass(frozen=True)
+class ProbL2ToReference:
+    """``‖softmax(logits[-1]) − p_ref‖₂`` at the last position: the L2 distance of next-token probability
+    vectors (the ``‖f(x) − f(do(·))‖₂`` of seed 000's invariance disruption score), each row against its
+    own prompt's reference (:class:`MetricContext`).
+
+    Attributes:
+        reference_probs: ``[prompt, d_vocab]`` reference next-token probabilities.
+    """
+
+    reference_probs: Float[Tensor, "prompt d_vocab"]
+    positions: int = 1
+    uses_context: bool = True
+    unit: str = "L2(prob)"
+
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        ref = self.reference_probs.to(logits.device)[ctx.prompts].float()
+        return (logits[:, -1, :].float().softmax(-1) - ref).norm(dim=-1)
 
 
 def flip_rate(pred_a: Bool[np.ndarray, " item"], pred_b: Bool[np.ndarray, " item"]) -> float:

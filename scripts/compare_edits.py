@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "ablation": {"k": 3, "mode": "mean"},
     "pruning": {"k": 3, "mode": "mean"},
-    "scaling": {"k": 3, "alpha": 0.0},
+    "scaling": {"k": 3, "alpha": 0.5},  # 0 < alpha < 1: its own setting (alpha = 0 would be zero ablation)
     "steering": {},
     "offset": {"k": 3},
     "directional_ablation": {},

@@ -4,10 +4,12 @@ Per behaviour, :func:`scan` runs on every attention head (output ``z``, all posi
 
 * ``harmful`` suites: exact denoising activation patching (primary effect, normalised 0 = corrupted,
   1 = clean) and attribution patching (Nanda 2023) as a second effect for comparison;
-* ``spurious`` suites: the spurious sensitivity score SSS is the primary effect (label-distribution KL
-  when only the component sees the counterfactual; nats, unnormalised), plus noising with the
-  counterfactual activation (``CE[swap, metric]``), IDS across templates, R, the reliability-weighted
-  spuriousness score, and the behaviour's flip rate (:mod:`circuits.atlas.scores`);
+* ``spurious`` suites: seed 000's spurious sensitivity score SSS is the primary effect (per prompt,
+  ``KL(p ‖ p_do(h=0)) + KL(p' ‖ p'_do(h↔x'))`` over the full next-token distribution; nats,
+  unnormalised), plus its two terms, IDS (masked domain-specific input, domains = templates), R
+  (:func:`circuits.probing.spurious.icp_scores`, the one definition notebook 05 and the ICP loop use),
+  noising with the counterfactual activation (``CE[swap, metric]``), the inverse-variance weighted
+  ``S_w``, and the behaviour's flip rate (:mod:`circuits.atlas.scores`);
 * both: mean ablation on the clean prompts, giving the causal effect ``CE[mean, metric]`` (metric units).
 """
 
@@ -16,19 +18,20 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import subprocess
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
+from pydantic import ValidationError
 from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas import scores as S
 from circuits.atlas.schema import (
     Atlas,
+    AtlasError,
     Behaviour,
     ComponentEntry,
     EffectStats,
@@ -38,13 +41,15 @@ from circuits.atlas.schema import (
     SuiteRef,
     TraceRecord,
 )
-from circuits.metrics import KLToReference, LogitDiff, call_metric, flip_rate
+from circuits.io import validation_message
+from circuits.metrics import LogitDiff, call_metric, flip_rate
 from circuits.probing.effects import Method
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.executor import Executor
 from circuits.interventions import MeanOf
 from circuits.probing.effects import Effects
 from circuits.probing.pairs import prepare
+from circuits.probing.spurious import icp_scores
 from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
 from circuits.sites import all_heads, all_mlps
 from circuits.stats import summarise_rows
@@ -160,19 +165,19 @@ def behaviour_from_patching(
 
 
 def trace_record(r: Any, *, prompt: str, subject: str, target: str, n_samples: int, seed: int) -> TraceRecord:
-    """An atlas record of a causal-tracing result (:class:`circuits.probing.causal_tracing.TraceResult`)."""
-    return TraceRecord(
-        prompt=prompt, subject=subject, target=target, kind=r.kind, window=r.window, severed=r.severed, n_samples=n_samples,
-        seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
-        subject_positions=r.subject, probs=r.probs.tolist(), metric=r.metric,
-    )
+    """An atlas record of a causal-tracing result (:class:`circuits.probing.causal_tracing.TraceResult`).
 
-
-def _by_template(pairs: Sequence[PromptPair], values: Float[Tensor, "component prompt"]) -> Float[Tensor, "component template"]:
-    idx: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(pairs):
-        idx[p.template].append(i)
-    return torch.stack([values[:, ix].mean(-1) for ix in idx.values()], dim=-1)
+    Raises:
+        AtlasError: A value an atlas cannot hold, e.g. a NaN probability (naming the field).
+    """
+    try:
+        return TraceRecord(
+            prompt=prompt, subject=subject, target=target, kind=r.kind, window=r.window, severed=r.severed, n_samples=n_samples,
+            seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
+            subject_positions=r.subject, probs=r.probs.tolist(), metric=r.metric,
+        )
+    except ValidationError as e:
+        raise AtlasError(f"causal-tracing record: {validation_message(e)}") from None
 
 
 def _per_prompt(groups: list[TokenGroup], n: int, fn: Callable[[TokenGroup], Tensor], *, width: int | None = None) -> Tensor:
@@ -181,11 +186,6 @@ def _per_prompt(groups: list[TokenGroup], n: int, fn: Callable[[TokenGroup], Ten
     for g in groups:
         out[torch.tensor(g.indices)] = fn(g).float().cpu()
     return out
-
-
-def _label_logprobs(model: Any, groups: list[TokenGroup], labels: tuple[int, ...], n: int) -> Float[Tensor, "prompt label"]:
-    """``log p(label | x)`` over the label tokens (renormalised) for every clean prompt, in prompt order."""
-    return _per_prompt(groups, n, lambda g: M.run(model, g.clean)[:, -1, list(labels)].float().log_softmax(-1).cpu(), width=len(labels))
 
 
 @torch.no_grad()
@@ -265,30 +265,25 @@ def scan(
             extra.append((MethodInfo(name="attribution_patching", metric=metric_desc, ig_steps=1, seeds=[seed]), a.effects))
     else:
         # A spurious feature moves each prompt's label either way, so the signed mean gap is no
-        # denominator: the primary measure is SSS, the label-distribution KL when only component h
-        # sees the counterfactual (noising), in nats, unnormalised. The labels are the metric's tokens.
+        # denominator: the primary measure is seed 000's SSS per prompt, KL(p || p_do(h=0)) +
+        # KL(p' || p'_do(h<->x')) over the full next-token distribution (nats, unnormalised), with
+        # IDS and R from the same run (circuits.probing.spurious.icp_scores; definitions in scores.py).
         if not isinstance(metric, LogitDiff):
             raise SuiteError(f"a spurious suite is scored by label tokens: give {suite.name!r} a logit_diff metric with positive and negative labels")
         clean_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.clean), torch.tensor(g.indices)))
-        labels = tuple(int(t) for t in [*torch.as_tensor(metric.positive).reshape(-1).tolist(), *torch.as_tensor(metric.negative).reshape(-1).tolist()])
-        label_kl = KLToReference(_label_logprobs(model, groups, labels, n), labels=labels)
-        noised = patch_groups(
-            model, groups, label_kl, components, direction="noising", checkpoint_dir=ckpt("label-kl-noising"), progress=progress,
-            executor=executor, normalised=False,
-        )
-        kl, total = noised.effects, noised.corrupted_metric  # the clean run's KL to itself is 0
-        result = Effects(noised.components, kl, "nats", noised.clean_metric, total, Method("spurious_sensitivity", direction="noising"), kl)
+        icp = icp_scores(model, groups, components, domains=[p.template for p in pairs], checkpoint_dir=checkpoint_dir, executor=executor, progress=progress)
+        kl = icp.kl_zero + icp.kl_swap
+        total = icp.total_kl
+        result = Effects(tuple(components), kl, "nats", torch.zeros(n), total, Method("spurious_sensitivity", direction="noising"), kl)
         threshold = 0.1 * float(total.mean())
-        metric_desc = f"KL(p(label|x) || p(label|x, h<-h(x'))), labels {suite.metric.positive!r}/{suite.metric.negative!r}"
+        metric_desc = "KL(p(.|x) || p(.|x, h=0)) + KL(p(.|x') || p(.|x', h<-h(x))), full next-token distribution (seed 000 SSS)"
         r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress, executor=executor)
         ce_swap = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
-        sss = S.spurious_sensitivity(kl)
-        ids = S.invariance_deviation(_by_template(pairs, kl))
-        scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), "SSS": sss, "IDS": ids, "R": S.combined_score(sss, ids)})
+        scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), **icp.as_scores()})
         corr_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.corrupted), torch.tensor(g.indices)))
         summary["flip_rate"] = flip_rate(clean_m.numpy() > 0, corr_m.numpy() > 0)
         summary["mean_abs_gap"] = float((clean_m - corr_m).abs().mean())
-        summary["total_kl"] = float(total.mean())
+        summary["total_kl"] = float(total.mean())  # symmetric KL(p||p') + KL(p'||p)
     if mean_ablation:
         names = sorted({c.hook_name for c in components})
         mean = MeanOf(position_mean_activations(model, groups, names), over_positions=True)
@@ -306,3 +301,35 @@ def scan(
         provenance=Provenance(packages=package_versions(), command=command, seeds=[seed], git_commit=git_commit(), started=started, finished=now()),
         behaviours=[behaviour],
     )
+
+
+def record_tracing(atlas: Atlas, behaviour: str, trace: Any, *, metric: str = "Δ log P(y_h) (nats)") -> Atlas:
+    """The atlas with a head/neuron tracing result beside the patching effects (seed 004).
+
+    Adds the method (``causal_tracing/noise/denoising``, noise level, seeds) to the behaviour, each traced
+    component's per-prompt ``Δ log P(y_h)`` statistics to its ``effects``, ``ΔlogP[trace]`` to its
+    scores, ``traced = Δ > τ`` in every seed, and ``trace_tau`` to the summary. Components the
+    behaviour does not list (e.g. neurons of a head/MLP scan) are not added.
+
+    Args:
+        atlas: The atlas.
+        behaviour: Behaviour name.
+        trace: A :class:`circuits.probing.component_tracing.ComponentTrace` on the same prompts.
+        metric: Description of the traced metric.
+
+    Raises:
+        AtlasError: No such behaviour.
+    """
+    b = atlas.behaviour(behaviour)
+    method = MethodInfo(name="causal_tracing", intervention="noise", direction="denoising", metric=f"{metric}, restored at {trace.positions} positions",
+                        normalisation="none", noise_std=trace.noise_std, seeds=list(trace.seeds))
+    stats = effect_stats(trace.delta.mean(0), seed=trace.seeds[0])
+    by_id = {str(c): (s, f, float(d)) for c, s, f, d in zip(trace.components, stats, trace.flagged, trace.mean_delta)}
+    comps = []
+    for c in b.components:
+        if c.id in by_id:
+            s, f, d = by_id[c.id]
+            c = c.model_copy(update={"effects": {**c.effects, method.key: s}, "scores": {**c.scores, "ΔlogP[trace]": d}, "traced": bool(f)})
+        comps.append(c)
+    nb = b.model_copy(update={"methods": [*b.methods, method], "components": comps, "summary": {**b.summary, "trace_tau": trace.tau}})
+    return atlas.model_copy(update={"behaviours": [nb if x.name == behaviour else x for x in atlas.behaviours]})

@@ -21,19 +21,25 @@ component carries a behaviour only with a positive effect). A method with a stoc
 for one sign across seeds (:func:`circuits.atlas.scores.significant_across_seeds`).
 
 Version history: ``0.1`` (one method, no scores) and ``0.2`` (no model source) are read and upgraded on
-load; ``0.3`` is written.
+load (:mod:`circuits.atlas.upgrade`), then validated like a ``0.3`` file; ``0.3`` is written.
+
+Validation on load: numbers are finite (JSON has no NaN; a non-finite value is refused when the atlas
+is built, so no file that cannot be read back is ever written), ``ci_low <= ci_high``,
+``schema_version`` is present, component ids are canonical and exist in the recorded model's
+dimensions, and the file is read within the size and depth limits of :mod:`circuits.io`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from circuits.io import atomic_write_text, validation_message
-from circuits.sites import parse_component
+from circuits.atlas.graph import CircuitGraph
+from circuits.atlas.upgrade import upgrade
+from circuits.io import atomic_write_text, check_json_value, parse_json, read_json_file, validation_message
+from circuits.sites import ComponentError, check_components, parse_component
 
 SCHEMA_VERSION = "0.3"
 ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
@@ -47,7 +53,9 @@ class AtlasError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only: JSON cannot spell NaN/Infinity, so they are refused when an atlas is built,
+    # not discovered when it is read back.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelInfo(_Frozen):
@@ -72,6 +80,9 @@ class Provenance(_Frozen):
     git_commit: str | None = None
     started: str | None = None
     finished: str | None = None
+    rounds: list[dict[str, Any]] = Field(default_factory=list)
+    """Iterative procedures' rounds (ICP: flagged set, pruned set, scores, training record per round;
+    :mod:`circuits.editing.icp`); empty for a single scan."""
 
 
 class SuiteRef(_Frozen):
@@ -118,6 +129,12 @@ class EffectStats(_Frozen):
     ci_high: float
     p_value: float = Field(ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _ordered_ci(self) -> EffectStats:
+        if self.ci_low > self.ci_high:
+            raise ValueError(f"ci_low {self.ci_low} is above ci_high {self.ci_high}")
+        return self
+
     @property
     def significant(self) -> bool:
         """Two-sided: the 95% CI excludes 0."""
@@ -138,6 +155,9 @@ class ComponentEntry(_Frozen):
     effects: dict[str, EffectStats] = Field(default_factory=dict)
     scores: dict[str, float] = Field(default_factory=dict)
     flagged: bool
+    traced: bool | None = None
+    """Flagged by noise-restoration tracing at this granularity (seed 004: ``Δ log P(y_h) > τ``;
+    :mod:`circuits.probing.component_tracing`); ``None`` where not traced."""
 
     @field_validator("id")
     @classmethod
@@ -165,6 +185,8 @@ class Behaviour(_Frozen):
     flag_rule: str
     components: list[ComponentEntry] = Field(min_length=1)
     summary: dict[str, float] = Field(default_factory=dict)
+    #: The edges that carry the behaviour (``circuits circuit``); absent in atlases without edge probing.
+    circuit: CircuitGraph | None = None
 
     @model_validator(mode="after")
     def _unique_components(self) -> Behaviour:
@@ -256,6 +278,11 @@ class Atlas(_Frozen):
         names = [b.name for b in self.behaviours]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate behaviour names {names}")
+        for b in self.behaviours:
+            try:
+                check_components((c.id for c in b.components), self.model)
+            except ComponentError as e:
+                raise ValueError(f"behaviour {b.name!r}: {e}") from None
         return self
 
     def behaviour(self, name: str) -> Behaviour:
@@ -309,63 +336,55 @@ class Atlas(_Frozen):
         ci_low, ci_high, p_value, flagged``, then one ``effect:<method key>`` column per extra method
         and one ``score:<name>`` column per score.
         """
-        import pandas as pd
+        from circuits.atlas.frames import atlas_dataframe
 
-        rows = []
-        for b in self.behaviours:
-            for c in b.components:
-                comp = parse_component(c.id)
-                row: dict[str, Any] = {
-                    "behaviour": b.name,
-                    "behaviour_kind": b.kind,
-                    "component": c.id,
-                    "component_kind": c.kind,
-                    "layer": comp.layer,
-                    "head": getattr(comp, "head", None),
-                    **c.effect.model_dump(),
-                    "flagged": c.flagged,
-                }
-                row.update({f"effect:{k}": v.mean for k, v in c.effects.items()})
-                row.update({f"score:{k}": v for k, v in c.scores.items()})
-                rows.append(row)
-        return pd.DataFrame(rows)
+        return atlas_dataframe(self)
 
     def save(self, path: Path | str) -> Path:
-        """Write the atlas as indented JSON, atomically (a crash mid-write leaves the old file).
+        """Write the atlas as indented JSON, atomically; returns the path.
 
-        Returns:
-            The path written.
+        Validated first, as loading validates: an atlas changed without validation (``model_copy``)
+        that holds NaN/±inf or would not load back is refused, and the old file stays as it was.
+
+        Raises:
+            AtlasError: A value the file could not be read back with (naming the field).
         """
-        return atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        source = f"atlas to write to {path}"
+        check_json_value(self.model_dump(), error=AtlasError, source=source)
+        text = self.model_dump_json(indent=2) + "\n"
+        Atlas.parse(text, source=source)  # what is written loads back
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: Path | str) -> Atlas:
-        """Read and validate an atlas file.
+        """Read and validate an atlas file (read through :func:`circuits.io.read_json_file`).
 
         Raises:
-            AtlasError: Missing file, invalid JSON, or a schema violation; the message names the
-                bad field's path (e.g. ``behaviours.0.components.3.effect.std``).
+            AtlasError: Missing or unreadable file, not a regular file, larger than
+                :data:`circuits.io.MAX_JSON_BYTES`, invalid UTF-8 or JSON, non-finite numbers, nesting
+                deeper than :data:`circuits.io.MAX_JSON_DEPTH`, or a schema violation; the message names
+                the file and the bad field's path (e.g. ``behaviours.0.components.3.effect.std``).
         """
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise AtlasError(f"cannot read atlas {path}: {e.strerror or e}") from None
-        return cls.parse(text, source=str(path))
+        return cls.validate_raw(read_json_file(path, error=AtlasError, what="atlas"), source=str(path))
 
     @classmethod
-    def parse(cls, text: str, *, source: str = "<string>") -> Atlas:
-        """Validate atlas JSON text (see :meth:`load`); a ``0.1`` file is upgraded."""
+    def parse(cls, text: str | bytes, *, source: str = "<string>") -> Atlas:
+        """Validate atlas JSON text (see :meth:`load`); ``0.1`` and ``0.2`` files are upgraded."""
+        return cls.validate_raw(parse_json(text, error=AtlasError, source=source), source=source)
+
+    @classmethod
+    def validate_raw(cls, raw: Any, *, source: str = "<value>") -> Atlas:
+        """Validate parsed atlas JSON; a missing ``schema_version`` is refused, earlier versions upgraded.
+
+        Raises:
+            AtlasError: ``source: field X: problem``.
+        """
+        if not isinstance(raw, dict):
+            raise AtlasError(f"{source}: an atlas is a JSON object, got {type(raw).__name__}")
+        if "schema_version" not in raw:
+            raise AtlasError(f"{source}: field schema_version: missing (this file is not an atlas, or was edited by hand)")
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise AtlasError(f"{source} is not valid JSON: {e}") from None
-        if isinstance(raw, dict) and raw.get("schema_version") == "0.1":
-            raw = _upgrade_0_1(raw)
-        if isinstance(raw, dict) and raw.get("schema_version") == "0.2":
-            raw = dict(raw, schema_version="0.3")  # 0.3 adds the optional model.source
-        try:
-            return cls.model_validate(raw)
+            return cls.model_validate(upgrade(raw))
         except ValidationError as e:
             raise AtlasError(f"{source}: {validation_message(e)}") from None
 
@@ -374,21 +393,3 @@ class Atlas(_Frozen):
         """The JSON Schema of atlas files."""
         return cls.model_json_schema()
 
-
-def _upgrade_0_1(raw: dict[str, Any]) -> dict[str, Any]:
-    """Schema 0.1 → 0.2: one ``method`` becomes ``methods``; ``seed`` becomes ``seeds``."""
-    raw = dict(raw, schema_version="0.2")
-    prov = dict(raw.get("provenance", {}))
-    if "seed" in prov:
-        prov["seeds"] = [prov.pop("seed")]
-    raw["provenance"] = prov
-    behaviours = []
-    for b in raw.get("behaviours", []):
-        b = dict(b)
-        if "method" in b:
-            m = dict(b.pop("method"))
-            behaviours.append({**b, "methods": [{"name": m.get("name"), "direction": m.get("direction"), "metric": b.get("metric", "")}]})
-        else:
-            behaviours.append(b)
-    raw["behaviours"] = behaviours
-    return raw

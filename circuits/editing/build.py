@@ -23,6 +23,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
+from circuits.atlas.scores import top_rate
 from circuits.editing.edit import Edit, EditError, Form
 from circuits.metrics import Metric
 from circuits.probing.attribution import attribution_patching
@@ -31,6 +32,7 @@ from circuits.sites import Component, HeadRef, NeuronRef, ResidRef, parse_compon
 from circuits.suites import PromptPair, Suite
 
 Granularity = Literal["head", "neuron"]
+Selector = Literal["flagged", "R", "tracing"]
 
 
 def suite_record(suite: Suite, split: str, pairs: Sequence[PromptPair]) -> dict[str, str | int]:
@@ -72,8 +74,16 @@ def select_components(
     granularity: Granularity = "head",
     groups: Sequence[TokenGroup] = (),
     metric: Metric | None = None,
+    by: Selector = "flagged",
+    rate: float | None = None,
 ) -> tuple[Component, ...]:
     """The components an atlas points at, at head or neuron granularity.
+
+    Selectors (``by``): ``"flagged"`` — the behaviour's flagged components (largest effect first);
+    ``"R"`` — ICP's pruning priority, the largest seed-000 ``R = β SSS + (1 − β) IDS`` scores
+    (:mod:`circuits.atlas.scores`), the top ``rate`` fraction (10/30/50%) when ``rate`` is given, else
+    the top ``k``; ``"tracing"`` — the components flagged by head/neuron noise-restoration tracing
+    (seed 004, ``Δ log P(y_h) > τ``; :func:`circuits.atlas.build.record_tracing`), largest ``Δ`` first.
 
     Args:
         model: The model the atlas was measured on.
@@ -84,6 +94,8 @@ def select_components(
             flagged MLP layers by attribution-patching effect on ``groups`` with ``metric``).
         groups: Prompt pairs that rank neurons.
         metric: The behaviour metric that ranks neurons.
+        by: ``"flagged"``, ``"R"`` or ``"tracing"`` (see above).
+        rate: With ``by="R"``: the fraction of the scored components to take (overrides ``k``).
 
     Returns:
         Up to ``k`` components, strongest first.
@@ -97,6 +109,20 @@ def select_components(
         raise ValueError(f"k must be >= 1, got {k}")
     check_atlas(model, atlas)
     b = atlas.behaviour(behaviour)
+    if by != "flagged":
+        kind = "head" if granularity == "head" else "neuron"
+        pool = [c for c in b.components if c.kind == kind]
+        if by == "R":
+            pool = [c for c in pool if "R" in c.scores]
+            if not pool:
+                raise AtlasError(f"behaviour {b.name!r} has no R scores for {kind}s (scan a spurious suite)")
+            values = torch.tensor([c.scores["R"] for c in pool])
+            order = top_rate(values, rate) if rate is not None else torch.argsort(-values, stable=True)[:k].tolist()
+            return tuple(parse_component(pool[i].id) for i in order)
+        traced = sorted((c for c in pool if c.traced), key=lambda c: -c.scores.get("ΔlogP[trace]", 0.0))
+        if not traced:
+            raise AtlasError(f"behaviour {b.name!r} has no {kind} flagged by tracing (record_tracing)")
+        return tuple(parse_component(c.id) for c in traced[:k])
     want = "head" if granularity == "head" else "mlp"
     flagged = [parse_component(c.id) for c in b.flagged() if c.kind == want]
     if not flagged:

@@ -10,9 +10,12 @@ validation split of the build templates for early stopping, a seed, and a tqdm p
 * Invariance loss (``objective="invariance"``): the symmetric KL divergence between the next-token
   distributions on ``x`` and on its counterfactual ``x'`` (the consistency regulariser of
   counterfactual invariance training; seeds: ICP, Peters et al. 2016; AIFS).
+* Contrastive (ICP, seeds 000/001): task loss + triplet-margin term over counterfactual pairs + KL
+  consistency with ``x'`` produced by the intervention (:class:`~circuits.editing.objectives.Contrastive`).
 * Preservation: ``λ · KL(p_unedited ‖ p_edited)`` per token on windows of neutral English text (the
   shipped sample), so the edit keeps the model's capability (as in ROME's/MEMIT's KL constraint and
-  the "preservation" term of the issue).
+  the "preservation" term of the issue); or (``preservation_kind="weights"``) seed 004's
+  ``λ · ‖W′x − Wx‖₂`` on the neutral activations (:mod:`circuits.editing.objectives`).
 
 The validation objective (harm on held-out build templates + λ·KL on held-out text windows) is
 measured every ``eval_every`` steps; training stops after ``patience`` evaluations without
@@ -26,10 +29,9 @@ import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -38,13 +40,15 @@ from circuits.editing.build import new_edit, suite_record
 from circuits.editing.apply import attach_for_training
 from circuits.editing.edit import Edit, EditError
 from circuits.data import english_sample
-from circuits.metrics import Metric, call_metric, kl_divergence
+from circuits.editing.objectives import Contrastive, Objective, Preservation, gap_loss, weight_inputs, weight_preservation  # noqa: F401 - gap_loss re-exported
+from circuits.editing.objectives import harm_loss as _harm
+from circuits.editing.objectives import kl_to_reference as _kl_to_reference
+from circuits.metrics import Metric
 from circuits.probing.pairs import prepare
 from circuits.probing.patching import PairError, TokenGroup
 from circuits.sites import Component, HeadRef, MlpRef, NeuronRef
 from circuits.suites import PromptPair, Suite
 
-Objective = Literal["gap", "invariance"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ class TrainConfig:
         steps: Maximum optimiser steps.
         lr: Adam learning rate.
         batch_pairs: Prompt pairs per step.
-        preservation: λ, weight of the KL-to-unedited term (nats/token).
+        preservation: λ, weight of the preservation term.
+        preservation_kind: ``"kl"`` (KL to the unedited model, nats/token) or ``"weights"`` (seed 004's
+            ``‖W′x − Wx‖₂`` on neutral activations; low-rank edits only; :mod:`circuits.editing.objectives`).
         neutral_windows: Neutral-text windows per step (cycled through the training windows).
         eval_every: Steps between validations.
         patience: Validations without improvement before stopping.
@@ -67,6 +73,7 @@ class TrainConfig:
     lr: float = 1e-2
     batch_pairs: int = 8
     preservation: float = 1.0
+    preservation_kind: Preservation = "kl"
     neutral_windows: int = 2
     eval_every: int = 10
     patience: int = 3
@@ -143,29 +150,6 @@ def _windows(model: Any, n: int, length: int, offset: int) -> list[Tensor]:
     return list(M.text_windows(model, english_sample(), window=length)[offset : offset + n])
 
 
-def _kl_to_reference(logits: Tensor, ref_logp: Tensor) -> Tensor:
-    """Mean per-token ``KL(ref ‖ edited)`` (nats)."""
-    return kl_divergence(ref_logp, logits.float().log_softmax(-1)).mean()
-
-
-def gap_loss(
-    logits_clean: Float[Tensor, "batch pos d_vocab"], logits_corrupted: Float[Tensor, "batch pos d_vocab"], metric: Metric, prompts: Tensor | None = None
-) -> Float[Tensor, ""]:
-    """The harm loss: mean squared bias gap ``(m(clean) − m(corrupted))²`` (metric units²); ``prompts`` is
-    each row's prompt index, for metrics that read per-prompt answers."""
-    return ((call_metric(metric, logits_clean, prompts) - call_metric(metric, logits_corrupted, prompts)) ** 2).mean()
-
-
-def _harm(model: Any, group: TokenGroup, rows: Tensor, metric: Metric, objective: Objective) -> Tensor:
-    clean, corr = group.clean[rows], group.corrupted[rows]
-    logits = model(torch.cat([clean, corr]))
-    a, b = logits[: len(rows)], logits[len(rows) :]
-    if objective == "gap":
-        return gap_loss(a, b, metric, torch.tensor(group.indices)[rows])
-    pa, pb = a[:, -1].float().log_softmax(-1), b[:, -1].float().log_softmax(-1)
-    return 0.5 * (kl_divergence(pa, pb).mean() + kl_divergence(pb, pa).mean())  # symmetric KL
-
-
 @dataclass(frozen=True)
 class TrainingRecord:
     """What a training run did (recorded in the edit's manifest).
@@ -198,7 +182,7 @@ def train_edit(
     edit: Edit,
     data: TrainingData,
     *,
-    objective: Objective = "gap",
+    objective: Objective | Contrastive = "gap",
     config: TrainConfig = TrainConfig(),
     grad_masks: dict[str, Tensor] | None = None,
 ) -> Edit:
@@ -208,8 +192,9 @@ def train_edit(
         model: The model the edit is for (its weights stay frozen and unchanged).
         edit: Initial edit; every floating tensor is trained.
         data: Training and validation data (:meth:`TrainingData.from_suite`).
-        objective: ``"gap"`` (squared bias gap) or ``"invariance"`` (symmetric KL between ``x`` and
-            ``x'``).
+        objective: ``"gap"`` (squared bias gap), ``"invariance"`` (symmetric KL between ``x`` and
+            ``x'``) or a :class:`~circuits.editing.objectives.Contrastive` (ICP: task + triplet + KL
+            consistency).
         config: Loop hyperparameters.
         grad_masks: ``{tensor name: 0/1 mask}`` restricting which entries train (e.g. a head's columns).
 
@@ -237,18 +222,23 @@ def train_edit(
         params[k].register_hook(lambda g, mask=mask: g * mask)
     live = Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **params}})
     opt = torch.optim.Adam(params.values(), lr=config.lr)
+    on_weights = config.preservation_kind == "weights"
+    if on_weights:  # seed 004's ||W'x - Wx|| on the unedited model's neutral activations
+        x_train, x_val = weight_inputs(model, edit.tensors, train_w), weight_inputs(model, edit.tensors, val_w)
+        w_alpha = float(edit.hyperparameters.get("alpha", 1.0))
 
-    def val_objective() -> tuple[float, float]:
+    def val_objective() -> tuple[float, float, float]:
         with torch.no_grad():
             n = sum(g.clean.shape[0] for g in data.val)
             harm = sum(float(_harm(model, g, torch.arange(g.clean.shape[0]), val_metric, objective)) * g.clean.shape[0] for g in data.val) / n
             kl = sum(float(_kl_to_reference(M.run(model, w[None])[0], r)) for w, r in zip(val_w, ref_val)) / max(1, len(val_w))
-        return harm, kl
+            pres = float(weight_preservation(params, x_val, w_alpha)) if on_weights else kl
+        return harm, kl, pres
 
     sizes = torch.tensor([g.clean.shape[0] for g in data.train], dtype=torch.float)
     best = {k: v.detach().clone() for k, v in params.items()}
-    harm_before, _ = val_objective()
-    best_score, best_harm, best_kl, best_step, bad, step = harm_before, harm_before, 0.0, 0, 0, 0
+    harm_before, _, _ = val_objective()
+    best_score, best_harm, best_kl, best_pres, best_step, bad, step = harm_before, harm_before, 0.0, 0.0, 0, 0, 0
     use_text = config.preservation > 0 and bool(train_w)
     with ExitStack() as stack, M.frozen_parameters(model):
         stack.callback(attach_for_training(model, live))
@@ -258,7 +248,9 @@ def train_edit(
                 g = data.train[int(torch.multinomial(sizes, 1, generator=gen))]
                 rows = torch.randperm(g.clean.shape[0], generator=gen)[: config.batch_pairs]
                 loss = _harm(model, g, rows, metric, objective)
-                if use_text:
+                if use_text and on_weights:
+                    loss = loss + config.preservation * weight_preservation(params, x_train, w_alpha)
+                elif use_text:
                     for j in range(config.neutral_windows):
                         i = (step * config.neutral_windows + j) % len(train_w)
                         loss = loss + config.preservation * _kl_to_reference(model(train_w[i][None])[0], ref_train[i]) / config.neutral_windows
@@ -268,10 +260,10 @@ def train_edit(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % config.eval_every == 0 or step == config.steps:
-                harm, kl = val_objective()
-                score = harm + config.preservation * kl
+                harm, kl, pres = val_objective()
+                score = harm + config.preservation * pres
                 if score < best_score - 1e-6:
-                    best_score, best_harm, best_kl, best_step, bad = score, harm, kl, step, 0
+                    best_score, best_harm, best_kl, best_pres, best_step, bad = score, harm, kl, pres, step, 0
                     best = {k: v.detach().clone() for k, v in params.items()}
                 else:
                     bad += 1
@@ -286,8 +278,10 @@ def train_edit(
         seconds=round(time.perf_counter() - t0, 2),
         data_sha256=data.sha256,
     )
-    hp = {**edit.hyperparameters, "objective": objective, "lr": config.lr, "preservation": config.preservation, "seed": config.seed, "batch_pairs": config.batch_pairs}
-    return Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": record.as_dict()})
+    obj = objective.hyperparameters() if isinstance(objective, Contrastive) else {"objective": objective}
+    hp = {**edit.hyperparameters, **obj, "lr": config.lr, "preservation": config.preservation, "preservation_kind": config.preservation_kind, "seed": config.seed, "batch_pairs": config.batch_pairs}
+    training = {**record.as_dict(), **({"val_weight_change_after": best_pres} if on_weights else {})}
+    return Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": training})
 
 
 def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig()) -> Edit:
@@ -342,7 +336,7 @@ def low_rank_edit(
     *,
     rank: int = 4,
     alpha: float = 1.0,
-    objective: Objective = "gap",
+    objective: Objective | Contrastive = "gap",
     config: TrainConfig = TrainConfig(),
 ) -> Edit:
     """A low-rank weight edit ``W' = W + α B A`` of the flagged components' output weights, trained.

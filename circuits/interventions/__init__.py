@@ -33,6 +33,9 @@ faithfulness and the planted-model recovery all use these classes.
 * :class:`ProjectOut` — remove the component along a unit direction (directional ablation, Arditi et
   al. 2024); its weight form is weight orthogonalization.
 * :class:`LowRank` — a weight-only intervention ``W + α B A`` on a named weight (LoRA, Hu et al. 2022).
+* :class:`WeightDelta` — a weight-only dense update ``W + Δ`` on a named weight (full fine-tuning).
+* :class:`MaskedNoise` — mask-gated Gaussian noise ``z + λ (m ⊗ ε)`` (AIFS, seed 002); :class:`Gate` — a
+  per-feature affine map ``g ⊙ z + b``, what a trained AIFS edit applies.
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.interventions.base import Intervention, InterventionError, apply_at
+from circuits.interventions.masked import Gate, MaskedNoise
 from circuits.interventions.replace import Mean, MeanOf, Resample, Swap, SweepIntervention, Zero, at_site
 from circuits.interventions.shift import Add, GaussianNoise, Scale
-from circuits.interventions.weights import LowRank, ProjectOut
+from circuits.interventions.weights import LowRank, ProjectOut, WeightDelta
 
 __all__ = [
-    "Add", "GaussianNoise", "Intervention", "InterventionError", "LowRank", "Mean", "MeanOf", "ProjectOut", "Resample",
-    "Scale", "Swap", "SweepIntervention", "Zero", "apply_at", "at_site", "rome_noise_std",
+    "Add", "GaussianNoise", "Gate", "Intervention", "InterventionError", "LowRank", "MaskedNoise", "Mean", "MeanOf", "ProjectOut", "Resample",
+    "Scale", "Swap", "SweepIntervention", "WeightDelta", "Zero", "apply_at", "at_site", "rome_noise_std",
 ]
 
 

@@ -30,13 +30,15 @@ def test_the_spurious_scan_records_its_scores_and_resumes_from_per_layer_checkpo
     b = atlas.behaviours[0]
     assert b.kind == "spurious" and b.methods[0].name == "spurious_sensitivity" and b.methods[0].normalisation == "none"
     assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(b.components[0].scores)
-    assert b.clean_metric_mean == pytest.approx(0.0, abs=1e-6) and b.corrupted_metric_mean > 0  # the whole swap's label KL
+    assert b.clean_metric_mean == pytest.approx(0.0, abs=1e-6) and b.corrupted_metric_mean > 0  # the whole swap's symmetric KL
     assert {"flip_rate", "mean_abs_gap", "total_kl"} <= set(b.summary)
     sss = torch.tensor([c.scores["SSS"] for c in b.components])
     means = torch.tensor([c.effect.mean for c in b.components])
-    torch.testing.assert_close(sss, means.double().float(), atol=1e-6, rtol=0)  # SSS is the mean label KL
+    torch.testing.assert_close(sss, means.double().float(), atol=1e-6, rtol=0)  # SSS is the mean of the per-prompt KL sum
+    terms = torch.tensor([c.scores["SSS[zero]"] + c.scores["SSS[swap]"] for c in b.components])
+    torch.testing.assert_close(sss, terms, atol=1e-5, rtol=1e-5)  # both terms of seed 000's SSS
     saved = sorted(p.name for p in tmp_path.rglob("*.safetensors"))
-    assert len(saved) == 3 * llama.shape.n_layers  # label KL, counterfactual noising, mean ablation: per layer
+    assert len(saved) == 4 * llama.shape.n_layers  # SSS zero and swap terms, counterfactual noising, mean ablation: per layer
     again = scan(llama, suite, max_pairs=1, checkpoint_dir=tmp_path, attribution=False, progress=False)
     assert again.behaviours == atlas.behaviours
 
