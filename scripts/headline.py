@@ -1,7 +1,7 @@
 """The headline experiment (#7): for each committed behaviour on SmolLM2-135M, compare edit kinds on
 harm reduction, capability change and cost, with ≥3 seeds for every trained kind.
 
-    .venv/bin/python scripts/headline.py [--seeds 0 1 2] [--steps 40] [--suites ...] [--kinds ...]
+    .venv/bin/python scripts/headline.py [--seeds 0 1 2] [--steps 40] [--suites ...] [--kinds ...] [--full-ft-lr 1e-4]
 
 Every edit is built on its suite's *build* split (trained kinds hold out a quarter of the build
 templates for early stopping; direction edits choose their layer on the build split and build text)
@@ -10,9 +10,17 @@ and evaluated with :func:`circuits.evaluation.run.evaluate` on held-out data onl
 multiple-choice sets of ``circuits/data``, and the ≥20k-token evaluation text. The unedited model is
 measured once and reused as the baseline of every edit.
 
+The surgical kinds are compared with two unrestricted baselines (issue 22, seed 004's comparison;
+:mod:`circuits.editing.baselines`), run last: ``lora_all``, LoRA (rank 4, as ``low_rank``) on every
+block's q, k, v, o, gate, in and out weights, and ``full_ft``, dense deltas of the same matrices. Both
+are trained with the same harm + KL preservation loss, step budget, early stopping and seeds as the
+surgical trained edits; ``full_ft`` uses a full fine-tuning learning rate (``--full-ft-lr``). Their
+rows are marked "(baseline)".
+
 Writes, under ``atlas/smollm2-135m/headline/``: one report per (behaviour, kind, seed)
 (``reports/{suite}.{kind}.seed{n}.json``; an existing report is reused, so an interrupted run resumes),
-the seed-0 edit of each (behaviour, kind) with its evaluation in the manifest (``edits/``),
+the seed-0 edit of each (behaviour, kind) with its evaluation in the manifest (``edits/``; edits
+over :data:`MAX_SAVED_MB`, i.e. ``full_ft``'s ≈ 425 MB of deltas, are not saved and the table says so),
 ``headline.json`` (mean ± std over seeds) and ``headline.md`` (the README table).
 """
 
@@ -26,19 +34,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "atlas/smollm2-135m/headline"
-SUITES = ["gender-occupation", "toxicity", "name-sentiment"]
-KINDS = ["ablation", "offset", "low_rank", "orthogonalization", "invariance"]
-TRAINED = {"offset", "low_rank", "invariance", "neuron_repair"}
+SUITES = ["identity-harm-religion", "name-sentiment"]
+KINDS = ["ablation", "low_rank", "invariance"]
+#: Unrestricted baselines (circuits.editing.baselines), run after the surgical kinds by default.
+BASELINES = ["lora_all", "full_ft"]
+TRAINED = {"offset", "low_rank", "invariance", "neuron_repair", "lora_all", "full_ft"}
 RECIPES: dict[str, dict[str, object]] = {
     "ablation": {"k": 3, "mode": "mean"},
     "offset": {"k": 3},
     "low_rank": {"k": 3, "rank": 4},
     "orthogonalization": {},
     "invariance": {"k": 3, "rank": 4},
+    "lora_all": {"rank": 4},
+    "full_ft": {},
 }
+#: Seed-0 edits larger than this are not saved (a note in the table instead).
+MAX_SAVED_MB = 50
 LAYERS = [2, 6, 10, 14, 18, 22, 26]
 #: A second harm measure per behaviour, from data no builder sees.
-SECONDARY = {"gender-occupation": "stereotype_preference", "toxicity": "toxicity_propensity", "name-sentiment": "spurious_flip_rate"}
+SECONDARY = {
+    "gender-occupation": "stereotype_preference", "toxicity": "toxicity_propensity", "name-sentiment": "spurious_flip_rate",
+    "identity-harm-religion": "stereotype_preference",
+}
+#: Accuracy measures shown in the table (every one is in the gate).
+ACCURACY = ["multiple_choice_accuracy", "factual_qa_accuracy", "classification_accuracy"]
 
 
 def _fmt(mean: float, std: float, spec: str, n: int) -> str:
@@ -50,14 +69,17 @@ def _fmt(mean: float, std: float, spec: str, n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="*", default=SUITES)
-    parser.add_argument("--kinds", nargs="*", default=KINDS)
+    parser.add_argument("--kinds", nargs="*", default=KINDS + BASELINES)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--atlas", type=Path, default=ROOT / "atlas/smollm2-135m/smollm2-135m.atlas.json", help="the atlas edits are built from")
+    parser.add_argument("--full-ft-lr", type=float, default=None, help="Adam learning rate of full_ft (default: circuits.editing.baselines.FULL_FT_LR)")
     args = parser.parse_args()
 
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
     from circuits.editing import save_edit
+    from circuits.editing.baselines import FULL_FT_LR
     from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import EvalReport, Measure, evaluate, measure, seed_table
@@ -66,11 +88,20 @@ def main() -> None:
     from circuits.suites import available_suites, load_suite
 
     model = load_model("smollm2-135m")
-    atlas = Atlas.load(ROOT / "atlas/smollm2-135m/smollm2-135m.atlas.json")
+    atlas = Atlas.load(args.atlas)
     (OUT / "reports").mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    baseline = measure(model, suites=[load_suite(n) for n in available_suites()])
-    print(f"baseline measured in {time.perf_counter() - t0:.0f} s", flush=True)
+    shipped = [load_suite(n, model=model) for n in available_suites(tasks=False)]
+    baselines: dict[str, object] = {}
+
+    def baseline_for(suite) -> object:  # noqa: ANN001
+        """The unedited model measured with the settings `evaluate` uses for this target (shipped suites + target)."""
+        key = tuple(s.name for s in shipped) + (() if suite.name in {s.name for s in shipped} else (suite.name,))
+        if key not in baselines:
+            t0 = time.perf_counter()
+            extra = [] if suite.name in {s.name for s in shipped} else [suite]
+            baselines[key] = measure(model, suites=shipped + extra)
+            print(f"baseline for {suite.name} measured in {time.perf_counter() - t0:.0f} s", flush=True)
+        return baselines[key]
 
     def load_report(path: Path) -> EvalReport:
         raw = json.loads(path.read_text())
@@ -80,7 +111,7 @@ def main() -> None:
 
     rows = []
     for suite_name in args.suites:
-        suite = load_suite(suite_name)
+        suite = load_suite(suite_name, model=model)
         for kind in args.kinds:
             reports, costs = [], []
             for seed in args.seeds if kind in TRAINED else args.seeds[:1]:
@@ -95,16 +126,19 @@ def main() -> None:
                 if kind in ("orthogonalization", "directional_ablation"):
                     layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind)  # type: ignore[arg-type]
                     extra = {"layer": layer}
-                recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
+                lr = {"lr": args.full_ft_lr or FULL_FT_LR} if kind == "full_ft" else {}
+                recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False, **lr), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
                 edit = build_edit(model, atlas, suite, recipe)
                 build_s = time.perf_counter() - t
-                report = evaluate(model, edit, suite=suite, baseline=baseline, seed=seed)
+                report = evaluate(model, edit, suite=suite, baseline=baseline_for(suite), seed=seed)  # type: ignore[arg-type]
                 cost = {"build_seconds": round(build_s, 1), "parameters_changed": edit.n_parameters, "components": [str(c) for c in edit.components]}
                 if extra:
                     cost["layer_sweep"] = sweep
+                cost["edit_mb"] = round(sum(x.numel() * x.element_size() for x in edit.tensors.values()) / 2**20, 1)
                 atomic_write_text(path, json.dumps({"cost": cost, "report": report.as_dict()}, indent=1) + "\n")
-                if seed == args.seeds[0]:
+                if seed == args.seeds[0] and cost["edit_mb"] <= MAX_SAVED_MB:
                     save_edit(edit.with_evaluation(report.flat()), OUT / "edits" / f"{suite.name}.{kind}.json", packages=package_versions())
+                del edit  # full_ft's deltas: free before the next seed trains
                 reports.append(report)
                 costs.append(cost)
                 p = report.primary
@@ -118,7 +152,10 @@ def main() -> None:
                 "components": ", ".join(costs[0]["components"][:3]) + (f" +{len(costs[0]['components']) - 3}" if len(costs[0]["components"]) > 3 else ""),
                 "build_seconds_mean": sum(c["build_seconds"] for c in costs) / len(costs),
                 "parameters_changed": costs[0]["parameters_changed"],
+                "baseline": kind in BASELINES,
+                "edit_mb": costs[0].get("edit_mb", 0.0),
                 "meets_target": [r.meets_target for r in reports],
+                "capability_failures": sorted({f for r in reports for f in r.capability_failures}),
                 "p_max": max(r.primary.p_value for r in reports),
                 "measures": table.to_dict(orient="records"),
             }
@@ -130,22 +167,32 @@ def main() -> None:
 
     lines = [
         "| behaviour | kind | seeds | harm (eval split) before → after | harm reduced | max p | second harm measure before → after "
-        "| perplexity change | KL neutral (nats/token) | MC accuracy change | build time (s) | parameters changed | target met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| perplexity change | KL neutral (nats/token) | MC / factual QA / classification accuracy change (points) | build time (s) "
+        "| parameters changed | target met | failing capability measures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         h = m(r, f"bias_gap.{r['suite']}")
         n = r["seeds"]
-        ppl, kl, mc = m(r, "perplexity"), m(r, "kl_neutral"), m(r, "multiple_choice_accuracy")
+        ppl, kl = m(r, "perplexity"), m(r, "kl_neutral")
+        acc = " / ".join(_fmt(100 * m(r, a)["change_mean"], 100 * m(r, a)["change_std"], "+.1f", n) for a in ACCURACY)
         met = sum(r["meets_target"])
         s2 = m(r, SECONDARY.get(r["suite"], "stereotype_preference"))
         lines.append(
-            f"| {r['suite']} | {r['kind']} | {n} | {h['before_mean']:.3f} → {_fmt(h['after_mean'], h['after_std'], '.3f', n)} "
+            f"| {r['suite']} | {r['kind']}{' (baseline)' if r.get('baseline') else ''} | {n} | {h['before_mean']:.3f} → {_fmt(h['after_mean'], h['after_std'], '.3f', n)} "
             f"| {_fmt(h['reduction_mean'], h['reduction_std'], '+.1%', n)} | {r['p_max']:.1e} "
             f"| {s2['name']}: {s2['before_mean']:.3f} → {_fmt(s2['after_mean'], s2['after_std'], '.3f', n)} "
             f"| {_fmt(ppl['change_mean'], ppl['change_std'], '+.2%', n)} | {_fmt(kl['after_mean'], kl['after_std'], '.3f', n)} "
-            f"| {_fmt(mc['change_mean'], mc['change_std'], '+.1%', n)} | {r['build_seconds_mean']:.0f} | {r['parameters_changed']} | {met}/{n} |"
+            f"| {acc} | {r['build_seconds_mean']:.0f} | {r['parameters_changed']} | {met}/{n} | {', '.join(r['capability_failures']) or '—'} |"
         )
+    if any(r.get("baseline") for r in rows):
+        lines += ["", "Baselines (issue 22): trained with the same harm + KL preservation loss, step budget, early stopping and seeds as the "
+                  "surgical trained kinds, on every block's q, k, v, o, gate, in and out weights (embeddings, unembedding, norms and biases "
+                  f"frozen); full_ft with Adam lr {args.full_ft_lr or FULL_FT_LR:g} (the others: {TrainConfig.lr:g}). "
+                  "Parameters changed counts trained numbers: for lora_all, r·(in + out) per matrix, though W + αBA differs from W in every entry."]
+    unsaved = sorted({f"{r['kind']} ({r['edit_mb']:.0f} MB)" for r in rows if r.get("edit_mb", 0) > MAX_SAVED_MB})
+    if unsaved:
+        lines.append(f"Edits over {MAX_SAVED_MB} MB are not saved under edits/ (reports only): {', '.join(unsaved)}.")
     atomic_write_text(OUT / "headline.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -6,10 +6,11 @@ import torch
 
 from circuits import model as M
 from circuits.editing import Edit
-from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
+from circuits.sites import AttnRef, HeadRef, MlpRef, NeuronRef, ResidRef
 
 HEADS = (HeadRef(1, 2), HeadRef(0, 1))
 NEURONS = (NeuronRef(0, 5), NeuronRef(1, 17))
+AIFS_HEADS = (HeadRef(1, 0), HeadRef(1, 2))  # an AIFS site: heads of one layer
 
 
 def rand(*shape: int | tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -29,11 +30,19 @@ def lora(model: M.HookedLM, name: str, rank: int = 2, seed: int = 0) -> dict[str
     return {f"{name}.lora_A": rand(rank, w.shape[1], seed=seed), f"{name}.lora_B": rand(w.shape[0], rank, seed=seed + 1) * 0.3}
 
 
+def delta(model: M.HookedLM, name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    w = M.read_weight(model, name)
+    assert w is not None
+    return {f"{name}.delta": rand(*w.shape, seed=seed) * 0.3}
+
+
 def all_kinds(model: M.HookedLM) -> dict[str, Edit]:
     """One edit of every kind (trained kinds: random tensors), sized to the model's shape."""
     s = model.shape
     r = rand(s.d_model, seed=4)
     mlp = (MlpRef(0),)
+    both = (AttnRef(0), MlpRef(0), AttnRef(1), MlpRef(1))
+    dense = make(model, "weight_delta", {**delta(model, "blocks.1.attn.o.weight", seed=11), **delta(model, "blocks.0.mlp.out.weight", seed=12)}, components=both)
     return {
         "ablation": make(model, "ablation", {str(h): rand(s.d_head, seed=i) for i, h in enumerate(HEADS)}, mode="mean"),
         "pruning": make(model, "pruning", {str(n): rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS, mode="mean"),
@@ -47,4 +56,15 @@ def all_kinds(model: M.HookedLM) -> dict[str, Edit]:
         "neuron_repair": make(
             model, "neuron_repair", {str(n): torch.tensor(0.25 * (i + 1)) for i, n in enumerate(NEURONS)}, components=NEURONS
         ),
+        "aifs": make(
+            model, "aifs", {"gate": rand(2 * s.d_head, seed=8).abs(), "shift": rand(2 * s.d_head, seed=9) * 0.3, "mask": rand(2 * s.d_head, seed=10).sigmoid()},
+            components=AIFS_HEADS, lam=0.5,
+        ),
+        # the unrestricted baselines (circuits.editing.baselines), on weights every family has separately
+        "lora_all": make(
+            model, "low_rank", {**lora(model, "blocks.0.attn.o.weight", seed=13), **lora(model, "blocks.1.mlp.out.weight", seed=15)},
+            components=both, rank=2, alpha=1.0, baseline="lora_all",
+        ),
+        "full_ft": dense,
+        "weight_delta": dense,
     }

@@ -14,7 +14,9 @@ from circuits.cli.common import (
     MODEL_HELP,
     DeviceOpt,
     DtypeOpt,
+    _check_count,
     _check_model_options,
+    _check_output,
     _edit_model,
     _fail,
     _load,
@@ -23,6 +25,7 @@ from circuits.cli.common import (
     app,
     console,
 )
+from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, benchmark_table, check_benchmarks, run_benchmarks
 from circuits.editing.recipes import RECIPE_KINDS
 
 
@@ -64,6 +67,9 @@ def edit(
     preservation: Annotated[float, typer.Option(help="Weight of the KL-to-unedited term (trained kinds).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed (training, resampling).")] = 0,
     behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
+    suite_file: Annotated[
+        str | None, typer.Option("--suite", "-s", help="The behaviour's suite, if it was scanned from your own file (default: the shipped suite the atlas names).")
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the atlas's model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
@@ -76,29 +82,47 @@ def edit(
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas, AtlasError
     from circuits.editing import EditError, apply_edit, save_edit
+    from circuits.editing.build import check_atlas
     from circuits.editing.recipes import EditRecipe, build_edit
     from circuits.editing.train import TrainConfig
     from circuits.evaluation import run as evaluation
     from circuits.model import generate
-    from circuits.suites import SuiteError, load_suite
+    from circuits.suites import SuiteError, bind_model, load_suite, shipped_suite
 
     _setup_logging(verbose)
-    if granularity not in ("head", "neuron"):
-        _fail(f"--granularity must be head or neuron, got {granularity!r}")
+    _check_output(out, suffix=".json")
+    _check_output(out.with_suffix(".safetensors"))
+    _check_count("--generations", generations, minimum=0)
+    _check_count("--max-tokens", max_tokens)
+    if kind not in RECIPE_KINDS or granularity not in ("head", "neuron"):
+        _fail(f"unknown edit kind {kind!r} or granularity {granularity!r}; kinds: {', '.join(RECIPE_KINDS)}; granularity: head, neuron")
+    try:
+        recipe = EditRecipe(
+            kind=kind, k=k, granularity=granularity, mode=mode, alpha=alpha, layer=layer, coefficient=coefficient, rank=rank,  # type: ignore[arg-type]
+            train=TrainConfig(steps=steps, lr=lr, preservation=preservation, seed=seed),
+        )
+    except EditError as e:
+        _fail(str(e))
     try:
         atlas = Atlas.load(atlas_path)
         b = atlas.behaviour(behaviour) if behaviour else atlas.behaviours[0]
-        suite = load_suite(b.suite.name)
+        # The suite name inside an atlas is data from a file: shipped names only, never a path.
+        suite = load_suite(suite_file) if suite_file else shipped_suite(b.suite.name, recorded_in=str(atlas_path))
     except (AtlasError, SuiteError) as e:
         _fail(str(e))
-    if suite.content_hash != b.suite.content_hash:
+    if suite.content_hash != b.suite.content_hash and bind_model(suite, None) is suite:
         _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
-    recipe = EditRecipe(
-        kind=kind, k=k, granularity=granularity, mode=mode, alpha=alpha, layer=layer, coefficient=coefficient, rank=rank,  # type: ignore[arg-type]
-        train=TrainConfig(steps=steps, lr=lr, preservation=preservation, seed=seed),
-    )
+    if layer is not None and layer >= atlas.model.n_layers:
+        _fail(f"--layer {layer} does not exist in {atlas.model.name} ({atlas.model.n_layers} layers)")
     _check_model_options(dtype, device)
     m = _load(model or atlas.model.source.get("source") or atlas.model.name, dtype, device)
+    try:
+        check_atlas(m, atlas)  # never stamp an edit for this model from an atlas of other weights
+    except EditError as err:
+        _fail(str(err))
+    suite = bind_model(suite, m)  # suites generated with the model's tokenizer: compare hashes now
+    if suite.content_hash != b.suite.content_hash:
+        _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
     with console.status(f"building the {kind} edit on the build split"):
         try:
             e = build_edit(m, atlas, suite, recipe, behaviour=b.name)
@@ -139,6 +163,7 @@ def export(
     from circuits.editing.export import export_hf, export_peft
 
     _setup_logging(verbose)
+    _check_output(out, directory=True)
     edits = _load_edits(edit_paths)
     if peft and len(edits) != 1:
         _fail("--peft exports exactly one low-rank edit")
@@ -161,12 +186,18 @@ def eval_(
     max_pairs: Annotated[int | None, typer.Option(help="Word pairs per suite template (default: all).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap/permutation resampling.")] = 0,
+    benchmark: BenchmarkOpt = None,
+    benchmark_limit: BenchmarkLimitOpt = None,
+    benchmark_samples: BenchmarkSamplesOpt = 25,
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Evaluate saved edits on held-out data: harm reduced vs capability kept, with paired tests.
+
+    ``--benchmark NAME=PATH`` adds a standard benchmark file you bring (CrowS-Pairs, StereoSet, BBQ,
+    WinoBias, ToxiGen, RealToxicityPrompts), scored with its own published rule before and after.
 
     Harm: every shipped suite's bias gap on its eval split, stereotype preference, toxicity propensity,
     spurious flip rate, demographic parity and equalized-odds differences, calibration error and
@@ -176,16 +207,24 @@ def eval_(
     from circuits.editing import EditError, record_evaluation
     from circuits.evaluation import run as evaluation
     from circuits.io import atomic_write_text
-    from circuits.suites import SuiteError, load_suite
+    from circuits.suites import SuiteError, bind_model, load_suite, shipped_suite
 
     _setup_logging(verbose)
+    _check_count("--max-pairs", max_pairs)
+    _check_count("--max-tokens", max_tokens)
+    _check_count("--benchmark-limit", benchmark_limit)
+    _check_count("--benchmark-samples", benchmark_samples)
+    benchmarks = check_benchmarks(benchmark)
     edits = _load_edits(edit_paths)
+    out = out or edit_paths[0].with_suffix(".eval.json")
+    _check_output(out)
     try:
-        suite = load_suite(suite_name) if suite_name else None
+        suite = load_suite(suite_name) if suite_name else shipped_suite(str(edits[0].suite.get("name", "")), recorded_in=str(edit_paths[0]))
     except SuiteError as e:
         _fail(str(e))
     _check_model_options(dtype, device)
     m = _load(_edit_model(edits, model), dtype, device)
+    suite = bind_model(suite, m)
     with console.status("evaluating on held-out data"):
         try:
             report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed)
@@ -193,8 +232,12 @@ def eval_(
             _fail(str(e))
     console.print(_report_table(report))
     _print_verdict(report)
-    out = out or edit_paths[0].with_suffix(".eval.json")
-    atomic_write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
+    content = report.as_dict()
+    if benchmarks:
+        changes = run_benchmarks(m, edits, benchmarks, limit=benchmark_limit, samples=benchmark_samples, seed=seed)
+        console.print(benchmark_table(changes))
+        content["benchmarks"] = [c.as_dict() for c in changes]
+    atomic_write_text(out, json.dumps(content, indent=2) + "\n")
     console.print(f"report written to {out}")
     if record and len(edit_paths) == 1:
         record_evaluation(edit_paths[0], report.flat())
@@ -218,9 +261,8 @@ def generate(
     from circuits.model import generate as gen
 
     _setup_logging(verbose)
+    _check_count("--max-new-tokens", max_new_tokens, minimum=0)
     edits = _load_edits(edit_paths or [])
-    if max_new_tokens < 0:
-        _fail(f"--max-new-tokens must be ≥ 0, got {max_new_tokens}")
     _check_model_options(dtype, device)
     m = _load(_edit_model(edits, model), dtype, device)
     for p in track(prompt, description="generating", console=console, transient=True):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from circuits.cli.common import (
@@ -16,13 +17,17 @@ from circuits.cli.common import (
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
+    _check_count,
+    _check_finite,
     _check_model_options,
+    _check_output,
     _fail,
     _load,
     _setup_logging,
     app,
     console,
 )
+from circuits.io import validation_message
 
 
 @app.command()
@@ -51,6 +56,11 @@ def scan(
     from circuits.suites import MetricSpec, SuiteError, load_suite
 
     _setup_logging(verbose)
+    _check_output(out)
+    if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        _fail(f"--checkpoint-dir {checkpoint_dir}: is a file; a directory is expected")
+    _check_finite("--threshold", threshold)
+    _check_count("--workers", workers)
     try:
         s = load_suite(suite)
         if metric is not None:
@@ -77,6 +87,9 @@ def scan(
 
     _check_model_options(dtype, device)
     m = _load(model or DEFAULT_MODEL, dtype, device)
+    from circuits.suites import bind_model
+
+    s = bind_model(s, m)
     command = "circuits " + shlex.join(sys.argv[1:])
     from circuits.probing.pairs import PairError
 
@@ -87,6 +100,8 @@ def scan(
         )
     except (PairError, SuiteError) as e:
         _fail(str(e))
+    except ValidationError as e:  # e.g. a non-finite effect: refused rather than written unreadable
+        _fail(f"the atlas cannot be recorded: {validation_message(e)}")
     atlas.save(out)
     b = atlas.behaviours[0]
     table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
@@ -128,8 +143,22 @@ def trace(
         _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
     if samples < 1 or window < 1 or (facts is not None and facts < 1):
         _fail(f"--samples, --window and --facts must be >= 1, got {samples}, {window}, {facts}")
+    if out is not None:
+        _check_output(out)
+    atlas = None
+    if atlas_path is not None:  # read (and check writable) before the trace, not after it
+        _check_output(atlas_path, option="--atlas")
+        try:
+            atlas = Atlas.load(atlas_path)
+        except AtlasError as e:
+            _fail(str(e))
     _check_model_options(dtype, device)
     m = _load(model or DEFAULT_MODEL, dtype, device)
+    if atlas is not None:
+        from circuits.model import fingerprint
+
+        if atlas.model.fingerprint != fingerprint(m):
+            _fail(f"{atlas_path} was made for another model ({atlas.model.fingerprint[:19]}…)")
     try:
         if facts is None:
             r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
@@ -150,21 +179,21 @@ def trace(
         layer = int(ie[:, pos].argmax())
         table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
     console.print(table)
-    record = trace_record(r, prompt=prompt, subject=subject, target=target, n_samples=samples, seed=seed)
+    try:  # validated (finite numbers) before anything is written
+        record = trace_record(r, prompt=prompt, subject=subject, target=target, n_samples=samples, seed=seed)
+    except AtlasError as e:
+        _fail(f"the trace cannot be recorded: {e}")
+    except ValidationError as e:  # e.g. a non-finite probability: never written into a file
+        _fail(f"the trace cannot be recorded: {validation_message(e)}")
     if out is not None:
         atomic_write_text(out, record.model_dump_json(indent=1))
         console.print(f"grid written to {out}")
-    if atlas_path is not None:
-        from circuits.model import fingerprint
-
-        try:
-            atlas = Atlas.load(atlas_path)
-        except AtlasError as e:
-            _fail(str(e))
-        if atlas.model.fingerprint != fingerprint(m):
-            _fail(f"{atlas_path} was made for another model ({atlas.model.fingerprint[:19]}…)")
+    if atlas is not None:
         kept = [t for t in atlas.traces if (t.prompt, t.kind, t.window, t.severed) != (prompt, kind, window, sever_mlp)]
-        atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
+        try:
+            atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
+        except AtlasError as e:
+            _fail(f"{atlas_path} left unchanged: {e}")
         console.print(f"grid added to {atlas_path}")
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from circuits import model as M
 from circuits.editing.edit import Edit, EditError, required_tensors
 from circuits.editing.kinds import Site
-from circuits.interventions import Intervention, InterventionError, LowRank
+from circuits.interventions import Intervention, InterventionError, LowRank, WeightDelta
 from circuits.sites import Component, activation_index
 
 WeightStep = M.WeightStep
@@ -81,7 +81,7 @@ def weight_steps(edit: Edit, model: M.HookedLM) -> list[WeightStep]:
     steps: list[WeightStep] = []
     for site, iv in _sites(edit, model):
         try:
-            if isinstance(iv, LowRank):
+            if isinstance(iv, (LowRank, WeightDelta)):  # weight-only, at a named weight
                 assert isinstance(site, str)
                 steps.append(iv.weight_step(site, model))
                 continue

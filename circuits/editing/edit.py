@@ -23,6 +23,8 @@ kind                              tensors
 ``directional_ablation``          ``direction`` ``[d_model]``
 ``low_rank`` (weights only)       ``{weight}.lora_A`` ``[r, in]``, ``{weight}.lora_B`` ``[out, r]``
 ``neuron_repair`` (CARE)          ``{neuron}``: output scale ``[]``
+``aifs`` (seed 002)               ``gate``, ``shift``, ``mask`` ``[d]`` (``d_model`` or ``k·d_head``)
+``weight_delta`` (weights only)   ``{weight}.delta`` ``[out, in]`` (full fine-tuning)
 ================================  =========================================================
 
 ``d`` is ``d_head`` for a head and ``1`` (a scalar) for a neuron. Manifests of earlier versions load:
@@ -33,7 +35,6 @@ kind                              tensors
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -44,15 +45,19 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from circuits.editing.kinds import KINDS, LEGACY, EditError, Kind
-from circuits.io import atomic_write_bytes, atomic_write_text, validation_message
+from circuits.editing.validate import check_edit_values
+from circuits.atomic import atomic_write_pair, matching_manifest, recover_pair
+from circuits.io import MAX_TENSOR_BYTES, atomic_write_text, parse_json, read_bounded, read_json_file, validation_message
 from circuits.sites import Component, parse_component
 
 EDIT_SCHEMA_VERSION = "0.3"
-EditKind = Literal["ablation", "scaling", "steering", "offset", "directional_ablation", "low_rank", "neuron_repair"]
+EditKind = Literal["ablation", "scaling", "steering", "offset", "directional_ablation", "low_rank", "neuron_repair", "aifs", "weight_delta"]
 EDIT_KINDS: tuple[str, ...] = tuple(KINDS)
-#: Kinds with a hook form (every kind but ``low_rank``).
+#: Kinds with a hook form (every kind but the weight-only ``low_rank`` and ``weight_delta``).
 HOOK_KINDS = frozenset(k for k, spec in KINDS.items() if spec.has_hooks)
 Form = Literal["hooks", "weights"]
+#: The manifest field recording the sha256 of the tensor file.
+_SHA_FIELD = "tensors_sha256"
 Scalar = float | int | str
 
 
@@ -61,7 +66,7 @@ def _canonical(kind: str, form: str, hyperparameters: dict[str, Any]) -> tuple[s
     if kind in LEGACY:
         new, legacy_form, extra = LEGACY[kind]
         return new, legacy_form, {**extra, **hyperparameters}
-    if kind == "low_rank":
+    if kind in ("low_rank", "weight_delta"):
         form = "weights"
     return kind, form, hyperparameters
 
@@ -69,7 +74,7 @@ def _canonical(kind: str, form: str, hyperparameters: dict[str, Any]) -> tuple[s
 class EditManifest(BaseModel):
     """The JSON manifest of a saved edit (validated on load)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     schema_version: Literal["0.3"] = EDIT_SCHEMA_VERSION
     kind: EditKind
     form: Form = "hooks"
@@ -87,7 +92,7 @@ class EditManifest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _legacy_kinds(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("kind"), str) and isinstance(raw.get("hyperparameters", {}), dict):
+        if isinstance(raw, dict) and isinstance(raw.get("kind"), str) and isinstance(raw.get("form", "hooks"), str) and isinstance(raw.get("hyperparameters", {}), dict):
             kind, form, hp = _canonical(raw["kind"], raw.get("form", "hooks"), raw.get("hyperparameters", {}))
             raw = {**raw, "kind": kind, "form": form, "hyperparameters": hp}
         return raw
@@ -127,12 +132,19 @@ class Edit:
     form: Form = "hooks"
 
     def __post_init__(self) -> None:
+        """Normalise a legacy kind, then validate (:func:`check_edit_values`).
+
+        Raises:
+            EditError: Unknown kind or form, duplicate or non-component components, non-finite tensors,
+                or hyperparameters of the wrong type or not finite.
+        """
         kind, form, hp = _canonical(self.kind, self.form, dict(self.hyperparameters))
         if kind not in KINDS:
             raise EditError(f"unknown edit kind {self.kind!r}; kinds: {', '.join(EDIT_KINDS)}")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "form", form)
         object.__setattr__(self, "hyperparameters", hp)
+        check_edit_values(self)
 
     @property
     def spec(self) -> Kind:
@@ -172,7 +184,9 @@ def _upgrade(raw: Any) -> Any:
 def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None = None) -> Path:
     """Save an edit as ``path`` (manifest, ``.json``) and ``path.with_suffix('.safetensors')``.
 
-    Both files are written atomically, tensors first, so a manifest never points at missing tensors.
+    The pair is replaced as a whole (:func:`circuits.atomic.atomic_write_pair`: both staged, tensors
+    renamed in, manifest last): a reader, or a run after ``kill -9``, finds the old edit or the new
+    one, never one's manifest with the other's tensors.
 
     Args:
         edit: The edit.
@@ -203,10 +217,23 @@ def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None =
         training=edit.training,
         evaluation=edit.evaluation,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path.with_suffix(".safetensors"), blob)
-    atomic_write_text(path, manifest.model_dump_json(indent=2) + "\n")
+    text = manifest.model_dump_json(indent=2) + "\n"
+    atomic_write_pair(path.with_suffix(".safetensors"), blob, path, text.encode("utf-8"), sha_field=_SHA_FIELD)
     return path
+
+
+def _read_manifest(path: Path, raw: Any) -> tuple[EditManifest, tuple[Component, ...]]:
+    """Validate parsed manifest JSON (upgrading earlier versions) and parse its components."""
+    if isinstance(raw, dict) and "schema_version" not in raw:
+        raise EditError(f"{path}: field schema_version: missing (this file is not an edit manifest)")
+    try:
+        manifest = EditManifest.model_validate(_upgrade(raw))
+    except ValidationError as e:
+        raise EditError(f"{path}: {validation_message(e)}") from None
+    try:
+        return manifest, tuple(parse_component(c) for c in manifest.components)
+    except ValueError as e:
+        raise EditError(f"{path}: field components: {e}") from None
 
 
 def load_edit(path: Path | str) -> Edit:
@@ -223,44 +250,35 @@ def load_edit(path: Path | str) -> Edit:
             that does not match the manifest's hash, or tensors the edit's kind needs but lacks.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise EditError(f"cannot read edit manifest {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EditError(f"{path} is not valid JSON: {e}") from None
-    try:
-        manifest = EditManifest.model_validate(_upgrade(raw))
-    except ValidationError as e:
-        raise EditError(f"{path}: {validation_message(e)}") from None
-    try:
-        components = tuple(parse_component(c) for c in manifest.components)
-    except ValueError as e:
-        raise EditError(f"{path}: field components: {e}") from None
+    manifest, components = _read_manifest(path, read_json_file(path, error=EditError, what="edit manifest"))
     tensor_path = path.with_suffix(".safetensors")
-    try:
-        blob = tensor_path.read_bytes()
-    except OSError as e:
-        raise EditError(f"cannot read edit tensors {tensor_path}: {e.strerror or e}") from None
+    blob = read_bounded(tensor_path, error=EditError, max_bytes=MAX_TENSOR_BYTES, what="edit tensors")
     if hashlib.sha256(blob).hexdigest() != manifest.tensors_sha256:
-        raise EditError(f"{tensor_path} does not match the sha256 recorded in {path.name}")
+        # A save between (or killed between) renaming the tensors and the manifest in: take its manifest.
+        newer = matching_manifest(path, blob, sha_field=_SHA_FIELD)
+        if newer is None:
+            raise EditError(f"{tensor_path} does not match the sha256 recorded in {path.name}")
+        manifest, components = _read_manifest(path, parse_json(newer, error=EditError, source=str(path)))
     try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error types
         raise EditError(f"{tensor_path} is not a valid safetensors file: {e}") from None
-    edit = Edit(
-        kind=manifest.kind,
-        form=manifest.form,
-        components=components,
-        tensors=tensors,
-        model_name=manifest.model_name,
-        model_fingerprint=manifest.model_fingerprint,
-        model_source=dict(manifest.model_source),
-        hyperparameters=dict(manifest.hyperparameters),
-        suite=dict(manifest.suite),
-        training=None if manifest.training is None else dict(manifest.training),
-        evaluation=None if manifest.evaluation is None else dict(manifest.evaluation),
-    )
+    try:
+        edit = Edit(
+            kind=manifest.kind,
+            form=manifest.form,
+            components=components,
+            tensors=tensors,
+            model_name=manifest.model_name,
+            model_fingerprint=manifest.model_fingerprint,
+            model_source=dict(manifest.model_source),
+            hyperparameters=dict(manifest.hyperparameters),
+            suite=dict(manifest.suite),
+            training=None if manifest.training is None else dict(manifest.training),
+            evaluation=None if manifest.evaluation is None else dict(manifest.evaluation),
+        )
+    except EditError as e:
+        raise EditError(f"{path}: {e}") from None
     missing = [k for k in required_tensors(edit) if k not in tensors]
     if missing:
         raise EditError(f"{tensor_path} has no tensors {missing} that a {edit.kind} edit of {path.name} needs")
@@ -281,8 +299,9 @@ def record_evaluation(path: Path | str, evaluation: dict[str, Scalar]) -> Path:
         EditError: The manifest cannot be read or is malformed (nothing is written then).
     """
     path = Path(path)
+    recover_pair(path.with_suffix(".safetensors"), path, sha_field=_SHA_FIELD)  # finish an interrupted save first
     load_edit(path)  # validates the manifest and its tensors before anything is written
-    raw = _upgrade(json.loads(path.read_text(encoding="utf-8")))
+    raw = _upgrade(read_json_file(path, error=EditError, what="edit manifest"))
     try:
         manifest = EditManifest.model_validate({**raw, "evaluation": dict(evaluation)})
     except ValidationError as e:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from circuits.atlas.schema import Atlas
 from circuits.editing.apply import apply_edit
+from circuits.editing.baselines import full_ft_edit, lora_all_edit
 from circuits.editing.build import (
     Granularity,
     ablation_edit,
@@ -19,16 +21,18 @@ from circuits.editing.build import (
     suite_record,
 )
 from circuits.editing.edit import Edit, EditError
+from circuits.editing.kinds.ablation import MODES
 from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
 from circuits.probing.pairs import prepare, tokenize_pairs
 from circuits.suites import Suite
 
 #: What a recipe can build: the edit kinds, plus ``pruning`` (an ablation applied as weights),
 #: ``orthogonalization`` (a directional ablation applied as weights) and ``invariance`` (a low-rank
-#: edit trained for counterfactual invariance).
+#: edit trained for counterfactual invariance), and the unrestricted baselines ``lora_all`` (a low-rank
+#: edit of every layer) and ``full_ft`` (dense deltas of every layer; :mod:`circuits.editing.baselines`).
 RecipeKind = Literal[
     "ablation", "pruning", "scaling", "steering", "offset", "directional_ablation", "orthogonalization", "low_rank",
-    "invariance", "neuron_repair",
+    "invariance", "neuron_repair", "lora_all", "full_ft",
 ]
 RECIPE_KINDS: tuple[str, ...] = get_args(RecipeKind)
 
@@ -42,12 +46,13 @@ class EditRecipe:
         k: Number of components (heads, or neurons for ``granularity="neuron"``).
         granularity: ``"head"`` or ``"neuron"`` (``neuron_repair`` always uses neurons).
         mode: Ablation/pruning mode (``zero``, ``mean``, ``resample``).
-        alpha: Scaling factor (``scaling``) or low-rank scale (``low_rank``/``invariance``).
+        alpha: Scaling factor (``scaling``) or low-rank scale (``low_rank``/``invariance``/``lora_all``).
         layer: Residual layer for ``steering``/``directional_ablation``/``orthogonalization``
             (``None``: the layer of the strongest flagged head).
         coefficient: Steering coefficient.
-        rank: Low-rank edit rank.
-        train: Training-loop settings for trained kinds.
+        rank: Low-rank edit rank (``low_rank``, ``invariance``, ``lora_all``).
+        train: Training-loop settings for trained kinds (``full_ft`` wants a smaller ``lr``:
+            :data:`circuits.editing.baselines.FULL_FT_LR`).
     """
 
     kind: RecipeKind
@@ -59,6 +64,31 @@ class EditRecipe:
     coefficient: float = -1.0
     rank: int = 4
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        """Validate every option before any work (a wrong option fails here, not after a model load).
+
+        Raises:
+            EditError: Unknown kind, granularity or mode; a count below 1; a non-finite number.
+        """
+        if self.kind not in RECIPE_KINDS:
+            raise EditError(f"unknown edit kind {self.kind!r}; kinds: {', '.join(RECIPE_KINDS)}")
+        if self.granularity not in ("head", "neuron"):
+            raise EditError(f"granularity must be head or neuron, got {self.granularity!r}")
+        if self.mode not in MODES:
+            raise EditError(f"ablation mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.kind == "pruning" and self.mode == "resample":
+            raise EditError("pruning is applied as weights; resample ablation has no weight form (use --kind ablation)")
+        for name, v in (("k", self.k), ("rank", self.rank), ("steps", self.train.steps)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise EditError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0):
+            raise EditError(f"layer must be an integer >= 0, got {self.layer!r}")
+        for name, x in (("alpha", self.alpha), ("coefficient", self.coefficient), ("lr", self.train.lr), ("preservation", self.train.preservation)):
+            if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)):
+                raise EditError(f"{name} must be a finite number, got {x!r}")
+        if self.train.lr <= 0 or self.train.preservation < 0:
+            raise EditError(f"lr must be > 0 and preservation >= 0, got {self.train.lr}, {self.train.preservation}")
 
 
 def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, behaviour: str | None = None) -> Edit:
@@ -81,6 +111,11 @@ def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, be
     if recipe.kind not in RECIPE_KINDS:
         raise EditError(f"unknown edit kind {recipe.kind!r}; kinds: {', '.join(RECIPE_KINDS)}")
     check_atlas(model, atlas)
+    if recipe.kind in ("lora_all", "full_ft"):  # unrestricted baselines: no components from the atlas
+        data = TrainingData.from_suite(model, suite)
+        if recipe.kind == "full_ft":
+            return full_ft_edit(model, data, config=recipe.train)
+        return lora_all_edit(model, data, rank=recipe.rank, alpha=1.0 if recipe.alpha is None else recipe.alpha, config=recipe.train)
     b = behaviour or suite.name
     pairs = suite.pairs("build")
     data = prepare(model, pairs, suite.metric)
@@ -137,6 +172,7 @@ def choose_direction_layer(
     Raises:
         EditError: No candidate layers, or a kind that is not a direction edit.
     """
+    from circuits import model as M
     from circuits.data import english_sample
     from circuits.evaluation.run import neutral_kl, suite_harm
 

@@ -93,6 +93,8 @@ def compare(before: Measurements, after: Measurements, kl: np.ndarray | None = N
         out.append(_paired("classification_accuracy", "capability", "review-classification", "fraction", "higher", (pb == y).reshape(-1).astype(float), (pa == y).reshape(-1).astype(float), seed))
     if before.mc_correct is not None and after.mc_correct is not None:
         out.append(_paired("multiple_choice_accuracy", "capability", "multiple-choice", "fraction", "higher", before.mc_correct, after.mc_correct, seed))
+    if before.qa_correct is not None and after.qa_correct is not None:
+        out.append(_paired("factual_qa_accuracy", "capability", "factual-qa", "fraction", "higher", before.qa_correct, after.qa_correct, seed))
     if before.nll is not None and after.nll is not None and before.accuracy is not None and after.accuracy is not None:
         text = f"english-eval ({len(before.nll)} windows × {before.settings.window} tokens)"
         nll = _paired("nll", "capability", text, "nats/token", "lower", before.nll, after.nll, seed)

@@ -26,6 +26,9 @@ Classification measures (pure functions of predictions; hand-checkable):
   and FPR gaps).
 * :func:`expected_calibration_error` (Naeini et al. 2015; Guo et al. 2017).
 * :func:`worst_group_accuracy` (Sagawa et al. 2020, groups = name group × true label).
+* :func:`roc_auc` and :func:`worst_group_roc_auc` (the lowest within-group ROC-AUC; the measure of
+  seed 002, AIFS, beside worst-group accuracy). AUC is the Mann-Whitney ``U`` of the positives' scores
+  against the negatives' divided by ``n₊ n₋`` (Hanley & McNeil 1982), ties counted half.
 * :func:`flip_rate` (counterfactual token fairness, Garg et al. 2019).
 """
 
@@ -227,4 +230,29 @@ def worst_group_accuracy(pred: Bool[np.ndarray, " item"], label: Bool[np.ndarray
     return min(accs)
 
 
+def roc_auc(score: Float[np.ndarray, " item"], label: Bool[np.ndarray, " item"]) -> float:
+    """Area under the ROC curve of ``score`` for ``label`` (0.5 = chance; ``scipy.stats.mannwhitneyu``).
 
+    Raises:
+        ValueError: Only one class present (the AUC is undefined).
+    """
+    score, label = np.asarray(score, np.float64), np.asarray(label, bool)
+    if label.all() or not label.any():
+        raise ValueError("ROC-AUC needs both positive and negative items")
+    from scipy.stats import mannwhitneyu
+
+    u = mannwhitneyu(score[label], score[~label], alternative="two-sided").statistic
+    return float(u / (label.sum() * (~label).sum()))
+
+
+def worst_group_roc_auc(score: Float[np.ndarray, " item"], label: Bool[np.ndarray, " item"], group: Bool[np.ndarray, " item"]) -> float:
+    """Lowest ROC-AUC over the groups (e.g. name groups) that hold both labels (seed 002's measure).
+
+    Raises:
+        ValueError: No group holds both labels.
+    """
+    score, label, group = np.asarray(score, np.float64), np.asarray(label, bool), np.asarray(group, bool)
+    aucs = [roc_auc(score[m], label[m]) for g in (True, False) if (m := group == g).any() and label[m].any() and not label[m].all()]
+    if not aucs:
+        raise ValueError("no group holds both labels")
+    return min(aucs)

@@ -34,7 +34,7 @@ from circuits.evaluation.compare import compare
 from circuits.evaluation.report import ALL_GROUPS, EvalReport, Measure, MeasureGroup, Measurements, Settings, seed_table
 from circuits.metrics import kl_divergence
 from circuits.probing.pairs import prepare
-from circuits.suites import SplitName, Suite, available_suites, load_suite
+from circuits.suites import SplitName, Suite, available_suites, load_suite, shipped_suite
 
 __all__ = ["ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "Settings", "compare", "evaluate", "measure", "neutral_kl", "seed_table", "suite_harm"]
 
@@ -75,6 +75,22 @@ def _multiple_choice(model: Any) -> np.ndarray:
     return np.array(out)
 
 
+def _factual_qa(model: Any, *, max_new_tokens: int = 6) -> np.ndarray:
+    """1.0 per question whose greedy answer is right (:meth:`circuits.data.FactQuestion.is_correct`)."""
+    task = D.factual_qa()
+    ids = [M.tokens_of(model, f"Question: {q.question}\nAnswer:") for q in task.items]
+    out = np.zeros(len(ids))
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(ids):
+        by_len.setdefault(len(t), []).append(i)
+    for n, rows in by_len.items():
+        full = M.generate_ids(model, torch.stack([ids[i] for i in rows]), max_new_tokens=max_new_tokens)
+        for r, i in enumerate(rows):
+            text = M.tokenizer_of(model).decode(full[r, n:].tolist(), skip_special_tokens=True)
+            out[i] = float(task.items[i].is_correct(text))
+    return out
+
+
 def measure(
     model: Any,
     *,
@@ -107,7 +123,7 @@ def measure(
     unknown = set(groups) - set(ALL_GROUPS)
     if unknown:
         raise ValueError(f"unknown measure groups {sorted(unknown)}; choose from {list(ALL_GROUPS)}")
-    suites = list(suites) if suites is not None else [load_suite(n) for n in available_suites(tasks=False)]
+    suites = list(suites) if suites is not None else [load_suite(n, model=model) for n in available_suites(tasks=False)]
     settings = Settings(tuple(s.name for s in suites), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
     kw: dict[str, Any] = {}
     if "suites" in groups:
@@ -124,6 +140,8 @@ def measure(
         kw["classification"], kw["labels"] = _classification(model)
     if "multiple_choice" in groups:
         kw["mc_correct"] = _multiple_choice(model)
+    if "factual_qa" in groups:
+        kw["qa_correct"] = _factual_qa(model)
     if "text" in groups:
         nll, acc = E.window_scores(model, M.text_windows(model, D.english_eval(), window=window, max_tokens=max_tokens))
         kw["nll"], kw["accuracy"] = nll.numpy(), acc.numpy()
@@ -204,7 +222,7 @@ def evaluate(
         raise EditError("no edits to evaluate")
     t0 = time.perf_counter()
     verify_fingerprint(model, *edits)
-    target = suite or load_suite(str(edits[0].suite.get("name", "")))
+    target = suite or shipped_suite(str(edits[0].suite.get("name", "")), recorded_in="the edit manifest")
     suites = [load_suite(n) for n in available_suites(tasks=False)]
     if target.name not in {s.name for s in suites}:
         suites.append(target)

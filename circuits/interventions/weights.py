@@ -1,4 +1,4 @@
-"""Interventions with a model-wide weight form: projecting a direction out, and low-rank weight updates."""
+"""Interventions with a model-wide weight form: projecting a direction out, and low-rank and dense weight updates."""
 
 from __future__ import annotations
 
@@ -109,3 +109,34 @@ class LowRank(Intervention):
         return {"lora_A": self.a, "lora_B": self.b}
 
 
+
+@dataclass(frozen=True)
+class WeightDelta(Intervention):
+    """``W' = W + Δ`` on a named weight (``nn.Linear`` layout ``[out, in]``): a dense update, weights only.
+
+    The unrestricted counterpart of :class:`LowRank`: the stored edit of full fine-tuning.
+
+    Attributes:
+        delta: ``Δ`` ``[out, in]``, the weight's shape.
+    """
+
+    delta: Tensor = field(repr=False)
+    name: ClassVar[str] = "weight_delta"
+
+    def __call__(self, base: Tensor, source: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        raise InterventionError("a dense weight delta has no activation (hook) form")
+
+    def weight_step(self, weight: str, model: HookedLM) -> WeightStep:
+        """The one weight step (``weight`` names the edited matrix).
+
+        Raises:
+            InterventionError: A delta whose shape is not the weight's.
+        """
+        w = read_weight(model, weight)
+        d = self.delta
+        if w is None or tuple(d.shape) != tuple(w.shape):
+            raise InterventionError(f"weight delta for {weight} has shape {tuple(d.shape)}; weight is {None if w is None else tuple(w.shape)}")
+        return (weight, lambda w: w + d.to(device=w.device, dtype=w.dtype))  # type: ignore[operator]
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"delta": self.delta}

@@ -45,6 +45,32 @@ def test_compare_halved_gaps_and_worse_perplexity_on_a_hand_computed_case():
     assert compare(before, after, seed=1) == compare(before, after, seed=1)  # same seed → same numbers
 
 
+def _gate_report(*, ppl_change=0.01, acc_before=0.60, acc_after=0.60, acc_p=1.0, harm_after=0.4):
+    harm = Measure("bias_gap.x", "harm", "x/eval", "logits", "lower", 1.0, harm_after, harm_after - 1.0, -0.7, -0.5, 0.001, "t", 40)
+    ppl = Measure("perplexity", "capability", "text", "perplexity", "lower", 10.0, 10.0 * (1 + ppl_change), ppl_change, 0.0, 0.02, 0.3, "t", 40)
+    acc = Measure("multiple_choice_accuracy", "capability", "mc", "fraction", "higher", acc_before, acc_after, acc_after - acc_before,
+                  -0.1, 0.0, acc_p, "paired t-test", 267)
+    return EvalReport(("e",), "x", "eval", (harm, ppl, acc), 1.0)
+
+
+def test_the_gate_needs_harm_halved_and_every_capability_measure_kept():
+    assert _gate_report().meets_target and _gate_report().capability_failures == ()
+    assert not _gate_report(harm_after=0.6).meets_target  # only 40% of the harm removed
+    r = _gate_report(ppl_change=0.05)
+    assert not r.meets_target and r.capability_failures == ("perplexity",)
+    # A significant 3-point accuracy drop fails even with perplexity intact (one-sided p = 0.04 / 2).
+    r = _gate_report(acc_after=0.57, acc_p=0.04)
+    assert not r.meets_target and r.capability_failures == ("multiple_choice_accuracy",)
+    assert r.as_dict()["capability_failures"] == ["multiple_choice_accuracy"]
+    # Not significant (one-sided p = 0.15), or significant but under 2 points, or a significant gain: kept.
+    assert _gate_report(acc_after=0.57, acc_p=0.30).meets_target
+    assert _gate_report(acc_after=0.59, acc_p=0.001).meets_target
+    assert _gate_report(acc_after=0.70, acc_p=0.001).meets_target
+    # Perplexity not measured: the gate cannot pass.
+    harm = _gate_report().measures[0]
+    assert not EvalReport(("e",), "x", "eval", (harm,), 1.0).meets_target
+
+
 def test_compare_refuses_measurements_with_different_settings():
     a = _measurements([1.0], [3.0], [0.3])
     b = Measurements(settings=Settings(("x",), "build", ("suites", "text"), None, 4, None), gaps=a.gaps, nll=a.nll, accuracy=a.accuracy)
@@ -105,7 +131,7 @@ def test_an_identity_edit_changes_no_measure(real_model):
     assert {"bias_gap.gender-occupation", "bias_gap.toxicity", "bias_gap.name-sentiment", "stereotype_preference",
             "toxicity_propensity", "spurious_flip_rate", "demographic_parity_difference", "equalized_odds_difference",
             "expected_calibration_error", "worst_group_accuracy", "perplexity", "kl_neutral", "next_token_accuracy",
-            "multiple_choice_accuracy", "classification_accuracy"} <= names
+            "multiple_choice_accuracy", "classification_accuracy", "factual_qa_accuracy"} <= names
     for m in report.measures:
         assert m.change == pytest.approx(0.0, abs=1e-5), m
     assert report.primary.data == "gender-occupation/eval" and report.suite == "gender-occupation"

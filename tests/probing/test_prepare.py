@@ -90,3 +90,16 @@ def test_kl_and_answer_probability_metrics(lm):
     assert torch.allclose(values, torch.zeros_like(values), atol=1e-5)  # the clean run's KL to itself
     p = prepare(lm, PAIRS, MetricSpec(name="answer_prob"))
     assert p.n_rows == 2 and p.metric.probability
+
+
+def test_answers_longer_than_another_pairs_whole_sequence_are_scored(lm):
+    """Regression: the right-aligned target width is the suite's longest answer, which may exceed a short row."""
+    from circuits.evaluation.metrics import bias_gaps, continuation_logprobs
+
+    long = " was too emotional to make a sensible decision about the house and the car today."
+    pairs = [PromptPair("My mother", "My father", long, long), PromptPair("The cat", "The dog", " sat", " sat")]
+    d = prepare(lm, pairs, MetricSpec(name="answer_logprob"))
+    assert d.metric.targets.shape[1] > min(g.clean.shape[1] for g in d.groups)
+    gaps = bias_gaps(lm, d)
+    lp = continuation_logprobs(lm, [p.clean for p in pairs] + [p.corrupted for p in pairs], [p.answer for p in pairs] * 2)
+    torch.testing.assert_close(gaps, lp[:2] - lp[2:], atol=1e-4, rtol=0)

@@ -12,7 +12,6 @@ from circuits.atlas.schema import Atlas
 from circuits.cli import app
 from circuits.model.tiny import save_tiny_hf, shipped_tokenizer
 from circuits.probing.causal_tracing import CATEGORIES, causal_trace, trace_facts
-from circuits.suites import load_suite
 from circuits.suites.tasks import facts, factual_recall, greater_than, ioi
 
 

@@ -11,15 +11,19 @@ def raw(name="gender_occupation"):
 
 
 def test_shipped_suites_load_with_disjoint_splits():
-    assert available_suites(tasks=False) == ["gender-occupation", "name-sentiment", "toxicity"]
-    assert set(available_suites()) == {"gender-occupation", "name-sentiment", "toxicity", "ioi", "greater-than", "factual-recall"}
+    assert available_suites(tasks=False) == ["gender-occupation", "identity-harm", "name-sentiment", "toxicity"]
+    assert set(available_suites()) == {"gender-occupation", "identity-harm", "name-sentiment", "toxicity", "ioi", "greater-than", "factual-recall"}
     for name in available_suites(tasks=False):
         s = load_suite(name)
-        build, ev = s.pairs("build"), s.pairs("eval")
-        assert build and ev
-        assert not {p.template for p in build} & {p.template for p in ev}
-        assert not {p.clean_word for p in build} & {p.clean_word for p in ev}
-        assert all(p.clean != p.corrupted and p.clean.replace(p.clean_word, p.corrupted_word) == p.corrupted for p in build)
+        # identity-harm is split within each bias type (its group): a word may be a group term of two types.
+        for group in sorted({p.group for p in s.records}) if name == "identity-harm" else [None]:
+            build = [p for p in s.pairs("build") if group in (None, p.group)]
+            ev = [p for p in s.pairs("eval") if group in (None, p.group)]
+            assert build and ev
+            template = (lambda p: p.metadata["template_id"]) if group else (lambda p: p.template)
+            assert not {template(p) for p in build} & {template(p) for p in ev}
+            assert not {p.clean_word for p in build} & {p.clean_word for p in ev}
+            assert all(p.clean != p.corrupted and p.clean.replace(p.clean_word, p.corrupted_word) == p.corrupted for p in build)
 
 
 def test_gender_suite_sizes_match_the_issue():
@@ -62,3 +66,15 @@ def test_unknown_suite_bad_json_and_bad_split():
         parse_suite("{")
     with pytest.raises(SuiteError, match="max_pairs"):
         load_suite("toxicity").pairs("build", max_pairs=0)
+
+
+def test_name_sentiment_suite_has_enough_names_and_templates():
+    splits = load_suite("name-sentiment").spec.splits
+    clean = [w for sp in splits.values() for w in sp.clean_words]
+    corrupted = [w for sp in splits.values() for w in sp.corrupted_words]
+    assert len(set(clean)) == len(clean) >= 40 and len(set(corrupted)) == len(corrupted) >= 40
+    assert not set(clean) & set(corrupted)
+    assert len({t for sp in splits.values() for t in sp.templates}) >= 20
+    assert all(t.endswith(" Sentiment:") for sp in splits.values() for t in sp.templates)
+
+

@@ -1,4 +1,5 @@
-"""Low-rank weight edits ``W' = W + α B A`` (LoRA, Hu et al. 2022) of the flagged components' output weights.
+"""Low-rank weight edits ``W' = W + α B A`` (LoRA, Hu et al. 2022) of the flagged components' output weights
+(or, for the unrestricted ``lora_all`` baseline, every layer's projections: :mod:`circuits.editing.baselines`).
 
 Trained with a harm objective (``objective="gap"``) or counterfactual invariance (``objective=
 "invariance"``: "invariance" manifests load as this kind). Weights only; exportable as a PEFT adapter.
@@ -15,7 +16,7 @@ from torch import Tensor
 from circuits.editing.kinds.base import Kind, EditError, Site
 from circuits.interventions import Intervention, LowRank
 from circuits.model import HookedLM
-from circuits.sites import HeadRef, MlpRef, NeuronRef
+from circuits.sites import AttnRef, HeadRef, MlpRef, NeuronRef
 
 
 def low_rank_factors(edit: Any) -> dict[str, tuple[Tensor, Tensor]]:
@@ -37,7 +38,7 @@ def low_rank_factors(edit: Any) -> dict[str, tuple[Tensor, Tensor]]:
 
 class LowRankKind(Kind):
     name: ClassVar[str] = "low_rank"
-    accepts: ClassVar[tuple[type, ...]] = (HeadRef, NeuronRef, MlpRef)
+    accepts: ClassVar[tuple[type, ...]] = (HeadRef, NeuronRef, MlpRef, AttnRef)
     has_hooks: ClassVar[bool] = False
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {"alpha": (float, 1.0), "rank": (int, None)}
 

@@ -1,0 +1,75 @@
+"""``circuits eval --benchmark NAME=PATH``: refused before any model loads when malformed; measured with a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from circuits.cli import app
+from circuits.editing import Edit, save_edit
+from circuits.sites import HeadRef
+from tests.evaluation.benchmarks.fakes import FIXTURES
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if the command tries to load a model."""
+    import circuits.cli.edits as cli_edits
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(cli_edits, "_load", refuse)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("crows-pairs", "--benchmark expects NAME=PATH"),
+        ("=x.csv", "--benchmark expects NAME=PATH"),
+        ("crows-pairs=", "--benchmark expects NAME=PATH"),
+        ("winogender=x.csv", "unknown benchmark 'winogender'"),
+        ("crows-pairs=/no/such/file.csv", "no such file or directory: /no/such/file.csv"),
+        (f"crows-pairs={FIXTURES / 'bbq.jsonl'}", "missing column in the header"),
+    ],
+)
+def test_malformed_benchmark_options_exit_2_before_any_model_loads(tmp_path, no_model, spec, message):
+    edit = save_edit(Edit("scaling", (HeadRef(0, 1),), {}, "tiny", "sha256:" + "0" * 64, hyperparameters={"alpha": 0.5}), tmp_path / "e.json")
+    r = CliRunner().invoke(app, ["eval", "--edit", str(edit), "--benchmark", f"bbq={FIXTURES / 'bbq.jsonl'}", "--benchmark", spec])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and r.output.count("error:") == 1
+    assert not edit.with_suffix(".eval.json").exists()
+
+
+def test_benchmarks_are_measured_before_and_after_with_a_tiny_model(tmp_path, monkeypatch):
+    pytest.importorskip("profanity_check")
+    from circuits.evaluation import run
+    from circuits.model import fingerprint, load_model
+    from circuits.model.tiny import save_tiny_hf
+
+    directory = save_tiny_hf("llama", tmp_path / "tiny-llama", seed=5)
+    lm = load_model(str(directory))
+    edit = save_edit(Edit("scaling", (HeadRef(0, 1), HeadRef(1, 0)), {}, lm.name, fingerprint(lm), hyperparameters={"alpha": 0.0},
+                          suite={"name": "gender-occupation"}), tmp_path / "e.json")
+    evaluate = run.evaluate
+    # the benchmarks are under test: the rest of the evaluation is cut to one suite's bias gap
+    monkeypatch.setattr(run, "evaluate", lambda *a, **k: evaluate(*a, **{**k, "groups": ("suites",)}))
+    monkeypatch.setattr(run, "available_suites", lambda tasks=False: ["gender-occupation"])
+    out = tmp_path / "report.json"
+    r = CliRunner().invoke(app, [
+        "eval", "--edit", str(edit), "--model", str(directory), "--max-pairs", "1", "--no-record", "-o", str(out),
+        "--benchmark", f"crows-pairs={FIXTURES / 'crows_pairs.csv'}", "--benchmark", f"winobias={FIXTURES / 'winobias'}",
+        "--benchmark", f"toxigen={FIXTURES / 'toxigen'}", "--benchmark-limit", "3", "--benchmark-samples", "2",
+    ])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["benchmarks"]
+    got = {(b["benchmark"], b["name"], b["group"]): b for b in rows}
+    crows = got["crows-pairs", "stereotype_preference", None]
+    assert crows["n"] == 3 and crows["test"] == "paired t-test over items" and "Nangia" in crows["citation"]
+    assert crows["change"] == pytest.approx(crows["after"] - crows["before"])
+    assert ("winobias", "accuracy_gap", None) in got and ("winobias", "pro_preference", None) in got
+    tox = got["toxigen", "toxic_continuation_rate", None]
+    assert tox["n"] == 3 and 0.0 <= tox["before"] <= 1.0 and 0.0 <= tox["after"] <= 1.0
+    assert "Standard benchmarks" in r.output
