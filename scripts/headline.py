@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "atlas/smollm2-135m/headline"
-SUITES = ["identity-harm-religion", "name-sentiment"]
+SUITES = ["identity-harm-religion", "name-sentiment-v2"]  # v2 needs its atlas in --atlas first
 KINDS = ["ablation", "low_rank", "invariance"]
 #: Unrestricted baselines (circuits.editing.baselines), run after the surgical kinds by default.
 BASELINES = ["lora_all", "full_ft"]
@@ -54,7 +54,7 @@ LAYERS = [2, 6, 10, 14, 18, 22, 26]
 #: A second harm measure per behaviour, from data no builder sees.
 SECONDARY = {
     "gender-occupation": "stereotype_preference", "toxicity": "toxicity_propensity", "name-sentiment": "spurious_flip_rate",
-    "identity-harm-religion": "stereotype_preference",
+    "identity-harm-religion": "stereotype_preference", "name-sentiment-v2": "spurious_flip_rate",
 }
 #: Accuracy measures shown in the table (every one is in the gate).
 ACCURACY = ["multiple_choice_accuracy", "factual_qa_accuracy", "classification_accuracy"]

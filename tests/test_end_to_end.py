@@ -108,22 +108,22 @@ def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
     assert "refusing to apply" in r.output
 
 
-def test_committed_merged_atlas_has_three_behaviours_scores_and_a_trace(real_model, tmp_path):
+def test_committed_merged_atlas_has_four_behaviours_scores_and_a_trace(real_model, tmp_path):
     from circuits.atlas.report import write_report
 
     atlas = Atlas.load(MERGED)
     assert atlas.model.fingerprint == fingerprint(real_model)
     kinds = {b.name: b.kind for b in atlas.behaviours}
-    assert kinds == {"gender-occupation": "harmful", "toxicity": "harmful", "name-sentiment": "spurious"}
+    assert kinds == {"gender-occupation": "harmful", "toxicity": "harmful", "name-sentiment": "spurious", "identity-harm-religion": "harmful"}
     spurious = atlas.behaviour("name-sentiment")
     assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(spurious.components[0].scores)
     assert spurious.flagged() and "flip_rate" in spurious.summary
-    for name in ("gender-occupation", "toxicity", "name-sentiment"):
-        assert load_suite(name).content_hash == atlas.behaviour(name).suite.content_hash
+    for name in kinds:  # identity-harm keeps the pairs that align for this model's tokenizer
+        assert load_suite(name, model=real_model).content_hash == atlas.behaviour(name).suite.content_hash
     (trace,) = atlas.traces
     assert trace.target == " Paris" and trace.clean_prob > 5 * trace.corrupted_prob
     df = atlas.to_dataframe()
-    assert len(df) == 3 * 300 and df.groupby("behaviour").flagged.sum().min() > 0
+    assert len(df) == 4 * 300 and df.groupby("behaviour").flagged.sum().min() > 0
     html = write_report(atlas, tmp_path / "report.html").read_text()
     assert all(b in html for b in kinds) and "causal tracing" in html
 

@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from jinja2 import Environment
 from markupsafe import Markup
 
+from circuits.atlas.graph_report import render_circuit_graph
 from circuits.atlas.schema import Atlas, Behaviour, TraceRecord
 from circuits.io import atomic_write_text
 from circuits.sites import HeadRef, parse_component
@@ -102,6 +103,9 @@ d_mlp {{ m.d_mlp }}; weights <code>{{ m.fingerprint[:23] }}…</code>; schema {{
 <table class='kv'>{% for k, v in s.info %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
 {{ s.heatmap }}
 <h3>Top components</h3>{{ table(s.top_headers, s.top_rows) }}
+{%- if s.circuit %}
+<h3>Circuit (edges)</h3>{{ s.circuit }}
+{%- endif %}
 {%- if s.mlp_rows %}
 <h3>MLP layers and neurons</h3>{{ table(["component", "mean", "95% CI", "flagged"], s.mlp_rows) }}
 {%- endif %}
@@ -150,6 +154,8 @@ def _section(atlas: Atlas, i: int, b: Behaviour) -> dict[str, Any]:
         "heatmap": _figure(_heatmap(atlas, b), f"heads-{i}", plotly_js=(i == 0)),
         "top_headers": ["component", "kind", "mean", "95% CI", "p", "flagged", *score_names], "top_rows": top,
         "mlp_rows": [[c.id, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high), "yes" if c.flagged else ""] for c in mlps],
+        # The fragment escapes every atlas string itself (circuits.atlas.graph_report).
+        "circuit": Markup(render_circuit_graph(b.circuit, title=f"{b.name}: circuit")) if b.circuit is not None else None,
     }
 
 

@@ -73,3 +73,16 @@ def test_cli_writes_a_circuit_graph(tmp_path):
     assert r.exit_code == 0, r.output
     graph = CircuitGraph.model_validate(json.loads(out.read_text()))
     assert len(graph.edges) == 5 and graph.faithfulness is not None
+
+
+def test_the_report_draws_a_behaviours_circuit(tmp_path):
+    from circuits.atlas.report import render
+    from circuits.atlas.schema import Atlas
+
+    atlas = Atlas.load("atlas/smollm2-135m/identity-harm-religion.atlas.json")
+    scores, kept, faith = _scored()
+    graph = circuit_graph(scores, kept, selection="top-6 <i>", faith=faith)
+    b = atlas.behaviours[0].model_copy(update={"circuit": graph})
+    html = render(atlas.model_copy(update={"behaviours": [b]}))
+    assert "Circuit (edges)" in html and '<section class="circuit-graph">' in html and "top-6 &lt;i&gt;" in html
+    assert "Circuit (edges)" not in render(atlas)

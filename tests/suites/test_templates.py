@@ -11,8 +11,8 @@ def raw(name="gender_occupation"):
 
 
 def test_shipped_suites_load_with_disjoint_splits():
-    assert available_suites(tasks=False) == ["gender-occupation", "identity-harm", "name-sentiment", "toxicity"]
-    assert set(available_suites()) == {"gender-occupation", "identity-harm", "name-sentiment", "toxicity", "ioi", "greater-than", "factual-recall"}
+    assert available_suites(tasks=False) == ["gender-occupation", "identity-harm", "name-sentiment", "name-sentiment-v2", "toxicity"]
+    assert set(available_suites()) == {"gender-occupation", "identity-harm", "name-sentiment", "name-sentiment-v2", "toxicity", "ioi", "greater-than", "factual-recall"}
     for name in available_suites(tasks=False):
         s = load_suite(name)
         # identity-harm is split within each bias type (its group): a word may be a group term of two types.
@@ -68,8 +68,8 @@ def test_unknown_suite_bad_json_and_bad_split():
         load_suite("toxicity").pairs("build", max_pairs=0)
 
 
-def test_name_sentiment_suite_has_enough_names_and_templates():
-    splits = load_suite("name-sentiment").spec.splits
+def test_name_sentiment_v2_has_enough_names_and_templates():
+    splits = load_suite("name-sentiment-v2").spec.splits
     clean = [w for sp in splits.values() for w in sp.clean_words]
     corrupted = [w for sp in splits.values() for w in sp.corrupted_words]
     assert len(set(clean)) == len(clean) >= 40 and len(set(corrupted)) == len(corrupted) >= 40
