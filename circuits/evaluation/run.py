@@ -222,8 +222,8 @@ def evaluate(
         raise EditError("no edits to evaluate")
     t0 = time.perf_counter()
     verify_fingerprint(model, *edits)
-    target = suite or shipped_suite(str(edits[0].suite.get("name", "")), recorded_in="the edit manifest")
-    suites = [load_suite(n) for n in available_suites(tasks=False)]
+    target = suite or shipped_suite(str(edits[0].suite.get("name", "")), recorded_in="the edit manifest", model=model)
+    suites = [load_suite(n, model=model) for n in available_suites(tasks=False)]
     if target.name not in {s.name for s in suites}:
         suites.append(target)
     kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
