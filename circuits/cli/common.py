@@ -1,13 +1,4 @@
-"""Command-line interface (shared parts): ``circuits scan``, ``edit``, ``export``, ``generate``, ``trace``, ``report``, ``atlas``.
-
-Typical session (what ``make scan`` runs)::
-
-    circuits scan --suite gender-occupation -o atlas/smollm2-135m/gender-occupation.atlas.json
-    circuits edit atlas/smollm2-135m/gender-occupation.atlas.json --k 3 \
-        -o atlas/smollm2-135m/edits/gender-occupation.ablation.json
-    circuits generate --edit atlas/smollm2-135m/edits/gender-occupation.ablation.json \
-        --prompt "The nurse said that"
-"""
+"""Shared parts of the command-line interface (see :mod:`circuits.cli`): the app, console, model loading and input checks."""
 
 from __future__ import annotations
 

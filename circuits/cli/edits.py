@@ -87,7 +87,7 @@ def edit(
     from circuits.editing.train import TrainConfig
     from circuits.evaluation import run as evaluation
     from circuits.model import generate
-    from circuits.suites import SuiteError, bind_model, load_suite, shipped_suite
+    from circuits.suites import SuiteError, bind_model, load_suite, made_per_model, shipped_suite
 
     _setup_logging(verbose)
     _check_output(out, suffix=".json")
@@ -110,7 +110,7 @@ def edit(
         suite = load_suite(suite_file) if suite_file else shipped_suite(b.suite.name, recorded_in=str(atlas_path))
     except (AtlasError, SuiteError) as e:
         _fail(str(e))
-    if suite.content_hash != b.suite.content_hash and bind_model(suite, None) is suite:
+    if suite.content_hash != b.suite.content_hash and not made_per_model(suite):  # else compared once the model is loaded
         _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
     if layer is not None and layer >= atlas.model.n_layers:
         _fail(f"--layer {layer} does not exist in {atlas.model.name} ({atlas.model.n_layers} layers)")

@@ -77,7 +77,7 @@ def _multiple_choice(model: Any) -> np.ndarray:
 
 def _factual_qa(model: Any, *, max_new_tokens: int = 6) -> np.ndarray:
     """1.0 per question whose greedy answer is right (:meth:`circuits.data.FactQuestion.is_correct`)."""
-    task = D.factual_qa()
+    task, tok = D.factual_qa(), M.tokenizer_of(model)
     ids = [M.tokens_of(model, f"Question: {q.question}\nAnswer:") for q in task.items]
     out = np.zeros(len(ids))
     by_len: dict[int, list[int]] = {}
@@ -86,7 +86,7 @@ def _factual_qa(model: Any, *, max_new_tokens: int = 6) -> np.ndarray:
     for n, rows in by_len.items():
         full = M.generate_ids(model, torch.stack([ids[i] for i in rows]), max_new_tokens=max_new_tokens)
         for r, i in enumerate(rows):
-            text = M.tokenizer_of(model).decode(full[r, n:].tolist(), skip_special_tokens=True)
+            text = tok.decode(full[r, n:].tolist(), skip_special_tokens=True)
             out[i] = float(task.items[i].is_correct(text))
     return out
 

@@ -6,10 +6,10 @@ suites, the shipped format), :mod:`circuits.suites.files` (pair files: JSONL, JS
 """
 
 from circuits.suites.core import MetricName, MetricSpec, PromptPair, SplitName, Suite, SuiteError, SuiteKind, seeded_split
-from circuits.suites.files import PairRecord, available_suites, bind_model, load_suite, parse_suite, shipped_suite
+from circuits.suites.files import PairRecord, available_suites, bind_model, load_suite, made_per_model, parse_suite, shipped_suite
 from circuits.suites.templates import SuiteSpec
 
 __all__ = [
     "MetricName", "MetricSpec", "PairRecord", "PromptPair", "SplitName", "Suite", "SuiteError", "SuiteKind", "SuiteSpec",
-    "available_suites", "bind_model", "load_suite", "parse_suite", "seeded_split", "shipped_suite",
+    "available_suites", "bind_model", "load_suite", "made_per_model", "parse_suite", "seeded_split", "shipped_suite",
 ]

@@ -237,14 +237,15 @@ def shipped_suite(name: str, *, recorded_in: str = "the atlas", model: Any = Non
     return load_suite(name, model=model)
 
 
+def made_per_model(suite: Suite) -> bool:
+    """Whether the suite is a shipped generator's output whose pairs depend on the model's tokenizer
+    (``identity-harm`` keeps the pairs that align), not a user's file that happens to share the name."""
+    return suite.name in GENERATED_BEHAVIOURS + IDENTITY_VARIANTS and suite.content_hash == load_suite(suite.name).content_hash
+
+
 def bind_model(suite: Suite, model: Any) -> Suite:
-    """The suite as generated for ``model``: suites generated with a model (``identity-harm``: pairs that
-    align for its tokenizer; ``factual-recall``: only for ``--only-correct`` use, unchanged here) are made
-    again with it; every other suite is returned as it is.
-    """
-    if suite.name in GENERATED_BEHAVIOURS + IDENTITY_VARIANTS and suite.content_hash == load_suite(suite.name).content_hash:
-        return load_suite(suite.name, model=model)  # the shipped generator's output, not a user's file of that name
-    return suite
+    """The suite as generated for ``model`` when :func:`made_per_model`; every other suite as it is."""
+    return load_suite(suite.name, model=model) if made_per_model(suite) else suite
 
 
 def suite_kind(name: str) -> SuiteKind | None:

@@ -13,7 +13,14 @@ from circuits import model as M
 from circuits.editing import EditError, apply_edit, load_edit, save_edit
 from circuits.editing.aifs import AIFSConfig, LabelledBatch, aifs_edit, mask_update
 from circuits.evaluation.metrics import worst_group_accuracy, worst_group_roc_auc
-from circuits.planted import LABELS, SPURIOUS, SPURIOUS_POS, load_planted, spurious_accuracy, spurious_tokens
+from circuits.planted import (
+    LABELS,
+    SPURIOUS,
+    SPURIOUS_POS,
+    load_planted,
+    spurious_accuracy,
+    spurious_tokens,
+)
 from circuits.sites import HeadRef, ResidRef
 from tests.kinds import make
 

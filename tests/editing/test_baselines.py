@@ -14,12 +14,15 @@ import torch
 
 from circuits import model as M
 from circuits.editing import EditError, apply_edit, load_edit, save_edit
-from circuits.editing.baselines import TARGETS, baseline_weights, full_ft_edit, lora_all_edit
+from circuits.editing.baselines import (
+    TARGETS,
+    baseline_weights,
+    full_ft_edit,
+    lora_all_edit,
+)
 from circuits.editing.recipes import RECIPE_KINDS, EditRecipe
-from circuits.editing.train import TrainConfig, TrainingData
+from circuits.editing.train import TrainConfig
 from circuits.evaluation.run import neutral_kl
-from circuits.metrics import LogitDiff
-from circuits.probing.patching import TokenGroup
 from circuits.sites import AttnRef, MlpRef
 
 QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)
@@ -29,39 +32,6 @@ LORA = replace(QUICK, lr=0.02, preservation=0.1)
 FULL = replace(QUICK, lr=3e-3, preservation=0.1)
 # d_model 32, 4 query heads and 2 key/value heads of d_head 8, gated MLP of width 64, 2 blocks
 SHAPES = {"attn.q": (32, 32), "attn.k": (16, 32), "attn.v": (16, 32), "attn.o": (32, 32), "mlp.gate": (64, 32), "mlp.in": (64, 32), "mlp.out": (32, 64)}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return M.tiny_model(n_layers=2, n_heads=4, n_kv_heads=2, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tokens():
-    return torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
-
-
-def _pairs(seed: int, n: int) -> TokenGroup:
-    """A planted bias: the corrupted prompt differs in one token, which moves the logit difference."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(0, 50, (n, 6), generator=g)
-    corr = clean.clone()
-    corr[:, 2] = (clean[:, 2] + 11) % 50
-    return TokenGroup(indices=list(range(n)), clean=clean, corrupted=corr)
-
-
-@pytest.fixture(scope="module")
-def data():
-    g = torch.Generator().manual_seed(9)
-    return TrainingData(
-        train=[_pairs(1, 12)],
-        val=[_pairs(2, 6)],
-        neutral_train=[torch.randint(0, 50, (16,), generator=g) for _ in range(4)],
-        neutral_val=[torch.randint(0, 50, (16,), generator=g) for _ in range(2)],
-        metric=LogitDiff(positive=3, negative=4),
-        sha256="0" * 64,
-        suite={"name": "synthetic", "split": "build"},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,14 @@ from circuits.editing.aifs import LabelledBatch
 from circuits.editing.care import CareConfig, care_repair
 from circuits.metrics import LogitDiff
 from circuits.sites import NeuronRef
-from tests.probing.test_ace import A, B, NEUT, PLANTED, planted_neuron_model, trigger_pairs
+from tests.probing.test_ace import (
+    NEUT,
+    PLANTED,
+    A,
+    B,
+    planted_neuron_model,
+    trigger_pairs,
+)
 
 
 def test_care_repairs_the_planted_neuron_and_keeps_accuracy(tmp_path):

@@ -9,47 +9,26 @@ import pytest
 import torch
 
 from circuits import model as M
-from circuits.editing import EDIT_KINDS, Edit, EditError, apply_edit, load_edit, save_edit
-from circuits.editing.train import TrainConfig, TrainingData, invariance_edit, low_rank_edit, neuron_repair_edit, offset_edit
-from circuits.metrics import LogitDiff
-from circuits.probing.patching import TokenGroup
+from circuits.editing import (
+    EDIT_KINDS,
+    Edit,
+    EditError,
+    apply_edit,
+    load_edit,
+    save_edit,
+)
+from circuits.editing.train import (
+    TrainConfig,
+    invariance_edit,
+    low_rank_edit,
+    neuron_repair_edit,
+    offset_edit,
+)
 from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef
 from tests.kinds import HEADS, NEURONS, all_kinds, make
 from tests.kinds import rand as _rand
 
 QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return M.tiny_model(n_layers=2, n_heads=4, n_kv_heads=2, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tokens():
-    return torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
-
-
-def _pairs(seed: int, n: int) -> TokenGroup:
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(0, 50, (n, 6), generator=g)
-    corr = clean.clone()
-    corr[:, 2] = (clean[:, 2] + 11) % 50
-    return TokenGroup(indices=list(range(n)), clean=clean, corrupted=corr)
-
-
-@pytest.fixture(scope="module")
-def data():
-    g = torch.Generator().manual_seed(9)
-    return TrainingData(
-        train=[_pairs(1, 12)],
-        val=[_pairs(2, 6)],
-        neutral_train=[torch.randint(0, 50, (16,), generator=g) for _ in range(4)],
-        neutral_val=[torch.randint(0, 50, (16,), generator=g) for _ in range(2)],
-        metric=LogitDiff(positive=3, negative=4),
-        sha256="0" * 64,
-        suite={"name": "synthetic", "split": "build"},
-    )
 
 
 def test_every_kind_is_covered(model):

@@ -12,16 +12,6 @@ from circuits.editing import EditError, apply_edit
 from tests.kinds import all_kinds
 
 
-@pytest.fixture(scope="module")
-def model():
-    return M.tiny_model(n_layers=2, n_heads=4, n_kv_heads=2, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tokens():
-    return torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
-
-
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 def test_hook_edits_removed_in_any_order_restore_the_model_bit_for_bit(model, tokens, order):
     kinds = all_kinds(model)
