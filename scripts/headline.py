@@ -8,7 +8,8 @@ templates for early stopping; direction edits choose their layer on the build sp
 and evaluated with :func:`circuits.evaluation.run.evaluate` on held-out data only: the suite's
 ``eval`` split (no shared template or word), the stereotype, toxicity, classification and
 multiple-choice sets of ``circuits/data``, and the ≥20k-token evaluation text. The unedited model is
-measured once and reused as the baseline of every edit.
+measured once and reused as the baseline of every edit (cached on disk by
+:func:`circuits.evaluation.cache.cached_measure`, so a resumed run does not measure it again).
 
 The surgical kinds are compared with two unrestricted baselines (issue 22, seed 004's comparison;
 :mod:`circuits.editing.baselines`), run last: ``lora_all``, LoRA (rank 4, as ``low_rank``) on every
@@ -82,9 +83,10 @@ def main() -> None:
     from circuits.editing.baselines import FULL_FT_LR
     from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
     from circuits.editing.train import TrainConfig
-    from circuits.evaluation.run import EvalReport, Measure, evaluate, measure, seed_table
+    from circuits.evaluation.cache import cached_measure
+    from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table
     from circuits.io import atomic_write_text
-    from circuits.model import load_model
+    from circuits.model import cache_root, load_model
     from circuits.suites import available_suites, load_suite
 
     model = load_model("smollm2-135m")
@@ -99,7 +101,7 @@ def main() -> None:
         if key not in baselines:
             t0 = time.perf_counter()
             extra = [] if suite.name in {s.name for s in shipped} else [suite]
-            baselines[key] = measure(model, suites=shipped + extra)
+            baselines[key] = cached_measure(model, cache_root() / "measurements", suites=shipped + extra)
             print(f"baseline for {suite.name} measured in {time.perf_counter() - t0:.0f} s", flush=True)
         return baselines[key]
 

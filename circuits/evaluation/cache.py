@@ -1,0 +1,164 @@
+"""A disk cache of the unedited model's measurements, so many edits (or an interrupted run) measure it once.
+
+:func:`measure` of the unedited model is the cost every evaluation shares (on SmolLM2-135M, on two CPU
+cores, minutes: every shipped suite, the stereotype, toxicity, classification, multiple-choice and
+factual-QA sets, and 20k+ tokens of text). :func:`cached_measure` saves it as one safetensors file
+(the ``[item]`` arrays as tensors of their own dtype; what was measured in the header metadata) under a name that is
+a hash of everything the numbers depend on: the model's weight fingerprint, the measurement
+:class:`~circuits.evaluation.report.Settings`, the content hash of every suite measured, the bytes of the
+shipped evaluation data, and the circuit-atlas version. Another model, other settings or other data
+give another file; nothing is ever reused across them.
+
+A file that cannot be used (truncated, another layout, non-finite values) is deleted with a warning and
+the measurements are taken again, as with probing checkpoints (:mod:`circuits.probing.checkpoints`).
+Writes are atomic. No pickle: the file holds tensors and a JSON header only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from circuits import __version__
+from circuits import model as M
+from circuits.atomic import atomic_write_bytes
+from circuits.evaluation.report import ALL_GROUPS, MeasureGroup, Measurements, Settings
+from circuits.io import MAX_TENSOR_BYTES, read_bounded
+from circuits.suites import SplitName, Suite, available_suites, load_suite
+
+#: Layout tag written in the header; a file with another tag is recomputed.
+FORMAT = "circuit-atlas-measurements/1"
+#: Per-item arrays of :class:`Measurements` (``gaps`` is stored as ``gaps/<suite name>``).
+ARRAYS = tuple(f.name for f in fields(Measurements) if f.name not in ("settings", "gaps"))
+
+
+class MeasurementCacheError(ValueError):
+    """A cached measurement file that cannot be used (it is discarded and measured again)."""
+
+
+def _data_hash() -> str:
+    """sha256 over the shipped evaluation data files (name and bytes, in name order)."""
+    h = hashlib.sha256()
+    root = resources.files("circuits.data")
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.is_file() and entry.name.endswith((".json", ".txt")):
+            h.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(model: Any, settings: Settings, suites: Sequence[Suite]) -> str:
+    """The hash naming a cached measurement: model weights, settings, suite contents, data, version.
+
+    Args:
+        model: The model as it will be measured (its weight fingerprint is part of the key).
+        settings: The measurement settings.
+        suites: The suites measured, in order.
+
+    Returns:
+        24 hex digits.
+    """
+    content = {
+        "format": FORMAT,
+        "version": __version__,
+        "fingerprint": M.fingerprint(model),
+        "settings": asdict(settings),
+        "suites": [[s.name, s.content_hash] for s in suites],
+        "data": _data_hash(),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.bool_:
+        return torch.from_numpy(a.astype(np.uint8))
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    return torch.from_numpy(a)
+
+
+def _encode(m: Measurements) -> bytes:
+    tensors = {f"gaps/{name}": _tensor(a) for name, a in m.gaps.items()}
+    tensors.update({name: _tensor(getattr(m, name)) for name in ARRAYS if getattr(m, name) is not None})
+    return st_save(tensors, metadata={"format": FORMAT, "settings": json.dumps(asdict(m.settings))})
+
+
+def _decode(blob: bytes, settings: Settings) -> Measurements:
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own error types
+        raise MeasurementCacheError(f"not a valid safetensors file ({e})") from None
+    for name, t in tensors.items():
+        if name == "labels" and t.dtype == torch.uint8:
+            continue
+        if not t.dtype.is_floating_point or not torch.isfinite(t).all():
+            raise MeasurementCacheError(f"{name} is not a finite floating-point array")
+    expected_gaps = {f"gaps/{s}" for s in settings.suites} if "suites" in settings.groups else set()
+    gaps = {k for k in tensors if k.startswith("gaps/")}
+    if gaps != expected_gaps:
+        raise MeasurementCacheError(f"holds suite gaps {sorted(gaps)}, expected {sorted(expected_gaps)}")
+    unknown = set(tensors) - gaps - set(ARRAYS)
+    if unknown:
+        raise MeasurementCacheError(f"unknown arrays {sorted(unknown)}")
+    arrays: dict[str, Any] = {name: tensors[name].numpy() for name in ARRAYS if name in tensors}
+    if "labels" in arrays:
+        arrays["labels"] = arrays["labels"].astype(bool)
+    return Measurements(settings=settings, gaps={k.removeprefix("gaps/"): tensors[k].numpy() for k in sorted(gaps)}, **arrays)
+
+
+def cached_measure(
+    model: Any,
+    cache_dir: Path | str,
+    *,
+    suites: Sequence[Suite] | None = None,
+    split: SplitName = "eval",
+    groups: Sequence[MeasureGroup] = ALL_GROUPS,
+    max_pairs: int | None = None,
+    window: int = 256,
+    max_tokens: int | None = None,
+) -> Measurements:
+    """:func:`circuits.evaluation.run.measure`, read from ``cache_dir`` when the same model and data were measured before.
+
+    Use it for the unedited model's baseline (then pass it to :func:`~circuits.evaluation.run.evaluate`
+    as ``baseline``); an edited model has another fingerprint only if its edit is baked into the weights,
+    so do not cache measurements taken under :func:`~circuits.editing.apply_edit`.
+
+    Args:
+        model: The model (``TransformerBridge``).
+        cache_dir: Directory of cached measurements (created if missing).
+        suites, split, groups, max_pairs, window, max_tokens: As for :func:`~circuits.evaluation.run.measure`.
+
+    Returns:
+        The measurements (equal to a fresh :func:`~circuits.evaluation.run.measure` with these arguments).
+
+    Raises:
+        ValueError: An unknown measure group.
+        PairError, SuiteError: Bad suite data.
+    """
+    from circuits.evaluation.run import measure
+
+    suites = list(suites) if suites is not None else [load_suite(n, model=model) for n in available_suites(tasks=False)]
+    settings = Settings(tuple(s.name for s in suites), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
+    directory = Path(cache_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"measurements-{cache_key(model, settings, suites)}.safetensors"
+    if path.exists():
+        try:
+            return _decode(read_bounded(path, error=MeasurementCacheError, max_bytes=MAX_TENSOR_BYTES, what="cached measurements"), settings)
+        except MeasurementCacheError as e:
+            warnings.warn(f"discarding cached measurements {path}: {e}; measuring again", RuntimeWarning, stacklevel=2)
+            path.unlink(missing_ok=True)
+    m = measure(model, suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
+    atomic_write_bytes(path, _encode(m))
+    return m

@@ -1,0 +1,113 @@
+"""The disk cache of unedited-model measurements: equal to a fresh measurement, keyed by all it depends on, bad files recomputed."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import circuits.evaluation.run as run
+from circuits.evaluation.cache import cache_key, cached_measure
+from circuits.evaluation.report import Measurements, Settings
+from circuits.suites import Suite, load_suite
+
+
+def _planted(settings: Settings) -> Measurements:
+    rng = np.random.default_rng(0)
+    return Measurements(
+        settings=settings,
+        gaps={"a": rng.normal(size=5), "b": rng.normal(size=3).astype(np.float32)},
+        classification=rng.normal(size=(4, 2, 3)),
+        labels=np.array([True, False, True, True]),
+        mc_correct=np.array([1.0, 0.0, 1.0]),
+        nll=rng.normal(size=6).astype(np.float32),
+    )
+
+
+def _Suite(name: str, content_hash: str = "sha256:x") -> Suite:
+    return replace(load_suite("gender-occupation"), name=name, content_hash=content_hash)
+
+
+@pytest.fixture
+def fake_measure(monkeypatch):
+    calls = []
+
+    def measure(model, *, suites, split, groups, max_pairs, window, max_tokens):
+        calls.append(1)
+        return _planted(Settings(tuple(s.name for s in suites), split, tuple(groups), max_pairs, window, max_tokens))
+
+    monkeypatch.setattr(run, "measure", measure)
+    return calls
+
+
+GROUPS = ("suites", "classification", "multiple_choice", "text")
+
+
+def _assert_equal(a: Measurements, b: Measurements) -> None:
+    assert a.settings == b.settings and sorted(a.gaps) == sorted(b.gaps)
+    for k in a.gaps:
+        assert a.gaps[k].dtype == b.gaps[k].dtype and np.array_equal(a.gaps[k], b.gaps[k])
+    for name in ("stereotype", "toxicity", "classification", "labels", "mc_correct", "qa_correct", "nll", "accuracy"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+def test_a_second_call_reads_the_file_and_returns_equal_arrays(tiny, tmp_path, fake_measure):
+    suites = [_Suite("a"), _Suite("b")]
+    first = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    second = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    assert len(fake_measure) == 1  # measured once
+    _assert_equal(first, second)
+    assert len(list(tmp_path.glob("measurements-*.safetensors"))) == 1
+
+
+def test_other_settings_suites_or_weights_are_never_reused(tiny, tmp_path, fake_measure):
+    suites = [_Suite("a"), _Suite("b")]
+    cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS, max_pairs=2)
+    cached_measure(tiny, tmp_path, suites=[_Suite("a"), _Suite("b", "sha256:changed")], groups=GROUPS)
+    settings = Settings(("a", "b"), "eval", GROUPS, None, 256, None)
+    key = cache_key(tiny, settings, suites)
+    with torch.no_grad():
+        p = next(tiny.core.parameters())
+        original = p.clone()
+        p.add_(1.0)
+        try:
+            assert cache_key(tiny, settings, suites) != key
+        finally:
+            p.copy_(original)
+    assert cache_key(tiny, settings, suites) == key
+    assert len(fake_measure) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "nan"])
+def test_a_damaged_file_is_discarded_with_a_warning_and_measured_again(tiny, tmp_path, fake_measure, damage):
+    suites = [_Suite("a"), _Suite("b")]
+    fresh = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    (path,) = tmp_path.glob("measurements-*.safetensors")
+    blob = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 64)
+    else:
+        from safetensors.torch import load, save
+
+        tensors = load(blob)
+        tensors["nll"] = torch.full_like(tensors["nll"], float("nan"))
+        path.write_bytes(save(tensors))
+    with pytest.warns(RuntimeWarning, match="discarding cached measurements"):
+        again = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    assert len(fake_measure) == 2
+    _assert_equal(fresh, again)
+    _assert_equal(fresh, cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS))  # the rewritten file is good
+
+
+@pytest.mark.real_model
+def test_cached_measurements_equal_a_fresh_measure(real_model, tmp_path):
+    kw = dict(suites=[], groups=("stereotype", "classification", "text"), window=64, max_tokens=256)
+    fresh = run.measure(real_model, **kw)
+    cached_measure(real_model, tmp_path, **kw)
+    _assert_equal(fresh, cached_measure(real_model, tmp_path, **kw))
