@@ -296,6 +296,18 @@ class Atlas(_Frozen):
                 return b
         raise AtlasError(f"atlas has no behaviour {name!r}; it has {[b.name for b in self.behaviours]}")
 
+    def circuit(self, behaviour: str) -> CircuitGraph:
+        """The circuit graph of a behaviour (``atlas.circuit("ioi").edges``).
+
+        Raises:
+            AtlasError: No such behaviour, or it has no circuit (run ``circuits circuit --atlas`` or
+                ``circuits scan --edges``).
+        """
+        b = self.behaviour(behaviour)
+        if b.circuit is None:
+            raise AtlasError(f"behaviour {behaviour!r} has no circuit graph; add one with `circuits circuit --atlas` or `circuits scan --edges`")
+        return b.circuit
+
     def components(
         self, *, behaviour: str | None = None, kind: str | None = None, flagged: bool | None = None
     ) -> list[BehaviourComponent]:

@@ -84,15 +84,28 @@ class TrainConfig:
 def split_by_template(pairs: list[PromptPair], val_fraction: float) -> tuple[list[PromptPair], list[PromptPair]]:
     """Train/validation split of a build split by *template*, so validation templates are unseen.
 
+    The template is the pair's group (a template suite's template); when every pair has the same group
+    (e.g. identity-harm pairs, grouped by bias type) and the pairs record a ``template_id`` in their
+    metadata, that sentence frame is the unit held out instead.
+
     Raises:
         PairError: Fewer than two templates (nothing to hold out).
     """
-    templates = list(dict.fromkeys(p.template for p in pairs))
+
+    def unit(p: PromptPair) -> str:
+        return p.template
+
+    if len({p.template for p in pairs}) < 2 and all("template_id" in p.metadata for p in pairs):
+
+        def unit(p: PromptPair) -> str:
+            return str(p.metadata["template_id"])
+
+    templates = list(dict.fromkeys(unit(p) for p in pairs))
     if len(templates) < 2:
         raise PairError(f"need at least 2 templates to hold some out for validation, got {len(templates)}")
     n_val = min(len(templates) - 1, max(1, round(val_fraction * len(templates))))
     val = set(templates[-n_val:])
-    return [p for p in pairs if p.template not in val], [p for p in pairs if p.template in val]
+    return [p for p in pairs if unit(p) not in val], [p for p in pairs if unit(p) in val]
 
 
 @dataclass(frozen=True)

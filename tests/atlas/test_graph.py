@@ -86,3 +86,35 @@ def test_the_report_draws_a_behaviours_circuit(tmp_path):
     html = render(atlas.model_copy(update={"behaviours": [b]}))
     assert "Circuit (edges)" in html and '<section class="circuit-graph">' in html and "top-6 &lt;i&gt;" in html
     assert "Circuit (edges)" not in render(atlas)
+
+
+def _graph(edges: dict[tuple[str, str], float]) -> CircuitGraph:
+    names = sorted({x for e in edges for x in e})
+    layer = {"INPUT": -1, "LOGITS": 3}
+    nodes = [GraphNode(id=n, layer=layer[n] if n in layer else int(n[1]), kind={"INPUT": "input", "LOGITS": "logits"}.get(n, "head")) for n in names]
+    return CircuitGraph(method="eap_ig", selection="hand", ablation="corrupted", n_edges_total=10, nodes=nodes,
+                        edges=[GraphEdge(sender=s, receiver=r, score=v) for (s, r), v in edges.items()])
+
+
+def test_atlas_circuit_query_merge_and_diff():
+    from circuits.atlas.merge import diff_circuits, merge
+    from circuits.atlas.schema import Atlas, AtlasError
+
+    atlas = Atlas.load("atlas/smollm2-135m/identity-harm-religion.atlas.json")
+    name = atlas.behaviours[0].name
+    with pytest.raises(AtlasError, match="no circuit graph"):
+        atlas.circuit(name)
+    a = _graph({("INPUT", "L0H1"): 0.5, ("L0H1", "LOGITS"): 0.4, ("L1H2", "LOGITS"): 0.1})
+    b = _graph({("INPUT", "L0H1"): 0.2, ("L0H1", "LOGITS"): 0.4, ("L2H0", "LOGITS"): -0.3})
+    with_a = atlas.model_copy(update={"behaviours": [atlas.behaviours[0].model_copy(update={"circuit": a})]})
+    assert with_a.circuit(name).edges == a.edges
+    # a scan's atlas and the same atlas after `circuits circuit` merge, keeping the circuit, in either order
+    assert merge(atlas, with_a).circuit(name) == a and merge(with_a, atlas).circuit(name) == a
+    with_b = atlas.model_copy(update={"behaviours": [atlas.behaviours[0].model_copy(update={"circuit": b})]})
+    with pytest.raises(AtlasError, match="different behaviour"):
+        merge(with_a, with_b)  # two different circuits are never silently chosen between
+    changes = diff_circuits(a, b)
+    assert [(c.sender, c.receiver, c.status) for c in changes] == [
+        ("L2H0", "LOGITS", "only b"), ("L1H2", "LOGITS", "only a"), ("INPUT", "L0H1", "both"), ("L0H1", "LOGITS", "both"),
+    ]
+    assert changes[2].score_a == 0.5 and changes[2].score_b == 0.2

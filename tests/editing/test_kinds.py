@@ -274,3 +274,23 @@ def test_residual_edits_bake_exactly_on_an_attention_only_model(tokens, kind):
         baked = model(tokens).clone()
     assert not torch.allclose(hooked, model(tokens), atol=1e-4)
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
+
+
+def test_validation_holds_out_whole_sentence_frames_when_pairs_share_one_group():
+    """Identity-harm pairs are grouped by bias type; validation then holds out their template ids, never part of one."""
+    from circuits.editing.train import split_by_template
+    from circuits.probing.patching import PairError
+    from circuits.suites import PromptPair
+
+    def pair(i: int, frame: str, group: str = "religion") -> PromptPair:
+        return PromptPair(clean=f"a{i}", corrupted=f"b{i}", answer=" x", wrong_answer=" x", group=group, metadata={"template_id": frame})
+
+    pairs = [pair(i, f"t{i % 4}") for i in range(12)]
+    train, val = split_by_template(pairs, 0.25)
+    assert {p.metadata["template_id"] for p in val} == {"t3"} and len(train) + len(val) == 12
+    assert not {p.metadata["template_id"] for p in train} & {p.metadata["template_id"] for p in val}
+    with pytest.raises(PairError, match="at least 2 templates"):
+        split_by_template([pair(i, "t0") for i in range(4)], 0.25)
+    # with two or more groups the group is the template, as before
+    mixed = [pair(i, "same", group=f"g{i % 2}") for i in range(4)]
+    assert {p.group for p in split_by_template(mixed, 0.25)[1]} == {"g1"}

@@ -183,3 +183,66 @@ def test_planted_edges_are_recovered(planted):
     assert {str(e) for e in planted_edges} >= {"INPUT->L0H1.v", "L0H1->L1H2.v", "L1H2->LOGITS"}
     f = faithfulness(model, groups, task_metric, top_edges(ig, 6))
     assert f.faithfulness > 0.9 and f.completeness > 0.99
+
+
+@pytest.mark.parametrize("receiver, slot", [(HeadRef(1, 2, "q"), 2), (HeadRef(1, 2, "k"), 1), (HeadRef(1, 0, "v"), 0)])
+def test_path_patching_equals_a_hand_written_hook_version(pairs, receiver, slot):
+    """Sender L0H1 → one receiver of layer 1, patched from the corrupted run into the clean run, written by hand
+    with TransformerLens's own split q/k/v inputs and the Hugging Face ``o_proj`` weight (GQA: 4 query heads,
+    2 key/value heads, so query head 2 reads key/value slot 1)."""
+    lm = tiny_hf_model("llama")
+    bridge, grp = lm.bridge, pairs[0]
+    w_o = next(p for n, p in lm.core.named_parameters() if "layers.0." in n and "o_proj" in n).detach()  # [d_model, head·d_head]
+    d_head = lm.shape.d_head
+    with torch.no_grad():
+        _, clean_cache = bridge.run_with_cache(grp.clean, names_filter="blocks.0.attn.hook_z")
+        _, corr_cache = bridge.run_with_cache(grp.corrupted, names_filter="blocks.0.attn.hook_z")
+        z_clean, z_corr = clean_cache["blocks.0.attn.hook_z"][:, :, 1], corr_cache["blocks.0.attn.hook_z"][:, :, 1]
+        delta = (z_corr - z_clean) @ w_o[:, d_head : 2 * d_head].T  # the head's write, corrupted minus clean
+
+        def hook(act, hook):
+            act = act.clone()
+            act[:, :, slot] += delta
+            return act
+
+        bridge.set_use_split_qkv_input(True)
+        try:
+            logits = bridge.run_with_hooks(grp.clean, fwd_hooks=[(f"blocks.1.hook_{receiver.act}_input", hook)])
+        finally:
+            bridge.set_use_split_qkv_input(False)
+    by_hand = metric(logits).float()
+    g = graph_of(lm)
+    idx = torch.tensor(grp.indices)
+    corr_w, clean_m = sender_writes(lm, g, grp.corrupted, metric, idx)
+    ours = run_with_edges(lm, g, grp.clean, metric, idx, corr_w, g.mask([Edge(HeadRef(0, 1), receiver)]))
+    torch.testing.assert_close(ours, by_hand, atol=1e-4, rtol=1e-4)
+    assert (by_hand - metric(M.run(lm, grp.clean))).abs().max() > 1e-4  # the path matters: not a vacuous equality
+
+
+def test_acdc_and_greedy_pruning_on_the_planted_model(planted):
+    """Pruning with exact ablations keeps only planted edges, and keeps the behaviour."""
+    from circuits.probing.discovery import acdc, greedy_prune
+
+    model, groups, task_metric = planted
+    found = acdc(model, groups, task_metric, tau=0.02)
+    assert found.edges and all(_planted_subgraph(e) for e in found.edges)
+    assert {"INPUT->L0H1.v", "L0H1->L1H2.v", "L1H2->LOGITS"} <= {str(e) for e in found.edges}
+    assert found.faithfulness > 0.9 and found.tried + found.skipped > 0 and found.method == "acdc"
+    assert found.faithfulness == pytest.approx(faithfulness(model, groups, task_metric, found.edges).faithfulness, abs=1e-5)
+    ig = edge_attribution(model, groups, task_metric, ig_steps=5, progress=False)
+    start = top_edges(ig, 12)
+    greedy = greedy_prune(model, groups, task_metric, ig, target=0.8, start=start)
+    assert greedy.edges <= start and len(greedy.edges) < len(start) and greedy.faithfulness >= 0.8
+    assert all(_planted_subgraph(e) for e in greedy.edges)
+
+
+def test_acdc_thresholds_by_hand(native, pairs):
+    """tau = 0 keeps every edge whose removal lowers the metric (faithfulness ≥ 1); a huge tau removes everything."""
+    from circuits.probing.discovery import acdc
+
+    strict = acdc(native, pairs, metric, tau=0.0)
+    assert strict.faithfulness >= 1 - 1e-5
+    loose = acdc(native, pairs, metric, tau=1e9)
+    assert loose.edges == frozenset() and loose.faithfulness == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="tau"):
+        acdc(native, pairs, metric, tau=-1.0)
