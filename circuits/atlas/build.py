@@ -333,3 +333,80 @@ def record_tracing(atlas: Atlas, behaviour: str, trace: Any, *, metric: str = "Î
         comps.append(c)
     nb = b.model_copy(update={"methods": [*b.methods, method], "components": comps, "summary": {**b.summary, "trace_tau": trace.tau}})
     return atlas.model_copy(update={"behaviours": [nb if x.name == behaviour else x for x in atlas.behaviours]})
+
+
+def find_circuit(
+    model: Any,
+    suite: Suite,
+    *,
+    split: SplitName = "build",
+    max_pairs: int | None = None,
+    ig_steps: int = 5,
+    top_edges: int | None = None,
+    target: float = 0.8,
+    max_edges: int | None = None,
+    prune: str | None = None,
+    tau: float = 0.01,
+    ablation: str = "corrupted",
+    batch_size: int = 4,
+    progress: bool = True,
+) -> Any:
+    """Score every edge of a behaviour with EAP-IG, choose a circuit, and record it with its faithfulness.
+
+    The circuit is the top ``top_edges`` edges by |score| when given; otherwise the smallest top-n
+    circuit (``n`` doubling) whose faithfulness reaches ``target`` (Hanna et al. 2024's procedure), then
+    optionally pruned edge by edge with exact ablations (``prune``: ``"greedy"`` keeps faithfulness â‰¥
+    ``target``; ``"acdc"`` removes edges whose removal lowers the normalised metric by < ``tau``; Conmy
+    et al. 2023). Pruning costs one forward pass of the pairs per edge of the starting circuit.
+
+    Args:
+        model: The model (an architecture with per-head residual inputs, :func:`circuits.model.edge_support`).
+        suite: The behaviour (bound to the model).
+        split: Suite split.
+        max_pairs: Pairs per template or group.
+        ig_steps: EAP-IG interpolation steps (1: EAP).
+        top_edges: Keep exactly this many edges (skips the faithfulness search).
+        target: Faithfulness the circuit must reach, in (0, 1].
+        max_edges: Largest top-n circuit tried (default: every edge).
+        prune: ``None``, ``"greedy"`` or ``"acdc"``.
+        tau: ACDC's threshold.
+        ablation: What edges outside the circuit carry: ``corrupted`` or ``mean`` writes.
+        batch_size: Prompts per EAP-IG forward/backward.
+        progress: Show progress bars.
+
+    Returns:
+        A :class:`~circuits.atlas.graph.CircuitGraph`.
+
+    Raises:
+        PairError, SuiteError: Bad pairs.
+        UnsupportedArchitecture: No per-head residual inputs for this family.
+        ValueError: Bad options, or a behaviour with equal clean and fully ablated metrics.
+    """
+    from circuits.atlas.graph import circuit_graph
+    from circuits.probing.discovery import acdc, faithfulness, faithfulness_curve, greedy_prune, minimal_circuit
+    from circuits.probing.discovery import top_edges as choose_top
+    from circuits.probing.eap import edge_attribution
+
+    if prune not in (None, "greedy", "acdc"):
+        raise ValueError(f"prune must be greedy or acdc, got {prune!r}")
+    if ablation not in ("corrupted", "mean"):
+        raise ValueError(f"ablation must be corrupted or mean, got {ablation!r}")
+    prepared = prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)
+    groups, metric = prepared.groups, prepared.metric
+    scores = edge_attribution(model, groups, metric, ig_steps=ig_steps, batch_size=batch_size, progress=progress)
+    if top_edges is not None:
+        kept = choose_top(scores, top_edges)
+        selection = f"top-{top_edges}"
+        sizes = sorted({min(n, len(scores.edges)) for n in (1, 10, 100, 1000, 10000, top_edges, len(scores.edges))})
+        curve = faithfulness_curve(model, groups, metric, scores, sizes, ablation=ablation)  # type: ignore[arg-type]
+    else:
+        kept, curve = minimal_circuit(model, groups, metric, scores, target=target, max_edges=max_edges, ablation=ablation)  # type: ignore[arg-type]
+        selection = f"smallest top-n with faithfulness >= {target:g} (n doubling)"
+    if prune == "greedy":
+        p = greedy_prune(model, groups, metric, scores, target=target, start=kept, ablation=ablation)  # type: ignore[arg-type]
+        kept, selection = p.edges, f"{selection}, then greedy pruning ({p.tried} edges tried)"
+    elif prune == "acdc":
+        p = acdc(model, groups, metric, tau=tau, start=kept, graph=scores.graph, ablation=ablation)  # type: ignore[arg-type]
+        kept, selection = p.edges, f"{selection}, then ACDC (tau {tau:g}; {p.tried} edges tried)"
+    faith = faithfulness(model, groups, metric, kept, graph=scores.graph, ablation=ablation)  # type: ignore[arg-type]
+    return circuit_graph(scores, kept, selection=selection, faith=faith, curve=curve)

@@ -1,4 +1,4 @@
-"""``circuits circuit``: score every edge of a behaviour (EAP / EAP-IG), keep a circuit, record it."""
+"""``circuits circuit``: score every edge of a behaviour (EAP / EAP-IG), choose and prune a circuit, record it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from circuits.cli.common import DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_model_options, _check_output, _fail, _load, _setup_logging, app, console
+from circuits.cli.common import DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_finite, _check_model_options, _check_output, _fail, _load, _setup_logging, app, console
 
 
 @app.command()
 def circuit(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write: the atlas with the circuit added (--atlas), else the circuit graph JSON.")],
     suite: Annotated[str, typer.Option(help="Behaviour suite: a shipped name or a pairs file.")] = "gender-occupation",
-    top_edges: Annotated[int, typer.Option("--top-edges", help="Keep the N edges with the largest |score|.")] = 50,
+    top_edges: Annotated[int | None, typer.Option("--top-edges", help="Keep the N edges with the largest |score| (default: the smallest top-n circuit reaching --target).")] = None,
+    target: Annotated[float, typer.Option(help="Faithfulness the circuit must reach (without --top-edges; and for --prune greedy).")] = 0.8,
+    max_edges: Annotated[int | None, typer.Option(help="Largest top-n circuit tried for --target (default: every edge).")] = None,
+    prune: Annotated[str, typer.Option(help="Then prune edge by edge with exact ablations: none, greedy (keep faithfulness >= --target) or acdc (--tau); one forward per edge.")] = "none",
+    tau: Annotated[float, typer.Option(help="ACDC threshold on the drop of the normalised metric.")] = 0.01,
     ig_steps: Annotated[int, typer.Option(help="EAP-IG interpolation steps (1: plain EAP).")] = 5,
     ablation: Annotated[str, typer.Option(help="What edges outside the circuit carry for faithfulness: corrupted or mean.")] = "corrupted",
     atlas: Annotated[Path | None, typer.Option(help="An atlas from `circuits scan`: the circuit is added to its behaviour for this suite.")] = None,
@@ -26,20 +30,24 @@ def circuit(
     device: DeviceOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
-    """Find the edges that carry a behaviour: EAP-IG scores, the top-N circuit, its faithfulness."""
-    from circuits.atlas.graph import circuit_graph
-    from circuits.probing.discovery import faithfulness
-    from circuits.probing.discovery import top_edges as choose_top
-    from circuits.probing.eap import edge_attribution
-    from circuits.probing.pairs import PairError, prepare
+    """Find the edges that carry a behaviour: EAP-IG scores, a circuit (top-N or the smallest at a faithfulness target, optionally pruned), its faithfulness."""
+    from circuits.atlas.build import find_circuit
+    from circuits.io import atomic_write_text
+    from circuits.probing.pairs import PairError
     from circuits.suites import SuiteError, bind_model, load_suite
 
     _setup_logging(verbose)
     _check_output(out)
-    if top_edges < 1 or ig_steps < 1 or batch_size < 1:
-        _fail("--top-edges, --ig-steps and --batch-size must be >= 1")
+    if (top_edges is not None and top_edges < 1) or ig_steps < 1 or batch_size < 1 or (max_edges is not None and max_edges < 1):
+        _fail("--top-edges, --max-edges, --ig-steps and --batch-size must be >= 1")
+    _check_finite("--target", target)
+    _check_finite("--tau", tau)
+    if not 0 < target <= 1:
+        _fail(f"--target must be in (0, 1], got {target}")
     if ablation not in ("corrupted", "mean"):
         _fail(f"--ablation must be corrupted or mean, got {ablation!r}")
+    if prune not in ("none", "greedy", "acdc"):
+        _fail(f"--prune must be none, greedy or acdc, got {prune!r}")
     try:
         s = load_suite(suite)
     except SuiteError as e:
@@ -59,19 +67,15 @@ def circuit(
         _fail(f"edge-level probing is not supported on this model: {reason}")
     s = bind_model(s, m)
     try:
-        pairs = s.pairs("build", max_pairs=max_pairs)
-        prepared = prepare(m, pairs, s.metric)
-        scores = edge_attribution(m, prepared.groups, prepared.metric, ig_steps=ig_steps, batch_size=batch_size)
-        kept = choose_top(scores, top_edges)
-        faith = faithfulness(m, prepared.groups, prepared.metric, kept, graph=scores.graph, ablation=ablation)  # type: ignore[arg-type]
+        graph = find_circuit(m, s, max_pairs=max_pairs, ig_steps=ig_steps, top_edges=top_edges, target=target, max_edges=max_edges,
+                             prune=None if prune == "none" else prune, tau=tau, ablation=ablation, batch_size=batch_size)
     except (PairError, SuiteError, UnsupportedArchitecture, ValueError) as e:
         _fail(str(e))
-    graph = circuit_graph(scores, kept, selection=f"top-{top_edges}", faith=faith)
     if base is not None:
         behaviours = [b.model_copy(update={"circuit": graph}) if b.name == s.name else b for b in base.behaviours]
         base.model_copy(update={"behaviours": behaviours}).save(out)
     else:
-        out.write_text(graph.model_dump_json(indent=1), encoding="utf-8")
+        atomic_write_text(out, graph.model_dump_json(indent=1))
     table = Table(title=f"{s.name}: top edges ({graph.method}, normalised: 0 = corrupted, 1 = clean)")
     for col in ("sender", "receiver", "score"):
         table.add_column(col)
@@ -79,6 +83,6 @@ def circuit(
         table.add_row(e.sender, e.receiver, f"{e.score:+.3f}")
     console.print(table)
     console.print(
-        f"{len(kept)} of {scores.graph.n_edges} edges; faithfulness {faith.faithfulness:.3f}, completeness {faith.completeness:.3f} "
-        f"(rest ablated with {ablation} writes); written to {out}"
+        f"{len(graph.edges)} of {graph.n_edges_total} edges ({graph.selection}); faithfulness {graph.faithfulness:.3f}, "
+        f"completeness {graph.completeness:.3f} (rest ablated with {ablation} writes); written to {out}"
     )

@@ -49,6 +49,10 @@ def scan(
     executor: Annotated[str, typer.Option(help="Where sweep units run: inprocess, or ray (a Ray cluster; same atlas).")] = "inprocess",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local cluster).")] = None,
     workers: Annotated[int, typer.Option(help="Ray actors, each holding one copy of the model.")] = 2,
+    edges: Annotated[bool, typer.Option("--edges", help="Also score every edge (EAP-IG) and record the smallest top-n circuit reaching --edge-target as the behaviour's circuit graph.")] = False,
+    edge_target: Annotated[float, typer.Option(help="Faithfulness the --edges circuit must reach (rest ablated with corrupted writes).")] = 0.8,
+    max_edges: Annotated[int | None, typer.Option(help="Largest top-n circuit tried with --edges (default: every edge).")] = None,
+    ig_steps: Annotated[int, typer.Option(help="EAP-IG steps for --edges.")] = 5,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Activation-patch every head and MLP on a suite and write a circuit atlas."""
@@ -61,6 +65,12 @@ def scan(
         _fail(f"--checkpoint-dir {checkpoint_dir}: is a file; a directory is expected")
     _check_finite("--threshold", threshold)
     _check_count("--workers", workers)
+    _check_count("--ig-steps", ig_steps)
+    _check_finite("--edge-target", edge_target)
+    if not 0 < edge_target <= 1:
+        _fail(f"--edge-target must be in (0, 1], got {edge_target}")
+    if max_edges is not None:
+        _check_count("--max-edges", max_edges)
     try:
         s = load_suite(suite)
         if metric is not None:
@@ -89,6 +99,11 @@ def scan(
     m = _load(model or DEFAULT_MODEL, dtype, device)
     from circuits.suites import bind_model
 
+    if edges:
+        from circuits.model import edge_support
+
+        if (reason := edge_support(m)) is not None:
+            _fail(f"--edges: edge-level probing is not supported on this model: {reason}")
     s = bind_model(s, m)
     command = "circuits " + shlex.join(sys.argv[1:])
     from circuits.probing.pairs import PairError
@@ -102,6 +117,14 @@ def scan(
         _fail(str(e))
     except ValidationError as e:  # e.g. a non-finite effect: refused rather than written unreadable
         _fail(f"the atlas cannot be recorded: {validation_message(e)}")
+    if edges:
+        from circuits.atlas.build import find_circuit
+
+        try:
+            graph = find_circuit(m, s, split=split, max_pairs=max_pairs, ig_steps=ig_steps, target=edge_target, max_edges=max_edges)  # type: ignore[arg-type]
+        except (PairError, SuiteError, ValueError) as e:
+            _fail(f"--edges: {e}")
+        atlas = atlas.model_copy(update={"behaviours": [atlas.behaviours[0].model_copy(update={"circuit": graph})]})
     atlas.save(out)
     b = atlas.behaviours[0]
     table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
@@ -112,6 +135,9 @@ def scan(
         table.add_row(c.id, f"{e.mean:+.3f}", f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]", f"{e.p_value:.1e}", "yes" if c.flagged else "")
     console.print(table)
     console.print(f"{len(b.flagged())} flagged of {len(b.components)}; atlas written to {out}")
+    if b.circuit is not None:
+        c = b.circuit
+        console.print(f"circuit: {len(c.edges)} of {c.n_edges_total} edges ({c.selection}), faithfulness {c.faithfulness:.3f}, completeness {c.completeness:.3f}")
 
 
 @app.command()

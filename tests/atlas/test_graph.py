@@ -118,3 +118,27 @@ def test_atlas_circuit_query_merge_and_diff():
         ("L2H0", "LOGITS", "only b"), ("L1H2", "LOGITS", "only a"), ("INPUT", "L0H1", "both"), ("L0H1", "LOGITS", "both"),
     ]
     assert changes[2].score_a == 0.5 and changes[2].score_b == 0.2
+
+
+def test_scan_edges_records_a_circuit_and_circuit_prunes(tmp_path):
+    """`scan --edges` writes an atlas whose behaviour has a circuit at the target; `circuit --prune greedy` keeps it there."""
+    from circuits.atlas.schema import Atlas
+    from circuits.cli import app
+    from circuits.model.tiny import save_tiny_hf
+
+    d = save_tiny_hf("llama", tmp_path / "model")
+    out = tmp_path / "a.json"
+    r = CliRunner().invoke(app, ["scan", "--model", str(d), "--suite", "gender-occupation", "--max-pairs", "1", "--edges", "--ig-steps", "2",
+                                 "--edge-target", "0.5", "--checkpoint-dir", str(tmp_path / "ck"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    atlas = Atlas.load(out)
+    graph = atlas.circuit("gender-occupation")
+    assert graph.faithfulness >= 0.5 and graph.curve and "faithfulness >= 0.5" in graph.selection and "circuit:" in r.output
+    pruned = tmp_path / "p.json"
+    r = CliRunner().invoke(app, ["circuit", "--model", str(d), "--suite", "gender-occupation", "--max-pairs", "1", "--ig-steps", "2",
+                                 "--target", "0.5", "--prune", "greedy", "--atlas", str(out), "-o", str(pruned)])
+    assert r.exit_code == 0, r.output
+    after = Atlas.load(pruned).circuit("gender-occupation")
+    assert after.faithfulness >= 0.5 - 1e-6 and len(after.edges) <= len(graph.edges) and "greedy pruning" in after.selection
+    bad = CliRunner().invoke(app, ["scan", "--model", str(d), "--edges", "--edge-target", "1.5", "-o", str(tmp_path / "x.json")])
+    assert bad.exit_code == 2 and "--edge-target" in bad.output and not (tmp_path / "x.json").exists()
