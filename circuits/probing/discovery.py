@@ -100,6 +100,17 @@ class _Ablated:
         self.n = sum(len(g.indices) for g in self.groups)
         self.sources = [_ablation_source(model, graph, g, metric, torch.tensor(g.indices), ablation) for g in self.groups]
 
+    def bounds(self) -> tuple[float, float]:
+        """``(m(M), m(∅))``: the full model's mean metric and every edge ablated's.
+
+        Raises:
+            ValueError: They are equal (nothing for a circuit to recover).
+        """
+        full, empty = self(self.graph.adjacency), self(torch.zeros_like(self.graph.adjacency))
+        if abs(full - empty) < 1e-9:
+            raise ValueError("the full model and the fully ablated one have the same metric; nothing to prune for")
+        return full, empty
+
     def __call__(self, keep: Bool[Tensor, "sender receiver"]) -> float:
         """Mean metric with every edge outside ``keep`` ablated."""
         out = torch.zeros(self.n)
@@ -307,9 +318,7 @@ def acdc(
         raise ValueError(f"tau must be >= 0, got {tau}")
     graph = graph or graph_of(model)
     run = _Ablated(model, pairs, metric, graph, ablation)
-    full, empty = run(graph.adjacency), run(torch.zeros_like(graph.adjacency))
-    if abs(full - empty) < 1e-9:
-        raise ValueError("the full model and the fully ablated one have the same metric; nothing to prune for")
+    full, empty = run.bounds()
     keep = graph.adjacency.clone() if start is None else graph.mask(list(start))
     order = [(s, r) for r in reversed(range(len(graph.receivers))) for s in reversed(range(len(graph.senders))) if bool(graph.adjacency[s, r])]
     keep, tried, skipped = _prune(run, keep, order, lambda cur, new: (cur - new) / (full - empty) < tau, live_only=True)
@@ -354,9 +363,7 @@ def greedy_prune(
     if start is None:
         start, _ = minimal_circuit(model, pairs, metric, scores, target=target, ablation=ablation)
     run = _Ablated(model, pairs, metric, graph, ablation)
-    full, empty = run(graph.adjacency), run(torch.zeros_like(graph.adjacency))
-    if abs(full - empty) < 1e-9:
-        raise ValueError("the full model and the fully ablated one have the same metric; nothing to prune for")
+    full, empty = run.bounds()
     keep = graph.mask(list(start))
     magnitude = dict(zip((str(e) for e in scores.edges), scores.mean_effects.abs().tolist()))
     order = [graph.index(e) for e in sorted(start, key=lambda e: (magnitude.get(str(e), 0.0), str(e)))]
