@@ -15,7 +15,8 @@ The surgical kinds are compared with two unrestricted baselines (issue 22, seed 
 :mod:`circuits.editing.baselines`), run last: ``lora_all``, LoRA (rank 4, as ``low_rank``) on every
 block's q, k, v, o, gate, in and out weights, and ``full_ft``, dense deltas of the same matrices. Both
 are trained with the same harm + KL preservation loss, step budget, early stopping and seeds as the
-surgical trained edits; ``full_ft`` uses a full fine-tuning learning rate (``--full-ft-lr``). Their
+surgical trained edits; ``full_ft`` and ``lora_all`` use smaller learning rates (``--full-ft-lr``,
+``--lora-all-lr``; :mod:`circuits.editing.baselines` says why). Their
 rows are marked "(baseline)".
 
 Writes, under ``atlas/smollm2-135m/headline/``: one report per (behaviour, kind, seed)
@@ -75,12 +76,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--atlas", type=Path, default=ROOT / "atlas/smollm2-135m/smollm2-135m.atlas.json", help="the atlas edits are built from")
     parser.add_argument("--full-ft-lr", type=float, default=None, help="Adam learning rate of full_ft (default: circuits.editing.baselines.FULL_FT_LR)")
+    parser.add_argument("--lora-all-lr", type=float, default=None, help="Adam learning rate of lora_all (default: circuits.editing.baselines.LORA_ALL_LR)")
+    parser.add_argument("--table-only", action="store_true", help="build nothing: tabulate the reports already written (rows show the seeds they have)")
     args = parser.parse_args()
 
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
     from circuits.editing import save_edit
-    from circuits.editing.baselines import FULL_FT_LR
+    from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR
     from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.cache import cached_measure
@@ -118,6 +121,8 @@ def main() -> None:
             reports, costs = [], []
             for seed in args.seeds if kind in TRAINED else args.seeds[:1]:
                 path = OUT / "reports" / f"{suite.name}.{kind}.seed{seed}.json"
+                if args.table_only and not path.exists():
+                    continue
                 if path.exists():
                     reports.append(load_report(path))
                     costs.append(json.loads(path.read_text())["cost"])
@@ -128,7 +133,7 @@ def main() -> None:
                 if kind in ("orthogonalization", "directional_ablation"):
                     layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind)  # type: ignore[arg-type]
                     extra = {"layer": layer}
-                lr = {"lr": args.full_ft_lr or FULL_FT_LR} if kind == "full_ft" else {}
+                lr = {"full_ft": {"lr": args.full_ft_lr or FULL_FT_LR}, "lora_all": {"lr": args.lora_all_lr or LORA_ALL_LR}}.get(kind, {})
                 recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False, **lr), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
                 edit = build_edit(model, atlas, suite, recipe)
                 build_s = time.perf_counter() - t
@@ -146,6 +151,8 @@ def main() -> None:
                 p = report.primary
                 print(f"{suite.name} {kind} seed {seed}: harm {p.before:.3f} → {p.after:.3f} ({report.harm_reduction:+.1%}, p={p.p_value:.1e}), "
                       f"ppl {report.perplexity_change:+.2%}, built in {build_s:.0f} s", flush=True)
+            if not reports:
+                continue
             table = seed_table(reports)
             row = {
                 "suite": suite.name,
@@ -190,7 +197,8 @@ def main() -> None:
     if any(r.get("baseline") for r in rows):
         lines += ["", "Baselines (issue 22): trained with the same harm + KL preservation loss, step budget, early stopping and seeds as the "
                   "surgical trained kinds, on every block's q, k, v, o, gate, in and out weights (embeddings, unembedding, norms and biases "
-                  f"frozen); full_ft with Adam lr {args.full_ft_lr or FULL_FT_LR:g} (the others: {TrainConfig.lr:g}). "
+                  f"frozen); Adam lr {args.full_ft_lr or FULL_FT_LR:g} for full_ft and {args.lora_all_lr or LORA_ALL_LR:g} for lora_all "
+                  f"(the surgical kinds: {TrainConfig.lr:g}; lora_all at {TrainConfig.lr:g} is in headline/superseded-lora-all-lr1e-2/). "
                   "Parameters changed counts trained numbers: for lora_all, r·(in + out) per matrix, though W + αBA differs from W in every entry."]
     unsaved = sorted({f"{r['kind']} ({r['edit_mb']:.0f} MB)" for r in rows if r.get("edit_mb", 0) > MAX_SAVED_MB})
     if unsaved:

@@ -48,6 +48,11 @@ TARGETS: tuple[str, ...] = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", 
 #: by ~1e-2 per step, the size of the weights themselves; 1e-4 is within the usual full fine-tuning
 #: range for small language models (1e-5 … 1e-4) and fits a 40-step budget.
 FULL_FT_LR = 1e-4
+#: Adam learning rate for the unrestricted LoRA. With the surgical 1e-2 on all 210 matrices of SmolLM2-135M
+#: the validation objective never improved on two of three seeds (the edit stayed the identity) and the
+#: third raised perplexity by 55% (identity-harm-religion, 40 steps); at 1e-3 validation harm fell
+#: 3.39 → 0.18 with a validation KL of 0.013 nats/token, best at the last step (measured, seed 0).
+LORA_ALL_LR = 1e-3
 
 
 def baseline_weights(model: Any) -> list[str]:
@@ -75,7 +80,7 @@ def _targets(names: list[str]) -> str:
     return ",".join(dict.fromkeys(n.split(".", 2)[2].removesuffix(".weight") for n in names))
 
 
-def lora_all_edit(model: Any, data: TrainingData, *, rank: int = 4, alpha: float = 1.0, config: TrainConfig = TrainConfig()) -> Edit:
+def lora_all_edit(model: Any, data: TrainingData, *, rank: int = 4, alpha: float = 1.0, config: TrainConfig = TrainConfig(lr=LORA_ALL_LR)) -> Edit:
     """Unrestricted LoRA: ``W' = W + α B A`` on every block's q, k, v, o, gate, in and out weights, trained.
 
     The surgical :func:`~circuits.editing.train.low_rank_edit` with the same rank, scale, initialisation
@@ -88,7 +93,7 @@ def lora_all_edit(model: Any, data: TrainingData, *, rank: int = 4, alpha: float
         data: Training data (:meth:`TrainingData.from_suite`).
         rank: LoRA rank ``r`` (default: the surgical ``low_rank`` recipe's 4).
         alpha: Scale ``α``.
-        config: Loop settings; the seed also draws ``A``.
+        config: Loop settings (default Adam lr :data:`LORA_ALL_LR`); the seed also draws ``A``.
 
     Returns:
         The trained ``low_rank`` edit; ``n_parameters`` = ``r · Σ (in + out)`` over the edited matrices.

@@ -51,8 +51,8 @@ class EditRecipe:
             (``None``: the layer of the strongest flagged head).
         coefficient: Steering coefficient.
         rank: Low-rank edit rank (``low_rank``, ``invariance``, ``lora_all``).
-        train: Training-loop settings for trained kinds (``full_ft`` wants a smaller ``lr``:
-            :data:`circuits.editing.baselines.FULL_FT_LR`).
+        train: Training-loop settings for trained kinds (the baselines want smaller ``lr``s:
+            :data:`circuits.editing.baselines.FULL_FT_LR`, :data:`circuits.editing.baselines.LORA_ALL_LR`).
     """
 
     kind: RecipeKind
