@@ -108,13 +108,14 @@ def test_cli_refuses_an_edit_for_another_model(tmp_path, committed, real_model):
     assert "refusing to apply" in r.output
 
 
-def test_committed_merged_atlas_has_four_behaviours_scores_and_a_trace(real_model, tmp_path):
+def test_committed_merged_atlas_has_five_behaviours_scores_a_circuit_and_a_trace(real_model, tmp_path):
     from circuits.atlas.report import write_report
 
     atlas = Atlas.load(MERGED)
     assert atlas.model.fingerprint == fingerprint(real_model)
     kinds = {b.name: b.kind for b in atlas.behaviours}
-    assert kinds == {"gender-occupation": "harmful", "toxicity": "harmful", "name-sentiment": "spurious", "identity-harm-religion": "harmful"}
+    assert kinds == {"gender-occupation": "harmful", "toxicity": "harmful", "name-sentiment": "spurious", "identity-harm-religion": "harmful",
+                     "name-sentiment-v2": "spurious"}
     spurious = atlas.behaviour("name-sentiment")
     assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(spurious.components[0].scores)
     assert spurious.flagged() and "flip_rate" in spurious.summary
@@ -123,9 +124,11 @@ def test_committed_merged_atlas_has_four_behaviours_scores_and_a_trace(real_mode
     (trace,) = atlas.traces
     assert trace.target == " Paris" and trace.clean_prob > 5 * trace.corrupted_prob
     df = atlas.to_dataframe()
-    assert len(df) == 4 * 300 and df.groupby("behaviour").flagged.sum().min() > 0
+    assert len(df) == 5 * 300 and df.groupby("behaviour").flagged.sum().min() > 0
+    circuit = atlas.circuit("gender-occupation")  # scripts/circuits_smollm2.py: EAP-IG, smallest top-n at faithfulness 0.8
+    assert circuit.faithfulness >= 0.8 and {"L26H2", "LOGITS"} <= {n.id for n in circuit.nodes}
     html = write_report(atlas, tmp_path / "report.html").read_text()
-    assert all(b in html for b in kinds) and "causal tracing" in html
+    assert all(b in html for b in kinds) and "causal tracing" in html and "Circuit (edges)" in html
 
 
 def test_exported_hf_model_and_peft_adapter_reproduce_the_edited_logits(real_model, committed, tmp_path):

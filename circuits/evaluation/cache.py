@@ -6,7 +6,8 @@ factual-QA sets, and 20k+ tokens of text). :func:`cached_measure` saves it as on
 (the ``[item]`` arrays as tensors of their own dtype; what was measured in the header metadata) under a name that is
 a hash of everything the numbers depend on: the model's weight fingerprint, the measurement
 :class:`~circuits.evaluation.report.Settings`, the content hash of every suite measured, the bytes of the
-shipped evaluation data, and the circuit-atlas version. Another model, other settings or other data
+shipped evaluation data, the source of the measuring modules (:data:`MEASURING_MODULES`), and the
+circuit-atlas version. Another model, other settings or other data
 give another file; nothing is ever reused across them.
 
 A file that cannot be used (truncated, another layout, non-finite values) is deleted with a warning and
@@ -17,6 +18,8 @@ Writes are atomic. No pickle: the file holds tensors and a JSON header only.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import warnings
 from collections.abc import Sequence
@@ -47,13 +50,19 @@ class MeasurementCacheError(ValueError):
     """A cached measurement file that cannot be used (it is discarded and measured again)."""
 
 
+#: Modules whose code decides what a measurement is (their source is part of the key).
+MEASURING_MODULES = ("circuits.evaluation.run", "circuits.evaluation.metrics", "circuits.evaluation.report", "circuits.data")
+
+
 def _data_hash() -> str:
-    """sha256 over the shipped evaluation data files (name and bytes, in name order)."""
+    """sha256 over the shipped evaluation data files (name and bytes, in name order) and the measuring code."""
     h = hashlib.sha256()
     root = resources.files("circuits.data")
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.is_file() and entry.name.endswith((".json", ".txt")):
             h.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
+    for name in MEASURING_MODULES:
+        h.update(name.encode() + b"\0" + inspect.getsource(importlib.import_module(name)).encode() + b"\0")
     return h.hexdigest()
 
 

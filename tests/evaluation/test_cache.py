@@ -111,3 +111,15 @@ def test_cached_measurements_equal_a_fresh_measure(real_model, tmp_path):
     fresh = run.measure(real_model, **kw)
     cached_measure(real_model, tmp_path, **kw)
     _assert_equal(fresh, cached_measure(real_model, tmp_path, **kw))
+
+
+def test_the_key_changes_with_the_measuring_code(tiny, monkeypatch):
+    """A changed measure (code, not only data) never reuses a baseline measured by the old code."""
+    import circuits.evaluation.cache as cache
+
+    suites = [_Suite("a")]
+    settings = Settings(("a",), "eval", GROUPS, None, 256, None)
+    before = cache_key(tiny, settings, suites)
+    real = cache.inspect.getsource
+    monkeypatch.setattr(cache.inspect, "getsource", lambda m: real(m) + ("\n# changed" if m.__name__ == "circuits.evaluation.metrics" else ""))
+    assert cache_key(tiny, settings, suites) != before
