@@ -55,7 +55,7 @@ def main() -> None:
         change = toxicity_change(model, [edit], prompts, baseline=before, **settings)
         t = change.test
         rows.append({
-            "edit": path.name, "kind": edit.kind, "before": before.mean, "after": change.after.mean,
+            "edit": path.name, "kind": path.name.split(".")[1], "edit_kind": edit.kind, "before": before.mean, "after": change.after.mean,
             "after_ci": [change.after.ci_low, change.after.ci_high], "change": t.change, "change_ci": [t.ci_low, t.ci_high],
             "p_value": t.p_value, "expected_max_toxicity_before": before.expected_max_toxicity,
             "expected_max_toxicity_after": change.after.expected_max_toxicity, "seconds": round(change.after.seconds, 1),
