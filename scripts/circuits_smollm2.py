@@ -58,11 +58,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["induction", "gender"])
     args = parser.parse_args()
 
-    from circuits.atlas.graph import circuit_graph
+    from circuits.atlas.build import circuit_from_scores
     from circuits.atlas.schema import Atlas
     from circuits.io import atomic_write_text
     from circuits.model import load_model
-    from circuits.probing.discovery import faithfulness, minimal_circuit
     from circuits.probing.eap import edge_attribution
     from circuits.probing.pairs import prepare
     from circuits.sites import HeadRef
@@ -77,14 +76,12 @@ def main() -> None:
         t0 = time.perf_counter()
         scores = edge_attribution(model, groups, metric, ig_steps=args.ig_steps, batch_size=2, progress=False)
         t_scores = time.perf_counter() - t0
-        kept, curve = minimal_circuit(model, groups, metric, scores, target=args.target)
-        faith = faithfulness(model, groups, metric, kept, graph=scores.graph)
-        graph = circuit_graph(scores, kept, selection=f"smallest top-n with faithfulness >= {args.target:g} (n doubling)", faith=faith, curve=curve)
+        graph = circuit_from_scores(model, groups, metric, scores, target=args.target)
         info = {
             "edges_total": scores.graph.n_edges, "eap_ig_steps": args.ig_steps, "eap_ig_seconds": round(t_scores, 1),
-            "search_seconds": round(time.perf_counter() - t0 - t_scores, 1), "circuit_edges": len(kept),
-            "faithfulness": round(faith.faithfulness, 4), "completeness": round(faith.completeness, 4),
-            "curve": [(n, round(f, 4)) for n, f in curve], "top_edges": [(str(e), round(v, 4)) for e, v in scores.top(12)],
+            "search_seconds": round(time.perf_counter() - t0 - t_scores, 1), "circuit_edges": len(graph.edges),
+            "faithfulness": round(graph.faithfulness, 4), "completeness": round(graph.completeness, 4),
+            "curve": [(n, round(f, 4)) for n, f in graph.curve], "top_edges": [(str(e), round(v, 4)) for e, v in scores.top(12)],
         }
         return scores, graph, info
 

@@ -87,15 +87,15 @@ def main() -> None:
     from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.cache import cached_measure
-    from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table
+    from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table, shipped_suites
     from circuits.io import atomic_write_text
     from circuits.model import cache_root, load_model
-    from circuits.suites import available_suites, load_suite
+    from circuits.suites import load_suite
 
     model = load_model("smollm2-135m")
     atlas = Atlas.load(args.atlas)
     (OUT / "reports").mkdir(parents=True, exist_ok=True)
-    shipped = [load_suite(n, model=model) for n in available_suites(tasks=False)]
+    shipped = shipped_suites(model)
     baselines: dict[str, object] = {}
 
     def baseline_for(suite) -> object:  # noqa: ANN001

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas import scores as S
+from circuits.atlas.graph import CircuitGraph, circuit_graph
 from circuits.atlas.schema import (
     Atlas,
     AtlasError,
@@ -350,8 +351,55 @@ def find_circuit(
     ablation: str = "corrupted",
     batch_size: int = 4,
     progress: bool = True,
-) -> Any:
+) -> CircuitGraph:
     """Score every edge of a behaviour with EAP-IG, choose a circuit, and record it with its faithfulness.
+
+    EAP-IG (Hanna et al. 2024) over the suite's pairs, then :func:`circuit_from_scores`.
+
+    Args:
+        model: The model (an architecture with per-head residual inputs, :func:`circuits.model.edge_support`).
+        suite: The behaviour (bound to the model).
+        split: Suite split.
+        max_pairs: Pairs per template or group.
+        ig_steps: EAP-IG interpolation steps (1: EAP).
+        top_edges, target, max_edges, prune, tau, ablation: As for :func:`circuit_from_scores`.
+        batch_size: Prompts per EAP-IG forward/backward.
+        progress: Show progress bars.
+
+    Returns:
+        The circuit graph.
+
+    Raises:
+        PairError, SuiteError: Bad pairs.
+        UnsupportedArchitecture: No per-head residual inputs for this family.
+        ValueError: Bad options, or a behaviour with equal clean and fully ablated metrics.
+    """
+    from circuits.probing.eap import edge_attribution
+
+    if prune not in (None, "greedy", "acdc"):
+        raise ValueError(f"prune must be greedy or acdc, got {prune!r}")
+    if ablation not in ("corrupted", "mean"):
+        raise ValueError(f"ablation must be corrupted or mean, got {ablation!r}")
+    prepared = prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)
+    scores = edge_attribution(model, prepared.groups, prepared.metric, ig_steps=ig_steps, batch_size=batch_size, progress=progress)
+    return circuit_from_scores(model, prepared.groups, prepared.metric, scores, top_edges=top_edges, target=target, max_edges=max_edges,
+                               prune=prune, tau=tau, ablation=ablation)
+
+
+def circuit_from_scores(
+    model: Any,
+    groups: Sequence[TokenGroup],
+    metric: Any,
+    scores: Any,
+    *,
+    top_edges: int | None = None,
+    target: float = 0.8,
+    max_edges: int | None = None,
+    prune: str | None = None,
+    tau: float = 0.01,
+    ablation: str = "corrupted",
+) -> CircuitGraph:
+    """Choose a circuit from edge scores, measure its faithfulness, and record it.
 
     The circuit is the top ``top_edges`` edges by |score| when given; otherwise the smallest top-n
     circuit (``n`` doubling) whose faithfulness reaches ``target`` (Hanna et al. 2024's procedure), then
@@ -360,40 +408,26 @@ def find_circuit(
     et al. 2023). Pruning costs one forward pass of the pairs per edge of the starting circuit.
 
     Args:
-        model: The model (an architecture with per-head residual inputs, :func:`circuits.model.edge_support`).
-        suite: The behaviour (bound to the model).
-        split: Suite split.
-        max_pairs: Pairs per template or group.
-        ig_steps: EAP-IG interpolation steps (1: EAP).
+        model: The model.
+        groups: The token groups the scores were measured on.
+        metric: Their behaviour metric.
+        scores: :class:`~circuits.probing.graph.EdgeEffects` (EAP, EAP-IG or exact edge patching).
         top_edges: Keep exactly this many edges (skips the faithfulness search).
         target: Faithfulness the circuit must reach, in (0, 1].
         max_edges: Largest top-n circuit tried (default: every edge).
         prune: ``None``, ``"greedy"`` or ``"acdc"``.
         tau: ACDC's threshold.
         ablation: What edges outside the circuit carry: ``corrupted`` or ``mean`` writes.
-        batch_size: Prompts per EAP-IG forward/backward.
-        progress: Show progress bars.
 
     Returns:
-        A :class:`~circuits.atlas.graph.CircuitGraph`.
+        The circuit graph, with faithfulness, completeness and the faithfulness curve.
 
     Raises:
-        PairError, SuiteError: Bad pairs.
-        UnsupportedArchitecture: No per-head residual inputs for this family.
-        ValueError: Bad options, or a behaviour with equal clean and fully ablated metrics.
+        ValueError: The full and fully ablated metrics are equal.
     """
-    from circuits.atlas.graph import circuit_graph
     from circuits.probing.discovery import acdc, faithfulness, faithfulness_curve, greedy_prune, minimal_circuit
     from circuits.probing.discovery import top_edges as choose_top
-    from circuits.probing.eap import edge_attribution
 
-    if prune not in (None, "greedy", "acdc"):
-        raise ValueError(f"prune must be greedy or acdc, got {prune!r}")
-    if ablation not in ("corrupted", "mean"):
-        raise ValueError(f"ablation must be corrupted or mean, got {ablation!r}")
-    prepared = prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)
-    groups, metric = prepared.groups, prepared.metric
-    scores = edge_attribution(model, groups, metric, ig_steps=ig_steps, batch_size=batch_size, progress=progress)
     if top_edges is not None:
         kept = choose_top(scores, top_edges)
         selection = f"top-{top_edges}"

@@ -91,21 +91,14 @@ def split_by_template(pairs: list[PromptPair], val_fraction: float) -> tuple[lis
     Raises:
         PairError: Fewer than two templates (nothing to hold out).
     """
-
-    def unit(p: PromptPair) -> str:
-        return p.template
-
-    if len({p.template for p in pairs}) < 2 and all("template_id" in p.metadata for p in pairs):
-
-        def unit(p: PromptPair) -> str:
-            return str(p.metadata["template_id"])
-
-    templates = list(dict.fromkeys(unit(p) for p in pairs))
+    by_frame = len({p.template for p in pairs}) < 2 and all("template_id" in p.metadata for p in pairs)
+    units = [str(p.metadata["template_id"]) if by_frame else p.template for p in pairs]
+    templates = list(dict.fromkeys(units))
     if len(templates) < 2:
         raise PairError(f"need at least 2 templates to hold some out for validation, got {len(templates)}")
     n_val = min(len(templates) - 1, max(1, round(val_fraction * len(templates))))
     val = set(templates[-n_val:])
-    return [p for p in pairs if unit(p) not in val], [p for p in pairs if unit(p) in val]
+    return [p for p, u in zip(pairs, units) if u not in val], [p for p, u in zip(pairs, units) if u in val]
 
 
 @dataclass(frozen=True)

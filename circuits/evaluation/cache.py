@@ -38,7 +38,7 @@ from circuits import model as M
 from circuits.atomic import atomic_write_bytes
 from circuits.evaluation.report import ALL_GROUPS, MeasureGroup, Measurements, Settings
 from circuits.io import MAX_TENSOR_BYTES, read_bounded
-from circuits.suites import SplitName, Suite, available_suites, load_suite
+from circuits.suites import SplitName, Suite
 
 #: Layout tag written in the header; a file with another tag is recomputed.
 FORMAT = "circuit-atlas-measurements/1"
@@ -155,10 +155,10 @@ def cached_measure(
         ValueError: An unknown measure group.
         PairError, SuiteError: Bad suite data.
     """
-    from circuits.evaluation.run import measure
+    from circuits.evaluation.run import measure, shipped_suites
 
-    suites = list(suites) if suites is not None else [load_suite(n, model=model) for n in available_suites(tasks=False)]
-    settings = Settings(tuple(s.name for s in suites), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
+    suites = list(suites) if suites is not None else shipped_suites(model)
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"measurements-{cache_key(model, settings, suites)}.safetensors"

@@ -40,6 +40,18 @@ class Settings:
     window: int
     max_tokens: int | None
 
+    @classmethod
+    def of(cls, suite_names: Sequence[str], split: SplitName, groups: Sequence[str], max_pairs: int | None, window: int, max_tokens: int | None) -> Settings:
+        """The settings of a measurement (groups in canonical order).
+
+        Raises:
+            ValueError: An unknown measure group.
+        """
+        unknown = set(groups) - set(ALL_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown measure groups {sorted(unknown)}; choose from {list(ALL_GROUPS)}")
+        return cls(tuple(suite_names), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
+
 
 @dataclass(frozen=True)
 class Measurements:

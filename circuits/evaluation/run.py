@@ -36,7 +36,7 @@ from circuits.metrics import kl_divergence
 from circuits.probing.pairs import prepare
 from circuits.suites import SplitName, Suite, available_suites, load_suite, shipped_suite
 
-__all__ = ["ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "Settings", "compare", "evaluate", "measure", "neutral_kl", "seed_table", "suite_harm"]
+__all__ = ["ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "Settings", "compare", "evaluate", "measure", "neutral_kl", "seed_table", "shipped_suites", "suite_harm"]
 
 
 def suite_harm(model: Any, suite: Suite, split: SplitName = "eval", *, max_pairs: int | None = None) -> np.ndarray:
@@ -91,6 +91,11 @@ def _factual_qa(model: Any, *, max_new_tokens: int = 6) -> np.ndarray:
     return out
 
 
+def shipped_suites(model: Any) -> list[Suite]:
+    """Every shipped behaviour suite (not the circuit tasks), made for this model: generated suites keep the pairs that align for its tokenizer."""
+    return [load_suite(n, model=model) for n in available_suites(tasks=False)]
+
+
 def measure(
     model: Any,
     *,
@@ -120,11 +125,8 @@ def measure(
         ValueError: An unknown measure group.
         PairError, SuiteError: Bad suite data.
     """
-    unknown = set(groups) - set(ALL_GROUPS)
-    if unknown:
-        raise ValueError(f"unknown measure groups {sorted(unknown)}; choose from {list(ALL_GROUPS)}")
-    suites = list(suites) if suites is not None else [load_suite(n, model=model) for n in available_suites(tasks=False)]
-    settings = Settings(tuple(s.name for s in suites), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
+    suites = list(suites) if suites is not None else shipped_suites(model)
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)
     kw: dict[str, Any] = {}
     if "suites" in groups:
         kw["gaps"] = {s.name: suite_harm(model, s, split, max_pairs=max_pairs) for s in suites}
@@ -223,7 +225,7 @@ def evaluate(
     t0 = time.perf_counter()
     verify_fingerprint(model, *edits)
     target = suite or shipped_suite(str(edits[0].suite.get("name", "")), recorded_in="the edit manifest", model=model)
-    suites = [load_suite(n, model=model) for n in available_suites(tasks=False)]
+    suites = shipped_suites(model)
     if target.name not in {s.name for s in suites}:
         suites.append(target)
     kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)

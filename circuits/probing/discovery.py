@@ -28,7 +28,7 @@ m(∅))``. 1 means nothing outside the circuit carries the behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -239,6 +239,10 @@ class Pruning:
     faithfulness: float
 
 
+def _edges(graph: Graph, keep: Tensor) -> frozenset[Edge]:
+    return frozenset(Edge(graph.senders[s], graph.receivers[r]) for s, r in keep.nonzero().tolist())
+
+
 def _owners(graph: Graph) -> list[list[int]]:
     """Per receiver, the senders whose computation reads it (a head's q/k/v input → that head or its GQA group)."""
     group = {}
@@ -258,17 +262,23 @@ def _owners(graph: Graph) -> list[list[int]]:
     return out
 
 
-def _prune(run: _Ablated, keep: Tensor, order: list[tuple[int, int]], accept: Any, *, live_only: bool) -> tuple[Tensor, int, int]:
-    """Try removing the edges of ``order`` one at a time; ``accept(value_without)`` decides (one forward each)."""
-    graph = run.graph
-    owners = _owners(graph) if live_only else None
+def _prune(
+    run: _Ablated, keep: Tensor, order: list[tuple[int, int]], accept: Callable[[float, float], bool], current: float, *, live_only: bool
+) -> tuple[Tensor, int, int, float]:
+    """Try removing the edges of ``order`` one at a time (one forward each); ``accept(current, without)`` decides.
+
+    Returns:
+        ``(keep, tried, skipped, value)``: the mask, edges tested, edges dropped untested (their
+        receiver's head or MLP feeds nothing kept, so the metric cannot change), and the mean metric
+        of the final mask.
+    """
+    owners = _owners(run.graph) if live_only else None
     tried = skipped = 0
-    current = run(keep)
     for s, r in order:
         if not bool(keep[s, r]):
             continue
         if owners is not None and owners[r] and not bool(keep[owners[r]].any()):
-            keep[s, r] = False  # the receiver's heads/MLP no longer write to anything kept
+            keep[s, r] = False
             skipped += 1
             continue
         keep[s, r] = False
@@ -278,7 +288,7 @@ def _prune(run: _Ablated, keep: Tensor, order: list[tuple[int, int]], accept: An
             current = value
         else:
             keep[s, r] = True
-    return keep, tried, skipped
+    return keep, tried, skipped, current
 
 
 def acdc(
@@ -321,9 +331,9 @@ def acdc(
     full, empty = run.bounds()
     keep = graph.adjacency.clone() if start is None else graph.mask(list(start))
     order = [(s, r) for r in reversed(range(len(graph.receivers))) for s in reversed(range(len(graph.senders))) if bool(graph.adjacency[s, r])]
-    keep, tried, skipped = _prune(run, keep, order, lambda cur, new: (cur - new) / (full - empty) < tau, live_only=True)
-    kept = frozenset(Edge(graph.senders[s], graph.receivers[r]) for s, r in keep.nonzero().tolist())
-    return Pruning(kept, "acdc", f"drop < {tau:g}", ablation, tried, skipped, (run(keep) - empty) / (full - empty))
+    start_value = full if start is None else run(keep)
+    keep, tried, skipped, value = _prune(run, keep, order, lambda cur, new: (cur - new) / (full - empty) < tau, start_value, live_only=True)
+    return Pruning(_edges(graph, keep), "acdc", f"drop < {tau:g}", ablation, tried, skipped, (value - empty) / (full - empty))
 
 
 def greedy_prune(
@@ -367,9 +377,7 @@ def greedy_prune(
     keep = graph.mask(list(start))
     magnitude = dict(zip((str(e) for e in scores.edges), scores.mean_effects.abs().tolist()))
     order = [graph.index(e) for e in sorted(start, key=lambda e: (magnitude.get(str(e), 0.0), str(e)))]
-    if (run(keep) - empty) / (full - empty) >= target:
-        keep, tried, _ = _prune(run, keep, order, lambda cur, new: (new - empty) / (full - empty) >= target, live_only=False)
-    else:
-        tried = 0
-    kept = frozenset(Edge(graph.senders[s], graph.receivers[r]) for s, r in keep.nonzero().tolist())
-    return Pruning(kept, "greedy", f"faithfulness >= {target:g}", ablation, tried, 0, (run(keep) - empty) / (full - empty))
+    value, tried = run(keep), 0
+    if (value - empty) / (full - empty) >= target:
+        keep, tried, _, value = _prune(run, keep, order, lambda cur, new: (new - empty) / (full - empty) >= target, value, live_only=False)
+    return Pruning(_edges(graph, keep), "greedy", f"faithfulness >= {target:g}", ablation, tried, 0, (value - empty) / (full - empty))
