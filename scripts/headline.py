@@ -2,14 +2,15 @@
 harm reduction, capability change and cost, with ≥3 seeds for every trained kind.
 
     .venv/bin/python scripts/headline.py [--seeds 0 1 2] [--steps 40] [--suites ...] [--kinds ...] [--full-ft-lr 1e-4]
+    .venv/bin/python scripts/headline.py --remeasure factual_qa   # after a measure's code changed
 
 Every edit is built on its suite's *build* split (trained kinds hold out a quarter of the build
 templates for early stopping; direction edits choose their layer on the build split and build text)
 and evaluated with :func:`circuits.evaluation.run.evaluate` on held-out data only: the suite's
 ``eval`` split (no shared template or word), the stereotype, toxicity, classification and
 multiple-choice sets of ``circuits/data``, and the ≥20k-token evaluation text. The unedited model is
-measured once and reused as the baseline of every edit (cached on disk by
-:func:`circuits.evaluation.cache.cached_measure`, so a resumed run does not measure it again).
+measured once and reused as the baseline of every edit (``evaluate(baseline_cache=...)``, on disk,
+so a resumed run does not measure it again).
 
 The surgical kinds are compared with two unrestricted baselines (issue 22, seed 004's comparison;
 :mod:`circuits.editing.baselines`), run last: ``lora_all``, LoRA (rank 4, as ``low_rank``) on every
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,16 +80,21 @@ def main() -> None:
     parser.add_argument("--full-ft-lr", type=float, default=None, help="Adam learning rate of full_ft (default: circuits.editing.baselines.FULL_FT_LR)")
     parser.add_argument("--lora-all-lr", type=float, default=None, help="Adam learning rate of lora_all (default: circuits.editing.baselines.LORA_ALL_LR)")
     parser.add_argument("--table-only", action="store_true", help="build nothing: tabulate the reports already written (rows show the seeds they have)")
+    parser.add_argument(
+        "--remeasure", nargs="*", default=[], metavar="GROUP",
+        help="re-measure these measure groups (e.g. factual_qa, after its measuring code changed) in the reports already written: "
+        "the seed-0 edit is loaded from edits/ (others are rebuilt from their seed), the target's harm must reproduce the report's, "
+        "and only the groups' measures are replaced; the report records what was re-measured and when",
+    )
     args = parser.parse_args()
 
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
-    from circuits.editing import save_edit
+    from circuits.editing import load_edit, save_edit
     from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR
     from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
     from circuits.editing.train import TrainConfig
-    from circuits.evaluation.cache import cached_measure
-    from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table, shipped_suites
+    from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table
     from circuits.io import atomic_write_text
     from circuits.model import cache_root, load_model
     from circuits.suites import load_suite
@@ -95,18 +102,44 @@ def main() -> None:
     model = load_model("smollm2-135m")
     atlas = Atlas.load(args.atlas)
     (OUT / "reports").mkdir(parents=True, exist_ok=True)
-    shipped = shipped_suites(model)
-    baselines: dict[str, object] = {}
+    def build(suite, kind: str, seed: int):  # noqa: ANN001, ANN202
+        """The edit of (suite, kind, seed) as the table builds it; returns (edit, build seconds, layer sweep or None)."""
+        t = time.perf_counter()
+        extra: dict[str, object] = {}
+        sweep = None
+        if kind in ("orthogonalization", "directional_ablation"):
+            layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind)  # type: ignore[arg-type]
+            extra = {"layer": layer}
+        lr = {"full_ft": {"lr": args.full_ft_lr or FULL_FT_LR}, "lora_all": {"lr": args.lora_all_lr or LORA_ALL_LR}}.get(kind, {})
+        recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False, **lr), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
+        edit = build_edit(model, atlas, suite, recipe)
+        return edit, time.perf_counter() - t, sweep
 
-    def baseline_for(suite) -> object:  # noqa: ANN001
-        """The unedited model measured with the settings `evaluate` uses for this target (shipped suites + target)."""
-        key = tuple(s.name for s in shipped) + (() if suite.name in {s.name for s in shipped} else (suite.name,))
-        if key not in baselines:
-            t0 = time.perf_counter()
-            extra = [] if suite.name in {s.name for s in shipped} else [suite]
-            baselines[key] = cached_measure(model, cache_root() / "measurements", suites=shipped + extra)
-            print(f"baseline for {suite.name} measured in {time.perf_counter() - t0:.0f} s", flush=True)
-        return baselines[key]
+    def remeasure(path: Path, suite, kind: str, seed: int) -> None:  # noqa: ANN001
+        """Replace the measures of ``args.remeasure`` groups in one written report (see ``--remeasure``)."""
+        raw = json.loads(path.read_text())
+        done = {g for r in raw.get("remeasured", []) for g in r["groups"]}
+        if set(args.remeasure) <= done:
+            return
+        saved = OUT / "edits" / f"{suite.name}.{kind}.json"
+        from_saved = seed == args.seeds[0] and saved.exists()
+        edit = load_edit(saved) if from_saved else build(suite, kind, seed)[0]
+        groups = ("suites", *args.remeasure)
+        part = evaluate(model, edit, suite=suite, baseline_cache=cache_root() / "measurements", groups=groups, seed=seed)  # type: ignore[arg-type]
+        old = load_report(path)
+        target = f"bias_gap.{suite.name}"
+        was, now = old.get(target).after, part.get(target).after
+        if not math.isclose(was, now, rel_tol=1e-4, abs_tol=1e-5):
+            raise SystemExit(f"{path.name}: the rebuilt edit does not reproduce the report ({target} after {now:.6f}, report {was:.6f}); rerun it instead")
+        new = {m.name: m for m in part.measures if not m.name.startswith("bias_gap.")}
+        report = replace(old, measures=tuple(new.get(m.name, m) for m in old.measures))
+        record = {"groups": list(args.remeasure), "date": time.strftime("%Y-%m-%d"), "edit": "saved seed-0 edit" if from_saved else f"rebuilt from seed {seed}",
+                  "check": f"{target} after reproduced: {now:.6f} (report {was:.6f})", "measures": sorted(new)}
+        raw = {"cost": raw["cost"], "report": report.as_dict(), "remeasured": [*raw.get("remeasured", []), record]}
+        atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
+        if from_saved:
+            save_edit(edit.with_evaluation(report.flat()), saved, packages=package_versions())
+        print(f"remeasured {path.name}: " + ", ".join(f"{n} {old.get(n).after:.3f} -> {m.after:.3f} (before {m.before:.3f})" for n, m in new.items()), flush=True)
 
     def load_report(path: Path) -> EvalReport:
         raw = json.loads(path.read_text())
@@ -124,22 +157,16 @@ def main() -> None:
                 if args.table_only and not path.exists():
                     continue
                 if path.exists():
+                    if args.remeasure and not args.table_only:
+                        remeasure(path, suite, kind, seed)
                     reports.append(load_report(path))
                     costs.append(json.loads(path.read_text())["cost"])
                     print(f"reuse {path.name}", flush=True)
                     continue
-                t = time.perf_counter()
-                extra: dict[str, object] = {}
-                if kind in ("orthogonalization", "directional_ablation"):
-                    layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind)  # type: ignore[arg-type]
-                    extra = {"layer": layer}
-                lr = {"full_ft": {"lr": args.full_ft_lr or FULL_FT_LR}, "lora_all": {"lr": args.lora_all_lr or LORA_ALL_LR}}.get(kind, {})
-                recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False, **lr), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
-                edit = build_edit(model, atlas, suite, recipe)
-                build_s = time.perf_counter() - t
-                report = evaluate(model, edit, suite=suite, baseline=baseline_for(suite), seed=seed)  # type: ignore[arg-type]
+                edit, build_s, sweep = build(suite, kind, seed)
+                report = evaluate(model, edit, suite=suite, baseline_cache=cache_root() / "measurements", seed=seed)
                 cost = {"build_seconds": round(build_s, 1), "parameters_changed": edit.n_parameters, "components": [str(c) for c in edit.components]}
-                if extra:
+                if sweep is not None:
                     cost["layer_sweep"] = sweep
                 cost["edit_mb"] = round(sum(x.numel() * x.element_size() for x in edit.tensors.values()) / 2**20, 1)
                 atomic_write_text(path, json.dumps({"cost": cost, "report": report.as_dict()}, indent=1) + "\n")

@@ -166,3 +166,19 @@ def test_the_evaluation_text_has_at_least_20k_tokens_and_names_are_single_tokens
     for split in load_suite("name-sentiment").spec.splits.values():
         for n in split.clean_words + split.corrupted_words:
             single_token_id(real_model, " " + n)
+
+
+def test_factual_qa_prompt_puts_held_out_shots_before_the_question():
+    task = D.factual_qa()
+    assert len(task.shots) == 3 and not {s.question for s in task.shots} & {q.question for q in task.items}
+    q = task.items[0]
+    assert task.prompt(q) == (
+        "Question: What is the capital of Kenya?\nAnswer: Nairobi\n\n"
+        "Question: What is the opposite of narrow?\nAnswer: wide\n\n"
+        "Question: How many sides does a hexagon have?\nAnswer: six\n\n"
+        f"Question: {q.question}\nAnswer:"
+    )
+    raw = task.model_dump()
+    raw["shots"] = [raw["items"][0]]
+    with pytest.raises(ValueError, match="held out"):
+        D.FactualQA.model_validate(raw)

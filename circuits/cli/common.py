@@ -24,6 +24,14 @@ MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 DtypeOpt = Annotated[str | None, typer.Option(help="Weight dtype: float32 (default), bfloat16 or float16.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="Device: cpu (default), cuda, cuda:N or mps.")]
+BaselineCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--baseline-cache/--no-baseline-cache",
+        help="Reuse the unedited model's measurements from $XDG_CACHE_HOME/circuit-atlas/measurements (keyed by weights, "
+        "settings, data and measuring code), or store them there; --no-baseline-cache measures it every time.",
+    ),
+]
 
 
 def _setup_logging(verbose: bool) -> None:

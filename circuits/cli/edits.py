@@ -12,6 +12,7 @@ from rich.table import Table
 
 from circuits.cli.common import (
     MODEL_HELP,
+    BaselineCacheOpt,
     DeviceOpt,
     DtypeOpt,
     _check_count,
@@ -27,6 +28,13 @@ from circuits.cli.common import (
 )
 from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, benchmark_table, check_benchmarks, run_benchmarks
 from circuits.editing.recipes import RECIPE_KINDS
+
+
+def _baseline_dir(use: bool) -> Path | None:
+    """Where ``--baseline-cache`` keeps the unedited model's measurements (``None``: do not cache)."""
+    from circuits.model import cache_root
+
+    return cache_root() / "measurements" if use else None
 
 
 def _report_table(report) -> Table:  # noqa: ANN001 - an EvalReport
@@ -75,6 +83,7 @@ def edit(
     device: DeviceOpt = None,
     generations: Annotated[int, typer.Option(help="Eval-split prompt pairs to generate from, before and after.")] = 2,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate on held-out data (as `circuits eval`) and record it.")] = True,
+    baseline_cache: BaselineCacheOpt = True,
     max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -131,7 +140,7 @@ def edit(
     if evaluate:
         with console.status("evaluating on held-out data (every harm and capability measure)"):
             try:
-                report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed)
+                report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed, baseline_cache=_baseline_dir(baseline_cache))
             except ValueError as err:  # EditError: wrong model
                 _fail(str(err))
         e = e.with_evaluation(report.flat())
@@ -189,6 +198,7 @@ def eval_(
     benchmark: BenchmarkOpt = None,
     benchmark_limit: BenchmarkLimitOpt = None,
     benchmark_samples: BenchmarkSamplesOpt = 25,
+    baseline_cache: BaselineCacheOpt = True,
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
@@ -227,7 +237,7 @@ def eval_(
     suite = bind_model(suite, m)
     with console.status("evaluating on held-out data"):
         try:
-            report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed)
+            report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed, baseline_cache=_baseline_dir(baseline_cache))
         except (EditError, SuiteError, ValueError) as e:
             _fail(str(e))
     console.print(_report_table(report))

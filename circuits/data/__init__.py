@@ -147,7 +147,7 @@ class FactQuestion(BaseModel):
         """Whether a generated continuation answers the question (the scoring in the file's description).
 
         Args:
-            continuation: The model's greedy continuation of ``"Question: {question}\\nAnswer:"``.
+            continuation: The model's greedy continuation of :meth:`FactualQA.prompt`.
 
         Returns:
             True if the stripped continuation starts, case-insensitively, with the answer or an alias that
@@ -158,8 +158,13 @@ class FactQuestion(BaseModel):
 
 
 class FactualQA(_Data):
-    """``factual_qa.json``: prompt ``"Question: {question}\\nAnswer:"``, scored by :meth:`FactQuestion.is_correct`."""
+    """``factual_qa.json``: few-shot prompts (:meth:`prompt`), scored by :meth:`FactQuestion.is_correct`.
 
+    ``shots`` are worked examples put before every question and never scored (held out: no item repeats
+    a shot's question); without them an instruct model mostly ends its turn instead of answering.
+    """
+
+    shots: list[FactQuestion] = Field(default_factory=list)
     items: list[FactQuestion] = Field(min_length=2)
 
     @model_validator(mode="after")
@@ -167,7 +172,13 @@ class FactualQA(_Data):
         questions = [q.question for q in self.items]
         if len(set(questions)) != len(questions):
             raise ValueError("questions must be unique")
+        if shared := {s.question for s in self.shots} & set(questions):
+            raise ValueError(f"shots must be held out from the items; shared: {sorted(shared)}")
         return self
+
+    def prompt(self, item: FactQuestion) -> str:
+        """``"Question: {q}\\nAnswer: {a}\\n\\n"`` per shot, then ``"Question: {question}\\nAnswer:"``."""
+        return "".join(f"Question: {s.question}\nAnswer: {s.answer}\n\n" for s in self.shots) + f"Question: {item.question}\nAnswer:"
 
 
 BiasType = Literal[

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,9 +77,9 @@ def _multiple_choice(model: Any) -> np.ndarray:
 
 
 def _factual_qa(model: Any, *, max_new_tokens: int = 6) -> np.ndarray:
-    """1.0 per question whose greedy answer is right (:meth:`circuits.data.FactQuestion.is_correct`)."""
+    """1.0 per question whose greedy answer to the few-shot prompt is right (:meth:`circuits.data.FactualQA.prompt`, :meth:`circuits.data.FactQuestion.is_correct`)."""
     task, tok = D.factual_qa(), M.tokenizer_of(model)
-    ids = [M.tokens_of(model, f"Question: {q.question}\nAnswer:") for q in task.items]
+    ids = [M.tokens_of(model, task.prompt(q)) for q in task.items]
     out = np.zeros(len(ids))
     by_len: dict[int, list[int]] = {}
     for i, t in enumerate(ids):
@@ -187,6 +188,7 @@ def evaluate(
     *edits: Edit,
     suite: Suite | None = None,
     baseline: Measurements | None = None,
+    baseline_cache: Path | str | None = None,
     split: SplitName = "eval",
     groups: Sequence[MeasureGroup] = ALL_GROUPS,
     max_pairs: int | None = None,
@@ -204,6 +206,9 @@ def evaluate(
             is measured as well, so side effects on other behaviours show.
         baseline: Measurements of the unedited model with the same settings (from :func:`measure`), to
             skip measuring it again when evaluating many edits.
+        baseline_cache: Without ``baseline``, read the unedited model's measurements from this
+            directory, or take and store them there (:func:`circuits.evaluation.cache.cached_measure`;
+            keyed by weights, settings, data and measuring code). ``None``: measure every time.
         split: Suite split for harm (default ``"eval"``, held out from building).
         groups: Measure groups (default: all).
         max_pairs: Word pairs per template (``None``: all).
@@ -229,11 +234,18 @@ def evaluate(
     if target.name not in {s.name for s in suites}:
         suites.append(target)
     kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
-    before = baseline if baseline is not None else measure(model, **kw)
+    if baseline is not None and baseline.settings != (want := Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)):
+        raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
+    if baseline is not None:
+        before = baseline
+    elif baseline_cache is not None:
+        from circuits.evaluation.cache import cached_measure
+
+        before = cached_measure(model, baseline_cache, **kw)
+    else:
+        before = measure(model, **kw)
     with apply_edit(model, *edits, check_fingerprint=False):
         after = measure(model, **kw)
-    if before.settings != after.settings:
-        raise ValueError(f"the baseline was measured with other settings: {before.settings} vs {after.settings}")
     kl = None
     if "kl" in groups:
         kl = neutral_kl(model, edits, M.text_windows(model, D.english_eval(), window=window, max_tokens=max_tokens)[:kl_windows], check_fingerprint=False)

@@ -123,3 +123,27 @@ def test_the_key_changes_with_the_measuring_code(tiny, monkeypatch):
     real = cache.inspect.getsource
     monkeypatch.setattr(cache.inspect, "getsource", lambda m: real(m) + ("\n# changed" if m.__name__ == "circuits.evaluation.metrics" else ""))
     assert cache_key(tiny, settings, suites) != before
+
+
+def test_evaluate_with_a_baseline_cache_equals_measuring_the_baseline(tmp_path, monkeypatch):
+    """`evaluate(baseline_cache=...)` (what `circuits eval` uses) measures the unedited model once and reports as without it."""
+    from circuits.editing import Edit
+    from circuits.model import fingerprint, load_model
+    from circuits.model.tiny import save_tiny_hf
+    from circuits.sites import HeadRef
+
+    lm = load_model(str(save_tiny_hf("llama", tmp_path / "tiny-llama", seed=5)))
+    edit = Edit("scaling", (HeadRef(0, 1),), {}, lm.name, fingerprint(lm), hyperparameters={"alpha": 0.0}, suite={"name": "gender-occupation"})
+    monkeypatch.setattr(run, "available_suites", lambda tasks=False: ["gender-occupation"])
+    kw = dict(groups=("suites", "multiple_choice"), max_pairs=1, seed=3)
+    fresh = run.evaluate(lm, edit, **kw)
+    calls = []
+    real = run.measure
+    monkeypatch.setattr(run, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = run.evaluate(lm, edit, baseline_cache=tmp_path / "cache", **kw)
+    second = run.evaluate(lm, edit, baseline_cache=tmp_path / "cache", **kw)
+    assert len(calls) == 3  # the baseline once, the edited model twice
+    assert len(list((tmp_path / "cache").glob("measurements-*.safetensors"))) == 1
+    assert [m.name for m in fresh.measures] == [m.name for m in first.measures] == [m.name for m in second.measures]
+    for a, b, c in zip(fresh.measures, first.measures, second.measures, strict=True):
+        assert a.before == b.before == c.before and a.after == b.after == c.after and a.p_value == b.p_value == c.p_value

@@ -125,8 +125,12 @@ def test_an_identity_edit_changes_no_measure(real_model):
 
     edit = Edit("scaling", (HeadRef(26, 2),), {}, "smollm2-135m", fingerprint(real_model),
                 hyperparameters={"alpha": 1.0}, suite={"name": "gender-occupation"})
-    kw = dict(max_pairs=1, max_tokens=512)
-    report = evaluate(real_model, edit, kl_windows=2, **kw)
+    from circuits.model import cache_root
+
+    # The settings of `circuits eval --max-pairs 2 --max-tokens 1024` in test_end_to_end, whose unedited
+    # measurements this stores in the measurement cache (the identity edit checks them against a fresh run).
+    kw = dict(max_pairs=2, max_tokens=1024)
+    report = evaluate(real_model, edit, kl_windows=2, baseline_cache=cache_root() / "measurements", **kw)
     names = {m.name for m in report.measures}
     assert {"bias_gap.gender-occupation", "bias_gap.toxicity", "bias_gap.name-sentiment", "stereotype_preference",
             "toxicity_propensity", "spurious_flip_rate", "demographic_parity_difference", "equalized_odds_difference",

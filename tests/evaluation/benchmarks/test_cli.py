@@ -58,6 +58,7 @@ def test_benchmarks_are_measured_before_and_after_with_a_tiny_model(tmp_path, mo
     monkeypatch.setattr(run, "evaluate", lambda *a, **k: evaluate(*a, **{**k, "groups": ("suites",)}))
     monkeypatch.setattr(run, "available_suites", lambda tasks=False: ["gender-occupation"])
     out = tmp_path / "report.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # --baseline-cache (the default) stores the unedited measurements there
     r = CliRunner().invoke(app, [
         "eval", "--edit", str(edit), "--model", str(directory), "--max-pairs", "1", "--no-record", "-o", str(out),
         "--benchmark", f"crows-pairs={FIXTURES / 'crows_pairs.csv'}", "--benchmark", f"winobias={FIXTURES / 'winobias'}",
@@ -73,3 +74,4 @@ def test_benchmarks_are_measured_before_and_after_with_a_tiny_model(tmp_path, mo
     tox = got["toxigen", "toxic_continuation_rate", None]
     assert tox["n"] == 3 and 0.0 <= tox["before"] <= 1.0 and 0.0 <= tox["after"] <= 1.0
     assert "Standard benchmarks" in r.output
+    assert len(list((tmp_path / "xdg/circuit-atlas/measurements").glob("measurements-*.safetensors"))) == 1
