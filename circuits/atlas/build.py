@@ -374,12 +374,13 @@ def find_circuit(
         UnsupportedArchitecture: No per-head residual inputs for this family.
         ValueError: Bad options, or a behaviour with equal clean and fully ablated metrics.
     """
+    from circuits.probing.discovery import ABLATIONS
     from circuits.probing.eap import edge_attribution
 
     if prune not in (None, "greedy", "acdc"):
         raise ValueError(f"prune must be greedy or acdc, got {prune!r}")
-    if ablation not in ("corrupted", "mean"):
-        raise ValueError(f"ablation must be corrupted or mean, got {ablation!r}")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
     prepared = prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)
     scores = edge_attribution(model, prepared.groups, prepared.metric, ig_steps=ig_steps, batch_size=batch_size, progress=progress)
     return circuit_from_scores(model, prepared.groups, prepared.metric, scores, top_edges=top_edges, target=target, max_edges=max_edges,
@@ -417,7 +418,7 @@ def circuit_from_scores(
         max_edges: Largest top-n circuit tried (default: every edge).
         prune: ``None``, ``"greedy"`` or ``"acdc"``.
         tau: ACDC's threshold.
-        ablation: What edges outside the circuit carry: ``corrupted`` or ``mean`` writes.
+        ablation: What edges outside the circuit carry: ``corrupted``, ``mean`` or ``resample`` writes.
 
     Returns:
         The circuit graph, with faithfulness, completeness and the faithfulness curve.

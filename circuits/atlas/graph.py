@@ -57,7 +57,7 @@ class CircuitGraph(_Frozen):
     method: Literal["edge_attribution_patching", "eap_ig", "edge_patching"]
     ig_steps: int = Field(default=1, ge=1)
     selection: str
-    ablation: Literal["corrupted", "mean"]
+    ablation: Literal["corrupted", "mean", "resample"]
     n_edges_total: int = Field(ge=1)
     nodes: list[GraphNode]
     edges: list[GraphEdge]

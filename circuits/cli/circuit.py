@@ -21,7 +21,7 @@ def circuit(
     prune: Annotated[str, typer.Option(help="Then prune edge by edge with exact ablations: none, greedy (keep faithfulness >= --target) or acdc (--tau); one forward per edge.")] = "none",
     tau: Annotated[float, typer.Option(help="ACDC threshold on the drop of the normalised metric.")] = 0.01,
     ig_steps: Annotated[int, typer.Option(help="EAP-IG interpolation steps (1: plain EAP).")] = 5,
-    ablation: Annotated[str, typer.Option(help="What edges outside the circuit carry for faithfulness: corrupted or mean.")] = "corrupted",
+    ablation: Annotated[str, typer.Option(help="What edges outside the circuit carry for faithfulness: corrupted, mean or resample (another clean prompt's writes).")] = "corrupted",
     atlas: Annotated[Path | None, typer.Option(help="An atlas from `circuits scan`: the circuit is added to its behaviour for this suite.")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="Pairs per template or group (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward/backward (bounds memory).")] = 4,
@@ -44,8 +44,10 @@ def circuit(
     _check_finite("--tau", tau)
     if not 0 < target <= 1:
         _fail(f"--target must be in (0, 1], got {target}")
-    if ablation not in ("corrupted", "mean"):
-        _fail(f"--ablation must be corrupted or mean, got {ablation!r}")
+    from circuits.probing.discovery import ABLATIONS
+
+    if ablation not in ABLATIONS:
+        _fail(f"--ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
     if prune not in ("none", "greedy", "acdc"):
         _fail(f"--prune must be none, greedy or acdc, got {prune!r}")
     try:

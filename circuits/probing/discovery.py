@@ -10,8 +10,10 @@ pass of the pairs per edge tried, so on a real model it starts from a candidate 
 EAP-IG), as is usual for ACDC on large graphs.
 
 **Faithfulness** (Wang et al. 2023 §4; Conmy et al. 2023; Hanna et al. 2024): run the *clean* prompts
-with every edge outside the circuit *ablated* (it carries the sender's ``corrupted``-run write, or its
-``mean`` write over the clean and corrupted prompts at that position) and the circuit's edges carrying
+with every edge outside the circuit *ablated* (it carries the sender's ``corrupted``-run write, its
+``mean`` write over the clean and corrupted prompts at that position, or — ``resample``, the resample
+ablation of causal scrubbing, Chan et al. 2022 — its write on *another* clean prompt of the same token
+length: a fixed derangement of the prompts, seeded) and the circuit's edges carrying
 what the senders compute in that run (:func:`circuits.probing.edge_patching.run_with_edges`). With
 ``m(C)`` the mean metric of that run, ``m(M)`` the full model's (nothing ablated) and ``m(∅)`` every edge
 ablated:
@@ -43,7 +45,9 @@ from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef, MlpRef
 from circuits.suites import PromptPair
 
-Ablation = Literal["corrupted", "mean"]
+Ablation = Literal["corrupted", "mean", "resample"]
+#: The ablation types (what an ablated edge carries); see the module docstring.
+ABLATIONS: tuple[Ablation, ...] = ("corrupted", "mean", "resample")
 
 
 def top_edges(scores: EdgeEffects, n: int) -> frozenset[Edge]:
@@ -62,7 +66,7 @@ class Faithfulness:
 
     Attributes:
         n_edges: Edges in the circuit.
-        ablation: What ablated edges carry (``corrupted`` or ``mean`` sender writes).
+        ablation: What ablated edges carry (``corrupted``, ``mean`` or ``resample`` sender writes).
         circuit: ``m(C)``, mean metric with only the circuit's edges intact.
         full: ``m(M)``, the unablated model.
         empty: ``m(∅)``, every edge ablated.
@@ -83,7 +87,27 @@ class Faithfulness:
     completeness: float
 
 
+def resample_order(n: int, seed: int = 0) -> Tensor:
+    """A seeded derangement of ``range(n)``: prompt ``i`` takes its ablated writes from prompt ``order[i] ≠ i``.
+
+    Raises:
+        ValueError: ``n < 2`` (no other prompt to resample from).
+    """
+    if n < 2:
+        raise ValueError(f"resample ablation needs at least 2 prompts of the same token length, got {n}; use corrupted or mean ablation, or more pairs")
+    shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.empty(n, dtype=torch.long)
+    order[shuffled] = shuffled.roll(-1)  # a cycle through the shuffle: nobody keeps their own prompt
+    return order
+
+
 def _ablation_source(model: Any, graph: Graph, g: TokenGroup, metric: Metric, idx: Tensor, ablation: Ablation) -> Tensor:
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
+    if ablation == "resample":
+        order = resample_order(g.clean.shape[0])  # checked before running anything
+        clean, _ = sender_writes(model, graph, g.clean, metric, idx)
+        return clean[order]
     corr, _ = sender_writes(model, graph, g.corrupted, metric, idx)
     if ablation == "corrupted":
         return corr
@@ -316,7 +340,7 @@ def acdc(
         tau: Threshold on the drop of the normalised metric, e.g. ``0.01``.
         start: Candidate edges (default: every edge of the graph); on a real model pass the top edges by EAP-IG.
         graph: The model's edge graph (default: built).
-        ablation: What removed edges carry: the corrupted run's sender writes or their mean over both runs.
+        ablation: What removed edges carry: the corrupted run's sender writes, their mean over both runs, or another clean prompt's (``resample``).
 
     Returns:
         The pruned circuit.

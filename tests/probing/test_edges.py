@@ -8,7 +8,7 @@ from scipy.stats import pearsonr
 from circuits import model as M
 from circuits.model import UnsupportedArchitecture, tiny_model
 from circuits.model.tiny import tiny_hf_model
-from circuits.probing.discovery import faithfulness, minimal_circuit, threshold_edges, top_edges
+from circuits.probing.discovery import faithfulness, minimal_circuit, resample_order, threshold_edges, top_edges
 from circuits.probing.eap import edge_attribution
 from circuits.probing.edge_patching import edge_patching, graph_of, run_with_edges, sender_writes
 from circuits.probing.graph import INPUT, LOGITS, Edge, build_graph
@@ -138,6 +138,21 @@ def test_faithfulness_by_hand(pairs):
     assert f.completeness == pytest.approx(1.0, abs=1e-4)
     whole = faithfulness(linear, pairs, metric, frozenset(g.edges()), ablation="mean")
     assert (whole.faithfulness, whole.completeness) == (pytest.approx(1.0), pytest.approx(1.0))
+    # resample ablation: the dropped edges carry the same heads' writes on another clean prompt
+    order = resample_order(grp.clean.shape[0])
+    resid = cache["blocks.1.hook_resid_post"] - (clean_w[:, :, cols] - clean_w[order][:, :, cols]).sum(2)
+    by_hand = float(metric(M.logit_lens(linear, resid)).detach().mean())
+    r = faithfulness(linear, pairs, metric, circuit, ablation="resample")
+    assert r.ablation == "resample" and r.circuit == pytest.approx(by_hand, abs=1e-4) and r.full == pytest.approx(clean, abs=1e-4)
+
+
+def test_resample_order_is_a_seeded_derangement():
+    for n in (2, 3, 7, 50):
+        order = resample_order(n)
+        assert sorted(order.tolist()) == list(range(n)) and all(order[i] != i for i in range(n))
+        assert torch.equal(order, resample_order(n)) and (n < 5 or not torch.equal(order, resample_order(n, seed=1)))
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        resample_order(1)
 
 
 def test_discovery_rules(native, pairs):
