@@ -39,10 +39,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "atlas/smollm2-135m/headline"
 SUITES = ["identity-harm-religion", "name-sentiment-v2"]  # v2 needs its atlas in --atlas first
-KINDS = ["ablation", "low_rank", "invariance"]
+#: CARE neuron repair (seed 003; circuits.editing.care): not a recipe kind, built by `build_care` below.
+#: It needs labelled prompts for its accuracy objective, so it runs on suites whose pairs carry a label.
+CARE = "care"
+KINDS = ["ablation", "low_rank", "invariance", CARE]
 #: Unrestricted baselines (circuits.editing.baselines), run after the surgical kinds by default.
 BASELINES = ["lora_all", "full_ft"]
-TRAINED = {"offset", "low_rank", "invariance", "neuron_repair", "lora_all", "full_ft"}
+TRAINED = {"offset", "low_rank", "invariance", "neuron_repair", "lora_all", "full_ft", CARE}
+#: CARE's sizes: build pairs (every k-th), AtP-screened candidate neurons of the flagged MLP layers, and its optimiser.
+CARE_PAIRS, CARE_CANDIDATES = 40, 24
+CARE_CONFIG = {"k": 4, "pop_size": 10, "generations": 5, "n_values": 3}
 RECIPES: dict[str, dict[str, object]] = {
     "ablation": {"k": 3, "mode": "mean"},
     "offset": {"k": 3},
@@ -102,9 +108,38 @@ def main() -> None:
     model = load_model("smollm2-135m")
     atlas = Atlas.load(args.atlas)
     (OUT / "reports").mkdir(parents=True, exist_ok=True)
+    def care_data(suite):  # noqa: ANN001, ANN202
+        """CARE's build pairs and its two labels (the answers), or LookupError for a suite without labelled pairs."""
+        every = suite.pairs("build")
+        pairs = every[:: max(1, len(every) // CARE_PAIRS)][:CARE_PAIRS]
+        answers = sorted({p.answer for p in pairs} | {p.wrong_answer for p in pairs})
+        if any(p.answer == p.wrong_answer for p in pairs) or len(answers) != 2:
+            raise LookupError("CARE's accuracy objective needs pairs labelled with one of two answers, and this suite's pairs carry none")
+        return pairs, answers
+
+    def build_care(suite, seed: int):  # noqa: ANN001, ANN202
+        """CARE on the suite's build pairs: AtP screens candidates in the flagged MLP layers, ACE ranks, PSO repairs."""
+        from circuits import model as M
+        from circuits.editing.aifs import labelled_batches
+        from circuits.editing.build import select_components, suite_record
+        from circuits.editing.care import CareConfig, care_repair
+        from circuits.probing.pairs import prepare
+
+        pairs, answers = care_data(suite)
+        label_ids = [M.single_token_id(model, a) for a in answers]
+        prompts = [t for p in pairs for t in (p.clean, p.corrupted)]
+        labels = [answers.index(p.answer) for p in pairs for _ in (0, 1)]
+        groups = prepare(model, pairs, suite.metric)
+        candidates = select_components(model, atlas, suite.name, k=CARE_CANDIDATES, granularity="neuron", groups=groups.groups, metric=groups.metric)
+        result = care_repair(model, groups.groups, groups.metric, candidates, labelled_batches(model, prompts, labels), label_ids,
+                             config=CareConfig(**CARE_CONFIG, seed=seed, progress=False), suite=suite_record(suite, "build", pairs))
+        return result.edit
+
     def build(suite, kind: str, seed: int):  # noqa: ANN001, ANN202
         """The edit of (suite, kind, seed) as the table builds it; returns (edit, build seconds, layer sweep or None)."""
         t = time.perf_counter()
+        if kind == CARE:
+            return build_care(suite, seed), time.perf_counter() - t, None
         extra: dict[str, object] = {}
         sweep = None
         if kind in ("orthogonalization", "directional_ablation"):
@@ -138,7 +173,7 @@ def main() -> None:
         raw = {"cost": raw["cost"], "report": report.as_dict(), "remeasured": [*raw.get("remeasured", []), record]}
         atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
         if from_saved:
-            save_edit(edit.with_evaluation(report.flat()), saved, packages=package_versions())
+            save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), saved, packages=package_versions())
         print(f"remeasured {path.name}: " + ", ".join(f"{n} {old.get(n).after:.3f} -> {m.after:.3f} (before {m.before:.3f})" for n, m in new.items()), flush=True)
 
     def load_report(path: Path) -> EvalReport:
@@ -147,11 +182,17 @@ def main() -> None:
         r = raw["report"]
         return EvalReport(tuple(r["edits"]), r["suite"], r["split"], measures, r["seconds"])
 
-    rows = []
+    rows, skipped = [], []
     for suite_name in args.suites:
         suite = load_suite(suite_name, model=model)
         for kind in args.kinds:
             reports, costs = [], []
+            if kind == CARE:
+                try:
+                    care_data(suite)
+                except LookupError as e:  # CARE does not apply to this suite
+                    skipped.append(f"{kind} on {suite.name} ({e})")
+                    continue
             for seed in args.seeds if kind in TRAINED else args.seeds[:1]:
                 path = OUT / "reports" / f"{suite.name}.{kind}.seed{seed}.json"
                 if args.table_only and not path.exists():
@@ -168,10 +209,12 @@ def main() -> None:
                 cost = {"build_seconds": round(build_s, 1), "parameters_changed": edit.n_parameters, "components": [str(c) for c in edit.components]}
                 if sweep is not None:
                     cost["layer_sweep"] = sweep
+                if kind == CARE:  # ACE of the repaired neurons before/after, unfairness and accuracy on the build pairs
+                    cost["care"] = dict(edit.evaluation or {})
                 cost["edit_mb"] = round(sum(x.numel() * x.element_size() for x in edit.tensors.values()) / 2**20, 1)
                 atomic_write_text(path, json.dumps({"cost": cost, "report": report.as_dict()}, indent=1) + "\n")
                 if seed == args.seeds[0] and cost["edit_mb"] <= MAX_SAVED_MB:
-                    save_edit(edit.with_evaluation(report.flat()), OUT / "edits" / f"{suite.name}.{kind}.json", packages=package_versions())
+                    save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), OUT / "edits" / f"{suite.name}.{kind}.json", packages=package_versions())
                 del edit  # full_ft's deltas: free before the next seed trains
                 reports.append(report)
                 costs.append(cost)
@@ -227,6 +270,8 @@ def main() -> None:
                   f"frozen); Adam lr {args.full_ft_lr or FULL_FT_LR:g} for full_ft and {args.lora_all_lr or LORA_ALL_LR:g} for lora_all "
                   f"(the surgical kinds: {TrainConfig.lr:g}; lora_all at {TrainConfig.lr:g} is in headline/superseded-lora-all-lr1e-2/). "
                   "Parameters changed counts trained numbers: for lora_all, r·(in + out) per matrix, though W + αBA differs from W in every entry."]
+    if skipped:
+        lines.append("Not run: " + "; ".join(skipped) + ".")
     unsaved = sorted({f"{r['kind']} ({r['edit_mb']:.0f} MB)" for r in rows if r.get("edit_mb", 0) > MAX_SAVED_MB})
     if unsaved:
         lines.append(f"Edits over {MAX_SAVED_MB} MB are not saved under edits/ (reports only): {', '.join(unsaved)}.")

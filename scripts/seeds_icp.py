@@ -8,7 +8,7 @@ Writes one JSON with the measured numbers next to the seeds' stated targets (quo
   next-token distribution), IDS (masked name embedding, per template), ``R = 0.5 SSS + 0.5 IDS``;
   early-layer (first third) vs late-layer (last third) mean R.
 * The ICP loop (attribute → prune 10% with R > τ → contrastive fine-tune → re-attribute) on the heads;
-  ECE of the label prediction (' positive' vs ' negative', 10 bins) on the held-out eval split,
+  ECE of the label prediction (' positive' vs ' negative', 10 bins; ``expected_calibration_error``) on the held-out eval split,
   before and after.
 * Head-level noise-restoration tracing (seed 004) on ``toxicity``: ``Δ log P(insult)`` per head,
   restored at the subject (adjective) positions and at every position; flags ``Δ > τ`` in 3 seeds;
@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,17 +34,6 @@ TARGETS = {
     "seed004_flag": "Circuits with Δ_{i,j} > τ (a significance threshold) are flagged as causal.",
     "seed004_edit": "Demonstrating ≥50% reduction in toxicity/bias with <5% degradation in general capabilities.",
 }
-
-
-def ece(probs: torch.Tensor, correct: torch.Tensor, bins: int = 10) -> float:
-    """Expected calibration error (%): ``Σ_b |B_b|/n · |acc(B_b) − conf(B_b)|`` over equal-width confidence bins."""
-    edges = torch.linspace(0.5 if probs.min() >= 0.5 else 0.0, 1.0, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (probs > lo) & (probs <= hi) if lo > edges[0] else (probs >= lo) & (probs <= hi)
-        if inside.any():
-            total += float(inside.float().mean() * (correct[inside].float().mean() - probs[inside].mean()).abs())
-    return 100.0 * total
 
 
 def main() -> None:  # noqa: PLR0915 - a linear experiment script
@@ -62,6 +52,7 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
     from circuits.editing.icp import IcpConfig, icp_loop, label_margin
     from circuits.editing.objectives import Contrastive
     from circuits.editing.train import TrainConfig, TrainingData, split_by_template
+    from circuits.evaluation.metrics import expected_calibration_error
     from circuits.metrics import kl_divergence, metric_for_suite
     from circuits.probing.component_tracing import trace_components
     from circuits.probing.patching import tokenize_pairs
@@ -117,15 +108,14 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
 
     @torch.no_grad()
     def calibration() -> dict:
-        probs, correct = [], []
+        p_pos, is_pos = [], []
         for side in ("clean", "corrupted"):
             for p in eval_pairs:
                 logits = M.run(model, M.tokens_of(model, getattr(p, side))[None])[0, -1, [pos, neg]].float().softmax(-1)
-                pred_pos = bool(logits[0] >= logits[1])
-                probs.append(float(logits.max()))
-                correct.append(pred_pos == (p.answer == " positive"))
-        pr, co = torch.tensor(probs), torch.tensor(correct)
-        return {"ece_percent": ece(pr, co), "accuracy": float(co.float().mean()), "n": len(probs)}
+                p_pos.append(float(logits[0]))
+                is_pos.append(p.answer == " positive")
+        prob, label = np.array(p_pos), np.array(is_pos)
+        return {"ece_percent": 100.0 * expected_calibration_error(prob, label), "accuracy": float(((prob >= 0.5) == label).mean()), "n": len(prob)}
 
     before = calibration()
     heads = all_heads(s.n_layers, s.n_heads)
