@@ -421,12 +421,12 @@ def circuit_from_scores(
         ablation: What edges outside the circuit carry: ``corrupted``, ``mean`` or ``resample`` writes.
 
     Returns:
-        The circuit graph, with faithfulness, completeness and the faithfulness curve.
+        The circuit graph, with faithfulness, completeness, and the faithfulness and completeness curves.
 
     Raises:
         ValueError: The full and fully ablated metrics are equal.
     """
-    from circuits.probing.discovery import acdc, faithfulness, faithfulness_curve, greedy_prune, minimal_circuit
+    from circuits.probing.discovery import acdc, completeness_curve, faithfulness, faithfulness_curve, greedy_prune, minimal_circuit
     from circuits.probing.discovery import top_edges as choose_top
 
     if top_edges is not None:
@@ -444,4 +444,5 @@ def circuit_from_scores(
         p = acdc(model, groups, metric, tau=tau, start=kept, graph=scores.graph, ablation=ablation)  # type: ignore[arg-type]
         kept, selection = p.edges, f"{selection}, then ACDC (tau {tau:g}; {p.tried} edges tried)"
     faith = faithfulness(model, groups, metric, kept, graph=scores.graph, ablation=ablation)  # type: ignore[arg-type]
-    return circuit_graph(scores, kept, selection=selection, faith=faith, curve=curve)
+    complete = completeness_curve(model, groups, metric, scores, [n for n, _ in curve], ablation=ablation)  # type: ignore[arg-type]
+    return circuit_graph(scores, kept, selection=selection, faith=faith, curve=curve, completeness_curve=complete)

@@ -52,6 +52,8 @@ class CircuitGraph(_Frozen):
         completeness: ``1 − (m(M∖C) − m(∅)) / (m(M) − m(∅))``.
         ratio: ``m(C) / m(M)``.
         curve: ``[(n_edges, faithfulness)]`` of top-n circuits.
+        completeness_curve: ``[(n_edges, completeness)]`` of the same top-n circuits (empty in atlases
+            written before it was recorded).
     """
 
     method: Literal["edge_attribution_patching", "eap_ig", "edge_patching"]
@@ -65,6 +67,7 @@ class CircuitGraph(_Frozen):
     completeness: float | None = None
     ratio: float | None = None
     curve: list[tuple[int, float]] = Field(default_factory=list)
+    completeness_curve: list[tuple[int, float]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _edges_join_nodes(self) -> CircuitGraph:
@@ -96,7 +99,16 @@ def _node(name: str, n_layers: int) -> GraphNode:
     return GraphNode(id=name, layer=layer, kind=kind)
 
 
-def circuit_graph(scores: Any, circuit: Any, *, selection: str, faith: Any = None, curve: list[tuple[int, float]] | None = None, ablation: str = "corrupted") -> CircuitGraph:
+def circuit_graph(
+    scores: Any,
+    circuit: Any,
+    *,
+    selection: str,
+    faith: Any = None,
+    curve: list[tuple[int, float]] | None = None,
+    completeness_curve: list[tuple[int, float]] | None = None,
+    ablation: str = "corrupted",
+) -> CircuitGraph:
     """Record a discovered circuit.
 
     Args:
@@ -105,6 +117,7 @@ def circuit_graph(scores: Any, circuit: Any, *, selection: str, faith: Any = Non
         selection: How they were chosen.
         faith: Its :class:`~circuits.probing.discovery.Faithfulness` (optional).
         curve: ``[(n_edges, faithfulness)]`` (optional).
+        completeness_curve: ``[(n_edges, completeness)]`` (optional).
         ablation: The ablation of ``faith`` when it is not given.
 
     Returns:
@@ -126,4 +139,5 @@ def circuit_graph(scores: Any, circuit: Any, *, selection: str, faith: Any = Non
         completeness=None if faith is None else faith.completeness,
         ratio=None if faith is None or not math.isfinite(faith.ratio) else faith.ratio,
         curve=list(curve or []),
+        completeness_curve=list(completeness_curve or []),
     )

@@ -65,6 +65,10 @@ def render_circuit_graph(graph: CircuitGraph, *, title: str = "Circuit") -> str:
         facts[-1] += f" ({graph.ig_steps} steps)"
     if graph.faithfulness is not None:
         facts.append(f"faithfulness {graph.faithfulness:.3f}, completeness {graph.completeness:.3f} (rest ablated: {escape(graph.ablation)} writes)")
+    if graph.curve:
+        complete = dict(graph.completeness_curve)
+        facts.append("top-n circuits (edges: faithfulness / completeness): " + ", ".join(
+            f"{n}: {f:.2f}" + (f" / {complete[n]:.2f}" if n in complete else "") for n, f in graph.curve))
     rows = "".join(
         f"<tr><td>{escape(e.sender)}</td><td>{escape(e.receiver)}</td><td>{e.score:+.3f}</td></tr>" for e in graph.edges[:30]
     )

@@ -191,6 +191,18 @@ def faithfulness(
     )
 
 
+def _top_n_metrics(
+    model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: Metric, scores: EdgeEffects, sizes: Sequence[int], ablation: Ablation, complement: bool
+) -> tuple[float, float, list[float]]:
+    """``(m(M), m(∅), [m(C_n)] or [m(M∖C_n)])`` for the top-``n`` circuits ``C_n``."""
+    graph = scores.graph
+    keeps = [graph.mask(list(top_edges(scores, n))) for n in sizes]
+    masks = [graph.adjacency & ~k for k in keeps] if complement else keeps
+    empty = torch.zeros_like(graph.adjacency)
+    values = circuit_metrics(model, pairs, metric, [graph.adjacency, empty, *masks], graph=graph, ablation=ablation).tolist()
+    return values[0], values[1], values[2:]
+
+
 def faithfulness_curve(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
@@ -205,12 +217,29 @@ def faithfulness_curve(
     Returns:
         ``[(n, faithfulness)]``.
     """
-    graph = scores.graph
-    masks = [graph.mask(list(top_edges(scores, n))) for n in sizes]
-    empty = torch.zeros_like(graph.adjacency)
-    values = circuit_metrics(model, pairs, metric, [graph.adjacency, empty, *masks], graph=graph, ablation=ablation).tolist()
-    full, none = values[0], values[1]
-    return [(n, (v - none) / (full - none)) for n, v in zip(sizes, values[2:])]
+    full, none, values = _top_n_metrics(model, pairs, metric, scores, sizes, ablation, complement=False)
+    return [(n, (v - none) / (full - none)) for n, v in zip(sizes, values)]
+
+
+def completeness_curve(
+    model: Any,
+    pairs: Sequence[PromptPair] | Sequence[TokenGroup],
+    metric: Metric,
+    scores: EdgeEffects,
+    sizes: Sequence[int],
+    *,
+    ablation: Ablation = "corrupted",
+) -> list[tuple[int, float]]:
+    """Completeness of the top-``n`` circuit for each ``n`` in ``sizes``: ``1 − (m(M∖C_n) − m(∅)) / (m(M) − m(∅))``.
+
+    The circuit's edges are ablated and the rest kept (Wang et al. 2023 §4; Marks et al. 2024); 1 means
+    nothing outside the top ``n`` edges carries the behaviour.
+
+    Returns:
+        ``[(n, completeness)]``.
+    """
+    full, none, values = _top_n_metrics(model, pairs, metric, scores, sizes, ablation, complement=True)
+    return [(n, 1 - (v - none) / (full - none)) for n, v in zip(sizes, values)]
 
 
 def minimal_circuit(

@@ -134,6 +134,7 @@ def test_scan_edges_records_a_circuit_and_circuit_prunes(tmp_path):
     atlas = Atlas.load(out)
     graph = atlas.circuit("gender-occupation")
     assert graph.faithfulness >= 0.5 and graph.curve and "faithfulness >= 0.5" in graph.selection and "circuit:" in r.output
+    assert [n for n, _ in graph.completeness_curve] == [n for n, _ in graph.curve]  # both curves over the same top-n circuits
     pruned = tmp_path / "p.json"
     r = CliRunner().invoke(app, ["circuit", "--model", str(d), "--suite", "gender-occupation", "--max-pairs", "1", "--ig-steps", "2",
                                  "--target", "0.5", "--prune", "greedy", "--atlas", str(out), "-o", str(pruned)])

@@ -8,7 +8,7 @@ from scipy.stats import pearsonr
 from circuits import model as M
 from circuits.model import UnsupportedArchitecture, tiny_model
 from circuits.model.tiny import tiny_hf_model
-from circuits.probing.discovery import faithfulness, minimal_circuit, resample_order, threshold_edges, top_edges
+from circuits.probing.discovery import completeness_curve, faithfulness, faithfulness_curve, minimal_circuit, resample_order, threshold_edges, top_edges
 from circuits.probing.eap import edge_attribution
 from circuits.probing.edge_patching import edge_patching, graph_of, run_with_edges, sender_writes
 from circuits.probing.graph import INPUT, LOGITS, Edge, build_graph
@@ -165,6 +165,11 @@ def test_discovery_rules(native, pairs):
     assert curve[-1][0] == len(scores.edges)
     assert curve[-1][1] == pytest.approx(1.0, abs=1e-4)  # every edge kept = the full model
     assert len(circuit) == next(n for n, f in curve if f >= 0.8)
+    sizes = [1, 5, len(scores.edges)]
+    for (n, c), (m, f) in zip(completeness_curve(native, pairs, metric, scores, sizes), faithfulness_curve(native, pairs, metric, scores, sizes), strict=True):
+        one = faithfulness(native, pairs, metric, top_edges(scores, n), graph=scores.graph)
+        assert n == m and c == pytest.approx(one.completeness, abs=1e-5) and f == pytest.approx(one.faithfulness, abs=1e-5)
+    assert c == pytest.approx(1.0, abs=1e-5)  # every edge in the circuit: nothing left outside
 
 
 @pytest.fixture(scope="module")
