@@ -12,6 +12,10 @@ multiple-choice sets of ``circuits/data``, and the ≥20k-token evaluation text.
 measured once and reused as the baseline of every edit (``evaluate(baseline_cache=...)``, on disk,
 so a resumed run does not measure it again).
 
+``care`` is CARE neuron repair (seed 003, :mod:`circuits.editing.care`): AtP screens neurons of the
+flagged MLP layers, interventional ACE ranks them, PSO rescales the top ones (3 PSO seeds); it needs
+pairs labelled with one of two answers, so suites without labels are listed as not run.
+
 The surgical kinds are compared with two unrestricted baselines (issue 22, seed 004's comparison;
 :mod:`circuits.editing.baselines`), run last: ``lora_all``, LoRA (rank 4, as ``low_rank``) on every
 block's q, k, v, o, gate, in and out weights, and ``full_ft``, dense deltas of the same matrices. Both
