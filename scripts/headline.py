@@ -112,6 +112,7 @@ def main() -> None:
     model = load_model("smollm2-135m")
     atlas = Atlas.load(args.atlas)
     (OUT / "reports").mkdir(parents=True, exist_ok=True)
+
     def care_data(suite):  # noqa: ANN001, ANN202
         """CARE's build pairs and its two labels (the answers), or LookupError for a suite without labelled pairs."""
         every = suite.pairs("build")
@@ -165,7 +166,7 @@ def main() -> None:
         edit = load_edit(saved) if from_saved else build(suite, kind, seed)[0]
         groups = ("suites", *args.remeasure)
         part = evaluate(model, edit, suite=suite, baseline_cache=cache_root() / "measurements", groups=groups, seed=seed)  # type: ignore[arg-type]
-        old = load_report(path)
+        old = report_of(raw)
         target = f"bias_gap.{suite.name}"
         was, now = old.get(target).after, part.get(target).after
         if not math.isclose(was, now, rel_tol=1e-4, abs_tol=1e-5):
@@ -180,8 +181,8 @@ def main() -> None:
             save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), saved, packages=package_versions())
         print(f"remeasured {path.name}: " + ", ".join(f"{n} {old.get(n).after:.3f} -> {m.after:.3f} (before {m.before:.3f})" for n, m in new.items()), flush=True)
 
-    def load_report(path: Path) -> EvalReport:
-        raw = json.loads(path.read_text())
+    def report_of(raw: dict) -> EvalReport:
+        """The :class:`EvalReport` of a written report's JSON."""
         measures = tuple(Measure(**{k: v for k, v in m.items() if k != "reduction"}) for m in raw["report"]["measures"])
         r = raw["report"]
         return EvalReport(tuple(r["edits"]), r["suite"], r["split"], measures, r["seconds"])
@@ -204,7 +205,7 @@ def main() -> None:
                 if path.exists():
                     if args.remeasure and not args.table_only:
                         remeasure(path, suite, kind, seed)
-                    reports.append(load_report(path))
+                    reports.append(report_of(json.loads(path.read_text())))
                     costs.append(json.loads(path.read_text())["cost"])
                     print(f"reuse {path.name}", flush=True)
                     continue

@@ -234,9 +234,10 @@ def evaluate(
     if target.name not in {s.name for s in suites}:
         suites.append(target)
     kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
-    if baseline is not None and baseline.settings != (want := Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)):
-        raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
     if baseline is not None:
+        want = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)
+        if baseline.settings != want:
+            raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
         before = baseline
     elif baseline_cache is not None:
         from circuits.evaluation.cache import cached_measure
