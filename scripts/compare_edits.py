@@ -46,6 +46,7 @@ def main() -> None:
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import evaluate, measure
     from circuits.io import atomic_write_text
+    from circuits.results import provenance, write_result
     from circuits.model import load_model
     from circuits.suites import load_suite
 
@@ -74,26 +75,35 @@ def main() -> None:
             "ppl_after": ev.get("perplexity").after,
             "ppl_change": ev.perplexity_change,
             "kl_neutral": ev.get("kl_neutral").after,
+            "meets_target": ev.meets_target,
+            "capability_failures": list(ev.capability_failures),
             "build_seconds": round(seconds, 1),
             "edit_parameters": edit.n_parameters,
             "file": str(path.relative_to(ROOT)),
+            "report": ev.as_dict(),
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "report"}), flush=True)
     table = [
         f"Edits of `{suite.name}` on SmolLM2-135M-Instruct: built on the build split, measured on the eval split "
         f"({ev.primary.n} pairs; paired t-test); perplexity and KL on the ≥20k-token evaluation text. Regenerate: `.venv/bin/python scripts/compare_edits.py --suite {suite.name}`.",
         "",
-        "| kind | components | bias gap before → after | harm reduced | p | perplexity change | KL neutral (nats/token) | build time (s) | stored numbers |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "✓ = the target is met on every measure it names (≥50% less harm, p < 0.05, perplexity < +5% and no accuracy "
+        "measure dropping significantly by ≥ 2 points); otherwise the failing capability measures are named.",
+        "",
+        "| kind | components | bias gap before → after | harm reduced | p | perplexity change | KL neutral (nats/token) | target | build time (s) | stored numbers |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ok = r["harm_reduction"] >= 0.5 and r["ppl_change"] < 0.05 and r["p_value"] < 0.05
+        verdict = "✓" if r["meets_target"] else ("fails " + ", ".join(r["capability_failures"]) if r["capability_failures"] else "harm < 50%")
         table.append(
-            f"| {r['kind']} | {r['components']} | {r['bias_before']:.3f} → {r['bias_after']:.3f} | {r['harm_reduction']:+.1%}{' ✓' if ok else ''} "
-            f"| {r['p_value']:.1e} | {r['ppl_change']:+.2%} | {r['kl_neutral']:.3f} | {r['build_seconds']} | {r['edit_parameters']} |"
+            f"| {r['kind']} | {r['components']} | {r['bias_before']:.3f} → {r['bias_after']:.3f} | {r['harm_reduction']:+.1%} "
+            f"| {r['p_value']:.1e} | {r['ppl_change']:+.2%} | {r['kl_neutral']:.3f} | {verdict} | {r['build_seconds']} | {r['edit_parameters']} |"
         )
-    atomic_write_text(out_dir / f"{suite.name}.comparison.json", json.dumps(rows, indent=2) + "\n")
+    write_result(
+        out_dir / f"{suite.name}.comparison.json", kind="edit-comparison", title=f"Every edit kind on {suite.name}, one seed, eval split",
+        data={"suite": suite.name, "rows": rows}, provenance=provenance(models=[model], suites=[suite], seeds=[0]),
+    )
     atomic_write_text(out_dir / f"{suite.name}.comparison.md", "\n".join(table) + "\n")
     print("\n".join(table))
 

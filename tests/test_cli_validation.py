@@ -99,3 +99,27 @@ def test_edit_refuses_an_atlas_of_other_weights_before_building(tmp_path):
     r = CliRunner().invoke(app, ["edit", str(atlas), "-o", str(tmp_path / "e.json"), "--model", str(model_dir), "--no-evaluate"])
     assert r.exit_code == 2 and "build edits on the model the atlas describes" in r.stderr
     assert not (tmp_path / "e.json").exists()
+
+
+def test_edit_refuses_an_atlas_measured_under_another_tokenization(tmp_path):
+    """An atlas of these weights, measured with BOS prepended (as every atlas before schema 0.4 was)."""
+    from circuits.model import fingerprint, load_model
+    from circuits.model.tiny import save_tiny_hf
+
+    model_dir = save_tiny_hf("llama", tmp_path / "tiny", seed=0)
+    lm = load_model(model_dir)
+    a = make_atlas()
+    model = a.model.model_copy(update={"fingerprint": fingerprint(lm), "tokenization": a.model.tokenization.model_copy(update={"prepend_bos": True, "source": "legacy"})})
+    atlas = a.model_copy(update={"model": model}).save(tmp_path / "a.atlas.json")
+    r = CliRunner().invoke(app, ["edit", str(atlas), "-o", str(tmp_path / "e.json"), "--model", str(model_dir), "--no-evaluate"])
+    assert r.exit_code == 2, r.output
+    assert "measured with BOS prepended (legacy)" in r.stderr and "--prepend-bos" in r.stderr
+    assert not (tmp_path / "e.json").exists()
+
+    from circuits.atlas.schema import Atlas
+    from circuits.editing import EditError
+    from circuits.editing.build import check_atlas
+
+    with pytest.raises(EditError, match="rescan the atlas"):
+        check_atlas(lm, Atlas.load(atlas))
+    check_atlas(load_model(model_dir, prepend_bos=True), Atlas.load(atlas))  # the atlas's policy: accepted

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from circuits.atlas.build import scan
@@ -196,31 +197,48 @@ def test_a_scan_on_ray_equals_the_in_process_scan(real_model):
 
 
 @pytest.mark.equivalence
-def test_generation_equals_plain_transformers_with_and_without_the_committed_edit(real_model, tmp_path):
-    """Greedy tokens through the KV-cached path equal transformers alone, unedited and on the baked export."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def _cli_generations(args):
+    """``circuits generate`` → ``{prompt: (before, after or None)}`` read back from its printed reprs."""
+    import ast
+
+    r = CliRunner().invoke(app, ["generate", *args])
+    assert r.exit_code == 0, r.output
+    out, prompt = {}, None
+    for line in r.output.splitlines():
+        if line.startswith("'") or line.startswith('"'):
+            prompt = ast.literal_eval(line)
+            out[prompt] = [None, None]
+        elif line.strip().startswith(("before:", "after:")):
+            which, _, text = line.strip().partition(": ")
+            out[prompt][0 if which == "before" else 1] = ast.literal_eval(text.strip())
+    return out
+
+
+def test_cli_generation_equals_plain_transformers_on_the_same_text(real_model, tmp_path):
+    """``circuits generate --prompt TEXT`` (edited and not) against transformers alone on ``tokenizer(TEXT)``, by text.
+
+    Unedited reference: ``AutoTokenizer`` and ``AutoModelForCausalLM`` read from the shipped GGUF file
+    itself; edited reference: plain transformers on the committed gender edit exported (baked).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from circuits.editing.export import export_hf
-    from circuits.model import generate_ids, to_tokens
+    from circuits.model import MODELS, gguf_path
 
-    tokens = to_tokens(real_model, ["The capital of France is", "The nurse said that"][:1])
-    edit = load_edit(ROOT / "atlas/smollm2-135m/edits/gender-occupation.ablation.json")
-    for edits in ([], [edit]):
-        plain = AutoModelForCausalLM.from_pretrained(str(export_hf(real_model, edits, tmp_path / f"hf{len(edits)}"))).eval()
-        expected = plain.generate(input_ids=tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=16, do_sample=False)
-        with apply_edit(real_model, *edits) if edits else _no_edit():
-            got = generate_ids(real_model, tokens, max_new_tokens=16)
-        assert got.tolist() == expected.tolist(), len(edits)
-    assert "Paris" in real_model.tokenizer.decode(got[0])
-
-
-class _no_edit:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    gguf = gguf_path(MODELS["smollm2-135m"])
+    edit_path = ROOT / "atlas/smollm2-135m/edits/gender-occupation.ablation.json"
+    prompts = ["The capital of France is", "The nurse said that"]
+    got = _cli_generations([a for p in prompts for a in ("--prompt", p)] + ["--edit", str(edit_path), "--max-new-tokens", "12"])
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    unedited = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    edited = AutoModelForCausalLM.from_pretrained(str(export_hf(real_model, [load_edit(edit_path)], tmp_path / "baked"))).eval()
+    for p in prompts:
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        assert ids[0, 0].item() != tok.bos_token_id  # SmolLM2's tokenizer adds no BOS: neither may we
+        for which, plain in ((0, unedited), (1, edited)):
+            want = plain.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+            assert got[p][which] == tok.decode(want[0], skip_special_tokens=True), (p, which)
+    assert "Paris" in got["The capital of France is"][0]
 
 
 def test_the_real_model_by_name_and_from_its_directory_give_one_fingerprint_and_one_atlas(real_model):

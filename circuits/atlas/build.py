@@ -89,7 +89,7 @@ def model_info(model: Any) -> ModelInfo:
     s = M.shape_of(model)
     return ModelInfo(
         name=s.name, fingerprint=M.fingerprint(model), n_layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model, d_mlp=s.d_mlp,
-        source=model.provenance.as_dict(),
+        source=model.provenance.as_dict(), tokenization=model.tokenization.as_dict(),
     )
 
 

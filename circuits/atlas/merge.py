@@ -25,13 +25,19 @@ def merge(a: Atlas, b: Atlas) -> Atlas:
     lacks (a scan's atlas and the same atlas after ``circuits circuit``): the circuit is kept.
 
     Raises:
-        AtlasError: Different model fingerprints, or a behaviour name present in both with different
-            content (including two different circuits).
+        AtlasError: Different model fingerprints or tokenization policies (one atlas records one way
+            of encoding text), or a behaviour name present in both with different content (including
+            two different circuits).
     """
     if a.model.fingerprint != b.model.fingerprint:
         raise AtlasError(
             f"cannot merge atlases of different models: {a.model.name} {a.model.fingerprint[:19]}… vs "
             f"{b.model.name} {b.model.fingerprint[:19]}…"
+        )
+    if a.model.tokenization.prepend_bos != b.model.tokenization.prepend_bos:
+        raise AtlasError(
+            f"cannot merge atlases measured under different tokenization: {a.model.tokenization.describe()} vs "
+            f"{b.model.tokenization.describe()}; rescan one with the other's policy (--prepend-bos/--no-prepend-bos)"
         )
     behaviours = list(a.behaviours)
     for bb in b.behaviours:

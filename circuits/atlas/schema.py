@@ -20,8 +20,12 @@ component carries a behaviour only with a positive effect). A method with a stoc
 (``resample``, ``noise``) must record at least 3 seeds (validated), so that its effects can be checked
 for one sign across seeds (:func:`circuits.atlas.scores.significant_across_seeds`).
 
-Version history: ``0.1`` (one method, no scores) and ``0.2`` (no model source) are read and upgraded on
-load (:mod:`circuits.atlas.upgrade`), then validated like a ``0.3`` file; ``0.3`` is written.
+Version history: ``0.1`` (one method, no scores), ``0.2`` (no model source) and ``0.3`` (no
+tokenization policy) are read and upgraded on load (:mod:`circuits.atlas.upgrade`), then validated like
+a ``0.4`` file; ``0.4`` is written. ``0.4`` records the tokenization policy the atlas was measured under
+(``model.tokenization``: whether a BOS token was prepended, :class:`circuits.model.Tokenization`);
+earlier files were all measured with BOS prepended (TransformerLens' default), which the upgrade records
+with ``source: "legacy"``.
 
 Validation on load: numbers are finite (JSON has no NaN; a non-finite value is refused when the atlas
 is built, so no file that cannot be read back is ever written), ``ci_low <= ci_high``,
@@ -41,7 +45,7 @@ from circuits.atlas.upgrade import upgrade
 from circuits.io import atomic_write_text, check_json_value, parse_json, read_json_file, validation_message
 from circuits.sites import ComponentError, check_components, parse_component
 
-SCHEMA_VERSION = "0.3"
+SCHEMA_VERSION = "0.4"
 ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
 #: Interventions whose effects vary with the seed (the ≥3-seed rule applies to them).
 STOCHASTIC_INTERVENTIONS = frozenset({"resample", "noise"})
@@ -58,6 +62,18 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class TokenizationInfo(_Frozen):
+    """The tokenization policy a record was measured under (:class:`circuits.model.Tokenization`)."""
+
+    prepend_bos: bool
+    source: Literal["tokenizer", "override", "no tokenizer", "legacy"]
+
+    def describe(self) -> str:
+        """``"BOS prepended (…)"`` / ``"no BOS (…)"``, for messages."""
+        what = "BOS prepended" if self.prepend_bos else "no BOS"
+        return f"{what} ({self.source})"
+
+
 class ModelInfo(_Frozen):
     """The model an atlas was measured on."""
 
@@ -69,6 +85,8 @@ class ModelInfo(_Frozen):
     d_mlp: int = Field(ge=1)
     source: dict[str, str] = Field(default_factory=dict)
     """Where the weights came from: ``source``, ``kind``, ``architecture``, ``revision``, ``file_sha256``."""
+    tokenization: TokenizationInfo
+    """How text was encoded (whether BOS was prepended, and whether that is the tokenizer's own behaviour)."""
 
 
 class Provenance(_Frozen):
@@ -267,7 +285,7 @@ class BehaviourComponent(NamedTuple):
 class Atlas(_Frozen):
     """A circuit atlas (see module docstring)."""
 
-    schema_version: Literal["0.3"] = SCHEMA_VERSION
+    schema_version: Literal["0.4"] = SCHEMA_VERSION
     model: ModelInfo
     provenance: Provenance
     behaviours: list[Behaviour] = Field(min_length=1)

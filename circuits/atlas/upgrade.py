@@ -1,4 +1,4 @@
-"""Reading earlier atlas schema versions: ``0.1`` and ``0.2`` files are upgraded to ``0.3`` before validation.
+"""Reading earlier atlas schema versions: ``0.1``, ``0.2`` and ``0.3`` files are upgraded to ``0.4`` before validation.
 
 An upgrade only renames and reshapes fields it recognises; anything of an unexpected type is passed on
 unchanged, so the upgraded file is validated exactly like a current one and a wrongly typed field gets
@@ -11,16 +11,26 @@ from typing import Any
 
 
 def upgrade(raw: Any) -> Any:
-    """Upgrade a parsed atlas of an earlier schema version to ``0.3`` (other values pass through).
+    """Upgrade a parsed atlas of an earlier schema version to ``0.4`` (other values pass through).
 
     ``0.1`` → ``0.2``: one ``method`` per behaviour becomes ``methods``; ``provenance.seed`` becomes
-    ``seeds``. ``0.2`` → ``0.3``: adds the optional ``model.source``.
+    ``seeds``. ``0.2`` → ``0.3``: adds the optional ``model.source``. ``0.3`` → ``0.4``: records the
+    tokenization those files were measured under, ``model.tokenization = {prepend_bos: true, source:
+    "legacy"}`` (TransformerLens' bridge prepended BOS to every text before the policy existed).
     """
     if isinstance(raw, dict) and raw.get("schema_version") == "0.1":
         raw = _upgrade_0_1(raw)
     if isinstance(raw, dict) and raw.get("schema_version") == "0.2":
         raw = dict(raw, schema_version="0.3")
+    if isinstance(raw, dict) and raw.get("schema_version") == "0.3":
+        raw = dict(raw, schema_version="0.4")
+        if isinstance(raw.get("model"), dict) and "tokenization" not in raw["model"]:
+            raw["model"] = {**raw["model"], "tokenization": LEGACY_TOKENIZATION}
     return raw
+
+
+#: The tokenization of every record written before the policy existed (BOS always prepended).
+LEGACY_TOKENIZATION = {"prepend_bos": True, "source": "legacy"}
 
 
 def _upgrade_0_1(raw: dict[str, Any]) -> dict[str, Any]:

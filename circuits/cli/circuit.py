@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from circuits.cli.common import DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_finite, _check_model_options, _check_output, _fail, _load, _setup_logging, app, console
+from circuits.cli.common import DEFAULT_MODEL, DeviceOpt, DtypeOpt, PrependBosOpt, ModelOpt, _check_finite, _check_model_options, _check_output, _fail, _load, _setup_logging, app, console
 
 
 @app.command()
@@ -28,6 +28,7 @@ def circuit(
     model: ModelOpt = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
+    prepend_bos: PrependBosOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Find the edges that carry a behaviour: EAP-IG scores, a circuit (top-N or the smallest at a faithfulness target, optionally pruned), its faithfulness."""
@@ -62,7 +63,7 @@ def circuit(
         if s.name not in {b.name for b in base.behaviours}:
             _fail(f"--atlas {atlas}: has no behaviour {s.name!r} (it has {', '.join(b.name for b in base.behaviours)})")
     _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device, prepend_bos)
     from circuits.model import UnsupportedArchitecture, edge_support
 
     if (reason := edge_support(m)) is not None:

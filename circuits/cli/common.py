@@ -24,6 +24,15 @@ MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 DtypeOpt = Annotated[str | None, typer.Option(help="Weight dtype: float32 (default), bfloat16 or float16.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="Device: cpu (default), cuda, cuda:N or mps.")]
+PrependBosOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--prepend-bos/--no-prepend-bos",
+        help="Put the BOS token before every text, or never. Default: encode text as the model's own tokenizer does "
+        "(SmolLM2 adds no BOS). The policy is recorded in atlases, edits and reports.",
+        show_default=False,
+    ),
+]
 BaselineCacheOpt = Annotated[
     bool,
     typer.Option(
@@ -117,13 +126,13 @@ def _check_model_options(dtype: str | None, device: str | None) -> None:
         _fail(str(e))
 
 
-def _load(source: str, dtype: str | None = None, device: str | None = None):  # noqa: ANN202 - returns a HookedLM
+def _load(source: str, dtype: str | None = None, device: str | None = None, prepend_bos: bool | None = None):  # noqa: ANN202 - returns a HookedLM
     from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, load_model, quiet_libraries
 
     quiet_libraries()
     with console.status(f"loading {source}…"):
         try:
-            return load_model(source, dtype=dtype, device=device)
+            return load_model(source, dtype=dtype, device=device, prepend_bos=prepend_bos)
         except (ModelNotInstalledError, ModelLoadError, UnsupportedArchitecture) as e:
             _fail(str(e))
 

@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 from rich.progress import track
+from rich.markup import escape
 from rich.table import Table
 
 from circuits.cli.common import (
     MODEL_HELP,
     BaselineCacheOpt,
     DeviceOpt,
+    PrependBosOpt,
     DtypeOpt,
     _check_count,
     _check_model_options,
@@ -81,6 +83,7 @@ def edit(
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the atlas's model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
+    prepend_bos: PrependBosOpt = None,
     generations: Annotated[int, typer.Option(help="Eval-split prompt pairs to generate from, before and after.")] = 2,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate on held-out data (as `circuits eval`) and record it.")] = True,
     baseline_cache: BaselineCacheOpt = True,
@@ -124,7 +127,7 @@ def edit(
     if layer is not None and layer >= atlas.model.n_layers:
         _fail(f"--layer {layer} does not exist in {atlas.model.name} ({atlas.model.n_layers} layers)")
     _check_model_options(dtype, device)
-    m = _load(model or atlas.model.source.get("source") or atlas.model.name, dtype, device)
+    m = _load(model or atlas.model.source.get("source") or atlas.model.name, dtype, device, prepend_bos)
     try:
         check_atlas(m, atlas)  # never stamp an edit for this model from an atlas of other weights
     except EditError as err:
@@ -202,6 +205,7 @@ def eval_(
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
+    prepend_bos: PrependBosOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Evaluate saved edits on held-out data: harm reduced vs capability kept, with paired tests.
@@ -233,7 +237,7 @@ def eval_(
     except SuiteError as e:
         _fail(str(e))
     _check_model_options(dtype, device)
-    m = _load(_edit_model(edits, model), dtype, device)
+    m = _load(_edit_model(edits, model), dtype, device, prepend_bos)
     suite = bind_model(suite, m)
     with console.status("evaluating on held-out data"):
         try:
@@ -263,6 +267,7 @@ def generate(
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: the edits' model, else smollm2-135m.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
+    prepend_bos: PrependBosOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate (greedy).")] = 20,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -274,14 +279,15 @@ def generate(
     _check_count("--max-new-tokens", max_new_tokens, minimum=0)
     edits = _load_edits(edit_paths or [])
     _check_model_options(dtype, device)
-    m = _load(_edit_model(edits, model), dtype, device)
+    m = _load(_edit_model(edits, model), dtype, device, prepend_bos)
     for p in track(prompt, description="generating", console=console, transient=True):
-        console.print(f"[bold]{p!r}[/]")
-        console.print(f"  before: {gen(m, p, max_new_tokens=max_new_tokens)!r}")
+        # soft_wrap: a generation is one line however long, so it can be read back (and copied) as printed.
+        console.print(f"[bold]{escape(repr(p))}[/]", soft_wrap=True)
+        console.print(f"  before: {escape(repr(gen(m, p, max_new_tokens=max_new_tokens)))}", soft_wrap=True, highlight=False)
         if edits:
             try:
                 with apply_edit(m, *edits):
-                    console.print(f"  after:  {gen(m, p, max_new_tokens=max_new_tokens)!r}")
+                    console.print(f"  after:  {escape(repr(gen(m, p, max_new_tokens=max_new_tokens)))}", soft_wrap=True, highlight=False)
             except EditError as e:
                 _fail(str(e))
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from circuits.cli.common import (
     DEFAULT_MODEL,
     DeviceOpt,
+    PrependBosOpt,
     DtypeOpt,
     ModelOpt,
     _check_count,
@@ -39,6 +40,7 @@ def scan(
     model: ModelOpt = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
+    prepend_bos: PrependBosOpt = None,
     split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
     max_pairs: Annotated[int | None, typer.Option(help="Pairs per template or group (default: all).")] = None,
     threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
@@ -96,7 +98,7 @@ def scan(
     from circuits.model import cache_root
 
     _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device, prepend_bos)
     from circuits.suites import bind_model
 
     if edges:
@@ -154,6 +156,7 @@ def trace(
     model: ModelOpt = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
+    prepend_bos: PrependBosOpt = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the grid as JSON.")] = None,
     atlas_path: Annotated[Path | None, typer.Option("--atlas", help="Add the grid to this atlas (same model).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
@@ -179,7 +182,7 @@ def trace(
         except AtlasError as e:
             _fail(str(e))
     _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device)
+    m = _load(model or DEFAULT_MODEL, dtype, device, prepend_bos)
     if atlas is not None:
         from circuits.model import fingerprint
 

@@ -17,6 +17,8 @@ Hook-form edits are recorded on the model with their weight form, so generation
 
 from __future__ import annotations
 
+import logging
+
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +33,8 @@ from circuits.interventions import Intervention, InterventionError, LowRank, Wei
 from circuits.sites import Component, activation_index
 
 WeightStep = M.WeightStep
+
+logger = logging.getLogger(__name__)
 
 
 def _sites(edit: Edit, model: M.HookedLM) -> list[tuple[Site, Intervention]]:
@@ -213,6 +217,11 @@ def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, 
         verify_fingerprint(model, *edits)
     for e in edits:
         required_tensors(e)  # validates hyperparameters such as an ablation's mode
+        if e.tokenization is not None and bool(e.tokenization.get("prepend_bos")) != model.tokenization.prepend_bos:
+            logger.warning(
+                "edit %s was built with prepend_bos=%s, but the model now encodes text with %s", e, e.tokenization.get("prepend_bos"),
+                model.tokenization.describe(),
+            )
     native = [e for e in edits if _form(e, None) == "weights"]
     hooked = [e for e in edits if _form(e, None) == "hooks"]
     if bake:

@@ -48,20 +48,32 @@ def new_edit(
     return Edit(
         kind=kind, components=components, tensors=tensors, model_name=M.model_name(model), model_fingerprint=M.fingerprint(model),
         hyperparameters=hp, suite=suite or {}, model_source=model.provenance.as_dict(), form=form,
+        tokenization=model.tokenization.as_dict(),
     )
 
 
 def check_atlas(model: M.HookedLM, atlas: Atlas) -> None:
-    """Refuse an atlas measured on other weights than ``model``'s.
+    """Refuse an atlas measured on other weights than ``model``'s, or under another tokenization policy.
+
+    An edit is built from the atlas's components on prompts the model encodes now; if the atlas was
+    measured with a BOS token first and the model now encodes without one (or the reverse), the
+    components it names were found on other inputs.
 
     Raises:
-        EditError: Different fingerprints.
+        EditError: Different fingerprints, or a different ``prepend_bos`` policy.
     """
     fp = M.fingerprint(model)
     if atlas.model.fingerprint != fp:
         raise EditError(
             f"the atlas was measured on {atlas.model.name} {atlas.model.fingerprint[:19]}…, but this model is {fp[:19]}…; "
             "build edits on the model the atlas describes"
+        )
+    recorded, now = atlas.model.tokenization, model.tokenization
+    if recorded.prepend_bos != now.prepend_bos:
+        flag = "--prepend-bos" if recorded.prepend_bos else "--no-prepend-bos"
+        raise EditError(
+            f"the atlas was measured with {recorded.describe()}, but the model now encodes text with {now.describe()}; "
+            f"rescan the atlas under this policy, or load the model with prepend_bos={recorded.prepend_bos} ({flag})"
         )
 
 

@@ -27,7 +27,9 @@ kind                              tensors
 ``weight_delta`` (weights only)   ``{weight}.delta`` ``[out, in]`` (full fine-tuning)
 ================================  =========================================================
 
-``d`` is ``d_head`` for a head and ``1`` (a scalar) for a neuron. Manifests of earlier versions load:
+``d`` is ``d_head`` for a head and ``1`` (a scalar) for a neuron. Schema ``0.4`` records the tokenization
+policy the edit was built under (``tokenization``: whether BOS was prepended); ``0.1``–``0.3`` manifests
+load with the policy of their time (BOS prepended, ``source: "legacy"``). Manifests of earlier versions load:
 ``pruning`` is an ablation and ``orthogonalization`` a directional ablation, both with form
 ``weights``; ``invariance`` is a low-rank edit trained for invariance.
 """
@@ -44,13 +46,15 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from circuits.atlas.schema import TokenizationInfo
+from circuits.atlas.upgrade import LEGACY_TOKENIZATION
 from circuits.editing.kinds import KINDS, LEGACY, EditError, Kind
 from circuits.editing.validate import check_edit_values
 from circuits.atomic import atomic_write_pair, matching_manifest, recover_pair
 from circuits.io import MAX_TENSOR_BYTES, atomic_write_text, parse_json, read_bounded, read_json_file, validation_message
 from circuits.sites import Component, parse_component
 
-EDIT_SCHEMA_VERSION = "0.3"
+EDIT_SCHEMA_VERSION = "0.4"
 EditKind = Literal["ablation", "scaling", "steering", "offset", "directional_ablation", "low_rank", "neuron_repair", "aifs", "weight_delta"]
 EDIT_KINDS: tuple[str, ...] = tuple(KINDS)
 #: Kinds with a hook form (every kind but the weight-only ``low_rank`` and ``weight_delta``).
@@ -75,7 +79,7 @@ class EditManifest(BaseModel):
     """The JSON manifest of a saved edit (validated on load)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    schema_version: Literal["0.3"] = EDIT_SCHEMA_VERSION
+    schema_version: Literal["0.4"] = EDIT_SCHEMA_VERSION
     kind: EditKind
     form: Form = "hooks"
     components: list[str] = Field(min_length=1)
@@ -83,6 +87,7 @@ class EditManifest(BaseModel):
     model_name: str
     model_fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     model_source: dict[str, str] = Field(default_factory=dict)
+    tokenization: TokenizationInfo | None = None
     suite: dict[str, Scalar]
     tensors_sha256: str = Field(default="", pattern=r"^$|^[0-9a-f]{64}$")
     packages: dict[str, str] = Field(default_factory=dict)
@@ -117,6 +122,8 @@ class Edit:
         model_source: Where that model's weights came from (:class:`circuits.model.Provenance`).
         form: How :func:`circuits.editing.apply.apply_edit` applies it by default: ``"hooks"`` or
             ``"weights"`` (always ``"weights"`` for ``low_rank``).
+        tokenization: The tokenization policy it was built under (``{"prepend_bos": bool, "source":
+            str}``, :class:`circuits.model.Tokenization`), or ``None`` for an edit made by hand.
     """
 
     kind: str
@@ -130,6 +137,7 @@ class Edit:
     evaluation: dict[str, Scalar] | None = None
     model_source: dict[str, str] = field(default_factory=dict)
     form: Form = "hooks"
+    tokenization: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         """Normalise a legacy kind, then validate (:func:`check_edit_values`).
@@ -175,9 +183,14 @@ def required_tensors(edit: Edit) -> list[str]:
 
 
 def _upgrade(raw: Any) -> Any:
-    """Schema 0.1 and 0.2 manifests → 0.3 (which adds ``model_source`` and ``form``; kinds via :data:`LEGACY`)."""
-    if isinstance(raw, dict) and raw.get("schema_version") in ("0.1", "0.2"):
-        raw = dict(raw, schema_version="0.3")
+    """Schema 0.1–0.3 manifests → 0.4.
+
+    0.3 added ``model_source`` and ``form`` (kinds via :data:`LEGACY`); 0.4 adds ``tokenization``, set
+    for earlier manifests to the policy of their time (BOS prepended, ``source: "legacy"``).
+    """
+    if isinstance(raw, dict) and raw.get("schema_version") in ("0.1", "0.2", "0.3"):
+        raw = dict(raw, schema_version="0.4")
+        raw.setdefault("tokenization", LEGACY_TOKENIZATION)
     return raw
 
 
@@ -211,6 +224,7 @@ def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None =
         model_name=edit.model_name,
         model_fingerprint=edit.model_fingerprint,
         model_source=edit.model_source,
+        tokenization=edit.tokenization,
         suite=edit.suite,
         tensors_sha256=hashlib.sha256(blob).hexdigest(),
         packages=packages or {},
@@ -272,6 +286,7 @@ def load_edit(path: Path | str) -> Edit:
             model_name=manifest.model_name,
             model_fingerprint=manifest.model_fingerprint,
             model_source=dict(manifest.model_source),
+            tokenization=None if manifest.tokenization is None else manifest.tokenization.model_dump(),
             hyperparameters=dict(manifest.hyperparameters),
             suite=dict(manifest.suite),
             training=None if manifest.training is None else dict(manifest.training),

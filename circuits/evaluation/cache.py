@@ -158,7 +158,7 @@ def cached_measure(
     from circuits.evaluation.run import measure, shipped_suites
 
     suites = list(suites) if suites is not None else shipped_suites(model)
-    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos)
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"measurements-{cache_key(model, settings, suites)}.safetensors"

@@ -88,9 +88,11 @@ def continuation_logprobs(
 ) -> Float[Tensor, " item"]:
     """``log P(continuation | prompt)`` in nats, summed over the continuation's tokens.
 
-    The prompt is tokenized with BOS, the continuation without special tokens, and the two id lists are
-    concatenated (so the boundary never merges tokens); an empty prompt scores the continuation after
-    BOS alone (a sentence's log-probability). Items are batched by length, right-padded.
+    The prompt is tokenized under the model's tokenization policy (:func:`circuits.model.tokens_of`),
+    the continuation without special tokens, and the two id lists are concatenated (so the boundary
+    never merges tokens); an empty prompt scores the continuation after the BOS token alone (a
+    sentence's log-probability: the first token needs a context, whatever the policy). Items are
+    batched by length, right-padded.
 
     Args:
         model: A ``TransformerBridge``.

@@ -31,6 +31,8 @@ class Settings:
         max_pairs: Word pairs per template (``None``: all).
         window: Tokens per text window.
         max_tokens: Text tokens used (``None``: all).
+        prepend_bos: The model's tokenization policy (:class:`circuits.model.Tokenization`): whether
+            every encoded text started with a BOS token.
     """
 
     suites: tuple[str, ...]
@@ -39,9 +41,13 @@ class Settings:
     max_pairs: int | None
     window: int
     max_tokens: int | None
+    prepend_bos: bool
 
     @classmethod
-    def of(cls, suite_names: Sequence[str], split: SplitName, groups: Sequence[str], max_pairs: int | None, window: int, max_tokens: int | None) -> Settings:
+    def of(
+        cls, suite_names: Sequence[str], split: SplitName, groups: Sequence[str], max_pairs: int | None, window: int, max_tokens: int | None,
+        *, prepend_bos: bool,
+    ) -> Settings:
         """The settings of a measurement (groups in canonical order).
 
         Raises:
@@ -50,7 +56,7 @@ class Settings:
         unknown = set(groups) - set(ALL_GROUPS)
         if unknown:
             raise ValueError(f"unknown measure groups {sorted(unknown)}; choose from {list(ALL_GROUPS)}")
-        return cls(tuple(suite_names), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens)
+        return cls(tuple(suite_names), split, tuple(g for g in ALL_GROUPS if g in groups), max_pairs, window, max_tokens, prepend_bos)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ class EvalReport:
         split: Suite split of the harm numbers (``"eval"``: held out from building).
         measures: All measures.
         seconds: Wall time of the evaluation.
+        tokenization: The tokenization policy text was encoded under (``{"prepend_bos", "source"}``).
     """
 
     edits: tuple[str, ...]
@@ -150,6 +157,7 @@ class EvalReport:
     split: str
     measures: tuple[Measure, ...]
     seconds: float
+    tokenization: dict[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> Measure:
         """The measure called ``name``.
@@ -225,6 +233,7 @@ class EvalReport:
             "suite": self.suite,
             "split": self.split,
             "seconds": self.seconds,
+            "tokenization": dict(self.tokenization),
             "harm_reduction": self.harm_reduction,
             "perplexity_change": self.perplexity_change,
             "meets_target": self.meets_target,
@@ -241,6 +250,8 @@ class EvalReport:
             "perplexity_change": _finite(self.perplexity_change),
             "meets_target": int(self.meets_target),
         }
+        if self.tokenization:
+            out["tokenization.prepend_bos"] = int(bool(self.tokenization["prepend_bos"]))
         for m in self.measures:
             out.update({f"{m.name}.before": _finite(m.before), f"{m.name}.after": _finite(m.after), f"{m.name}.p_value": _finite(m.p_value)})
         return out

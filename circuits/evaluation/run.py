@@ -127,7 +127,7 @@ def measure(
         PairError, SuiteError: Bad suite data.
     """
     suites = list(suites) if suites is not None else shipped_suites(model)
-    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos)
     kw: dict[str, Any] = {}
     if "suites" in groups:
         kw["gaps"] = {s.name: suite_harm(model, s, split, max_pairs=max_pairs) for s in suites}
@@ -235,7 +235,7 @@ def evaluate(
         suites.append(target)
     kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
     if baseline is not None:
-        want = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens)
+        want = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos)
         if baseline.settings != want:
             raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
         before = baseline
@@ -256,6 +256,7 @@ def evaluate(
         split=split,
         measures=tuple(compare(before, after, kl, seed=seed)),
         seconds=time.perf_counter() - t0,
+        tokenization=model.tokenization.as_dict(),
     )
 
 

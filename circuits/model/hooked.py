@@ -29,6 +29,39 @@ HookFn = Callable[[Tensor, Any], Tensor | None]
 WeightStep = tuple[str, Callable[[Tensor | None], Tensor]]
 
 SourceKind = Literal["shipped", "directory", "gguf", "hub", "in_memory", "tiny"]
+TokenizationSource = Literal["tokenizer", "override", "no tokenizer", "legacy"]
+
+
+@dataclass(frozen=True)
+class Tokenization:
+    """How text becomes token ids for a model: the one policy scans, metrics, evaluation and generation use.
+
+    By default text is encoded as the model's own Hugging Face tokenizer encodes it
+    (``tokenizer(text)``): a BOS token is prepended exactly when that tokenizer adds one (its
+    ``add_bos_token`` / post-processor), so the hooked model sees what plain ``transformers`` sees.
+    ``load_model(prepend_bos=True/False)`` overrides it. The policy is recorded in every atlas, edit
+    manifest and evaluation report (:meth:`as_dict`).
+
+    Attributes:
+        prepend_bos: Whether a BOS token is the first token of every encoded text.
+        source: Where the policy came from: ``"tokenizer"`` (the model's own), ``"override"``
+            (``prepend_bos=`` given), ``"no tokenizer"`` (token ids are passed directly), or
+            ``"legacy"`` (a record written before the policy existed: TransformerLens' bridge always
+            prepended BOS).
+    """
+
+    prepend_bos: bool
+    source: TokenizationSource = "tokenizer"
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"prepend_bos": bool, "source": str}`` (for JSON records)."""
+        return {"prepend_bos": self.prepend_bos, "source": self.source}
+
+    def describe(self) -> str:
+        """``"BOS prepended (the tokenizer's own)"`` and the like, for messages."""
+        what = "BOS prepended" if self.prepend_bos else "no BOS"
+        how = {"tokenizer": "the tokenizer's own", "override": "prepend_bos override", "no tokenizer": "token ids", "legacy": "recorded before the policy existed"}
+        return f"{what} ({how[self.source]})"
 
 
 @dataclass(frozen=True)
@@ -110,13 +143,25 @@ class HookedLM:
         arch: Where this architecture keeps its components.
         recipe: How to build the model again in another process (``None``: in-memory, cannot be).
         shape: Dimensions.
+        tokenization: How text is encoded (:class:`Tokenization`; :func:`circuits.model.tokens_of`).
     """
 
     def __init__(
-        self, bridge: Any, tokenizer: Any, *, name: str, provenance: Provenance, arch: ArchSpec, recipe: dict[str, Any] | None
+        self,
+        bridge: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        provenance: Provenance,
+        arch: ArchSpec,
+        recipe: dict[str, Any] | None,
+        tokenization: Tokenization | None = None,
     ) -> None:
         self.bridge = bridge
         self.tokenizer = tokenizer
+        self.tokenization = tokenization or Tokenization(prepend_bos=False, source="no tokenizer")
+        # TransformerLens' own string helpers (``to_tokens``, ``to_str_tokens``) follow the same policy.
+        bridge.cfg.default_prepend_bos = self.tokenization.prepend_bos
         self.name = name
         self.provenance = provenance
         self.arch = arch
@@ -156,7 +201,7 @@ class HookedLM:
         s = self.shape
         return (
             f"HookedLM({self.name!r}, {self.provenance.architecture}, {s.n_layers} layers × {s.n_heads} heads, "
-            f"d_model={s.d_model}, {self.dtype}, {self.device})"
+            f"d_model={s.d_model}, {self.dtype}, {self.device}, {self.tokenization.describe()})"
         )
 
 

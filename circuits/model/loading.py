@@ -32,6 +32,7 @@ import torch
 from circuits.atomic import atomic_directory
 from circuits.model.arch import arch_of
 from circuits.model.hooked import HookedLM, Provenance
+from circuits.model.tokens import tokenization_policy
 
 logger = logging.getLogger(__name__)
 
@@ -243,12 +244,18 @@ def _hub_snapshot(repo_id: str) -> tuple[Path, str]:
     return path, path.name
 
 
-def _boot(hf: Any, tokenizer: Any, *, name: str, provenance: Provenance, recipe: dict[str, Any] | None, dtype: torch.dtype) -> HookedLM:
+def _boot(
+    hf: Any, tokenizer: Any, *, name: str, provenance: Provenance, recipe: dict[str, Any] | None, dtype: torch.dtype, prepend_bos: bool | None = None
+) -> HookedLM:
     from transformer_lens.model_bridge import TransformerBridge
 
     arch = arch_of(type(hf).__name__)
     if tokenizer is None:
         raise ModelLoadError(f"model {name!r} has no tokenizer; pass tokenizer=")
+    try:
+        policy = tokenization_policy(tokenizer, prepend_bos)
+    except ValueError as e:
+        raise ModelLoadError(f"model {name!r}: {e}") from None
     hf.eval()
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]  # a model built from a config has none; TransformerLens reads it
@@ -257,11 +264,19 @@ def _boot(hf: Any, tokenizer: Any, *, name: str, provenance: Provenance, recipe:
         str(getattr(hf.config, "_name_or_path", "") or name), hf_model=hf, tokenizer=tokenizer, dtype=dtype, device=device
     )
     bridge.eval()
-    return HookedLM(bridge, tokenizer, name=name, provenance=provenance, arch=arch, recipe=recipe)
+    return HookedLM(bridge, tokenizer, name=name, provenance=provenance, arch=arch, recipe=recipe, tokenization=policy)
 
 
 def _from_directory(
-    path: Path, *, name: str, provenance: Provenance, recipe: dict[str, Any] | None, dtype: torch.dtype, device: torch.device, tokenizer: Any
+    path: Path,
+    *,
+    name: str,
+    provenance: Provenance,
+    recipe: dict[str, Any] | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    tokenizer: Any,
+    prepend_bos: bool | None,
 ) -> HookedLM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -273,7 +288,7 @@ def _from_directory(
             raise ModelLoadError(f"{path} has no usable tokenizer ({e}); pass tokenizer=") from None
     hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype, use_safetensors=True)
     provenance = replace(provenance, architecture=type(hf).__name__)
-    return _boot(hf.to(device), tokenizer, name=name, provenance=provenance, recipe=recipe, dtype=dtype)
+    return _boot(hf.to(device), tokenizer, name=name, provenance=provenance, recipe=recipe, dtype=dtype, prepend_bos=prepend_bos)
 
 
 def load_model(
@@ -284,6 +299,7 @@ def load_model(
     device: str | torch.device | None = None,
     cache_dir: Path | None = None,
     name: str | None = None,
+    prepend_bos: bool | None = None,
 ) -> HookedLM:
     """Load a model from any source as an eval-mode :class:`HookedLM`.
 
@@ -297,12 +313,15 @@ def load_model(
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         cache_dir: Where dequantized GGUF weights are cached (default :func:`cache_root`).
         name: Name recorded in atlases (default: the short name, directory or file stem, or hub id).
+        prepend_bos: The tokenization policy (:class:`circuits.model.Tokenization`): ``None`` (default)
+            encodes text as the model's own tokenizer does; ``True``/``False`` always/never put BOS first.
 
     Returns:
         The model.
 
     Raises:
-        ModelLoadError: Unreadable source, pickled weights, unknown hub id, or a bad dtype/device.
+        ModelLoadError: Unreadable source, pickled weights, unknown hub id, a bad dtype/device, or
+            ``prepend_bos=True`` for a tokenizer without a BOS token.
         ModelNotInstalledError: A shipped model whose package is not installed.
         circuits.model.arch.UnsupportedArchitecture: A family the project cannot probe.
     """
@@ -312,32 +331,35 @@ def load_model(
         arch_of(type(source).__name__)
         label = name or str(getattr(source.config, "_name_or_path", "") or type(source).__name__)
         prov = Provenance(source="<in-memory>", kind="in_memory", architecture=type(source).__name__)
-        return _boot(source.to(device=dev, dtype=dt), tokenizer, name=label, provenance=prov, recipe=None, dtype=dt)
+        return _boot(source.to(device=dev, dtype=dt), tokenizer, name=label, provenance=prov, recipe=None, dtype=dt, prepend_bos=prepend_bos)
     text = str(source)
-    recipe = {"loader": "load_model", "source": text, **common, "cache_dir": None if cache_dir is None else str(cache_dir), "name": name}
+    recipe = {
+        "loader": "load_model", "source": text, **common, "cache_dir": None if cache_dir is None else str(cache_dir), "name": name,
+        "prepend_bos": prepend_bos,
+    }
     if text in MODELS:
         spec = MODELS[text]
         directory, digest = _gguf_directory(gguf_path(spec), cache_dir, spec.name)
         prov = Provenance(source=text, kind="shipped", architecture=_config_class(directory), file_sha256=digest)
-        return _from_directory(directory, name=name or spec.name, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer)
+        return _from_directory(directory, name=name or spec.name, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} does not exist")
         directory, digest = _gguf_directory(path, cache_dir, path.stem)
         prov = Provenance(source=str(path), kind="gguf", architecture=_config_class(directory), file_sha256=digest)
-        return _from_directory(directory, name=name or path.stem, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer)
+        return _from_directory(directory, name=name or path.stem, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
     if path.is_dir():
         check_directory(path)
         prov = Provenance(source=str(path), kind="directory", architecture=_config_class(path), file_sha256=_weights_sha256(path))
-        return _from_directory(path, name=name or path.resolve().name, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer)
+        return _from_directory(path, name=name or path.resolve().name, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
     if path.exists():
         raise ModelLoadError(f"{path} is neither a model directory nor a .gguf file")
     if not (_HUB_ID.match(text) or re.fullmatch(r"[A-Za-z0-9][\w.-]*", text)):
         raise ModelLoadError(f"{text!r} is not a shipped model ({sorted(MODELS)}), an existing directory or .gguf file, or a hub id")
     snapshot, revision = _hub_snapshot(text)
     prov = Provenance(source=text, kind="hub", architecture=_config_class(snapshot), revision=revision)
-    return _from_directory(snapshot, name=name or text, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer)
+    return _from_directory(snapshot, name=name or text, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
 
 
 def _config_class(directory: Path) -> str:

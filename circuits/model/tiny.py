@@ -104,7 +104,9 @@ def save_tiny_hf(family: str, directory: Path | str, *, seed: int = 0, n_layers:
     return directory
 
 
-def tiny_hf_model(family: str, *, seed: int = 0, n_layers: int = 2, dtype: str | None = None, **overrides: Any) -> HookedLM:
+def tiny_hf_model(
+    family: str, *, seed: int = 0, n_layers: int = 2, dtype: str | None = None, prepend_bos: bool | None = None, **overrides: Any
+) -> HookedLM:
     """A tiny random Hugging Face model of a family, in memory, with the shipped tokenizer.
 
     Args:
@@ -112,6 +114,7 @@ def tiny_hf_model(family: str, *, seed: int = 0, n_layers: int = 2, dtype: str |
         seed: Initialisation seed (same seed → same weights).
         n_layers: Blocks.
         dtype: ``"float32"`` (default) or ``"bfloat16"``/``"float16"``.
+        prepend_bos: Tokenization policy (``None``: the shipped tokenizer's own, which adds no BOS).
         **overrides: Config fields.
 
     Returns:
@@ -127,9 +130,9 @@ def tiny_hf_model(family: str, *, seed: int = 0, n_layers: int = 2, dtype: str |
         torch.manual_seed(seed)
         hf = AutoModelForCausalLM.from_config(tiny_hf_config(family, vocab_size=len(tok), n_layers=n_layers, **overrides))
     dt = resolve_dtype(dtype)
-    recipe = {"loader": "tiny_hf_model", "family": family, "seed": seed, "n_layers": n_layers, "dtype": dtype, **overrides}
+    recipe = {"loader": "tiny_hf_model", "family": family, "seed": seed, "n_layers": n_layers, "dtype": dtype, "prepend_bos": prepend_bos, **overrides}
     prov = Provenance(source=f"<tiny {family}>", kind="tiny", architecture=type(hf).__name__)
-    return _boot(hf.to(dt), tok, name=f"tiny-{family}", provenance=prov, recipe=recipe, dtype=dt)
+    return _boot(hf.to(dt), tok, name=f"tiny-{family}", provenance=prov, recipe=recipe, dtype=dt, prepend_bos=prepend_bos)
 
 
 def tiny_model(

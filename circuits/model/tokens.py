@@ -1,7 +1,16 @@
-"""Tokenization through the model's tokenizer, numbered as the hooked model sees tokens (BOS first)."""
+"""Tokenization through the model's tokenizer, under one explicit policy (:class:`~circuits.model.hooked.Tokenization`).
+
+Text becomes token ids here and nowhere else, for scans, metrics, evaluation and generation alike. By
+default a text is encoded exactly as the model's own Hugging Face tokenizer encodes it
+(``tokenizer(text).input_ids``): a BOS token comes first only when that tokenizer adds one. For
+SmolLM2-Instruct it does not (its BOS ``<|im_start|>`` is the chat-turn marker), so the hooked model
+sees what ``AutoTokenizer`` + ``AutoModelForCausalLM.generate`` see on the same text; TransformerLens'
+``to_tokens`` would prepend it. ``load_model(prepend_bos=True/False)`` overrides the default.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +18,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuits.model.hooked import HookedLM
+from circuits.model.hooked import HookedLM, Tokenization
+
+logger = logging.getLogger(__name__)
 
 
 def tokenizer_of(lm: HookedLM) -> Any:
@@ -23,14 +34,69 @@ def _need_tokenizer(lm: HookedLM) -> Any:
     return lm.tokenizer
 
 
-def tokens_of(lm: HookedLM, prompt: str) -> Int[Tensor, " pos"]:
-    """One prompt's token ids as the hooked model numbers them (BOS prepended when the model has one).
+_PROBE = "The capital of France is"
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer(text)`` starts with the tokenizer's BOS token (its ``add_bos_token`` / post-processor).
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+
+    Returns:
+        ``True`` when encoding a text with special tokens adds the BOS token in front of the text's tokens.
+    """
+    bos = tokenizer.bos_token_id
+    with_special = list(tokenizer(_PROBE)["input_ids"])
+    plain = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+    adds = bos is not None and with_special[:1] == [bos] and with_special[1 : 1 + len(plain)] == plain
+    if len(with_special) != len(plain) + int(adds):
+        logger.warning("the tokenizer adds special tokens other than BOS to every text (%s vs %s); circuit-atlas leaves them out", with_special, plain)
+    return adds
+
+
+def tokenization_policy(tokenizer: Any, prepend_bos: bool | None = None) -> Tokenization:
+    """The tokenization policy of a model: its tokenizer's own unless ``prepend_bos`` overrides it.
+
+    Args:
+        tokenizer: The model's Hugging Face tokenizer, or ``None`` (token ids only).
+        prepend_bos: ``None``: encode as the tokenizer does (:func:`tokenizer_adds_bos`); ``True`` /
+            ``False``: always / never put the BOS token first.
+
+    Returns:
+        The policy.
 
     Raises:
-        ValueError: The model has no tokenizer.
+        ValueError: ``prepend_bos=True`` for a tokenizer without a BOS token, or ``prepend_bos`` given
+            for a model without a tokenizer.
     """
-    _need_tokenizer(lm)
-    return lm.bridge.to_tokens(prompt)[0].to(lm.device)
+    if tokenizer is None:
+        if prepend_bos is not None:
+            raise ValueError("prepend_bos applies to text, and this model has no tokenizer (pass token ids)")
+        return Tokenization(prepend_bos=False, source="no tokenizer")
+    if prepend_bos is None:
+        return Tokenization(prepend_bos=tokenizer_adds_bos(tokenizer), source="tokenizer")
+    if prepend_bos and tokenizer.bos_token_id is None:
+        raise ValueError("prepend_bos=True, but the tokenizer has no BOS token")
+    return Tokenization(prepend_bos=bool(prepend_bos), source="override")
+
+
+def tokens_of(lm: HookedLM, prompt: str) -> Int[Tensor, " pos"]:
+    """One text's token ids under the model's tokenization policy (:attr:`HookedLM.tokenization`).
+
+    The text's own tokens (``tokenizer(prompt, add_special_tokens=False)``), preceded by the BOS token
+    when the policy prepends it; with the default policy this equals ``tokenizer(prompt).input_ids``.
+
+    Raises:
+        ValueError: The model has no tokenizer, or the text has no tokens and no BOS is prepended.
+    """
+    tok = _need_tokenizer(lm)
+    ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
+    if lm.tokenization.prepend_bos:
+        ids = [int(tok.bos_token_id), *ids]
+    if not ids:
+        raise ValueError(f"{prompt!r} has no tokens (and the policy prepends no BOS): {lm.tokenization.describe()}")
+    return torch.tensor(ids, dtype=torch.long, device=lm.device)
 
 
 def to_tokens(lm: HookedLM, prompts: Sequence[str]) -> Int[Tensor, "batch pos"]:
@@ -56,7 +122,7 @@ def to_tokens(lm: HookedLM, prompts: Sequence[str]) -> Int[Tensor, "batch pos"]:
 
 
 def token_lengths(lm: HookedLM, prompts: Sequence[str]) -> list[int]:
-    """Token length (with BOS) of each prompt."""
+    """Token length of each prompt under the model's tokenization policy (BOS counted when prepended)."""
     return [int(tokens_of(lm, p).shape[-1]) for p in prompts]
 
 
@@ -79,7 +145,7 @@ def single_token_id(lm: HookedLM, text: str) -> int:
 
 
 def subject_positions(lm: HookedLM, prompt: str, subject: str) -> list[int]:
-    """Token positions (with BOS, as :func:`to_tokens` numbers them) covering a subject substring.
+    """Token positions (as :func:`tokens_of` numbers them: after the BOS when one is prepended) covering a subject substring.
 
     Args:
         lm: A model with a fast tokenizer.
@@ -102,7 +168,7 @@ def subject_positions(lm: HookedLM, prompt: str, subject: str) -> list[int]:
 
 
 def bos_token_id(lm: HookedLM) -> int | None:
-    """The BOS token the model prepends, or ``None``."""
+    """The tokenizer's BOS token id, or ``None`` (whether it is prepended is :attr:`HookedLM.tokenization`)."""
     tok = lm.tokenizer
     return None if tok is None or tok.bos_token_id is None else int(tok.bos_token_id)
 
@@ -114,7 +180,7 @@ def decode(lm: HookedLM, ids: Sequence[int] | Tensor) -> str:
 
 
 def text_windows(lm: HookedLM, text: str, *, window: int = 256, max_tokens: int | None = None) -> Int[Tensor, "window pos"]:
-    """Cut a text into equal, non-overlapping windows of ``window`` tokens, each prefixed with BOS.
+    """Cut a text into equal, non-overlapping windows of ``window`` tokens, each prefixed with BOS when the policy prepends it.
 
     The one text-windowing helper: perplexity, next-token accuracy, the KL to an unedited model and the
     preservation term of trained edits all read text through it.
@@ -126,7 +192,8 @@ def text_windows(lm: HookedLM, text: str, *, window: int = 256, max_tokens: int 
         max_tokens: Use only the first ``max_tokens`` tokens (``None``: all).
 
     Returns:
-        ``[n_windows, window + 1]`` token ids (``window`` if the model has no BOS token).
+        ``[n_windows, window + 1]`` token ids with a BOS first (``[n_windows, window]`` when the
+        tokenization policy prepends none).
 
     Raises:
         ValueError: ``window < 2`` or fewer than ``window`` tokens.
@@ -137,5 +204,6 @@ def text_windows(lm: HookedLM, text: str, *, window: int = 256, max_tokens: int 
     if window < 2 or ids.numel() < window:
         raise ValueError(f"need window >= 2 and at least one full window (got {ids.numel()} tokens, window {window})")
     rows = ids[: ids.numel() // window * window].reshape(-1, window)
-    bos = bos_token_id(lm)
-    return torch.cat([torch.full((rows.shape[0], 1), bos, device=rows.device), rows], dim=1) if bos is not None else rows
+    if not lm.tokenization.prepend_bos:
+        return rows
+    return torch.cat([torch.full((rows.shape[0], 1), int(lm.tokenizer.bos_token_id), device=rows.device), rows], dim=1)

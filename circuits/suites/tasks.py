@@ -180,7 +180,7 @@ def factual_recall(model: Any = None, *, seed: int = 0, eval_fraction: float = 0
 
 
 def induction(model: Any, *, n: int = 16, block: int = 25, seed: int = 0) -> Any:
-    """Repeated random tokens, tokenised: clean ``[BOS, A, A]``, corrupted ``[BOS, B, A]``.
+    """Repeated random tokens, tokenised: clean ``[BOS, A, A]``, corrupted ``[BOS, B, A]`` (BOS as the tokenization policy says).
 
     The metric (:class:`circuits.planted.PerPromptLogit`) is the mean over the second copy's last
     ``block − 2`` positions of ``logit(next token of A) − mean logit``: in-context copying.
@@ -194,10 +194,10 @@ def induction(model: Any, *, n: int = 16, block: int = 25, seed: int = 0) -> Any
 
     g = torch.Generator().manual_seed(seed)
     vocab = M.shape_of(model).d_vocab
-    bos = M.bos_token_id(model)
+    bos = M.bos_token_id(model) if model.tokenization.prepend_bos else None
     a = torch.randint(1000, min(vocab, 20000), (n, block), generator=g)
     b = torch.randint(1000, min(vocab, 20000), (n, block), generator=g)
-    head = torch.full((n, 1), bos if bos is not None else 0)
+    head = torch.full((n, 1 if bos is not None else 0), bos if bos is not None else 0)
     clean = torch.cat([head, a, a[:, :-1]], 1)
     corrupted = torch.cat([head, b, a[:, :-1]], 1)
     metric = PerPromptLogit(a[:, 2:])

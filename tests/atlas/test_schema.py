@@ -22,7 +22,10 @@ def make_atlas() -> Atlas:
         extra=[(attribution, effects * 0.5)], scores={"R": torch.tensor([0.1, 0.9, 0.5])},
     )
     return Atlas(
-        model=ModelInfo(name="tiny", fingerprint="sha256:" + "0" * 64, n_layers=1, n_heads=2, d_model=8, d_mlp=16),
+        model=ModelInfo(
+            name="tiny", fingerprint="sha256:" + "0" * 64, n_layers=1, n_heads=2, d_model=8, d_mlp=16,
+            tokenization={"prepend_bos": False, "source": "tokenizer"},
+        ),
         provenance=Provenance(packages={"torch": "x"}, command="test", seeds=[0]),
         behaviours=[b],
     )
@@ -132,6 +135,7 @@ def test_diff_reports_what_moved():
 def test_version_0_1_files_are_upgraded(tmp_path):
     raw = json.loads(make_atlas().model_dump_json())
     raw["schema_version"] = "0.1"
+    del raw["model"]["tokenization"]
     raw["provenance"] = {"packages": {}, "command": "old", "seed": 3}
     for b in raw["behaviours"]:
         b["method"] = {"name": "activation_patching", "direction": "denoising", "normalisation": "0=corrupted,1=clean"}
@@ -139,7 +143,27 @@ def test_version_0_1_files_are_upgraded(tmp_path):
     p = tmp_path / "old.json"
     p.write_text(json.dumps(raw))
     a = Atlas.load(p)
-    assert a.schema_version == "0.3" and a.provenance.seeds == [3] and a.behaviours[0].primary.name == "activation_patching"
+    assert a.schema_version == "0.4" and a.provenance.seeds == [3] and a.behaviours[0].primary.name == "activation_patching"
+    assert a.model.tokenization.prepend_bos and a.model.tokenization.source == "legacy"
+
+
+def test_a_0_3_atlas_records_the_bos_its_time_prepended_and_a_0_4_atlas_must_record_its_policy(tmp_path):
+    raw = json.loads(make_atlas().model_dump_json())
+    del raw["model"]["tokenization"]
+    (tmp_path / "new.json").write_text(json.dumps(raw))
+    with pytest.raises(AtlasError, match="tokenization"):
+        Atlas.load(tmp_path / "new.json")
+    (tmp_path / "old.json").write_text(json.dumps({**raw, "schema_version": "0.3"}))
+    old = Atlas.load(tmp_path / "old.json")
+    assert old.model.tokenization.model_dump() == {"prepend_bos": True, "source": "legacy"}
+
+
+def test_atlases_measured_under_different_tokenization_do_not_merge():
+    a = make_atlas()
+    legacy = a.model_copy(update={"model": a.model.model_copy(update={"tokenization": a.model.tokenization.model_copy(update={"prepend_bos": True})})})
+    b = legacy.model_copy(update={"behaviours": [legacy.behaviours[0].model_copy(update={"name": "other"})]})
+    with pytest.raises(AtlasError, match="different tokenization"):
+        merge(a, b)
 
 
 def test_json_schema_is_exported():

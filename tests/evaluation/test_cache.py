@@ -34,7 +34,7 @@ def fake_measure(monkeypatch):
 
     def measure(model, *, suites, split, groups, max_pairs, window, max_tokens):
         calls.append(1)
-        return _planted(Settings(tuple(s.name for s in suites), split, tuple(groups), max_pairs, window, max_tokens))
+        return _planted(Settings(tuple(s.name for s in suites), split, tuple(groups), max_pairs, window, max_tokens, model.tokenization.prepend_bos))
 
     monkeypatch.setattr(run, "measure", measure)
     return calls
@@ -68,7 +68,7 @@ def test_other_settings_suites_or_weights_are_never_reused(tiny, tmp_path, fake_
     cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
     cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS, max_pairs=2)
     cached_measure(tiny, tmp_path, suites=[_Suite("a"), _Suite("b", "sha256:changed")], groups=GROUPS)
-    settings = Settings(("a", "b"), "eval", GROUPS, None, 256, None)
+    settings = Settings(("a", "b"), "eval", GROUPS, None, 256, None, False)
     key = cache_key(tiny, settings, suites)
     with torch.no_grad():
         p = next(tiny.core.parameters())
@@ -118,7 +118,7 @@ def test_the_key_changes_with_the_measuring_code(tiny, monkeypatch):
     import circuits.evaluation.cache as cache
 
     suites = [_Suite("a")]
-    settings = Settings(("a",), "eval", GROUPS, None, 256, None)
+    settings = Settings(("a",), "eval", GROUPS, None, 256, None, False)
     before = cache_key(tiny, settings, suites)
     real = cache.inspect.getsource
     monkeypatch.setattr(cache.inspect, "getsource", lambda m: real(m) + ("\n# changed" if m.__name__ == "circuits.evaluation.metrics" else ""))
@@ -147,3 +147,9 @@ def test_evaluate_with_a_baseline_cache_equals_measuring_the_baseline(tmp_path, 
     assert [m.name for m in fresh.measures] == [m.name for m in first.measures] == [m.name for m in second.measures]
     for a, b, c in zip(fresh.measures, first.measures, second.measures, strict=True):
         assert a.before == b.before == c.before and a.after == b.after == c.after and a.p_value == b.p_value == c.p_value
+    assert fresh.tokenization == {"prepend_bos": False, "source": "tokenizer"} == fresh.as_dict()["tokenization"]
+    # The same weights under another tokenization policy are another measurement: never a cache hit.
+    bos = load_model(str(tmp_path / "tiny-llama"), prepend_bos=True)
+    third = run.evaluate(bos, Edit(**{**edit.__dict__}), baseline_cache=tmp_path / "cache", **kw)
+    assert len(calls) == 5 and len(list((tmp_path / "cache").glob("measurements-*.safetensors"))) == 2
+    assert third.tokenization == {"prepend_bos": True, "source": "override"} and third.flat()["tokenization.prepend_bos"] == 1

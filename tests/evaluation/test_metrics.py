@@ -30,19 +30,21 @@ def test_window_nll_is_the_cross_entropy_of_a_uniform_model(tiny):
     assert torch.allclose(nll, torch.full_like(nll, math.log(50)), atol=1e-5)
 
 
-def test_text_windows_are_equal_bos_prefixed_cuts_of_the_text():
+def test_text_windows_are_equal_cuts_of_the_text_bos_prefixed_as_the_policy_says():
     from circuits.model import bos_token_id, encode_text, text_windows
     from circuits.model.tiny import tiny_hf_model
 
-    real_model = tiny_hf_model("llama")  # the real tokenizer on a tiny model
-
     text = "The water cycle moves water between the sea, the air and the land. " * 20
-    w = text_windows(real_model, text, window=16)
-    ids = encode_text(real_model, text)
-    assert w.shape == (ids.numel() // 16, 17) and (w[:, 0] == bos_token_id(real_model)).all()
-    assert torch.equal(w[:, 1:].reshape(-1), ids[: w.shape[0] * 16])
+    own = tiny_hf_model("llama")  # the real tokenizer (it adds no BOS) on a tiny model
+    with_bos = tiny_hf_model("llama", prepend_bos=True)
+    ids = encode_text(own, text)
+    w = text_windows(own, text, window=16)
+    assert w.shape == (ids.numel() // 16, 16) and torch.equal(w.reshape(-1), ids[: w.shape[0] * 16])
+    wb = text_windows(with_bos, text, window=16)
+    assert wb.shape == (ids.numel() // 16, 17) and (wb[:, 0] == bos_token_id(with_bos)).all()
+    assert torch.equal(wb[:, 1:], w)
     with pytest.raises(ValueError, match="full window"):
-        text_windows(real_model, "Too short.", window=16)
+        text_windows(own, "Too short.", window=16)
 
 
 def test_window_scores_match_a_hand_computed_cross_entropy_and_accuracy(tiny):

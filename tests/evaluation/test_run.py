@@ -8,7 +8,7 @@ from circuits.evaluation.run import EvalReport, Measure, Measurements, Settings,
 from circuits.model import fingerprint
 from circuits.sites import HeadRef
 
-SETTINGS = Settings(("x",), "eval", ("suites", "text"), None, 4, None)
+SETTINGS = Settings(("x",), "eval", ("suites", "text"), None, 4, None, False)
 
 
 def _measurements(gap, nll, acc) -> Measurements:
@@ -73,7 +73,7 @@ def test_the_gate_needs_harm_halved_and_every_capability_measure_kept():
 
 def test_compare_refuses_measurements_with_different_settings():
     a = _measurements([1.0], [3.0], [0.3])
-    b = Measurements(settings=Settings(("x",), "build", ("suites", "text"), None, 4, None), gaps=a.gaps, nll=a.nll, accuracy=a.accuracy)
+    b = Measurements(settings=Settings(("x",), "build", ("suites", "text"), None, 4, None, False), gaps=a.gaps, nll=a.nll, accuracy=a.accuracy)
     with pytest.raises(ValueError, match="different settings"):
         compare(a, b)
 

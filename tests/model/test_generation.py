@@ -131,3 +131,34 @@ def test_the_reference_would_catch_a_decoder_that_drops_the_context(family_model
         step = out if out.shape[1] == tokens.shape[1] else out[:, -1:]
         out = torch.cat([out, M.run(lm, step)[:, -1].argmax(-1, keepdim=True)], 1)
     assert out.tolist() != good.tolist()
+
+
+def _bos_variant(directory, out):
+    """A copy of a saved tiny model whose tokenizer adds BOS to every text (as Llama's and Gemma's do)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(directory, out)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    tok.add_bos_token = True
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("adds_bos", [False, True], ids=["tokenizer-without-bos", "tokenizer-with-bos"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generated_text_equals_plain_transformers_on_the_same_text(family_dirs, family, adds_bos, tmp_path):
+    """``generate(lm, TEXT)`` against ``AutoTokenizer`` + ``AutoModelForCausalLM.generate`` on ``tokenizer(TEXT)``, by text."""
+    from transformers import AutoTokenizer
+
+    directory = _bos_variant(family_dirs[family], tmp_path / "bos") if adds_bos else family_dirs[family]
+    lm = M.load_model(directory)
+    assert lm.tokenization.prepend_bos is adds_bos and lm.tokenization.source == "tokenizer"
+    tok = AutoTokenizer.from_pretrained(str(directory))
+    for text in ("The capital of France is", PROMPT):
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        assert (ids[0, 0].item() == tok.bos_token_id) is adds_bos
+        expected = _plain_generate(str(directory), ids)
+        assert M.tokens_of(lm, text).tolist() == ids[0].tolist()
+        assert M.generate(lm, text, max_new_tokens=NEW) == tok.decode(expected[0], skip_special_tokens=True), (family, text)

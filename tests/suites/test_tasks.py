@@ -77,3 +77,18 @@ def test_scan_a_jsonl_file_with_multi_token_answers_through_the_cli(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"clean": "a"}\n')
     r = CliRunner().invoke(app, ["scan", "--model", str(d), "--suite", str(tmp_path / "bad.jsonl"), "-o", str(out)])
     assert r.exit_code == 2 and "line 1: field corrupted" in r.output
+
+
+def test_the_tokenization_policy_is_recorded_in_the_atlas_and_the_edit_and_must_match(tmp_path):
+    d = save_tiny_hf("qwen2", tmp_path / "model")
+    out = tmp_path / "a.atlas.json"
+    scan_args = ["scan", "--model", str(d), "--suite", "gender-occupation", "--max-pairs", "1", "-o", str(out), "--checkpoint-dir", str(tmp_path / "ck")]
+    r = CliRunner().invoke(app, [*scan_args, "--prepend-bos"])
+    assert r.exit_code == 0, r.output
+    assert Atlas.load(out).model.tokenization.model_dump() == {"prepend_bos": True, "source": "override"}
+    edit = tmp_path / "e.json"
+    r = CliRunner().invoke(app, ["edit", str(out), "-o", str(edit), "--model", str(d), "--no-evaluate", "--generations", "0"])
+    assert r.exit_code == 2 and "--prepend-bos" in r.stderr and not edit.exists()
+    r = CliRunner().invoke(app, ["edit", str(out), "-o", str(edit), "--model", str(d), "--no-evaluate", "--generations", "0", "--prepend-bos"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(edit.read_text())["tokenization"] == {"prepend_bos": True, "source": "override"}
