@@ -20,7 +20,10 @@ $C trace --atlas $D/smollm2-135m.atlas.json --prompt "The Eiffel Tower is locate
 # Edge circuits: the gender-bias circuit (into the gender and merged atlases) and induction (tasks/).
 $PY scripts/circuits_smollm2.py
 # IOI, greater-than and factual recall (tasks/), and the user-file behaviour of the docs (own-behaviour/).
-$PY scripts/tasks.py
+$PY scripts/tasks.py --tasks ioi --per-template 2
+$PY scripts/tasks.py --tasks greater-than factual-recall --per-template 1 --facts 12 --samples 3
+$C atlas merge $D/tasks/ioi.atlas.json $D/tasks/greater-than.atlas.json $D/tasks/factual-recall.atlas.json -o $D/tasks/tasks.atlas.json
+$C report $D/tasks/tasks.atlas.json -o $D/tasks/report.html
 $C scan --suite $D/own-behaviour/office_pronouns.jsonl --edges --ig-steps 3 -o $D/own-behaviour/office-pronouns.atlas.json
 $C report $D/smollm2-135m.atlas.json -o $D/report.html
 # Every edit kind from the merged atlas, one seed, evaluated on the eval split.
