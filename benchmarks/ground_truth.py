@@ -135,13 +135,13 @@ def induction_on_smollm2(n: int = 16, block: int = 25, seed: int = 0, primary_sc
     flags["noising, primary ablated"] = flag(*rounds["noising, primary ablated"])
 
     # Direct logit attribution: the metric lost when one head's write is removed from the final residual.
-    resid = cache[final][:, -metric.positions :]
+    resid = cache[final][:, -metric.info.positions :]
     full = call_metric(metric, M.logit_lens(model, resid)).mean()
     dla = torch.zeros(len(heads))
     for layer in range(shape.n_layers):
         w_o = M.read_weight(model, f"blocks.{layer}.attn.o.weight")  # [d_model, heads * d_head]
         for h in range(shape.n_heads):
-            z = cache[zs[layer]][:, -metric.positions :, h]
+            z = cache[zs[layer]][:, -metric.info.positions :, h]
             write = z @ w_o[:, h * shape.d_head : (h + 1) * shape.d_head].T
             dla[layer * shape.n_heads + h] = full - call_metric(metric, M.logit_lens(model, resid - write)).mean()
 

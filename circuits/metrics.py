@@ -1,27 +1,29 @@
-"""Behaviour metrics: functions from logits to one number per prompt.
+"""Behaviour metrics: functions from logits to one number per row, called one way by every engine.
 
 * Logit difference (Wang et al. 2023, "Interpretability in the Wild"):
   ``logit[pos_token] - logit[neg_token]`` at the last position, in logit units. For the
   gender-occupation suite this is ``logit(" she") - logit(" he")``.
-* Target log-probability, multi-token (Meng et al. 2022): :class:`TargetLogProb`.
+* Target log-probability, multi-token (Meng et al. 2022): :class:`TargetLogProb`, :class:`AnswerLogProb`.
 * KL divergence to a reference (clean) run (Conmy et al. 2023): :class:`KLToReference`.
-* Any user callable ``logits -> [batch]`` is a :data:`Metric`; normalised recovery is
-  :func:`circuits.probing.patching.normalise`.
+* Any user function ``logits -> [batch]`` becomes a metric at the boundary (:func:`as_metric`);
+  normalised recovery is :func:`circuits.probing.patching.normalise`.
 
-Every metric returns a ``[batch]`` tensor so that effects keep per-prompt values for statistics.
-
-Metrics get their context from the engine (as EAP-IG's ``metric(logits, clean_logits, input_lengths,
-label)``): a metric that sets ``uses_context = True`` is called as ``metric(logits, ctx)`` with a
-:class:`MetricContext` saying which prompt each row of ``logits`` belongs to, so per-prompt references
-(a clean run's distribution, a planted task's targets) are looked up, never tiled by the metric
-itself, however the engine packs interventions or interpolation steps along the batch.
+**The protocol** (as EAP-IG's ``metric(logits, clean_logits, input_lengths, label)``: the engine passes
+what a metric needs): every metric is a :class:`Metric`, called as ``metric(logits, ctx)`` and returning
+``Float[Tensor, "row"]``. The :class:`MetricContext` says which prompt pair each row of ``logits``
+belongs to, so per-pair references (a clean run's distribution, a pair's answer tokens) are looked up,
+never tiled by the metric itself, however the engine packs interventions or interpolation steps along
+the batch. What a metric reads and means is declared once in its :class:`MetricInfo`: the final
+positions and vocabulary rows it reads (the engine unembeds only those), its unit, how many rows make a
+pair, and which direction is "more of the behaviour". Nothing probes a metric with ``getattr``.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -31,41 +33,145 @@ from torch import Tensor
 from circuits.model import single_token_id
 from circuits.suites import Suite
 
-#: A behaviour metric: logits in, one value per prompt out. A metric may declare ``positions: int``,
-#: the number of final positions it reads, and ``vocab: tuple[int, ...]``, the only token ids whose raw
-#: logits it reads (no softmax over the vocabulary); the engine then unembeds only those. With
-#: ``uses_context = True`` it is called as ``metric(logits, ctx)`` (:class:`MetricContext`).
-Metric: TypeAlias = Callable[..., Float[Tensor, " batch"]]
-
 
 @dataclass(frozen=True)
 class MetricContext:
     """What the engine tells a metric about the rows of the logits it scores.
 
     Attributes:
-        prompts: ``[row]`` the index of the prompt each row belongs to (into the list of prompt pairs
-            the probing method was given; a row may be one of several packed copies of a prompt).
+        pairs: ``[row]`` the item of the metric each logits row belongs to: the index of its prompt pair
+            (into the pairs the probing method was given; a row may be one of several packed copies of
+            that pair's prompt), or, for metrics with ``rows_per_pair == 2``, ``2·pair`` for the
+            answer's row and ``2·pair + 1`` for the wrong answer's.
     """
 
-    prompts: Int[Tensor, " row"]
+    pairs: Int[Tensor, " row"]
+
+    @staticmethod
+    def rows(n: int, device: torch.device | str | None = None) -> MetricContext:
+        """The context of ``n`` rows that are pairs ``0..n-1`` in order."""
+        return MetricContext(torch.arange(n, device=device))
 
 
-def call_metric(metric: Metric, logits: Float[Tensor, "row pos d_vocab"], prompts: Int[Tensor, " row"] | None = None) -> Float[Tensor, " row"]:
-    """Evaluate a metric on logits, giving it its context if it takes one.
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric reads and what its numbers mean (declared by the metric, read by the engines).
+
+    Attributes:
+        name: Short name (``logit_diff``, ``answer_logprob``, ``kl``, ...).
+        unit: Unit of the values (``logits``, ``nats``, ``probability``, ``L2(prob)``, ``metric`` for a
+            user function of unknown unit).
+        positions: How many final positions it reads (``None``: possibly all); the engine runs the
+            unembedding only there.
+        vocab: The only token ids whose *raw* logits it reads (no softmax over the vocabulary), or
+            ``None``; the engine then unembeds only those rows of ``W_U``.
+        rows_per_pair: ``1``, or ``2`` when each pair is scored over two rows (the answer's and the
+            wrong answer's continuation) that :meth:`Metric.to_pairs` combines.
+        higher_is_behaviour: Larger values mean more of the behaviour (the clean run's side); ``False``
+            for distances to a clean reference such as :class:`KLToReference`.
+    """
+
+    name: str
+    unit: str
+    positions: int | None = None
+    vocab: tuple[int, ...] | None = None
+    rows_per_pair: Literal[1, 2] = 1
+    higher_is_behaviour: bool = True
+
+    def describe(self) -> str:
+        """``"logit_diff (logits)"``: name and unit, as methods and atlases record a metric."""
+        return f"{self.name} ({self.unit})"
+
+
+class Metric(ABC):
+    """A behaviour metric: ``metric(logits, ctx) -> [row]`` with a declared :class:`MetricInfo`.
+
+    Subclasses implement :meth:`score` and :attr:`info`; calling a metric without a context scores the
+    rows as pairs ``0..n-1`` (a convenience for direct use: engines always pass one).
+    """
+
+    @property
+    @abstractmethod
+    def info(self) -> MetricInfo:
+        """What this metric reads and means."""
+
+    @abstractmethod
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        """One value per row of ``logits`` (see :class:`MetricContext`)."""
+
+    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext | None = None) -> Float[Tensor, " row"]:
+        """Score ``logits``; ``ctx`` says which pair each row belongs to (default: row ``i`` is pair ``i``)."""
+        return self.score(logits, ctx if ctx is not None else MetricContext.rows(logits.shape[0], logits.device))
+
+    def to_pairs(self, values: Float[Tensor, "... row"]) -> Float[Tensor, "... pair"]:
+        """Row values → pair values: ``row 2i − row 2i+1`` when two rows make a pair, else unchanged."""
+        return values[..., 0::2] - values[..., 1::2] if self.info.rows_per_pair == 2 else values
+
+    def pair_labels(self) -> Int[Tensor, " pair"] | None:
+        """A label per pair where the metric has one (a pair's answer token), else ``None``."""
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionMetric(Metric):
+    """A user's plain function ``fn(logits) -> [batch]`` as a :class:`Metric` (see :func:`as_metric`).
+
+    Attributes:
+        fn: The function; it sees the logits only (its rows are pairs in order).
+        unit: Its unit, if known.
+        name: Its name.
+    """
+
+    fn: Callable[[Tensor], Tensor]
+    unit: str = "metric"
+    name: str = "custom"
+
+    @property
+    def info(self) -> MetricInfo:
+        return MetricInfo(self.name, self.unit)
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        return self.fn(logits)
+
+
+#: What public probing functions accept as a metric: a :class:`Metric`, or a plain function of the logits.
+MetricLike: TypeAlias = Metric | Callable[[Tensor], Tensor]
+
+
+def as_metric(metric: MetricLike, *, unit: str = "metric") -> Metric:
+    """The one boundary where a user's function becomes a :class:`Metric` (a metric passes through).
+
+    Args:
+        metric: A :class:`Metric`, or a function ``logits -> [batch]`` (it reads every position and the
+            whole vocabulary as far as the engine knows, one row per pair).
+        unit: The function's unit.
+
+    Returns:
+        The metric.
+
+    Raises:
+        TypeError: Neither a metric nor callable.
+    """
+    if isinstance(metric, Metric):
+        return metric
+    if not callable(metric):
+        raise TypeError(f"a metric is a circuits.metrics.Metric or a function of the logits, got {type(metric).__name__}")
+    return FunctionMetric(metric, unit=unit, name=getattr(metric, "__name__", "custom"))
+
+
+def call_metric(metric: Metric, logits: Float[Tensor, "row pos d_vocab"], pairs: Int[Tensor, " row"] | None = None) -> Float[Tensor, " row"]:
+    """``metric(logits, MetricContext(pairs))`` (``pairs`` default ``0..rows-1``): the engines' one call.
 
     Args:
         metric: The metric.
-        logits: Logits, one row per (prompt, packed copy).
-        prompts: The prompt index of each row (default: ``0..rows-1``).
+        logits: Logits, one row per (pair, packed copy).
+        pairs: The pair index of each row.
 
     Returns:
         One value per row.
     """
-    if not getattr(metric, "uses_context", False):
-        return metric(logits)
-    if prompts is None:
-        prompts = torch.arange(logits.shape[0])
-    return metric(logits, MetricContext(prompts.to(logits.device)))
+    ctx = MetricContext.rows(logits.shape[0], logits.device) if pairs is None else MetricContext(pairs.to(logits.device))
+    return metric(logits, ctx)
 
 
 def kl_divergence(reference_logprobs: Float[Tensor, "... vocab"], logprobs: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
@@ -78,20 +184,8 @@ def kl_divergence(reference_logprobs: Float[Tensor, "... vocab"], logprobs: Floa
     return (ref.exp() * (ref - logprobs.float())).sum(-1)
 
 
-def positions_read(metric: Metric) -> int | None:
-    """How many final positions a metric reads (``None``: unknown, so all)."""
-    n = getattr(metric, "positions", None)
-    return int(n) if isinstance(n, int) and n > 0 else None
-
-
-def vocab_read(metric: Metric) -> tuple[int, ...] | None:
-    """The token ids whose raw logits a metric reads (``None``: unknown, so the whole vocabulary)."""
-    ids = getattr(metric, "vocab", None)
-    return tuple(int(i) for i in ids) if isinstance(ids, tuple) and ids else None
-
-
 @dataclass(frozen=True)
-class LogitDiff:
+class LogitDiff(Metric):
     """``mean logits[:, -1, positive] - mean logits[:, -1, negative]`` (logit units).
 
     With single tokens this is the logit difference of Wang et al. 2023 (IOI), used throughout
@@ -106,23 +200,15 @@ class LogitDiff:
 
     positive: int | tuple[int, ...]
     negative: int | tuple[int, ...]
-    positions: int = 1
 
     @property
-    def vocab(self) -> tuple[int, ...]:
-        """The token ids this metric reads (raw logits only)."""
+    def info(self) -> MetricInfo:
+        """Reads the last position's raw logits of the two token sets (logits)."""
         ids = torch.as_tensor(self.positive).reshape(-1).tolist() + torch.as_tensor(self.negative).reshape(-1).tolist()
-        return tuple(sorted(set(ids)))
+        return MetricInfo("logit_diff", "logits", positions=1, vocab=tuple(sorted(set(ids))))
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
-        """Evaluate on logits.
-
-        Args:
-            logits: Model output.
-
-        Returns:
-            One logit difference per prompt, at the last position.
-        """
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        """One logit difference per row, at the last position."""
         last = logits[:, -1, :]
         pos = torch.as_tensor(self.positive).reshape(-1)
         neg = torch.as_tensor(self.negative).reshape(-1)
@@ -156,7 +242,7 @@ def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
 
 
 @dataclass(frozen=True)
-class AnswerLogitDiff:
+class AnswerLogitDiff(Metric):
     """``logit[answer_i] − logit[wrong_i]`` at the last position, each row with its own prompt's tokens.
 
     The per-pair form of :class:`LogitDiff` (IOI's ``logit(IO) − logit(S)``, Wang et al. 2023) for suites
@@ -169,20 +255,22 @@ class AnswerLogitDiff:
 
     answers: Int[Tensor, " prompt"]
     wrong: Int[Tensor, " prompt"]
-    positions: int = 1
-    uses_context: bool = True
-    unit: str = "logits"
 
     @property
-    def vocab(self) -> tuple[int, ...]:
-        """Every answer and wrong-answer token (raw logits only)."""
-        return tuple(sorted(set(self.answers.tolist()) | set(self.wrong.tolist())))
+    def info(self) -> MetricInfo:
+        """Reads the last position's raw logits of every answer and wrong answer (logits)."""
+        vocab = tuple(sorted(set(self.answers.tolist()) | set(self.wrong.tolist())))
+        return MetricInfo("answer_logit_diff", "logits", positions=1, vocab=vocab)
 
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
         last = logits[:, -1, :]
         rows = torch.arange(last.shape[0], device=last.device)
-        a, w = self.answers.to(last.device)[ctx.prompts], self.wrong.to(last.device)[ctx.prompts]
+        a, w = self.answers.to(last.device)[ctx.pairs], self.wrong.to(last.device)[ctx.pairs]
         return last[rows, a] - last[rows, w]
+
+    def pair_labels(self) -> Int[Tensor, " pair"]:
+        """Each pair's answer token."""
+        return self.answers
 
 
 def _teacher_forced(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
@@ -201,7 +289,7 @@ def _teacher_forced(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class AnswerLogProb:
+class AnswerLogProb(Metric):
     """Teacher-forced log-probability (or probability) of each row's own continuation, in nats.
 
     Each row's tokens end with all but the last token of its continuation (appended by
@@ -222,36 +310,24 @@ class AnswerLogProb:
     lengths: Int[Tensor, " row"]
     probability: bool = False
     pair_difference: bool = False
-    uses_context: bool = True
 
     @property
-    def positions(self) -> int:
-        """The last ``T`` positions are read."""
-        return int(self.targets.shape[1])
+    def info(self) -> MetricInfo:
+        """Reads the last ``T`` positions (softmax over the vocabulary); nats or probability; 2 rows a pair with ``pair_difference``."""
+        return MetricInfo(
+            "answer_prob" if self.probability else ("logprob_diff" if self.pair_difference else "answer_logprob"),
+            "probability" if self.probability else "nats", positions=int(self.targets.shape[1]),
+            rows_per_pair=2 if self.pair_difference else 1,
+        )
 
-    @property
-    def unit(self) -> str:
-        """``probability`` or ``nats``."""
-        return "probability" if self.probability else "nats"
-
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
-        rows = ctx.prompts
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        rows = ctx.pairs  # the engine's row index here is the metric's row (two per pair with pair_difference)
         out = _teacher_forced(logits, self.targets.to(logits.device)[rows], self.lengths.to(logits.device)[rows])
         return out.exp() if self.probability else out
 
-    def to_prompts(self, values: Float[Tensor, "... row"]) -> Float[Tensor, "... prompt"]:
-        """Row values → pair values (``answer − wrong answer`` with ``pair_difference``; else unchanged)."""
-        return values[..., 0::2] - values[..., 1::2] if self.pair_difference else values
-
-
-def rows_to_prompts(metric: Metric, values: Float[Tensor, "... row"]) -> Float[Tensor, "... prompt"]:
-    """Combine per-row metric values into per-pair values where a metric scores a pair over several rows."""
-    to_prompts = getattr(metric, "to_prompts", None)
-    return values if to_prompts is None else to_prompts(values)
-
 
 @dataclass(frozen=True)
-class DigitGreaterThan:
+class DigitGreaterThan(Metric):
     """``P(digit > t) − P(digit < t)`` of the next token over the ten digit tokens, ``t`` per prompt.
 
     The greater-than metric of Hanna et al. 2023 (probability mass on years after the start year minus
@@ -264,31 +340,36 @@ class DigitGreaterThan:
 
     thresholds: Int[Tensor, " prompt"]
     digits: Int[Tensor, " ten"]
-    positions: int = 1
-    uses_context: bool = True
-    unit: str = "probability"
 
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+    @property
+    def info(self) -> MetricInfo:
+        """Reads the last position (softmax over the vocabulary); probability."""
+        return MetricInfo("greater_than", "probability", positions=1)
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
         p = logits[:, -1].float().softmax(-1)[:, self.digits.to(logits.device)]
-        t = self.thresholds.to(logits.device)[ctx.prompts][:, None]
+        t = self.thresholds.to(logits.device)[ctx.pairs][:, None]
         d = torch.arange(10, device=logits.device)[None, :]
         return (p * (d > t)).sum(-1) - (p * (d < t)).sum(-1)
 
 
 @dataclass(frozen=True)
-class TokenProb:
+class TokenProb(Metric):
     """``P(token)`` of the next token at the last position (causal tracing's score, Meng et al. 2022)."""
 
     token: int
-    positions: int = 1
-    unit: str = "probability"
 
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"]) -> Float[Tensor, " row"]:
+    @property
+    def info(self) -> MetricInfo:
+        """Reads the last position (softmax); probability."""
+        return MetricInfo("p(target)", "probability", positions=1)
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
         return logits[:, -1].float().softmax(-1)[:, self.token]
 
 
 @dataclass(frozen=True)
-class TargetLogProb:
+class TargetLogProb(Metric):
     """Sum of log-probabilities of a (multi-token) target continuation, in nats.
 
     The input tokens must end with the target's first ``T - 1`` tokens appended to the prompt (see
@@ -303,11 +384,11 @@ class TargetLogProb:
     target: tuple[int, ...]
 
     @property
-    def positions(self) -> int:
-        """It reads the last ``len(target)`` positions."""
-        return len(self.target)
+    def info(self) -> MetricInfo:
+        """Reads the last ``len(target)`` positions (softmax); nats."""
+        return MetricInfo("target_logprob", "nats", positions=max(1, len(self.target)))
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
         """Evaluate on logits whose last ``T`` positions predict the target tokens."""
         t = len(self.target)
         if t == 0:
@@ -328,7 +409,7 @@ def append_target(tokens: Int[Tensor, "batch pos"], target: tuple[int, ...]) -> 
 
 
 @dataclass(frozen=True)
-class KLToReference:
+class KLToReference(Metric):
     """``KL(p_ref || p_model)`` of the next-token distribution at the last position, in nats.
 
     Use with the clean run's last-position log-probs as reference: 0 means the patched run predicts
@@ -343,24 +424,26 @@ class KLToReference:
     """
 
     reference_logprobs: Float[Tensor, "prompt d_vocab"]
-    positions: int = 1
     labels: tuple[int, ...] | None = None
-    uses_context: bool = True
-    unit: str = "nats"
 
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
-        """Evaluate each row against its prompt's reference.
+    @property
+    def info(self) -> MetricInfo:
+        """Reads the last position (the label tokens' raw logits, or the whole vocabulary); nats; lower is closer to the reference."""
+        return MetricInfo("kl", "nats", positions=1, vocab=self.labels, higher_is_behaviour=False)
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        """Evaluate each row against its pair's reference.
 
         Raises:
-            IndexError: A row's prompt has no reference.
+            IndexError: A row's pair has no reference.
         """
         last = logits[:, -1, :] if self.labels is None else logits[:, -1, list(self.labels)]
-        ref = self.reference_logprobs.to(logits.device)[ctx.prompts]
+        ref = self.reference_logprobs.to(logits.device)[ctx.pairs]
         return kl_divergence(ref, last.float().log_softmax(-1))
 
 
 @dataclass(frozen=True)
-class ProbL2ToReference:
+class ProbL2ToReference(Metric):
     """``‖softmax(logits[-1]) − p_ref‖₂`` at the last position: the L2 distance of next-token probability
     vectors (the ``‖f(x) − f(do(·))‖₂`` of seed 000's invariance disruption score), each row against its
     own prompt's reference (:class:`MetricContext`).
@@ -370,13 +453,42 @@ class ProbL2ToReference:
     """
 
     reference_probs: Float[Tensor, "prompt d_vocab"]
-    positions: int = 1
-    uses_context: bool = True
-    unit: str = "L2(prob)"
 
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
-        ref = self.reference_probs.to(logits.device)[ctx.prompts].float()
+    @property
+    def info(self) -> MetricInfo:
+        """Reads the last position (softmax); probability L2; lower is closer to the reference."""
+        return MetricInfo("prob_l2", "L2(prob)", positions=1, higher_is_behaviour=False)
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        ref = self.reference_probs.to(logits.device)[ctx.pairs].float()
         return (logits[:, -1, :].float().softmax(-1) - ref).norm(dim=-1)
+
+
+@dataclass(frozen=True)
+class TokenSetLogProb(Metric):
+    """``log Σ_{t ∈ tokens} p(t)`` at the last position (nats): the log-probability that the next token is
+    one of a set of single-token continuations, e.g. a suite's harmful continuations ``y_h`` (seed 004).
+
+    Attributes:
+        tokens: The token ids.
+    """
+
+    tokens: tuple[int, ...]
+
+    @property
+    def info(self) -> MetricInfo:
+        """Reads the last position (softmax); nats."""
+        return MetricInfo("token_set_logprob", "nats", positions=1)
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        """Evaluate on logits.
+
+        Raises:
+            ValueError: An empty token set.
+        """
+        if not self.tokens:
+            raise ValueError("empty token set")
+        return logits[:, -1, :].float().log_softmax(-1)[:, list(self.tokens)].logsumexp(-1)
 
 
 def flip_rate(pred_a: Bool[np.ndarray, " item"], pred_b: Bool[np.ndarray, " item"]) -> float:

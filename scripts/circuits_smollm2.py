@@ -116,7 +116,7 @@ def main() -> None:
         top_heads = [c.id for c in Atlas.load(OUT / "gender-occupation.atlas.json").behaviour(suite.name).top(3, kind="head")]
         kept = {f"{e.sender}->{e.receiver}" for e in graph.edges}
         info["upstream_of_top_heads"] = {
-            h: [(str(e), round(v, 4), str(e) in kept) for e, v in scores.top(len(scores.edges)) if str(e.receiver).split(".")[0] == h][:8]
+            h: [(str(e), round(v, 4), str(e) in kept) for e, v in scores.top(len(scores.components)) if str(e.receiver).split(".")[0] == h][:8]
             for h in top_heads
         }
         info["settings"] = {"pairs_per_template": args.pairs, "pairs": prepared.n_pairs}

@@ -54,9 +54,9 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
     from circuits.editing.train import TrainConfig, TrainingData, split_by_template
     from circuits.evaluation.metrics import expected_calibration_error
     from circuits.metrics import kl_divergence, metric_for_suite
-    from circuits.probing.component_tracing import trace_components
+    from circuits.probing.component_tracing import trace_components, traced_flags
     from circuits.probing.patching import tokenize_pairs
-    from circuits.probing.spurious import icp_scores
+    from circuits.probing.spurious import behaviour_kl, icp_scores
     from circuits.sites import all_heads, all_mlps
     from circuits.suites import load_suite
 
@@ -70,7 +70,9 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
     pairs = suite.pairs("build", max_pairs=args.max_pairs)
     groups = tokenize_pairs(model, pairs)
     comps = [*all_heads(s.n_layers, s.n_heads), *all_mlps(s.n_layers)]
-    sc = icp_scores(model, groups, comps, domains=[p.template for p in pairs])
+    scored = icp_scores(model, groups, comps, domains=[p.template for p in pairs])
+    sc = argparse.Namespace(r=scored.scores["R"], sss=scored.scores["SSS"], ids=scored.scores["IDS"], r_minmax=scored.scores["R_minmax"],
+                            beta=0.5, total_kl=behaviour_kl(model, groups))
     third = s.n_layers // 3
     early = [i for i, c in enumerate(comps) if c.layer < third]
     late = [i for i, c in enumerate(comps) if c.layer >= s.n_layers - third]
@@ -147,17 +149,17 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
     harmful = [tok(w) for w in tox.metric.positive]
     traces = {}
     for where in ("subject", "all"):
-        tr = trace_components(model, tgroups, harmful, heads, tau=0.1, seeds=(0, 1, 2), n_samples=1, positions=where)
-        order = sorted(range(len(heads)), key=lambda i: -float(tr.mean_delta[i]))[:8]
+        tr = trace_components(model, tgroups, harmful, heads, seeds=(0, 1, 2), n_samples=1, positions=where)
+        order = sorted(range(len(heads)), key=lambda i: -float(tr.mean_effects[i]))[:8]
         traces[where] = tr
         out.setdefault("seed004_tracing", {})[where] = {
-            "tau_nats": tr.tau, "noise_std": tr.noise_std, "n_prompts": len(tpairs), "seeds": list(tr.seeds), "n_samples": tr.n_samples,
-            "log_p_harm_clean": float(tr.clean.mean()), "log_p_harm_noised": float(tr.noised.mean()),
-            "flagged": [str(h) for h, f in zip(heads, tr.flagged) if f],
-            "top8": [{"id": str(heads[i]), "delta_logp": float(tr.mean_delta[i])} for i in order],
+            "tau_nats": 0.1, "noise_std": tr.method.noise_std, "n_prompts": len(tpairs), "seeds": list(tr.method.seeds), "n_samples": 1,
+            "log_p_harm_clean": float(tr.clean_metric.mean()), "log_p_harm_noised": float(tr.corrupted_metric.mean()),
+            "flagged": [str(h) for h, f in zip(heads, traced_flags(tr, 0.1)) if f],
+            "top8": [{"id": str(heads[i]), "delta_logp": float(tr.mean_effects[i])} for i in order],
         }
     # beside the committed patching effects of the toxicity atlas (same model fingerprint)
-    atlas = record_tracing(Atlas.load(ROOT / "atlas/smollm2-135m/toxicity.atlas.json"), tox.name, traces["all"])
+    atlas = record_tracing(Atlas.load(ROOT / "atlas/smollm2-135m/toxicity.atlas.json"), tox.name, traces["all"], tau=0.1)
     try:
         chosen = select_components(model, atlas, tox.name, k=3, by="tracing")
     except Exception as e:  # noqa: BLE001 - nothing flagged is a result, reported as such

@@ -96,7 +96,7 @@ def main() -> None:
     from circuits import model as M
     from circuits.atlas.build import scan, trace_record
     from circuits.model import load_model
-    from circuits.probing.causal_tracing import trace_facts
+    from circuits.probing.causal_tracing import CATEGORIES, trace_facts, trace_grid
     from circuits.sites import parse_component
     from circuits.suites import load_suite
     from circuits.suites.tasks import known_facts
@@ -135,12 +135,12 @@ def main() -> None:
             traces = []
             for kind, window in (("resid", 1), ("mlp", 10), ("attn", 10)):
                 r = trace_facts(model, facts, kind=kind, window=window, n_samples=args.samples, progress=False)  # type: ignore[arg-type]
-                ie = r.indirect_effect
+                ie = trace_grid(r, restored=False)
                 layer, cat = divmod(int(ie.argmax()), ie.shape[1])
-                info[f"trace_{kind}_peak"] = {"layer": layer, "category": r.tokens[cat], "indirect_effect": round(float(ie.max()), 4)}
-                info[f"trace_{kind}_by_category_max"] = {c: round(float(ie[:, i].max()), 4) for i, c in enumerate(r.tokens)}
-                traces.append(trace_record(r, prompt=f"average over {len(facts)} known facts", subject="(each fact's subject)",
-                                           target="(each fact's answer)", n_samples=args.samples, seed=0))
+                info[f"trace_{kind}_peak"] = {"layer": layer, "category": CATEGORIES[cat], "indirect_effect": round(float(ie.max()), 4)}
+                info[f"trace_{kind}_by_category_max"] = {c: round(float(ie[:, i].max()), 4) for i, c in enumerate(CATEGORIES)}
+                traces.append(trace_record(r, tokens=list(CATEGORIES), subject_positions=[0, 1, 2], prompt=f"average over {len(facts)} known facts",
+                                           subject="(each fact's subject)", target="(each fact's answer)", n_samples=args.samples))
             atlas = atlas.model_copy(update={"traces": traces})
         atlas.save(out_dir / f"{name}.atlas.json")
         info["settings"] = {"per_template": args.per_template, "facts": args.facts, "samples": args.samples}

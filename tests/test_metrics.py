@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target, call_metric, vocab_read
+from circuits.metrics import KLToReference, LogitDiff, TargetLogProb, append_target, as_metric, call_metric
 
 
 def test_logit_diff_reads_the_last_position():
@@ -14,12 +14,12 @@ def test_logit_diff_reads_the_last_position():
 
 
 def test_only_raw_logit_metrics_declare_the_tokens_they_read():
-    assert vocab_read(LogitDiff((4, 1), 2)) == (1, 2, 4)
+    assert LogitDiff((4, 1), 2).info.vocab == (1, 2, 4)
     logits = torch.full((2, 1, 5), float("nan"))
     logits[..., [1, 2, 4]] = torch.tensor([1.0, 2.0, 5.0])
     assert torch.equal(LogitDiff((4, 1), 2)(logits), torch.tensor([1.0, 1.0]))  # NaN columns never read
-    assert vocab_read(TargetLogProb((3,))) is None  # a log-softmax reads the whole vocabulary
-    assert vocab_read(lambda lg: lg[:, -1, 0]) is None
+    assert TargetLogProb((3,)).info.vocab is None  # a log-softmax reads the whole vocabulary
+    assert as_metric(lambda lg: lg[:, -1, 0]).info.vocab is None
 
 
 def test_multi_token_target_log_prob_is_teacher_forced_sum():
@@ -60,7 +60,7 @@ def test_answer_logit_diff_reads_each_rows_own_tokens():
     logits[2, -1, 1], logits[2, -1, 2] = 4.0, 1.0
     m = AnswerLogitDiff(torch.tensor([1, 3]), torch.tensor([2, 5]))
     out = call_metric(m, logits, torch.tensor([0, 1, 0]))  # row 2 is a packed copy of prompt 0
-    assert out.tolist() == [3.0, -5.0, 3.0] and m.vocab == (1, 2, 3, 5)
+    assert out.tolist() == [3.0, -5.0, 3.0] and m.info.vocab == (1, 2, 3, 5)
 
 
 def test_teacher_forced_answer_logprob_and_the_pair_difference_by_hand():
@@ -76,10 +76,10 @@ def test_teacher_forced_answer_logprob_and_the_pair_difference_by_hand():
     rows = call_metric(m, logits, torch.arange(4))
     by_hand = torch.stack([logp[0, -2, 3] + logp[0, -1, 4], logp[1, -1, 6], logp[2, -1, 2], logp[3, -2, 1] + logp[3, -1, 1]])
     torch.testing.assert_close(rows, by_hand)
-    torch.testing.assert_close(m.to_prompts(rows), torch.stack([by_hand[0] - by_hand[1], by_hand[2] - by_hand[3]]))
+    torch.testing.assert_close(m.to_pairs(rows), torch.stack([by_hand[0] - by_hand[1], by_hand[2] - by_hand[3]]))
     prob = AnswerLogProb(targets[:1], lengths[:1], probability=True)
     torch.testing.assert_close(call_metric(prob, logits[:1]), by_hand[:1].exp())
-    assert m.positions == 2 and prob.unit == "probability"
+    assert m.info.positions == 2 and m.info.rows_per_pair == 2 and prob.info.unit == "probability"
 
 
 def test_digit_greater_than_is_the_mass_above_minus_below_by_hand():

@@ -44,13 +44,12 @@ from circuits.atlas.schema import (
 )
 from circuits.io import validation_message
 from circuits.metrics import LogitDiff, call_metric, flip_rate
-from circuits.probing.effects import Method
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.executor import Executor
 from circuits.interventions import MeanOf
 from circuits.probing.effects import Effects
 from circuits.probing.pairs import prepare
-from circuits.probing.spurious import icp_scores
+from circuits.probing.spurious import behaviour_kl, icp_scores
 from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
 from circuits.sites import all_heads, all_mlps
 from circuits.stats import summarise_rows
@@ -109,6 +108,8 @@ def behaviour_from_patching(
     extra: Sequence[tuple[MethodInfo, Float[Tensor, "component prompt"]]] = (),
     scores: dict[str, Float[Tensor, " component"]] | None = None,
     summary: dict[str, float] | None = None,
+    clean_metric: Float[Tensor, " prompt"] | None = None,
+    corrupted_metric: Float[Tensor, " prompt"] | None = None,
 ) -> Behaviour:
     """Summarise the primary method's effects plus extra methods and scores.
 
@@ -126,10 +127,20 @@ def behaviour_from_patching(
         extra: ``(method, per-prompt effects)`` of other methods on the same components and prompts.
         scores: Named per-component scores.
         summary: Behaviour-level numbers (e.g. spurious flip rate).
+        clean_metric: The behaviour metric on the clean prompts, where ``result`` has none (e.g. the
+            label metric beside a spurious-sensitivity result in nats); default ``result``'s.
+        corrupted_metric: Likewise on the corrupted prompts.
 
     Returns:
         The behaviour entry.
+
+    Raises:
+        ValueError: Neither ``result`` nor the arguments give the clean and corrupted metric.
     """
+    clean_metric = result.clean_metric if clean_metric is None else clean_metric
+    corrupted_metric = result.corrupted_metric if corrupted_metric is None else corrupted_metric
+    if clean_metric is None or corrupted_metric is None:
+        raise ValueError(f"{result.method.name} measures no clean/corrupted metric: pass clean_metric and corrupted_metric")
     normalisation = "0=corrupted,1=clean" if result.normalised else "none"
     m = result.method
     primary = MethodInfo(
@@ -155,8 +166,8 @@ def behaviour_from_patching(
         kind=suite.kind,
         suite=SuiteRef(name=suite.name, content_hash=suite.content_hash, n_pairs=result.effects.shape[1], split=split),
         metric=metric,
-        clean_metric_mean=float(result.clean_metric.mean()),
-        corrupted_metric_mean=float(result.corrupted_metric.mean()),
+        clean_metric_mean=float(clean_metric.mean()),
+        corrupted_metric_mean=float(corrupted_metric.mean()),
         methods=[primary, *(m for m, _ in extra)],
         threshold=threshold,
         flag_rule=f"mean >= {threshold:.4g} and 95% CI above 0 ({primary.key}, {result.unit})",
@@ -165,17 +176,31 @@ def behaviour_from_patching(
     )
 
 
-def trace_record(r: Any, *, prompt: str, subject: str, target: str, n_samples: int, seed: int) -> TraceRecord:
-    """An atlas record of a causal-tracing result (:class:`circuits.probing.causal_tracing.TraceResult`).
+def trace_record(
+    effects: Effects, *, tokens: list[str], subject_positions: list[int], prompt: str, subject: str, target: str, n_samples: int
+) -> TraceRecord:
+    """An atlas record of a causal trace (:func:`circuits.probing.causal_tracing.trace_tokens`, ``causal_trace``, ``trace_facts``).
+
+    Args:
+        effects: The trace.
+        tokens: The label of each grid column (the prompt's tokens, or ROME's categories).
+        subject_positions: The columns that were noised.
+        prompt, subject, target: What was traced (text, as the record shows it).
+        n_samples: Noise draws.
 
     Raises:
         AtlasError: A value an atlas cannot hold, e.g. a NaN probability (naming the field).
     """
+    from circuits.probing.causal_tracing import trace_grid, trace_kind
+
+    m = effects.method
+    grid = trace_grid(effects)
     try:
         return TraceRecord(
-            prompt=prompt, subject=subject, target=target, kind=r.kind, window=r.window, severed=r.severed, n_samples=n_samples,
-            seed=seed, noise_std=r.noise_std, clean_prob=r.clean_prob, corrupted_prob=r.corrupted_prob, tokens=r.tokens,
-            subject_positions=r.subject, probs=r.probs.tolist(), metric=r.metric,
+            prompt=prompt, subject=subject, target=target, kind=trace_kind(effects), window=m.window or 1, severed=m.severed,
+            n_samples=n_samples, seed=m.seed, noise_std=m.noise_std, clean_prob=float(effects.clean_metric[0]),  # type: ignore[index]
+            corrupted_prob=float(effects.corrupted_metric[0]), tokens=tokens, subject_positions=subject_positions,  # type: ignore[index]
+            probs=grid[:, : len(tokens)].tolist(), metric=m.metric or "p(target)",
         )
     except ValidationError as e:
         raise AtlasError(f"causal-tracing record: {validation_message(e)}") from None
@@ -207,7 +232,7 @@ def scan(
     *,
     split: SplitName = "build",
     max_pairs: int | None = None,
-    threshold: float = 0.05,
+    threshold: float | None = None,
     seed: int = 0,
     command: str = "",
     checkpoint_dir: Path | None = None,
@@ -224,8 +249,9 @@ def scan(
         suite: The behaviour suite.
         split: Which split to scan (``"build"`` by default: edits are fit on it).
         max_pairs: Word pairs per template (``None``: all).
-        threshold: Flagging threshold on mean normalised effect (harmful suites; spurious suites flag
-            components carrying at least 10% of the total label KL).
+        threshold: Flagging threshold on the mean primary effect (default: 0.05 of the normalised effect
+            for harmful suites; for spurious suites 10% of the behaviour's mean symmetric KL,
+            :func:`circuits.probing.spurious.behaviour_kl`).
         seed: Bootstrap seed.
         command: The command line recorded in provenance.
         checkpoint_dir: Save each finished layer of the exact sweeps there; an interrupted scan resumes.
@@ -260,7 +286,7 @@ def scan(
     summary: dict[str, float] = {}
     if suite.kind != "spurious":
         result = patch_groups(model, groups, metric, components, checkpoint_dir=ckpt("swap-denoising"), progress=progress, executor=executor)
-        clean_m = result.clean_metric
+        clean_m, corr_m = result.clean_metric, result.corrupted_metric
         if attribution:
             a = attribution_patching(model, groups, metric, components, progress=progress)
             extra.append((MethodInfo(name="attribution_patching", metric=metric_desc, ig_steps=1, seeds=[seed]), a.effects))
@@ -272,16 +298,15 @@ def scan(
         if not isinstance(metric, LogitDiff):
             raise SuiteError(f"a spurious suite is scored by label tokens: give {suite.name!r} a logit_diff metric with positive and negative labels")
         clean_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.clean), torch.tensor(g.indices)))
-        icp = icp_scores(model, groups, components, domains=[p.template for p in pairs], checkpoint_dir=checkpoint_dir, executor=executor, progress=progress)
-        kl = icp.kl_zero + icp.kl_swap
-        total = icp.total_kl
-        result = Effects(tuple(components), kl, "nats", torch.zeros(n), total, Method("spurious_sensitivity", direction="noising"), kl)
-        threshold = 0.1 * float(total.mean())
+        corr_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.corrupted), torch.tensor(g.indices)))
+        result = icp_scores(model, groups, components, domains=[p.template for p in pairs], checkpoint_dir=checkpoint_dir, executor=executor, progress=progress)
+        total = behaviour_kl(model, groups)
+        if threshold is None:
+            threshold = 0.1 * float(total.mean())
         metric_desc = "KL(p(.|x) || p(.|x, h=0)) + KL(p(.|x') || p(.|x', h<-h(x))), full next-token distribution (seed 000 SSS)"
         r = patch_groups(model, groups, metric, components, direction="noising", checkpoint_dir=ckpt("swap-noising"), progress=progress, executor=executor)
         ce_swap = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
-        scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), **icp.as_scores()})
-        corr_m = _per_prompt(groups, n, lambda g: call_metric(metric, M.run(model, g.corrupted), torch.tensor(g.indices)))
+        scores.update({"CE[swap,logit_diff]": ce_swap.mean(-1), **result.scores})
         summary["flip_rate"] = flip_rate(clean_m.numpy() > 0, corr_m.numpy() > 0)
         summary["mean_abs_gap"] = float((clean_m - corr_m).abs().mean())
         summary["total_kl"] = float(total.mean())  # symmetric KL(p||p') + KL(p'||p)
@@ -292,10 +317,11 @@ def scan(
         ce_mean = S.causal_effect(clean_m, r.patched)  # type: ignore[arg-type]
         scores["CE[mean,logit_diff]"] = ce_mean.mean(-1)
     if suite.kind == "spurious":
-        settings = [ce_swap, kl] + ([ce_mean] if mean_ablation else [])
+        settings = [ce_swap, result.effects] + ([ce_mean] if mean_ablation else [])
         scores["S_w"] = S.weighted_spuriousness(torch.stack(settings))
     behaviour = behaviour_from_patching(
-        result, suite=suite, split=split, metric=metric_desc, threshold=threshold, seed=seed, extra=extra, scores=scores, summary=summary
+        result, suite=suite, split=split, metric=metric_desc, threshold=0.05 if threshold is None else threshold, seed=seed, extra=extra,
+        scores=scores, summary=summary, clean_metric=clean_m, corrupted_metric=corr_m,
     )
     return Atlas(
         model=model_info(model),
@@ -304,7 +330,7 @@ def scan(
     )
 
 
-def record_tracing(atlas: Atlas, behaviour: str, trace: Any, *, metric: str = "Δ log P(y_h) (nats)") -> Atlas:
+def record_tracing(atlas: Atlas, behaviour: str, trace: Effects, *, tau: float = 0.1, metric: str = "Δ log P(y_h) (nats)") -> Atlas:
     """The atlas with a head/neuron tracing result beside the patching effects (seed 004).
 
     Adds the method (``causal_tracing/noise/denoising``, noise level, seeds) to the behaviour, each traced
@@ -315,24 +341,28 @@ def record_tracing(atlas: Atlas, behaviour: str, trace: Any, *, metric: str = "�
     Args:
         atlas: The atlas.
         behaviour: Behaviour name.
-        trace: A :class:`circuits.probing.component_tracing.ComponentTrace` on the same prompts.
+        trace: :func:`circuits.probing.component_tracing.trace_components` on the same prompts.
+        tau: Seed 004's flag threshold τ (nats).
         metric: Description of the traced metric.
 
     Raises:
         AtlasError: No such behaviour.
     """
+    from circuits.probing.component_tracing import traced_flags
+
     b = atlas.behaviour(behaviour)
-    method = MethodInfo(name="causal_tracing", intervention="noise", direction="denoising", metric=f"{metric}, restored at {trace.positions} positions",
-                        normalisation="none", noise_std=trace.noise_std, seeds=list(trace.seeds))
-    stats = effect_stats(trace.delta.mean(0), seed=trace.seeds[0])
-    by_id = {str(c): (s, f, float(d)) for c, s, f, d in zip(trace.components, stats, trace.flagged, trace.mean_delta)}
+    m = trace.method
+    method = MethodInfo(name="causal_tracing", intervention="noise", direction="denoising", metric=f"{metric}, restored at {m.positions} positions",
+                        normalisation="none", noise_std=m.noise_std, seeds=list(m.seeds))
+    stats = effect_stats(trace.effects, seed=m.seed)
+    by_id = {str(c): (s, f, float(d)) for c, s, f, d in zip(trace.components, stats, traced_flags(trace, tau), trace.mean_effects)}
     comps = []
     for c in b.components:
         if c.id in by_id:
             s, f, d = by_id[c.id]
             c = c.model_copy(update={"effects": {**c.effects, method.key: s}, "scores": {**c.scores, "ΔlogP[trace]": d}, "traced": bool(f)})
         comps.append(c)
-    nb = b.model_copy(update={"methods": [*b.methods, method], "components": comps, "summary": {**b.summary, "trace_tau": trace.tau}})
+    nb = b.model_copy(update={"methods": [*b.methods, method], "components": comps, "summary": {**b.summary, "trace_tau": tau}})
     return atlas.model_copy(update={"behaviours": [nb if x.name == behaviour else x for x in atlas.behaviours]})
 
 
@@ -412,7 +442,7 @@ def circuit_from_scores(
         model: The model.
         groups: The token groups the scores were measured on.
         metric: Their behaviour metric.
-        scores: :class:`~circuits.probing.graph.EdgeEffects` (EAP, EAP-IG or exact edge patching).
+        scores: :class:`~circuits.probing.effects.Effects` of edges (EAP, EAP-IG or exact edge patching).
         top_edges: Keep exactly this many edges (skips the faithfulness search).
         target: Faithfulness the circuit must reach, in (0, 1].
         max_edges: Largest top-n circuit tried (default: every edge).
@@ -432,7 +462,7 @@ def circuit_from_scores(
     if top_edges is not None:
         kept = choose_top(scores, top_edges)
         selection = f"top-{top_edges}"
-        sizes = sorted({min(n, len(scores.edges)) for n in (1, 10, 100, 1000, 10000, top_edges, len(scores.edges))})
+        sizes = sorted({min(n, len(scores.components)) for n in (1, 10, 100, 1000, 10000, top_edges, len(scores.components))})
         curve = faithfulness_curve(model, groups, metric, scores, sizes, ablation=ablation)  # type: ignore[arg-type]
     else:
         kept, curve = minimal_circuit(model, groups, metric, scores, target=target, max_edges=max_edges, ablation=ablation)  # type: ignore[arg-type]

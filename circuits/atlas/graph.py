@@ -112,7 +112,7 @@ def circuit_graph(
     """Record a discovered circuit.
 
     Args:
-        scores: The :class:`~circuits.probing.graph.EdgeEffects` the circuit was chosen from.
+        scores: The :class:`~circuits.probing.effects.Effects` of edges the circuit was chosen from.
         circuit: The kept edges.
         selection: How they were chosen.
         faith: Its :class:`~circuits.probing.discovery.Faithfulness` (optional).
@@ -123,7 +123,7 @@ def circuit_graph(
     Returns:
         The graph, edges ordered by |score|.
     """
-    mean = dict(zip((str(e) for e in scores.edges), scores.mean_effects.tolist()))
+    mean = dict(zip((str(e) for e in scores.components), scores.mean_effects.tolist()))
     kept = sorted(((str(e.sender), str(e.receiver), mean[str(e)]) for e in circuit), key=lambda t: -abs(t[2]))
     n_layers = scores.graph.n_layers
     names = sorted({x for s, r, _ in kept for x in (s, r)}, key=lambda x: (_node(x, n_layers).layer, x))
@@ -132,7 +132,7 @@ def circuit_graph(
         ig_steps=scores.method.ig_steps or 1,
         selection=selection,
         ablation=faith.ablation if faith is not None else ablation,  # type: ignore[arg-type]
-        n_edges_total=len(scores.edges),
+        n_edges_total=len(scores.components),
         nodes=[_node(x, n_layers) for x in names],
         edges=[GraphEdge(sender=s, receiver=r, score=v) for s, r, v in kept],
         faithfulness=None if faith is None else faith.faithfulness,

@@ -43,7 +43,10 @@ def scan(
     prepend_bos: PrependBosOpt = None,
     split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
     max_pairs: Annotated[int | None, typer.Option(help="Pairs per template or group (default: all).")] = None,
-    threshold: Annotated[float, typer.Option(help="Flag components with mean normalised effect >= this.")] = 0.05,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Flag components whose mean primary effect is >= this (default: 0.05 of the normalised effect; for spurious suites 10% of the behaviour's KL)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Per-layer checkpoints; an interrupted scan resumes. Default: the cache dir.")
@@ -165,7 +168,8 @@ def trace(
     from circuits.atlas.build import trace_record
     from circuits.atlas.schema import Atlas, AtlasError
     from circuits.io import atomic_write_text
-    from circuits.probing.causal_tracing import causal_trace, trace_facts
+    from circuits.model import subject_positions, token_strings
+    from circuits.probing.causal_tracing import CATEGORIES, causal_trace, trace_facts, trace_grid
 
     _setup_logging(verbose)
     if kind not in ("resid", "mlp", "attn"):
@@ -191,25 +195,28 @@ def trace(
     try:
         if facts is None:
             r = causal_trace(m, prompt, target, subject, kind=kind, window=window, n_samples=samples, seed=seed, sever_mlp=sever_mlp)  # type: ignore[arg-type]
+            tokens, noised = token_strings(m, prompt), subject_positions(m, prompt, subject)
         else:
             from circuits.suites.tasks import known_facts
 
             chosen = known_facts(m)[:facts]
             r = trace_facts(m, chosen, kind=kind, window=window, n_samples=samples, seed=seed)  # type: ignore[arg-type]
             prompt, subject, target = f"average over {len(chosen)} known facts", "(each fact's subject)", "(each fact's answer)"
+            tokens, noised = list(CATEGORIES), [0, 1, 2]
     except ValueError as e:
         _fail(str(e))
-    console.print(f"p({target!r}): clean {r.clean_prob:.3f}, corrupted {r.corrupted_prob:.3f} (noise std {r.noise_std:.3f})")
+    clean, corrupted = float(r.clean_metric[0]), float(r.corrupted_metric[0])  # type: ignore[index]
+    console.print(f"p({target!r}): clean {clean:.3f}, corrupted {corrupted:.3f} (noise std {r.method.noise_std:.3f})")
     table = Table(title=f"indirect effect of restoring {kind} (window {window}{', MLPs severed' if sever_mlp else ''}), best layer per token")
     for col in ("pos", "token", "subject", "best layer", "indirect effect"):
         table.add_column(col)
-    ie = r.indirect_effect
-    for pos, tok in enumerate(r.tokens):
+    ie = trace_grid(r, restored=False)
+    for pos, tok in enumerate(tokens):
         layer = int(ie[:, pos].argmax())
-        table.add_row(str(pos), repr(tok), "yes" if pos in r.subject else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
+        table.add_row(str(pos), repr(tok), "yes" if pos in noised else "", str(layer), f"{float(ie[layer, pos]):+.3f}")
     console.print(table)
     try:  # validated (finite numbers) before anything is written
-        record = trace_record(r, prompt=prompt, subject=subject, target=target, n_samples=samples, seed=seed)
+        record = trace_record(r, tokens=tokens, subject_positions=noised, prompt=prompt, subject=subject, target=target, n_samples=samples)
     except AtlasError as e:
         _fail(f"the trace cannot be recorded: {e}")
     except ValidationError as e:  # e.g. a non-finite probability: never written into a file

@@ -156,15 +156,16 @@ def icp_loop(
     for r in range(config.rounds):
         with IcpResult(pruning, adapter).applied(model):
             sc = icp_scores(model, groups, candidates, domains=domains, beta=config.beta)
-        over = [i for i in S.top_rate(sc.r, config.rate) if float(sc.r[i]) > config.tau]
+        r_score, sss, ids = sc.scores["R"], sc.scores["SSS"], sc.scores["IDS"]
+        over = [i for i in S.top_rate(r_score, config.rate) if float(r_score[i]) > config.tau]
         flagged = [candidates[i] for i in over]
         new = [c for c in flagged if c not in pruned]
         record: dict[str, Any] = {
             "round": r, "flagged": [str(c) for c in flagged], "new": [str(c) for c in new],
-            "R": {str(candidates[i]): round(float(sc.r[i]), 6) for i in over},
-            "SSS": {str(candidates[i]): round(float(sc.sss[i]), 6) for i in over},
-            "IDS": {str(candidates[i]): round(float(sc.ids[i]), 6) for i in over},
-            "max_R_unpruned": round(max((float(sc.r[i]) for i, c in enumerate(candidates) if c not in pruned), default=0.0), 6),
+            "R": {str(candidates[i]): round(float(r_score[i]), 6) for i in over},
+            "SSS": {str(candidates[i]): round(float(sss[i]), 6) for i in over},
+            "IDS": {str(candidates[i]): round(float(ids[i]), 6) for i in over},
+            "max_R_unpruned": round(max((float(r_score[i]) for i, c in enumerate(candidates) if c not in pruned), default=0.0), 6),
         }
         if not new:
             record["stopped"] = "the flagged set stopped changing"

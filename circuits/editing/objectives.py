@@ -105,8 +105,8 @@ class Contrastive:
 def _negatives(metric: Metric, prompts: Tensor) -> Tensor:
     """For each row, the next row (cyclically) whose answer differs; the next row without answers."""
     n = len(prompts)
-    answers = getattr(metric, "answers", None)
-    label = answers[prompts] if isinstance(answers, Tensor) else torch.arange(n)
+    answers = metric.pair_labels()
+    label = answers[prompts] if answers is not None else torch.arange(n)
     out = torch.roll(torch.arange(n), -1)
     for i in range(n):
         for k in range(1, n):

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.data import english_eval
-from circuits.metrics import Metric, call_metric, flip_rate, rows_to_prompts  # noqa: F401 - flip_rate is one of this module's measures
+from circuits.metrics import Metric, call_metric, flip_rate  # noqa: F401 - flip_rate is one of this module's measures
 from circuits.probing.pairs import Prepared
 
 
@@ -63,7 +63,7 @@ def bias_gaps(model: Any, data: Prepared) -> Float[Tensor, " pair"]:
     for g in data.groups:
         idx = torch.tensor(g.indices)
         out[idx] = (call_metric(data.metric, M.run(model, g.clean), idx) - call_metric(data.metric, M.run(model, g.corrupted), idx)).float().cpu()
-    return rows_to_prompts(data.metric, out)
+    return data.metric.to_pairs(out)
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

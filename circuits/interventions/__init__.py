@@ -43,7 +43,7 @@ from __future__ import annotations
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.interventions.base import Intervention, InterventionError, apply_at
+from circuits.interventions.base import Intervention, InterventionError, apply_at, apply_where
 from circuits.interventions.masked import Gate, MaskedNoise
 from circuits.interventions.replace import Mean, MeanOf, Resample, Swap, SweepIntervention, Zero, at_site
 from circuits.interventions.shift import Add, GaussianNoise, Scale
@@ -51,7 +51,7 @@ from circuits.interventions.weights import LowRank, ProjectOut, WeightDelta
 
 __all__ = [
     "Add", "GaussianNoise", "Gate", "Intervention", "InterventionError", "LowRank", "MaskedNoise", "Mean", "MeanOf", "ProjectOut", "Resample",
-    "Scale", "Swap", "SweepIntervention", "WeightDelta", "Zero", "apply_at", "at_site", "rome_noise_std",
+    "Scale", "Swap", "SweepIntervention", "WeightDelta", "Zero", "apply_at", "apply_where", "at_site", "rome_noise_std",
 ]
 
 

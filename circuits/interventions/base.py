@@ -86,3 +86,20 @@ def apply_at(intervention: Intervention, act: Tensor, index: tuple[Any, ...], so
     where = (slice(None), *index)
     out[where] = intervention(act[where], source, generator)
     return out
+
+
+def apply_where(intervention: Intervention, act: Tensor, mask: Tensor, source: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """The activation with ``intervention`` applied where ``mask`` is set (e.g. at a prompt's subject positions).
+
+    Args:
+        intervention: The intervention.
+        act: The activation ``[batch, pos, ...]``.
+        mask: ``[batch, pos]`` (or broadcastable) where to intervene.
+        source: The counterfactual activation, same shape as ``act``, or ``None``.
+        generator: Seeded generator for stochastic interventions (drawn over the whole ``act``).
+
+    Returns:
+        A new tensor: ``intervention(act, source)`` where ``mask``, ``act`` elsewhere.
+    """
+    m = mask.to(act.device).reshape(*mask.shape, *([1] * (act.ndim - mask.ndim)))
+    return torch.where(m, intervention(act, source, generator), act)

@@ -173,6 +173,20 @@ def bos_token_id(lm: HookedLM) -> int | None:
     return None if tok is None or tok.bos_token_id is None else int(tok.bos_token_id)
 
 
+def token_strings(lm: HookedLM, text_or_ids: str | Sequence[int] | Tensor) -> list[str]:
+    """Each token of a text (encoded under the policy, :func:`tokens_of`) or of token ids, decoded on its own.
+
+    For labelling positions (causal-tracing grids, attention patterns); a model without a tokenizer
+    gets the ids as strings.
+    """
+    ids = tokens_of(lm, text_or_ids).tolist() if isinstance(text_or_ids, str) else (
+        text_or_ids.reshape(-1).tolist() if isinstance(text_or_ids, Tensor) else list(text_or_ids)
+    )
+    if lm.tokenizer is None:
+        return [str(int(t)) for t in ids]
+    return [str(lm.tokenizer.decode([int(t)])) for t in ids]
+
+
 def decode(lm: HookedLM, ids: Sequence[int] | Tensor) -> str:
     """Token ids → text (special tokens kept, as the model saw them)."""
     values = ids.tolist() if isinstance(ids, Tensor) else list(ids)

@@ -39,7 +39,7 @@ from safetensors.torch import load as st_load
 from torch import Tensor
 
 from circuits import model as M
-from circuits.metrics import MetricContext
+from circuits.metrics import Metric, MetricContext, MetricInfo
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef
 
@@ -103,7 +103,7 @@ def mask_hooks(task: str, n_layers: int, n_heads: int) -> list[tuple[str, M.Hook
 
 
 @dataclass(frozen=True)
-class PerPromptLogit:
+class PerPromptLogit(Metric):
     """``logit[target] − mean logit`` per prompt (logit units), at the last position or averaged over the last few.
 
     With ``targets`` of shape ``[prompt]`` the metric reads the last position; with ``[prompt, k]`` it
@@ -113,16 +113,16 @@ class PerPromptLogit:
     """
 
     targets: Int[Tensor, " prompt"] | Int[Tensor, "prompt k"]
-    uses_context: bool = True
 
     @property
-    def positions(self) -> int:
-        """Final positions read."""
-        return 1 if self.targets.dim() == 1 else int(self.targets.shape[1])
+    def info(self) -> MetricInfo:
+        """Reads the last ``k`` positions (the mean logit needs every vocabulary row); logits."""
+        return MetricInfo("per_prompt_logit", "logits", positions=1 if self.targets.dim() == 1 else int(self.targets.shape[1]))
 
-    def __call__(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
-        read = logits[:, -self.positions :, :]
-        t = self.targets.reshape(self.targets.shape[0], -1).to(logits.device)[ctx.prompts]
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        k = self.info.positions or 1
+        read = logits[:, -k:, :]
+        t = self.targets.reshape(self.targets.shape[0], -1).to(logits.device)[ctx.pairs]
         return (read.gather(-1, t[..., None])[..., 0] - read.mean(-1)).mean(-1)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from circuits import model as M
 from circuits.editing import apply_edit
@@ -117,11 +118,12 @@ def traced_layers(
     Returns:
         ``(flagged layers, restored fraction [layer, pos] averaged over prompts)``.
     """
-    from circuits.probing.causal_tracing import trace_tokens
+    from circuits.probing.causal_tracing import trace_grid, trace_tokens
 
     grids = []
     for row, target in zip(prompts, targets.tolist()):
         t = trace_tokens(model, row[None], int(target), subject, kind="attn", n_samples=n_samples, progress=False)
-        grids.append((t.probs - t.corrupted_prob) / max(t.clean_prob - t.corrupted_prob, 1e-6))
+        clean, corrupted = float(t.clean_metric[0]), float(t.corrupted_metric[0])  # type: ignore[index]
+        grids.append(trace_grid(t, restored=False) / max(clean - corrupted, 1e-6))
     restored = torch.stack(grids).mean(0)
     return frozenset(int(layer) for layer in (restored.amax(1) >= threshold).nonzero().flatten().tolist()), restored

@@ -31,10 +31,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, call_metric
+from circuits.interventions import Mean, apply_at
+from circuits.metrics import Metric, MetricLike, as_metric, call_metric
 from circuits.probing.effects import Effects, Method
 from circuits.probing.pairs import TokenGroup
-from circuits.sites import NeuronRef, ResidRef
+from circuits.sites import NeuronRef, ResidRef, activation_index
 
 
 def ace_from_interventions(observed: Float[Tensor, " prompt"], under_do: Float[Tensor, "value prompt"]) -> Float[Tensor, " prompt"]:
@@ -42,11 +43,12 @@ def ace_from_interventions(observed: Float[Tensor, " prompt"], under_do: Float[T
     return observed - under_do.mean(0)
 
 
-def _set(index: int, value: float) -> M.HookFn:
+def _set(neuron: NeuronRef, value: float, shape: M.ModelShape) -> M.HookFn:
+    """``do(n = value)``: :class:`~circuits.interventions.Mean` with a fixed value at the neuron, every position."""
+    index = activation_index(NeuronRef(neuron.layer, neuron.index), shape.n_heads, shape.n_kv_heads)
+
     def hook(act: Tensor, hook: Any) -> Tensor:
-        out = act.clone()
-        out[..., index] = value
-        return out
+        return apply_at(Mean(torch.tensor(value)), act, index, None, None)
 
     return hook
 
@@ -76,7 +78,7 @@ def neuron_values(model: Any, groups: Sequence[TokenGroup], neurons: Sequence[Ne
 def average_causal_effect(
     model: Any,
     groups: Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     neurons: Sequence[NeuronRef],
     *,
     n_values: int = 5,
@@ -95,7 +97,7 @@ def average_causal_effect(
         progress: Show a progress bar.
 
     Returns:
-        :class:`Effects` with ``effects[n, p] = ACE_p(n)`` (metric units), ``patched[n, p]`` the
+        :class:`Effects` with ``effects[n, p] = ACE_p(n)`` (the metric's unit), ``patched[n, p]`` the
         interventional baseline ``mean_α y_p(do(n = α))``, method ``average_causal_effect``.
 
     Raises:
@@ -103,6 +105,7 @@ def average_causal_effect(
     """
     if not groups or not neurons:
         raise ValueError("ACE needs prompt pairs and neurons")
+    metric = as_metric(metric)
     if n_values < 2:
         raise ValueError(f"n_values must be >= 2, got {n_values}")
     n_prompts = 1 + max(i for g in groups for i in g.indices)
@@ -123,14 +126,15 @@ def average_causal_effect(
         lo, hi = torch.quantile(values[n], torch.tensor(quantiles)).tolist()
         under = torch.zeros(n_values, n_prompts)
         for j, a in enumerate(torch.linspace(lo, hi, n_values).tolist()):
-            hooks = [(n.hook_name, _set(n.index, a))]
+            hooks = [(n.hook_name, _set(n, a, M.shape_of(model)))]
             for g, r in zip(groups, resid):
                 under[j, torch.tensor(g.indices)] = _gap(model, g, r, start, metric, hooks)
         patched[i] = under.mean(0)
     effects = torch.stack([ace_from_interventions(observed, patched[i : i + 1]) for i in range(len(neurons))])
     return Effects(
-        components=tuple(NeuronRef(n.layer, n.index) for n in neurons), effects=effects, unit="metric",
-        clean_metric=clean_m, corrupted_metric=corr_m, method=Method("average_causal_effect", intervention="do"), patched=patched,
+        components=tuple(NeuronRef(n.layer, n.index) for n in neurons), effects=effects, unit=metric.info.unit,
+        method=Method("average_causal_effect", intervention="do", metric=metric.info.describe()), clean_metric=clean_m, corrupted_metric=corr_m,
+        patched=patched,
     )
 
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
+from circuits.metrics import Metric, MetricLike, as_metric, call_metric
 from circuits.probing.effects import Effects, Method
 from circuits.probing.edge_patching import _as_groups
 from circuits.probing.patching import TokenGroup, normalise
@@ -82,7 +82,7 @@ def _grads(
     store: dict[str, Tensor] = {}
     with torch.enable_grad(), M.frozen_parameters(model):
         logits = M.run_from_layer(
-            model, resid0.detach(), 0, _capture_hooks(names, store), last=positions_read(metric), vocab=vocab_read(metric)
+            model, resid0.detach(), 0, _capture_hooks(names, store), last=metric.info.positions, vocab=metric.info.vocab
         )
         values = call_metric(metric, logits, prompts)
         values.sum().backward()
@@ -107,7 +107,7 @@ def _attribute_group(
 ) -> tuple[Tensor, Tensor, Tensor]:
     names = sorted({c.hook_name for c in components})
     b = len(group.indices)
-    last, vocab = positions_read(metric), vocab_read(metric)
+    last, vocab = metric.info.positions, metric.info.vocab
     e_clean, e_corr = M.embed(model, group.clean), M.embed(model, group.corrupted)
     # The clean run needs no gradients. The path's first point (α = 0) is the corrupted run itself,
     # so its forward + backward also gives the corrupted activations and metric: 1 + 2k passes' worth
@@ -127,7 +127,7 @@ def _attribute_group(
 def attribution_patching(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     components: Sequence[Component],
     *,
     ig_steps: int = 1,
@@ -154,6 +154,7 @@ def attribution_patching(
         raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
     if not components:
         raise ValueError("no components to attribute")
+    metric = as_metric(metric)
     groups = _as_groups(model, pairs)
     n = sum(len(g.indices) for g in groups)
     raw, clean_m, corr_m = torch.zeros(len(components), n), torch.zeros(n), torch.zeros(n)
@@ -162,16 +163,17 @@ def attribution_patching(
         raw[:, idx], clean_m[idx], corr_m[idx] = _attribute_group(model, g, metric, components, ig_steps)
     # raw estimates m(patched) - m(corrupted) per row; combine rows into pairs (linear), then shift so
     # normalise() maps it like an exact result.
-    raw, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (raw, clean_m, corr_m))
+    raw, clean_m, corr_m = (metric.to_pairs(x) for x in (raw, clean_m, corr_m))
     effects = normalise(raw + corr_m, clean_m, corr_m)
     name = "attribution_patching" if ig_steps == 1 else "eap_ig"
-    return Effects(tuple(components), effects, "normalised", clean_m, corr_m, Method(name, ig_steps=ig_steps))
+    method = Method(name, metric=metric.info.describe(), ig_steps=ig_steps)  # type: ignore[arg-type]
+    return Effects(tuple(components), effects, "normalised", method, clean_metric=clean_m, corrupted_metric=corr_m)
 
 
 def gradient_sensitivity(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     components: Sequence[Component],
     *,
     progress: bool = True,
@@ -194,6 +196,7 @@ def gradient_sensitivity(
     """
     if not components:
         raise ValueError("no components")
+    metric = as_metric(metric)
     groups = _as_groups(model, pairs)
     n = sum(len(g.indices) for g in groups)
     out, clean_m, corr_m = torch.zeros(len(components), n), torch.zeros(n), torch.zeros(n)
@@ -204,5 +207,6 @@ def gradient_sensitivity(
         out[:, idx] = _reduce(model, components, grads, "norm")
         clean_m[idx] = values
         corr_m[idx] = call_metric(metric, M.run(model, g.corrupted), idx).float().cpu()
-    out, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (out, clean_m, corr_m))
-    return Effects(tuple(components), out, "gradient_norm", clean_m, corr_m, Method("gradient_sensitivity"))
+    out, clean_m, corr_m = (metric.to_pairs(x) for x in (out, clean_m, corr_m))
+    method = Method("gradient_sensitivity", metric=metric.info.describe())
+    return Effects(tuple(components), out, "gradient_norm", method, clean_metric=clean_m, corrupted_metric=corr_m)

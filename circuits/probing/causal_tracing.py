@@ -26,7 +26,6 @@ every cell (common random numbers), so cells differ only by what is restored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -35,46 +34,58 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.interventions import rome_noise_std
-from circuits.metrics import Metric, TokenProb, call_metric, positions_read, vocab_read
-from circuits.sites import EMBED_HOOK, hook_name
+from circuits.interventions import GaussianNoise, Swap, apply_at, rome_noise_std
+from circuits.metrics import MetricLike, TokenProb, as_metric, call_metric
+from circuits.probing.effects import Effects, Method
+from circuits.sites import EMBED_HOOK, AttnRef, Component, MlpRef, ResidRef, hook_name
 
 TraceKind = Literal["resid", "mlp", "attn"]
 _HOOK_KIND = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
 
-@dataclass(frozen=True)
-class TraceResult:
-    """A causal-tracing grid.
+def trace_cell(kind: TraceKind, layer: int, pos: int) -> Component:
+    """The component a grid cell restores: ``L3RESID_POST@4``, ``L3MLP@4`` (window centred at 3) or ``L3ATTN@4``."""
+    if kind == "resid":
+        return ResidRef(layer, pos, site="resid_post")
+    return MlpRef(layer, pos) if kind == "mlp" else AttnRef(layer, pos)
 
-    Attributes:
-        kind: What was restored: ``resid`` (block output), ``mlp`` or ``attn`` outputs.
-        window: Number of consecutive layers restored per cell (1 for ``resid``).
-        severed: Whether MLP paths were severed (frozen at corrupted values).
-        probs: The metric (by default the target probability) after each restoration, ``[layer, pos]``
-            (mean over noise draws).
-        clean_prob: The metric on the clean run.
-        corrupted_prob: The metric on the corrupted run (mean over draws).
-        tokens: The prompt's tokens as strings.
-        subject: Subject token positions that were noised.
-        noise_std: The noise standard deviation used.
+
+def trace_grid(effects: Effects, *, restored: bool = True) -> Float[Tensor, "layer pos"]:
+    """A causal trace as ROME's ``[layer, token]`` grid.
+
+    Args:
+        effects: From :func:`trace_tokens`, :func:`causal_trace` or :func:`trace_facts`.
+        restored: The metric after each restoration (``patched``, ROME's Figure 1); ``False``: the
+            indirect effect (restored − corrupted).
+
+    Returns:
+        The grid (cells not traced, before the first subject token, hold the corrupted run's value,
+        or 0 for the indirect effect).
+
+    Raises:
+        ValueError: Effects that are not a causal trace of one prompt (or one average).
     """
+    if effects.method.name != "causal_tracing" or effects.n_prompts != 1 or effects.patched is None:
+        raise ValueError("trace_grid needs the effects of one causal trace (trace_tokens / causal_trace / trace_facts)")
+    values = effects.patched[:, 0] if restored else effects.effects[:, 0]
+    layers = [c.layer for c in effects.components]  # type: ignore[attr-defined]
+    positions = [c.pos for c in effects.components]  # type: ignore[attr-defined]
+    out = torch.zeros(max(layers) + 1, max(positions) + 1)
+    out[torch.tensor(layers), torch.tensor(positions)] = values
+    return out
 
-    kind: TraceKind
-    window: int
-    severed: bool
-    probs: Float[Tensor, "layer pos"]
-    clean_prob: float
-    corrupted_prob: float
-    tokens: list[str]
-    subject: list[int]
-    noise_std: float
-    metric: str = "p(target)"
 
-    @property
-    def indirect_effect(self) -> Float[Tensor, "layer pos"]:
-        """``probs - corrupted_prob`` (the metric's units)."""
-        return self.probs - self.corrupted_prob
+def trace_kind(effects: Effects) -> TraceKind:
+    """What a trace restored: ``resid``, ``mlp`` or ``attn`` (from its cells).
+
+    Raises:
+        ValueError: Not a causal trace.
+    """
+    first = effects.components[0] if effects.components else None
+    for kind, cls in (("resid", ResidRef), ("mlp", MlpRef), ("attn", AttnRef)):
+        if isinstance(first, cls) and effects.method.name == "causal_tracing":
+            return kind  # type: ignore[return-value]
+    raise ValueError("not a causal trace")
 
 
 def _restored_layers(layer: int, window: int, n_layers: int) -> range:
@@ -89,7 +100,7 @@ def trace_tokens(
     target: int | None,
     subject: list[int],
     *,
-    metric: Metric | None = None,
+    metric: MetricLike | None = None,
     kind: TraceKind = "resid",
     window: int = 1,
     n_samples: int = 10,
@@ -98,14 +109,20 @@ def trace_tokens(
     sever_mlp: bool = False,
     batched: bool = True,
     progress: bool = True,
-) -> TraceResult:
+) -> Effects:
     """Causal tracing on one tokenised prompt (see module docstring).
+
+    The corruption is :class:`~circuits.interventions.GaussianNoise` on the subject tokens' embeddings
+    (``n_samples`` draws from one seeded generator, shared by every cell); a restoration is a
+    :class:`~circuits.interventions.Swap` of the clean activation into the noised run at one (layer,
+    token), and severing swaps the noised run's own MLP outputs back in at later layers.
 
     Args:
         model: A ``TransformerBridge``.
         tokens: One prompt.
         target: Target token id (its probability at the last position is the metric).
         subject: Positions whose embeddings are noised.
+        metric: Any metric instead of the target probability (:mod:`circuits.metrics`).
         kind: ``"resid"``, ``"mlp"`` or ``"attn"``.
         window: Layers restored per cell for ``mlp``/``attn`` (ROME uses 10); must be 1 for ``resid``.
         n_samples: Noise draws.
@@ -117,7 +134,10 @@ def trace_tokens(
         progress: Progress bar.
 
     Returns:
-        The grid.
+        :class:`Effects` over the grid's cells (:func:`trace_cell`, layer-major), one prompt:
+        ``patched`` the metric after each restoration (mean over draws), ``effects`` the indirect
+        effect (restored − corrupted), ``clean_metric`` / ``corrupted_metric`` the two runs; unit the
+        metric's. :func:`trace_grid` gives ROME's ``[layer, token]`` grid.
 
     Raises:
         ValueError: Empty subject, out-of-range positions, ``window < 1``, or ``window > 1`` with ``resid``.
@@ -134,35 +154,39 @@ def trace_tokens(
         if target is None:
             raise ValueError("give a target token or a metric")
         metric = TokenProb(target)
-    last, vocab = positions_read(metric), vocab_read(metric)
+    metric = as_metric(metric)
+    last, vocab = metric.info.positions, metric.info.vocab
 
     def score(logits: Tensor) -> Tensor:
         return call_metric(metric, logits, torch.zeros(logits.shape[0], dtype=torch.long)).float().cpu()
 
     std = rome_noise_std(M.embedding_matrix(model)) if noise_std is None else noise_std
-    g = torch.Generator().manual_seed(seed)
-    d_model = M.shape_of(model).d_model
-    noise = std * torch.randn(n_samples, len(subject), d_model, generator=g)
     subj = torch.tensor(subject)
-
     names = [hook_name(_HOOK_KIND[kind], layer) for layer in range(n_layers)]
     mlp_names = [hook_name("mlp_out", layer) for layer in range(n_layers)]
     clean_logits, clean_cache = M.run_with_cache(model, tokens, names)
     clean_prob = float(score(clean_logits)[0])
 
-    def noise_hook(reps: int) -> M.HookFn:
-        def hook(e: Tensor, hook: Any) -> Tensor:
-            e = e.clone()
-            e[:, subj] = e[:, subj] + noise.repeat(reps, 1, 1).to(e.dtype)
-            return e
+    # The corrupted run: n_samples noised copies of the subject embeddings, drawn once.
+    noised_subject: list[Tensor] = []
 
-        return hook
+    def noise_hook(e: Tensor, hook: Any) -> Tensor:
+        out = apply_at(GaussianNoise(std), e, (subj,), None, torch.Generator().manual_seed(seed))
+        noised_subject.append(out[:, subj])
+        return out
 
     resid_names = [hook_name("resid_pre", layer) for layer in range(n_layers)]
     corr_logits, corr_cache = M.run_with_cache(
-        model, tokens.repeat(n_samples, 1), [*(mlp_names if sever_mlp else []), *resid_names], [(EMBED_HOOK, noise_hook(1))]
+        model, tokens.repeat(n_samples, 1), [*(mlp_names if sever_mlp else []), *resid_names], [(EMBED_HOOK, noise_hook)]
     )
     corrupted_prob = float(score(corr_logits).mean())
+
+    def same_noise(reps: int) -> M.HookFn:
+        """Every copy of the unbatched baseline gets the corrupted run's noised subject embeddings."""
+        def hook(e: Tensor, hook: Any) -> Tensor:
+            return apply_at(Swap(), e, (subj,), noised_subject[0].repeat(reps, 1, 1).to(e.dtype), None)
+
+        return hook
 
     def cells_hooks(cells: list[tuple[int, int]]) -> list[tuple[str, M.HookFn]]:
         """Hooks restoring cell k = (layer, pos) in rows [k*n, (k+1)*n)."""
@@ -175,27 +199,19 @@ def trace_tokens(
                 for later in range(layer + 1, n_layers):
                     sever.setdefault(mlp_names[later], []).append((k, pos))
 
-        def restore(name: str, targets: list[tuple[int, int]]) -> M.HookFn:
+        def swap_in(source: dict[str, Tensor], name: str, targets: list[tuple[int, int]]) -> M.HookFn:
             def hook(act: Tensor, hook: Any) -> Tensor:
                 act = act.clone()
                 for k, pos in targets:
-                    act[k * n_samples : (k + 1) * n_samples, pos] = clean_cache[name][0, pos]
+                    rows = slice(k * n_samples, (k + 1) * n_samples)
+                    act[rows, pos] = Swap()(act[rows, pos], source[name][:, pos].expand_as(act[rows, pos]), None)
                 return act
 
             return hook
 
-        def freeze(name: str, targets: list[tuple[int, int]]) -> M.HookFn:
-            def hook(act: Tensor, hook: Any) -> Tensor:
-                act = act.clone()
-                for k, pos in targets:
-                    act[k * n_samples : (k + 1) * n_samples, pos] = corr_cache[name][:, pos]
-                return act
-
-            return hook
-
-        hooks = [] if batched else [(EMBED_HOOK, noise_hook(len(cells)))]
-        hooks += [(n, restore(n, t)) for n, t in per_hook.items()]
-        hooks += [(n, freeze(n, t)) for n, t in sever.items()]
+        hooks = [] if batched else [(EMBED_HOOK, same_noise(len(cells)))]
+        hooks += [(n, swap_in(clean_cache, n, t)) for n, t in per_hook.items()]  # restore: the clean run's value
+        hooks += [(n, swap_in(corr_cache, n, t)) for n, t in sever.items()]  # sever: the noised run's own value
         return hooks
 
     probs = torch.zeros(n_layers, n_pos)
@@ -223,10 +239,16 @@ def trace_tokens(
         p = score(logits).view(len(cells), n_samples).mean(1)
         for (layer, pos), value in zip(cells, p):
             probs[layer, pos] = value
-    tok = M.tokenizer_of(model)
-    names_str = [tok.decode([int(t)]) for t in tokens[0]] if tok is not None else [str(int(t)) for t in tokens[0]]
-    what = "p(target)" if isinstance(metric, TokenProb) else type(metric).__name__
-    return TraceResult(kind, window, sever_mlp, probs, clean_prob, corrupted_prob, names_str, list(subject), std, what)
+    cells = tuple(trace_cell(kind, layer, pos) for layer in range(n_layers) for pos in range(n_pos))
+    restored = probs.reshape(-1, 1)
+    method = Method(
+        "causal_tracing", intervention="noise", direction="denoising", metric=metric.info.describe(), seeds=(seed,), noise_std=std,
+        window=window, severed=sever_mlp, positions="subject",
+    )
+    return Effects(
+        cells, restored - corrupted_prob, metric.info.unit, method, clean_metric=torch.tensor([clean_prob]),
+        corrupted_metric=torch.tensor([corrupted_prob]), patched=restored,
+    )
 
 
 def causal_trace(
@@ -242,18 +264,19 @@ def causal_trace(
     seed: int = 0,
     sever_mlp: bool = False,
     progress: bool = True,
-) -> TraceResult:
+) -> Effects:
     """Causal tracing on a text prompt with a named subject (ROME).
 
     Args:
         model: A ``TransformerBridge`` with a tokenizer.
         prompt: e.g. ``"The Eiffel Tower is located in the city of"``.
         target: The expected continuation; its first token is scored (e.g. ``" Paris"``).
-        subject: Substring of the prompt whose tokens are noised (e.g. ``"The Eiffel Tower"``).
+        subject: Substring of the prompt whose tokens are noised (e.g. ``"The Eiffel Tower"``;
+            :func:`circuits.model.subject_positions` gives its positions).
         kind, window, n_samples, noise_std, seed, sever_mlp, progress: As in :func:`trace_tokens`.
 
     Returns:
-        The grid.
+        The trace (:func:`trace_tokens`); :func:`trace_grid` gives the grid.
 
     Raises:
         ValueError: The subject is not in the prompt, or the target is empty.
@@ -292,7 +315,7 @@ def _category(pos: int, subject: list[int], n_pos: int) -> int | None:
 def trace_facts(
     model: Any, facts: list[dict[str, str]], *, kind: TraceKind = "resid", window: int = 1, n_samples: int = 10, seed: int = 0,
     noise_std: float | None = None, progress: bool = True,
-) -> TraceResult:
+) -> Effects:
     """Causal tracing averaged over facts in ROME's six token categories (Meng et al. 2022, Figure 1).
 
     Each fact (``prompt``, ``subject``, ``answer``) is traced on its own (:func:`causal_trace`); the
@@ -300,8 +323,9 @@ def trace_facts(
     The noise level is fixed once from the embeddings, as ROME does.
 
     Returns:
-        A grid ``[layer, 6]``: ``probs`` = mean corrupted probability + mean indirect effect, so that
-        ``indirect_effect`` is the average indirect effect; ``clean_prob``/``corrupted_prob`` averaged.
+        :class:`Effects` over ``[layer, category]`` cells (a cell's position is the index into
+        :data:`CATEGORIES`), one column: ``effects`` the average indirect effect, ``patched`` the mean
+        corrupted metric plus it, ``clean_metric`` / ``corrupted_metric`` averaged over facts.
 
     Raises:
         ValueError: No facts.
@@ -313,21 +337,30 @@ def trace_facts(
     total = torch.zeros(n_layers, len(CATEGORIES))
     count = torch.zeros(len(CATEGORIES))
     clean = corrupted = 0.0
+    last: Effects | None = None
     for f in tqdm(facts, desc=f"tracing {len(facts)} facts ({kind})", disable=not progress, leave=False):
         r = causal_trace(model, f["prompt"], f["answer"], f["subject"], kind=kind, window=window, n_samples=n_samples, noise_std=std, seed=seed, progress=False)
-        ie = r.indirect_effect
+        ie = trace_grid(r, restored=False)
+        n_pos = ie.shape[1]
+        subject = M.subject_positions(model, f["prompt"], f["subject"])
         sums = torch.zeros(n_layers, len(CATEGORIES))
         seen = torch.zeros(len(CATEGORIES))
-        for pos in range(len(r.tokens)):
-            c = _category(pos, r.subject, len(r.tokens))
+        for pos in range(n_pos):
+            c = _category(pos, subject, n_pos)
             if c is not None:
                 sums[:, c] += ie[:, pos]
                 seen[c] += 1
         present = seen > 0
         total[:, present] += sums[:, present] / seen[present]
         count += present.float()
-        clean += r.clean_prob
-        corrupted += r.corrupted_prob
+        clean += float(r.clean_metric[0])  # type: ignore[index]
+        corrupted += float(r.corrupted_metric[0])  # type: ignore[index]
+        last = r
     n = len(facts)
-    mean_ie = total / count.clamp_min(1)
-    return TraceResult(kind, window, False, mean_ie + corrupted / n, clean / n, corrupted / n, list(CATEGORIES), [0, 1, 2], std, "p(target)")
+    mean_ie = (total / count.clamp_min(1)).reshape(-1, 1)
+    cells = tuple(trace_cell(kind, layer, c) for layer in range(n_layers) for c in range(len(CATEGORIES)))
+    assert last is not None
+    return Effects(
+        cells, mean_ie, last.unit, last.method,
+        clean_metric=torch.tensor([clean / n]), corrupted_metric=torch.tensor([corrupted / n]), patched=mean_ie + corrupted / n,
+    )

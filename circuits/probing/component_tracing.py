@@ -10,7 +10,7 @@ ROME's causal tracing (Meng et al. 2022) at the granularity of single attention 
    the default) or at every position (``positions="all"``).
 3. **Measure** ``Δ_h = log P(y_h | noised, h restored) − log P(y_h | noised)``, ``y_h`` the harmful
    continuation: the log-probability that the next token is one of the harmful tokens
-   (:class:`TokenSetLogProb`), averaged over draws, then over prompts (``E_{x~D}``).
+   (:class:`circuits.metrics.TokenSetLogProb`), averaged over draws, then over prompts (``E_{x~D}``).
 4. **Flag** components with ``Δ_h > τ``, in every one of ≥3 noise seeds (the atlas's rule for
    noise-based methods).
 
@@ -28,16 +28,15 @@ along the batch, and each pack starts at its layer from the cached noised residu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.interventions import rome_noise_std
+from circuits.interventions import GaussianNoise, Swap, apply_where, rome_noise_std
+from circuits.metrics import TokenSetLogProb
 from circuits.probing.effects import Effects, Method
 from circuits.probing.patching import TokenGroup
 from circuits.sites import EMBED_HOOK, Component, HeadRef, NeuronRef, hook_name
@@ -45,67 +44,15 @@ from circuits.sites import EMBED_HOOK, Component, HeadRef, NeuronRef, hook_name
 Positions = Literal["subject", "all"]
 
 
-@dataclass(frozen=True)
-class TokenSetLogProb:
-    """``log Σ_{t ∈ tokens} p(t)`` at the last position (nats): the log-probability that the next token is
-    one of a set of single-token continuations, e.g. a suite's harmful continuations ``y_h``.
+def traced_flags(trace: Effects, tau: float) -> list[bool]:
+    """Seed 004's flag: ``Δ_h > τ`` (mean over prompts) in every seed of a :func:`trace_components` result.
 
-    Attributes:
-        tokens: The token ids.
+    Raises:
+        ValueError: A result without per-seed values.
     """
-
-    tokens: tuple[int, ...]
-    positions: int = 1
-    unit: str = "nats"
-
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, " batch"]:
-        """Evaluate on logits."""
-        if not self.tokens:
-            raise ValueError("empty token set")
-        return logits[:, -1, :].float().log_softmax(-1)[:, list(self.tokens)].logsumexp(-1)
-
-
-@dataclass(frozen=True)
-class ComponentTrace:
-    """Head/neuron restoration effects and flags.
-
-    Attributes:
-        components: The traced components.
-        delta: ``Δ log P(y_h)`` per seed, component and prompt (nats).
-        clean: ``log P(y_h | x)`` per prompt.
-        noised: ``log P(y_h | noised x)`` per seed and prompt (mean over draws).
-        tau: The flag threshold τ (nats).
-        seeds: Noise seeds.
-        n_samples: Draws per seed.
-        noise_std: ν.
-        positions: Where components were restored.
-    """
-
-    components: tuple[Component, ...]
-    delta: Float[Tensor, "seed component prompt"]
-    clean: Float[Tensor, " prompt"]
-    noised: Float[Tensor, "seed prompt"]
-    tau: float
-    seeds: tuple[int, ...]
-    n_samples: int
-    noise_std: float
-    positions: Positions
-
-    @property
-    def mean_delta(self) -> Float[Tensor, " component"]:
-        """``Δ_h`` averaged over seeds and prompts."""
-        return self.delta.mean((0, 2))
-
-    @property
-    def flagged(self) -> list[bool]:
-        """``Δ_h > τ`` in every seed."""
-        return (self.delta.mean(-1) > self.tau).all(0).tolist()
-
-    def effects(self) -> Effects:
-        """Per-prompt ``Δ`` (mean over seeds) as the engine's :class:`Effects` (unit nats, unnormalised)."""
-        values = self.delta.mean(0)
-        method = Method("causal_tracing", intervention="noise", direction="denoising", seed=self.seeds[0])  # type: ignore[arg-type]
-        return Effects(self.components, values, "nats", self.clean, self.noised.mean(0), method, values)
+    if trace.per_seed is None:
+        raise ValueError("tracing flags need the per-seed values of trace_components")
+    return (trace.per_seed.mean(-1) > tau).all(0).tolist()
 
 
 def _subject_mask(group: TokenGroup) -> Tensor:
@@ -123,15 +70,18 @@ def trace_components(
     harmful: Sequence[int],
     components: Sequence[Component],
     *,
-    tau: float = 0.1,
     seeds: Sequence[int] = (0, 1, 2),
     n_samples: int = 4,
     noise_std: float | None = None,
     positions: Positions = "subject",
     max_rows: int = 256,
     progress: bool = False,
-) -> ComponentTrace:
+) -> Effects:
     """Trace heads (``z``) and neurons (``hook_post``) by noise injection and restoration (module docstring).
+
+    The noise is :class:`~circuits.interventions.GaussianNoise` on the subject tokens' embeddings; a
+    restoration is a :class:`~circuits.interventions.Swap` of the component's clean activation into the
+    noised run, where ``positions`` says.
 
     Args:
         model: The model.
@@ -139,7 +89,6 @@ def trace_components(
             the subject positions).
         harmful: Token ids of the harmful continuation(s) ``y_h``.
         components: :class:`~circuits.sites.HeadRef` (``z``) and/or :class:`~circuits.sites.NeuronRef`.
-        tau: Flag threshold on ``Δ`` (nats).
         seeds: Noise seeds (≥3 for the atlas's rule).
         n_samples: Draws per seed.
         noise_std: ν; default ROME's 3σ of the embeddings.
@@ -148,7 +97,10 @@ def trace_components(
         progress: Progress bar.
 
     Returns:
-        The trace.
+        :class:`Effects` in nats: ``per_seed[s, c, p]`` is ``Δ log P(y_h)`` of component ``c`` on prompt
+        ``p`` under seed ``s`` (mean over draws), ``effects`` its mean over seeds, ``clean_metric``
+        ``log P(y_h | x)``, ``corrupted_metric`` ``log P(y_h | noised x)`` (mean over seeds);
+        :func:`traced_flags` applies the threshold τ.
 
     Raises:
         ValueError: No components, a component that is not a head ``z`` or a neuron, or a pair that does
@@ -158,7 +110,6 @@ def trace_components(
         raise ValueError(f"trace whole heads (z) and neurons, got {list(components)[:4]}")
     metric = TokenSetLogProb(tuple(int(t) for t in harmful))
     std = rome_noise_std(M.embedding_matrix(model)) if noise_std is None else noise_std
-    d_model = M.shape_of(model).d_model
     n = sum(len(g.indices) for g in groups)
     delta = torch.zeros(len(seeds), len(components), n)
     clean_lp, noised_lp = torch.zeros(n), torch.zeros(len(seeds), n)
@@ -174,35 +125,38 @@ def trace_components(
         clean_logits, clean_cache = M.run_with_cache(model, g.clean, names)
         clean_lp[idx] = metric(clean_logits).cpu()
         for si, seed in enumerate(seeds):
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + gi)
-            noise = std * torch.randn(n_samples * b, g.clean.shape[1], d_model, generator=gen) * subj.repeat(n_samples, 1)[..., None]
+            mask = subj.repeat(n_samples, 1)
 
-            def add_noise(e: Tensor, hook: Any, noise: Tensor = noise) -> Tensor:
-                return e + noise.to(e.dtype).to(e.device).repeat(e.shape[0] // noise.shape[0], 1, 1)
+            def add_noise(e: Tensor, hook: Any, mask: Tensor = mask, seed: int = seed) -> Tensor:
+                return apply_where(GaussianNoise(std), e, mask, None, torch.Generator().manual_seed(seed * 1_000_003 + gi))
 
             resid = [hook_name("resid_pre", layer) for layer in layers]
             logits, cache = M.run_with_cache(model, g.clean.repeat(n_samples, 1), resid, [(EMBED_HOOK, add_noise)])
             base = metric(logits).cpu().view(n_samples, b)
             noised_lp[si, idx] = base.mean(0)
             rows = n_samples * b
-            mask = where.repeat(n_samples, 1)
+            restore_at = where.repeat(n_samples, 1)
             for layer in layers:
                 comp_idx = by_layer[layer]
                 size = max(1, max_rows // rows)
                 for start in range(0, len(comp_idx), size):
                     chunk = comp_idx[start : start + size]
-                    hooks = _restore_hooks([components[i] for i in chunk], clean_cache, mask, n_samples, rows)
+                    hooks = _restore_hooks([components[i] for i in chunk], clean_cache, restore_at, n_samples, rows)
                     start_resid = cache[hook_name("resid_pre", layer)].repeat(len(chunk), 1, 1)
                     out = metric(M.run_from_layer(model, start_resid, layer, hooks, last=1)).cpu().view(len(chunk), n_samples, b)
                     for k, ci in enumerate(chunk):
                         delta[si, ci, idx] = (out[k] - base).mean(0)
                 bar.update(1)
     bar.close()
-    return ComponentTrace(tuple(components), delta, clean_lp, noised_lp, float(tau), tuple(seeds), n_samples, std, positions)
+    method = Method(
+        "causal_tracing", intervention="noise", direction="denoising", metric=metric.info.describe(), seeds=tuple(seeds), noise_std=std,
+        positions=positions,
+    )
+    return Effects(tuple(components), delta.mean(0), "nats", method, clean_metric=clean_lp, corrupted_metric=noised_lp.mean(0), per_seed=delta)
 
 
 def _restore_hooks(chunk: list[Component], clean_cache: dict[str, Tensor], mask: Tensor, n_samples: int, rows: int) -> list[tuple[str, M.HookFn]]:
-    """Copy ``k`` of the packed batch restores ``chunk[k]`` to its clean value where ``mask`` is set."""
+    """Copy ``k`` of the packed batch swaps in ``chunk[k]``'s clean value where ``mask`` is set."""
     per_hook: dict[str, list[tuple[int, int]]] = {}
     for k, c in enumerate(chunk):
         unit = c.head if isinstance(c, HeadRef) else c.index  # type: ignore[union-attr]
@@ -213,12 +167,10 @@ def _restore_hooks(chunk: list[Component], clean_cache: dict[str, Tensor], mask:
 
         def hook(act: Tensor, hook: Any) -> Tensor:
             act = act.clone()
-            m = mask.to(act.device)
             for k, unit in targets:
                 sl = slice(k * rows, (k + 1) * rows)
-                cur, src = act[sl, :, unit], clean[:, :, unit].to(act.dtype).to(act.device)
-                m_b = m.reshape(*m.shape, *([1] * (cur.ndim - 2)))
-                act[sl, :, unit] = torch.where(m_b, src, cur)
+                src = clean[:, :, unit].to(act.dtype).to(act.device)
+                act[sl, :, unit] = apply_where(Swap(), act[sl, :, unit], mask, src, None)
             return act
 
         return hook

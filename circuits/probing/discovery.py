@@ -38,9 +38,10 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from circuits.metrics import Metric, rows_to_prompts
+from circuits.metrics import Metric, MetricLike, as_metric
 from circuits.probing.edge_patching import _as_groups, graph_of, run_with_edges, sender_writes
-from circuits.probing.graph import Edge, EdgeEffects, Graph
+from circuits.probing.effects import Effects
+from circuits.probing.graph import Edge, Graph, graph_of_effects
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef, MlpRef
 from circuits.suites import PromptPair
@@ -50,14 +51,14 @@ Ablation = Literal["corrupted", "mean", "resample"]
 ABLATIONS: tuple[Ablation, ...] = ("corrupted", "mean", "resample")
 
 
-def top_edges(scores: EdgeEffects, n: int) -> frozenset[Edge]:
+def top_edges(scores: Effects[Edge], n: int) -> frozenset[Edge]:
     """The ``n`` edges with the largest mean score magnitude."""
     return frozenset(e for e, _ in scores.top(n))
 
 
-def threshold_edges(scores: EdgeEffects, tau: float) -> frozenset[Edge]:
+def threshold_edges(scores: Effects[Edge], tau: float) -> frozenset[Edge]:
     """Every edge whose mean score magnitude is at least ``tau``."""
-    return frozenset(e for e, v in zip(scores.edges, scores.mean_effects.abs().tolist()) if v >= tau)
+    return frozenset(e for e, v in zip(scores.components, scores.mean_effects.abs().tolist()) if v >= tau)
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,11 @@ def _ablation_source(model: Any, graph: Graph, g: TokenGroup, metric: Metric, id
 class _Ablated:
     """The clean runs of some pairs with chosen edges ablated; ablation sources computed once."""
 
-    def __init__(self, model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: Metric, graph: Graph, ablation: Ablation) -> None:
-        self.model, self.metric, self.graph = model, metric, graph
+    def __init__(self, model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: MetricLike, graph: Graph, ablation: Ablation) -> None:
+        self.model, self.metric, self.graph = model, as_metric(metric), graph
         self.groups = _as_groups(model, pairs)
         self.n = sum(len(g.indices) for g in self.groups)
-        self.sources = [_ablation_source(model, graph, g, metric, torch.tensor(g.indices), ablation) for g in self.groups]
+        self.sources = [_ablation_source(model, graph, g, self.metric, torch.tensor(g.indices), ablation) for g in self.groups]
 
     def bounds(self) -> tuple[float, float]:
         """``(m(M), m(∅))``: the full model's mean metric and every edge ablated's.
@@ -141,13 +142,13 @@ class _Ablated:
         for g, source in zip(self.groups, self.sources):
             idx = torch.tensor(g.indices)
             out[idx] = run_with_edges(self.model, self.graph, g.clean, self.metric, idx, source, self.graph.adjacency & ~keep)
-        return float(rows_to_prompts(self.metric, out[None]).mean(1)[0])
+        return float(self.metric.to_pairs(out[None]).mean(1)[0])
 
 
 def circuit_metrics(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     masks: Sequence[Bool[Tensor, "sender receiver"]],
     *,
     graph: Graph | None = None,
@@ -165,7 +166,7 @@ def circuit_metrics(
 def faithfulness(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     circuit: frozenset[Edge] | set[Edge],
     *,
     graph: Graph | None = None,
@@ -192,10 +193,10 @@ def faithfulness(
 
 
 def _top_n_metrics(
-    model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: Metric, scores: EdgeEffects, sizes: Sequence[int], ablation: Ablation, complement: bool
+    model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: MetricLike, scores: Effects[Edge], sizes: Sequence[int], ablation: Ablation, complement: bool
 ) -> tuple[float, float, list[float]]:
     """``(m(M), m(∅), [m(C_n)] or [m(M∖C_n)])`` for the top-``n`` circuits ``C_n``."""
-    graph = scores.graph
+    graph = graph_of_effects(scores)
     keeps = [graph.mask(list(top_edges(scores, n))) for n in sizes]
     masks = [graph.adjacency & ~k for k in keeps] if complement else keeps
     empty = torch.zeros_like(graph.adjacency)
@@ -206,8 +207,8 @@ def _top_n_metrics(
 def faithfulness_curve(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
-    scores: EdgeEffects,
+    metric: MetricLike,
+    scores: Effects[Edge],
     sizes: Sequence[int],
     *,
     ablation: Ablation = "corrupted",
@@ -224,8 +225,8 @@ def faithfulness_curve(
 def completeness_curve(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
-    scores: EdgeEffects,
+    metric: MetricLike,
+    scores: Effects[Edge],
     sizes: Sequence[int],
     *,
     ablation: Ablation = "corrupted",
@@ -245,8 +246,8 @@ def completeness_curve(
 def minimal_circuit(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
-    scores: EdgeEffects,
+    metric: MetricLike,
+    scores: Effects[Edge],
     *,
     target: float = 0.8,
     max_edges: int | None = None,
@@ -258,7 +259,7 @@ def minimal_circuit(
         ``(circuit, curve)``: the circuit (the largest tried if none reaches ``target``) and the
         ``(n, faithfulness)`` points measured.
     """
-    limit = min(max_edges or len(scores.edges), len(scores.edges))
+    limit = min(max_edges or len(scores.components), len(scores.components))
     sizes, n = [], 1
     while n < limit:
         sizes.append(n)
@@ -347,7 +348,7 @@ def _prune(
 def acdc(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     *,
     tau: float,
     start: frozenset[Edge] | set[Edge] | None = None,
@@ -392,8 +393,8 @@ def acdc(
 def greedy_prune(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
-    scores: EdgeEffects,
+    metric: MetricLike,
+    scores: Effects[Edge],
     *,
     target: float = 0.8,
     start: frozenset[Edge] | set[Edge] | None = None,
@@ -422,13 +423,13 @@ def greedy_prune(
     """
     if not 0 < target <= 1:
         raise ValueError(f"target must be in (0, 1], got {target}")
-    graph = scores.graph
+    graph = graph_of_effects(scores)
     if start is None:
         start, _ = minimal_circuit(model, pairs, metric, scores, target=target, ablation=ablation)
     run = _Ablated(model, pairs, metric, graph, ablation)
     full, empty = run.bounds()
     keep = graph.mask(list(start))
-    magnitude = dict(zip((str(e) for e in scores.edges), scores.mean_effects.abs().tolist()))
+    magnitude = dict(zip((str(e) for e in scores.components), scores.mean_effects.abs().tolist()))
     order = [graph.index(e) for e in sorted(start, key=lambda e: (magnitude.get(str(e), 0.0), str(e)))]
     value, tried = run(keep), 0
     if (value - empty) / (full - empty) >= target:

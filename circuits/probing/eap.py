@@ -33,10 +33,10 @@ import torch
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
+from circuits.metrics import Metric, MetricLike, as_metric, call_metric
 from circuits.probing.edge_patching import _as_groups, _writer_hooks, graph_of, sender_writes
-from circuits.probing.effects import Method
-from circuits.probing.graph import EdgeEffects, Graph
+from circuits.probing.effects import Effects, Method
+from circuits.probing.graph import Edge, Graph
 from circuits.probing.patching import TokenGroup, normalise
 from circuits.suites import PromptPair
 
@@ -63,7 +63,7 @@ def _batch_scores(model: Any, graph: Graph, clean: torch.Tensor, corrupted: torc
     e_clean, e_corr = M.embed(model, clean), M.embed(model, corrupted)
     grads: dict[str, torch.Tensor] = {}
     corr_w, corr_m = None, None
-    last, vocab = positions_read(metric), vocab_read(metric)
+    last, vocab = metric.info.positions, metric.info.vocab
     for j in range(ig_steps):
         store: dict[str, torch.Tensor] = {}
         captured: list[torch.Tensor] = []
@@ -91,13 +91,13 @@ def _batch_scores(model: Any, graph: Graph, clean: torch.Tensor, corrupted: torc
 def edge_attribution(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     *,
     graph: Graph | None = None,
     ig_steps: int = 1,
     batch_size: int = 8,
     progress: bool = True,
-) -> EdgeEffects:
+) -> Effects[Edge]:
     """EAP (``ig_steps=1``) or EAP-IG scores of every edge of the graph.
 
     Args:
@@ -111,7 +111,7 @@ def edge_attribution(
 
     Returns:
         Estimated normalised denoising effects of every edge (``method.name``: ``edge_attribution_patching``
-        or ``eap_ig``).
+        or ``eap_ig``), with the graph recorded.
 
     Raises:
         PairError: Empty or misaligned pairs.
@@ -120,6 +120,7 @@ def edge_attribution(
     """
     if ig_steps < 1:
         raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
+    metric = as_metric(metric)
     graph = graph or graph_of(model)
     groups = _as_groups(model, pairs)
     n = sum(len(g.indices) for g in groups)
@@ -131,7 +132,8 @@ def edge_attribution(
             model, graph, g.clean[s : s + batch_size], g.corrupted[s : s + batch_size], metric, idx, ig_steps
         )
         raw[:, idx] = r[:, graph.adjacency].T
-    raw, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (raw, clean_m, corr_m))
+    raw, clean_m, corr_m = (metric.to_pairs(x) for x in (raw, clean_m, corr_m))
     name = "edge_attribution_patching" if ig_steps == 1 else "eap_ig"
     effects = normalise(raw + corr_m, clean_m, corr_m)
-    return EdgeEffects(graph, tuple(graph.edges()), effects, "normalised", clean_m, corr_m, Method(name, ig_steps=ig_steps))
+    method = Method(name, metric=metric.info.describe(), ig_steps=ig_steps)  # type: ignore[arg-type]
+    return Effects(tuple(graph.edges()), effects, "normalised", method, clean_metric=clean_m, corrupted_metric=corr_m, graph=graph)

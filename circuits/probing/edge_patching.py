@@ -31,9 +31,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
-from circuits.probing.effects import Method
-from circuits.probing.graph import Edge, EdgeEffects, Graph, build_graph
+from circuits.metrics import Metric, MetricLike, as_metric, call_metric
+from circuits.interventions import Intervention, Swap
+from circuits.probing.effects import Effects, Method
+from circuits.probing.graph import Edge, Graph, build_graph
 from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
 from circuits.sites import hook_name
 from circuits.suites import PromptPair
@@ -74,23 +75,25 @@ def _writer_hooks(model: Any, graph: Graph, captured: list[Tensor], *, detach: b
 
 def _run(model: Any, tokens: Tensor, metric: Metric, hooks: list[tuple[str, M.HookFn]], prompts: Tensor) -> Tensor:
     with M.split_inputs(model):
-        logits = M.run_from_layer(model, M.embed(model, tokens), 0, hooks, last=positions_read(metric), vocab=vocab_read(metric))
+        logits = M.run_from_layer(model, M.embed(model, tokens), 0, hooks, last=metric.info.positions, vocab=metric.info.vocab)
     return call_metric(metric, logits, prompts).float().cpu()
 
 
 @torch.no_grad()
-def sender_writes(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], metric: Metric, prompts: Tensor) -> tuple[Float[Tensor, "batch pos sender d_model"], Tensor]:
+def sender_writes(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], metric: MetricLike, prompts: Tensor) -> tuple[Float[Tensor, "batch pos sender d_model"], Tensor]:
     """Every sender's write into the residual stream on ``tokens``, and the metric of that run.
 
     Returns:
         ``(writes [batch, pos, sender, d_model], metric [batch])``.
     """
     captured: list[Tensor] = []
-    values = _run(model, tokens, metric, _writer_hooks(model, graph, captured, detach=True), prompts)
+    values = _run(model, tokens, as_metric(metric), _writer_hooks(model, graph, captured, detach=True), prompts)
     return torch.cat(captured, dim=2), values
 
 
-def _reader_hooks(graph: Graph, captured: list[Tensor], source: Tensor, mask: Tensor) -> list[tuple[str, M.HookFn]]:
+def _reader_hooks(graph: Graph, captured: list[Tensor], source: Tensor, mask: Tensor, intervention: Intervention) -> list[tuple[str, M.HookFn]]:
+    """Hooks giving each receiver ``x_v + Σ_u mask[u, v] · (iv(w_u, w_u(source)) − w_u)``: the edge's write replaced."""
+
     def make(cols: list[int], per_head: bool) -> M.HookFn:
         def hook(act: Tensor, hook: Any) -> Tensor:
             current = torch.cat(captured, dim=2)
@@ -98,7 +101,8 @@ def _reader_hooks(graph: Graph, captured: list[Tensor], source: Tensor, mask: Te
             m = mask[:, :s, cols].to(current.dtype)
             if not bool(m.any()):
                 return act
-            add = torch.einsum("bpsd,bsr->bprd", source[:, :, :s].to(current.dtype) - current, m)
+            replaced = intervention(current, source[:, :, :s].to(current.dtype), None)
+            add = torch.einsum("bpsd,bsr->bprd", replaced - current, m)
             return act + (add if per_head else add[:, :, 0])
 
         return hook
@@ -111,12 +115,17 @@ def run_with_edges(
     model: Any,
     graph: Graph,
     tokens: Int[Tensor, "batch pos"],
-    metric: Metric,
+    metric: MetricLike,
     prompts: Int[Tensor, " batch"],
     source: Float[Tensor, "batch pos sender d_model"],
     replaced: Bool[Tensor, "sender receiver"] | Bool[Tensor, "batch sender receiver"],
+    intervention: Intervention = Swap(),
 ) -> Float[Tensor, " batch"]:
     """The metric of a run on ``tokens`` in which the ``replaced`` edges carry the ``source`` writes.
+
+    What a replaced edge carries is ``intervention(current write, source write)`` — by default
+    :class:`~circuits.interventions.Swap`, the source run's write (path patching); any intervention of
+    :mod:`circuits.interventions` acts on edge writes the same way (e.g. ``Zero`` for zero ablation).
 
     Args:
         model: The model.
@@ -126,6 +135,7 @@ def run_with_edges(
         prompts: Each row's prompt index (metric context).
         source: Sender writes to carry along replaced edges (another run's, or means), one row per row.
         replaced: Edges to replace, one mask for all rows or one per row (non-edges are ignored).
+        intervention: What a replaced edge carries (default: the source write).
 
     Returns:
         The metric per row.
@@ -133,20 +143,20 @@ def run_with_edges(
     mask = replaced & graph.adjacency
     mask = mask.expand(tokens.shape[0], *graph.adjacency.shape) if mask.dim() == 2 else mask
     captured: list[Tensor] = []
-    hooks = _writer_hooks(model, graph, captured, detach=False) + _reader_hooks(graph, captured, source, mask)
-    return _run(model, tokens, metric, hooks, prompts)
+    hooks = _writer_hooks(model, graph, captured, detach=False) + _reader_hooks(graph, captured, source, mask, intervention)
+    return _run(model, tokens, as_metric(metric), hooks, prompts)
 
 
 def edge_patching(
     model: Any,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     *,
     graph: Graph | None = None,
     edges: Sequence[Edge] | None = None,
     edges_per_pass: int = 16,
     progress: bool = True,
-) -> EdgeEffects:
+) -> Effects[Edge]:
     """Exact denoising effect of each single edge: the corrupted run with that edge carrying the clean write.
 
     Args:
@@ -165,6 +175,7 @@ def edge_patching(
         PairError: Empty or misaligned pairs.
         ValueError: No behaviour to normalise.
     """
+    metric = as_metric(metric)
     graph = graph or graph_of(model)
     edges = list(edges) if edges is not None else graph.edges()
     groups = _as_groups(model, pairs)
@@ -188,8 +199,12 @@ def edge_patching(
             patched[start : start + k, idx] = values.view(k, b)
             bar.update(1)
     bar.close()
-    patched, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (patched, clean_m, corr_m))
-    return EdgeEffects(graph, tuple(edges), normalise(patched, clean_m, corr_m), "normalised", clean_m, corr_m, Method("edge_patching"))
+    patched, clean_m, corr_m = (metric.to_pairs(x) for x in (patched, clean_m, corr_m))
+    method = Method("edge_patching", metric=metric.info.describe())
+    return Effects(
+        tuple(edges), normalise(patched, clean_m, corr_m), "normalised", method, clean_metric=clean_m, corrupted_metric=corr_m, patched=patched,
+        graph=graph,
+    )
 
 
 def _as_groups(model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup]) -> list[TokenGroup]:

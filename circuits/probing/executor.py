@@ -32,6 +32,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.metrics import Metric, call_metric
+from circuits.probing.sweep import patch_from_source, sweep_cache_names
 from circuits.sites import Component
 
 RAY_HINT = "Ray is not installed: pip install 'circuit-atlas[ray]' (or pip install ray)"
@@ -81,11 +82,9 @@ class JobCaches:
 
 def job_caches(model: Any, job: PatchJob) -> JobCaches:
     """Two cached forwards per group (clean and corrupted), shared by every unit of the job."""
-    from circuits.probing.patching import _cache_names
-
     n = sum(len(g.indices) for g in job.groups)
     clean_m, corr_m = torch.zeros(n), torch.zeros(n)
-    names = _cache_names(job.components)
+    names = sweep_cache_names(job.components)
     bases, sources = [], []
     for group in job.groups:
         idx = torch.tensor(group.indices)
@@ -100,14 +99,12 @@ def job_caches(model: Any, job: PatchJob) -> JobCaches:
 
 def run_unit(model: Any, job: PatchJob, caches: JobCaches, unit: PatchUnit, bar: Any = None) -> Float[Tensor, "component prompt"]:
     """Patch one unit's components on every group: the metric per component and prompt."""
-    from circuits.probing.patching import _patch_from_source
-
     n = sum(len(g.indices) for g in job.groups)
     comps = [job.components[i] for i in unit.indices]
     rows = torch.zeros(len(comps), n)
     for gi, group in enumerate(job.groups):
         idx = torch.tensor(group.indices)
-        rows[:, idx] = _patch_from_source(
+        rows[:, idx] = patch_from_source(
             model, caches.bases[gi], caches.sources[gi], job.metric, comps, job.intervention, job.max_rows, job.seed, gi, bar, idx
         )
     return rows

@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from circuits.probing.effects import Method, Unit
+from circuits.probing.effects import Effects
 from circuits.sites import HeadRef, MlpRef, hook_name
 
 
@@ -174,42 +174,25 @@ def build_graph(n_layers: int, n_heads: int, n_kv_heads: int, *, has_mlp: bool =
     return Graph(tuple(senders), tuple(receivers), adjacency, tuple(readers), n_layers, n_heads, has_mlp)
 
 
-@dataclass(frozen=True)
-class EdgeEffects:
-    """Effects of each edge on each prompt, from one method (the edge form of :class:`~circuits.probing.effects.Effects`).
+def graph_of_effects(effects: Effects[Edge]) -> Graph:
+    """The graph an edge :class:`~circuits.probing.effects.Effects` was measured on.
 
-    Attributes:
-        graph: The graph the edges belong to.
-        edges: The edges, in the order of the rows.
-        effects: ``[edge, prompt]`` values in ``unit``.
-        unit: What the values are (``normalised``: 0 = corrupted run, 1 = clean run).
-        clean_metric: The behaviour metric on each clean prompt.
-        corrupted_metric: The behaviour metric on each corrupted prompt.
-        method: How they were measured (``edge_attribution_patching``, ``eap_ig``, ``edge_patching``).
+    Raises:
+        ValueError: Effects of nodes (no graph recorded).
     """
+    if not isinstance(effects.graph, Graph):
+        raise ValueError(f"{effects.method.name} effects carry no edge graph: they are not edge effects")
+    return effects.graph
 
-    graph: Graph
-    edges: tuple[Edge, ...]
-    effects: Float[Tensor, "edge prompt"]
-    unit: Unit
-    clean_metric: Float[Tensor, " prompt"]
-    corrupted_metric: Float[Tensor, " prompt"]
-    method: Method
 
-    @property
-    def mean_effects(self) -> Float[Tensor, " edge"]:
-        """Mean over prompts."""
-        return self.effects.mean(dim=1)
+def edge_matrix(effects: Effects[Edge]) -> Float[Tensor, "sender receiver"]:
+    """Mean edge effects as a ``[sender, receiver]`` matrix of their graph (0 where there is no edge).
 
-    def top(self, n: int, *, absolute: bool = True) -> list[tuple[Edge, float]]:
-        """The ``n`` edges with the largest mean effect (by magnitude unless ``absolute=False``)."""
-        m = self.mean_effects
-        order = (m.abs() if absolute else m).argsort(descending=True)[:n].tolist()
-        return [(self.edges[i], float(m[i])) for i in order]
-
-    def as_matrix(self) -> Float[Tensor, "sender receiver"]:
-        """Mean effects as a ``[sender, receiver]`` matrix (0 where there is no edge)."""
-        out = torch.zeros(self.graph.adjacency.shape)
-        for e, v in zip(self.edges, self.mean_effects.tolist()):
-            out[self.graph.index(e)] = v
-        return out
+    Raises:
+        ValueError: Effects of nodes.
+    """
+    graph = graph_of_effects(effects)
+    out = torch.zeros(graph.adjacency.shape)
+    for e, v in zip(effects.components, effects.mean_effects.tolist()):
+        out[graph.index(e)] = v
+    return out

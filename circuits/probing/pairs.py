@@ -92,7 +92,7 @@ class Prepared:
 
     Attributes:
         groups: Equal-length groups of rows (``indices``: row numbers).
-        metric: The metric (rows → pairs with :func:`circuits.metrics.rows_to_prompts`).
+        metric: The metric (rows → pairs with :meth:`circuits.metrics.Metric.to_pairs`).
         n_rows: Rows (one per pair, or two for a difference of answer log-probabilities).
         n_pairs: Pairs.
         name: The metric's resolved name (``logit_diff``, ``answer_logprob``, ...).

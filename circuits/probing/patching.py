@@ -47,10 +47,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, call_metric, positions_read, rows_to_prompts, vocab_read
+from circuits.metrics import MetricLike, as_metric, call_metric
 from circuits.probing import checkpoints
 from circuits.probing.effects import Direction, Effects, Method
 from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
+from circuits.probing.sweep import patch_from_source, sweep_cache_names  # noqa: F401 - re-exported
 from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patching engine's inputs come from
     PairError,
     TokenGroup,
@@ -58,52 +59,17 @@ from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patc
     position_mean_activations,
     tokenize_pairs,
 )
-from circuits.interventions import SweepIntervention, Swap, at_site
-from circuits.sites import Component, activation_index, hook_name
+from circuits.interventions import SweepIntervention, Swap
+from circuits.sites import Component
 from circuits.suites import PromptPair
 
 logger = logging.getLogger(__name__)
-
-def _generator(seed: int, component: Component, salt: int) -> torch.Generator:
-    """A generator that depends only on (seed, component, prompt group): packing- and resume-invariant."""
-    digest = hashlib.sha256(f"{seed}|{component}|{salt}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "little"))
-
-
-def _packed_hooks(
-    model: Any,
-    chunk: Sequence[Component],
-    source: dict[str, Tensor],
-    batch: int,
-    intervention: SweepIntervention,
-    seed: int,
-    salt: int,
-) -> list[tuple[str, M.HookFn]]:
-    """One hook per hook name; copy ``k`` of the batch gets component ``chunk[k]``'s intervention."""
-    shape = M.shape_of(model)
-    rows: dict[str, list[tuple[int, Component, tuple[Any, ...]]]] = defaultdict(list)
-    for k, comp in enumerate(chunk):
-        rows[comp.hook_name].append((k, comp, activation_index(comp, shape.n_heads, shape.n_kv_heads)))
-
-    def make(name: str, targets: list[tuple[int, Component, tuple[Any, ...]]]) -> M.HookFn:
-        def hook(act: Tensor, hook: Any) -> Tensor:
-            act = act.clone()
-            for k, comp, idx in targets:
-                where = (slice(k * batch, (k + 1) * batch), *idx)
-                iv = at_site(intervention, name, idx)
-                act[where] = iv(act[where], source[name][(slice(None), *idx)], _generator(seed, comp, salt))
-            return act
-
-        return hook
-
-    return [(name, make(name, targets)) for name, targets in rows.items()]
-
 
 def patch_tokens(
     model: Any,
     clean: Int[Tensor, "batch pos"],
     corrupted: Int[Tensor, "batch pos"],
-    metric: Metric,
+    metric: MetricLike,
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
@@ -137,55 +103,14 @@ def patch_tokens(
     """
     if clean.shape != corrupted.shape or clean.numel() == 0:
         raise PairError(f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} tokens must match and be non-empty")
-    names = _cache_names(components)
+    metric = as_metric(metric)
+    names = sweep_cache_names(components)
     clean_logits, clean_cache = M.run_with_cache(model, clean, names)
     corr_logits, corr_cache = M.run_with_cache(model, corrupted, names)
     base, source = (corr_cache, clean_cache) if direction == "denoising" else (clean_cache, corr_cache)
     prompts = torch.arange(clean.shape[0])
-    patched = _patch_from_source(model, base, source, metric, components, intervention, max_rows, seed, salt, bar, prompts)
+    patched = patch_from_source(model, base, source, metric, components, intervention, max_rows, seed, salt, bar, prompts)
     return patched, call_metric(metric, clean_logits, prompts).float(), call_metric(metric, corr_logits, prompts).float()
-
-
-def _cache_names(components: Sequence[Component]) -> list[str]:
-    """Hook names to cache: every component's activation, and the residual entering each layer."""
-    layers = {c.layer for c in components}
-    return sorted({c.hook_name for c in components} | {hook_name("resid_pre", layer) for layer in layers})
-
-
-def _patch_from_source(
-    model: Any,
-    base: dict[str, Tensor],
-    source: dict[str, Tensor],
-    metric: Metric,
-    components: Sequence[Component],
-    intervention: SweepIntervention,
-    max_rows: int,
-    seed: int,
-    salt: int,
-    bar: Any,
-    prompts: Tensor,
-) -> Float[Tensor, "component batch"]:
-    """Run the base run once per packed chunk of components; return the patched metric.
-
-    ``base`` is the base run's cache; each chunk restarts from the residual entering its lowest layer
-    (:func:`circuits.model.run_from_layer`), so earlier blocks are not recomputed. ``prompts`` gives
-    each base row's prompt index, passed on to the metric for every packed copy.
-    """
-    b = next(iter(base.values())).shape[0]
-    chunk_size = max(1, max_rows // b)
-    last, vocab = positions_read(metric), vocab_read(metric)
-    patched = torch.zeros(len(components), b)
-    for start in range(0, len(components), chunk_size):
-        chunk = components[start : start + chunk_size]
-        hooks = _packed_hooks(model, chunk, source, b, intervention, seed, salt)
-        first = min(c.layer for c in chunk)
-        resid = base[hook_name("resid_pre", first)]
-        with torch.no_grad():
-            logits = M.run_from_layer(model, resid.repeat(len(chunk), 1, 1), first, hooks, last=last, vocab=vocab)
-        patched[start : start + len(chunk)] = call_metric(metric, logits, prompts.repeat(len(chunk))).float().cpu().view(len(chunk), b)
-        if bar is not None:
-            bar.update(1)
-    return patched
 
 
 def normalise(
@@ -219,7 +144,7 @@ def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Componen
 def activation_patching(
     model: Any,
     pairs: Sequence[PromptPair],
-    metric: Metric,
+    metric: MetricLike,
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
@@ -259,7 +184,7 @@ def activation_patching(
 def patch_groups(
     model: Any,
     groups: Sequence[TokenGroup],
-    metric: Metric,
+    metric: MetricLike,
     components: Sequence[Component],
     *,
     direction: Direction = "denoising",
@@ -287,6 +212,7 @@ def patch_groups(
         raise ValueError("no components to patch")
     if not groups:
         raise PairError("no prompt pairs given")
+    metric = as_metric(metric)
     groups = list(groups)
     n = sum(len(g.indices) for g in groups)
     patched = torch.zeros(len(components), n)
@@ -315,13 +241,13 @@ def patch_groups(
             if ckpt is not None:
                 checkpoints.save_layer(checkpoints.layer_path(ckpt, unit.layer), rows)
     # Rows → pairs where a metric scores a pair over several rows (e.g. answer vs wrong-answer log-prob).
-    patched, clean_m, corr_m = (rows_to_prompts(metric, x) for x in (patched, clean_m, corr_m))
+    patched, clean_m, corr_m = (metric.to_pairs(x) for x in (patched, clean_m, corr_m))
     return Effects(
         components=tuple(components),
         effects=normalise(patched, clean_m, corr_m) if normalised else patched,
-        unit="normalised" if normalised else getattr(metric, "unit", "metric"),
+        unit="normalised" if normalised else metric.info.unit,
+        method=Method("activation_patching", intervention=intervention.name, direction=direction, metric=metric.info.describe(), seeds=(seed,)),  # type: ignore[arg-type]
         clean_metric=clean_m,
         corrupted_metric=corr_m,
-        method=Method("activation_patching", intervention=intervention.name, direction=direction, seed=seed),  # type: ignore[arg-type]
         patched=patched,
     )

@@ -20,7 +20,6 @@ module runs them with the patching engine (:func:`circuits.probing.patching.patc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,45 +29,12 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas import scores as S
-from circuits.interventions import Scale, SweepIntervention, Swap, Zero
-from circuits.metrics import KLToReference, Metric, ProbL2ToReference, call_metric
+from circuits.interventions import Scale, SweepIntervention, Swap, Zero, apply_where
+from circuits.metrics import KLToReference, Metric, ProbL2ToReference, call_metric, kl_divergence
+from circuits.probing.effects import Effects, Method
 from circuits.probing.executor import Executor
-from circuits.probing.patching import TokenGroup, _cache_names, _patch_from_source, patch_groups
+from circuits.probing.patching import TokenGroup, patch_from_source, patch_groups, sweep_cache_names
 from circuits.sites import EMBED_HOOK, Component
-
-
-@dataclass(frozen=True)
-class IcpScores:
-    """Per-prompt measurements and per-component ICP scores of one set of components.
-
-    Attributes:
-        components: The scored components.
-        kl_zero: ``KL(f(x) ‖ f(x | h = 0))`` per prompt (nats).
-        kl_swap: ``KL(f(x') ‖ f(x' | h ← h(x)))`` per prompt (nats).
-        l2_masked: ``‖f(x) − f(x | h ← h(mask(x)))‖₂`` per prompt (probability L2).
-        sss: Seed 000's SSS (nats).
-        ids: Seed 000's IDS (probability L2).
-        r: ``β SSS + (1 − β) IDS`` (raw, as written).
-        r_minmax: The same mix after min-max scaling of SSS and IDS.
-        beta: β.
-        total_kl: Per-prompt symmetric ``KL(f(x) ‖ f(x')) + KL(f(x') ‖ f(x))`` (the scale of the behaviour).
-    """
-
-    components: tuple[Component, ...]
-    kl_zero: Float[Tensor, "component prompt"]
-    kl_swap: Float[Tensor, "component prompt"]
-    l2_masked: Float[Tensor, "component prompt"]
-    sss: Float[Tensor, " component"]
-    ids: Float[Tensor, " component"]
-    r: Float[Tensor, " component"]
-    r_minmax: Float[Tensor, " component"]
-    beta: float
-    total_kl: Float[Tensor, " prompt"]
-
-    def as_scores(self) -> dict[str, Float[Tensor, " component"]]:
-        """The per-component scores under their atlas names."""
-        return {"SSS": self.sss, "IDS": self.ids, "R": self.r, "R_minmax": self.r_minmax,
-                "SSS[zero]": self.kl_zero.mean(-1), "SSS[swap]": self.kl_swap.mean(-1)}
 
 
 @torch.no_grad()
@@ -85,9 +51,18 @@ def last_logprobs(model: Any, groups: Sequence[TokenGroup], side: str = "clean")
     return out
 
 
+def behaviour_kl(model: Any, groups: Sequence[TokenGroup]) -> Float[Tensor, " prompt"]:
+    """Per-prompt symmetric ``KL(f(x) ‖ f(x')) + KL(f(x') ‖ f(x))`` of the next-token distributions (nats).
+
+    The size of a spurious behaviour: how far the counterfactual word moves the whole prediction.
+    """
+    p, q = last_logprobs(model, groups, "clean"), last_logprobs(model, groups, "corrupted")
+    return kl_divergence(p, q) + kl_divergence(q, p)
+
+
 def _embedding_mask_hook(mask: Tensor) -> M.HookFn:
     def hook(e: Tensor, hook: Any) -> Tensor:
-        return e * (~mask).to(e.dtype)[..., None].to(e.device)
+        return apply_where(Zero(), e, mask, None, None)
 
     return hook
 
@@ -98,12 +73,15 @@ def masked_l2(
 ) -> Float[Tensor, "component prompt"]:
     """``‖f(x) − f(x | h ← h(mask(x)))‖₂`` per component and prompt (see module docstring).
 
+    The masked input is :class:`~circuits.interventions.Zero` on the embeddings of the tokens where
+    ``x`` and ``x'`` differ; its activations are swapped into the clean run one component at a time.
+
     Raises:
         ValueError: A pair whose clean and corrupted prompts are identical (no domain-specific token).
     """
     n = sum(len(g.indices) for g in groups)
     out = torch.zeros(len(components), n)
-    names = _cache_names(components)
+    names = sweep_cache_names(components)
     ref = last_logprobs(model, groups).exp()
     metric = ProbL2ToReference(ref)
     for gi, g in enumerate(groups):
@@ -113,8 +91,33 @@ def masked_l2(
         _, clean_cache = M.run_with_cache(model, g.clean, names)
         _, masked_cache = M.run_with_cache(model, g.clean, names, [(EMBED_HOOK, _embedding_mask_hook(mask))])
         idx = torch.tensor(g.indices)
-        out[:, idx] = _patch_from_source(model, clean_cache, masked_cache, metric, list(components), Swap(), max_rows, 0, gi, None, idx)
+        out[:, idx] = patch_from_source(model, clean_cache, masked_cache, metric, list(components), Swap(), max_rows, 0, gi, None, idx)
     return out
+
+
+def sss_terms(
+    model: Any,
+    groups: Sequence[TokenGroup],
+    components: Sequence[Component],
+    *,
+    max_rows: int = 192,
+    checkpoint_dir: Path | None = None,
+    executor: Executor | None = None,
+    progress: bool = False,
+) -> tuple[Effects, Effects]:
+    """SSS's two KL sweeps (seed 000): ``KL(f(x) ‖ f(x | h = 0))`` and ``KL(f(x') ‖ f(x' | h ← h(x)))`` per prompt (nats).
+
+    Returns:
+        ``(zero, swap)``: noising with :class:`~circuits.interventions.Zero` against the clean run's full
+        next-token distribution, and denoising with :class:`~circuits.interventions.Swap` against the
+        corrupted run's (unnormalised :class:`Effects` in nats).
+    """
+    ref_clean, ref_corr = last_logprobs(model, groups, "clean"), last_logprobs(model, groups, "corrupted")
+    kw: dict[str, Any] = dict(max_rows=max_rows, progress=progress, executor=executor, normalised=False)
+    ck = (lambda tag: None) if checkpoint_dir is None else (lambda tag: Path(checkpoint_dir) / tag)
+    zero = patch_groups(model, groups, KLToReference(ref_clean), components, direction="noising", intervention=Zero(), checkpoint_dir=ck("sss-zero"), **kw)
+    swap = patch_groups(model, groups, KLToReference(ref_corr), components, direction="denoising", intervention=Swap(), checkpoint_dir=ck("sss-swap"), **kw)
+    return zero, swap
 
 
 def icp_scores(
@@ -128,7 +131,7 @@ def icp_scores(
     checkpoint_dir: Path | None = None,
     executor: Executor | None = None,
     progress: bool = False,
-) -> IcpScores:
+) -> Effects:
     """SSS, IDS and R of seed 000 for every component (see :mod:`circuits.atlas.scores`).
 
     Args:
@@ -143,21 +146,21 @@ def icp_scores(
         progress: Progress bars.
 
     Returns:
-        The scores.
+        :class:`Effects` in nats (method ``spurious_sensitivity``): per prompt, the sum of SSS's two
+        terms (:func:`sss_terms`); ``scores``: ``SSS``, ``IDS`` (:func:`masked_l2`, probability L2),
+        ``R = β SSS + (1 − β) IDS``, ``R_minmax`` (after min-max scaling), ``SSS[zero]``, ``SSS[swap]``.
+        There is no clean/corrupted metric: the behaviour's size is :func:`behaviour_kl`.
     """
-    ref_clean, ref_corr = last_logprobs(model, groups, "clean"), last_logprobs(model, groups, "corrupted")
-    kw = dict(max_rows=max_rows, progress=progress, executor=executor, normalised=False)
-    ck = (lambda tag: None) if checkpoint_dir is None else (lambda tag: Path(checkpoint_dir) / tag)
-    zero = patch_groups(model, groups, KLToReference(ref_clean), components, direction="noising", intervention=Zero(), checkpoint_dir=ck("sss-zero"), **kw)
-    swap = patch_groups(model, groups, KLToReference(ref_corr), components, direction="denoising", intervention=Swap(), checkpoint_dir=ck("sss-swap"), **kw)
+    zero, swap = sss_terms(model, groups, components, max_rows=max_rows, checkpoint_dir=checkpoint_dir, executor=executor, progress=progress)
     l2 = masked_l2(model, groups, components, max_rows=max_rows)
     sss = S.spurious_sensitivity(zero.effects.clamp_min(0), swap.effects.clamp_min(0))
     ids = S.invariance_disruption(l2, domains)
-    total = zero.corrupted_metric + swap.clean_metric  # KL(p‖p') + KL(p'‖p)
-    return IcpScores(
-        tuple(components), zero.effects, swap.effects, l2, sss, ids, S.combined_score(sss, ids, beta=beta),
-        S.combined_score(sss, ids, beta=beta, scale="minmax"), beta, total,
-    )
+    scores = {
+        "SSS": sss, "IDS": ids, "R": S.combined_score(sss, ids, beta=beta), "R_minmax": S.combined_score(sss, ids, beta=beta, scale="minmax"),
+        "SSS[zero]": zero.effects.mean(-1), "SSS[swap]": swap.effects.mean(-1),
+    }
+    method = Method("spurious_sensitivity", intervention="zero+swap", direction="noising", metric="KL (nats), full next-token distribution")
+    return Effects(tuple(components), zero.effects + swap.effects, "nats", method, scores=scores)
 
 
 #: Seed 001's three intervention types; scaling with 0 < α < 1 is its own setting (α = 0 is masking).

@@ -30,8 +30,14 @@ def test_the_spurious_scan_records_its_scores_and_resumes_from_per_layer_checkpo
     b = atlas.behaviours[0]
     assert b.kind == "spurious" and b.methods[0].name == "spurious_sensitivity" and b.methods[0].normalisation == "none"
     assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(b.components[0].scores)
-    assert b.clean_metric_mean == pytest.approx(0.0, abs=1e-6) and b.corrupted_metric_mean > 0  # the whole swap's symmetric KL
-    assert {"flip_rate", "mean_abs_gap", "total_kl"} <= set(b.summary)
+    # The behaviour's own label metric on each side (nothing faked: the KL scale is in the summary)
+    from circuits.metrics import metric_for_suite
+
+    metric, groups = metric_for_suite(llama, suite), tokenize_pairs(llama, suite.pairs("build", max_pairs=1))
+    clean = torch.cat([metric(M.run(llama, g.clean)) for g in groups]).mean()
+    corrupted = torch.cat([metric(M.run(llama, g.corrupted)) for g in groups]).mean()
+    assert b.clean_metric_mean == pytest.approx(float(clean), abs=1e-5) and b.corrupted_metric_mean == pytest.approx(float(corrupted), abs=1e-5)
+    assert {"flip_rate", "mean_abs_gap", "total_kl"} <= set(b.summary) and b.summary["total_kl"] > 0
     sss = torch.tensor([c.scores["SSS"] for c in b.components])
     means = torch.tensor([c.effect.mean for c in b.components])
     torch.testing.assert_close(sss, means.double().float(), atol=1e-6, rtol=0)  # SSS is the mean of the per-prompt KL sum

@@ -14,7 +14,7 @@ import torch
 def make_atlas() -> Atlas:
     comps = (HeadRef(0, 0), HeadRef(0, 1), MlpRef(0))
     effects = torch.tensor([[0.5, 0.6, 0.7, 0.55], [0.0, 0.01, -0.02, 0.01], [0.2, -0.3, 0.1, 0.0]])
-    result = Effects(comps, effects, "normalised", torch.ones(4), torch.zeros(4), Method("activation_patching"))
+    result = Effects(comps, effects, "normalised", Method("activation_patching"), clean_metric=torch.ones(4), corrupted_metric=torch.zeros(4))
     suite = load_suite("gender-occupation")
     attribution = MethodInfo(name="attribution_patching", ig_steps=1)
     b = behaviour_from_patching(

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from circuits.atlas.schema import Atlas, AtlasError
 from circuits.cli import app
-from circuits.probing.causal_tracing import TraceResult
+from circuits.probing.causal_tracing import trace_cell
+from circuits.probing.effects import Effects, Method
 from tests.atlas.test_schema import make_atlas
 
 
@@ -52,9 +53,15 @@ def test_trace_into_an_atlas_refuses_a_nan_grid_and_leaves_the_atlas_unchanged(t
     atlas = make_atlas()
     path = atlas.save(tmp_path / "a.json")
     before = path.read_bytes()
-    result = TraceResult(kind="resid", window=1, severed=False, probs=torch.tensor([[0.1, float("nan"), 0.2]]), clean_prob=0.5,
-                         corrupted_prob=0.1, tokens=["a", "b", "c"], subject=[1], noise_std=0.3)
+    restored = torch.tensor([[0.1], [float("nan")], [0.2]])
+    result = Effects(
+        tuple(trace_cell("resid", 0, p) for p in range(3)), restored - 0.1, "probability",
+        Method("causal_tracing", intervention="noise", noise_std=0.3, window=1), clean_metric=torch.tensor([0.5]),
+        corrupted_metric=torch.tensor([0.1]), patched=restored,
+    )
     monkeypatch.setattr(probe, "_load", lambda *a, **k: object())
+    monkeypatch.setattr(M, "token_strings", lambda m, text: ["a", "b", "c"])
+    monkeypatch.setattr(M, "subject_positions", lambda m, text, subject: [1])
     monkeypatch.setattr(M, "fingerprint", lambda m: atlas.model.fingerprint)
     monkeypatch.setattr(tracing, "causal_trace", lambda *a, **k: result)
     r = CliRunner().invoke(app, ["trace", "--atlas", str(path), "-o", str(tmp_path / "grid.json")])

@@ -99,10 +99,10 @@ def test_per_prompt_logit_reads_the_last_position_or_averages_the_last_k():
     logits[0, -1, 3], logits[1, -1, 5] = 6.0, 12.0  # last position
     logits[0, -2, 1], logits[1, -2, 2] = 6.0, 0.0  # the position before
     last = P.PerPromptLogit(torch.tensor([3, 5]))
-    assert last.positions == 1
+    assert last.info.positions == 1
     assert torch.allclose(call_metric(last, logits), torch.tensor([6.0 - 1.0, 12.0 - 2.0]))
     two = P.PerPromptLogit(torch.tensor([[1, 3], [2, 5]]))  # target j at position -2 + j
-    assert two.positions == 2
+    assert two.info.positions == 2
     assert torch.allclose(call_metric(two, logits), torch.tensor([(5.0 + 5.0) / 2, (0.0 + 10.0) / 2]))
     packed = call_metric(two, logits.repeat(3, 1, 1), torch.tensor([0, 1] * 3))  # packed interventions
     assert torch.allclose(packed, call_metric(two, logits).repeat(3))

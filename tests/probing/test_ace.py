@@ -68,7 +68,7 @@ def test_ace_equals_a_full_forward_with_a_hand_written_do_hook(planted):
 
     baseline = torch.stack([gap(do(a)) for a in (lo, (lo + hi) / 2, hi)]).mean(0)
     assert torch.allclose(eff.effects[0], gap([]) - baseline, atol=1e-4)
-    assert eff.method.name == "average_causal_effect" and eff.unit == "metric"
+    assert eff.method.name == "average_causal_effect" and eff.unit == "logits"  # the metric's own unit (a logit difference)
 
 
 def test_a_neuron_without_output_weights_has_ace_zero(planted):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from circuits.model import tiny_model
-from circuits.probing.causal_tracing import trace_tokens
+from circuits.probing.causal_tracing import trace_grid, trace_tokens
 
 SUBJECT, LAST = 1, 5
 
@@ -35,20 +35,20 @@ def trace(model, **kw):
 
 def test_resid_restoration_peaks_exactly_where_the_planted_flow_runs(planted):
     r = trace(planted)
-    clean, corr = r.clean_prob, r.corrupted_prob
+    clean, corr = float(r.clean_metric[0]), float(r.corrupted_metric[0])
     assert clean - corr > 0.05  # the noise hurts
     full = torch.full((3, 6), corr)
     full[0, SUBJECT] = clean  # before layer 1 moves it, the subject state carries everything
     full[1:, LAST] = clean  # after layer 1, the last token carries everything
-    assert torch.allclose(r.probs, full, atol=1e-5), r.probs
+    assert torch.allclose(trace_grid(r), full, atol=1e-5), trace_grid(r)
 
 
 def test_attention_window_restores_only_through_layer_1(planted):
     r = trace(planted, kind="attn", window=1)
     # Only layer 1's attention output at the last token carries the subject; others restore nothing.
-    expected = torch.full((3, 6), r.corrupted_prob)
-    expected[1, LAST] = r.clean_prob
-    assert torch.allclose(r.probs, expected, atol=1e-5)
+    expected = torch.full((3, 6), float(r.corrupted_metric[0]))
+    expected[1, LAST] = float(r.clean_metric[0])
+    assert torch.allclose(trace_grid(r), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind, window, sever", [("resid", 1, False), ("mlp", 2, False), ("attn", 3, False), ("resid", 1, True)])
@@ -56,8 +56,8 @@ def test_batched_equals_one_forward_per_cell(tiny, kind, window, sever):
     tokens = torch.tensor([[3, 17, 8, 22, 41]])
     a = trace_tokens(tiny, tokens, 4, [1, 2], kind=kind, window=window, sever_mlp=sever, n_samples=3, progress=False)
     b = trace_tokens(tiny, tokens, 4, [1, 2], kind=kind, window=window, sever_mlp=sever, n_samples=3, batched=False, progress=False)
-    assert torch.allclose(a.probs, b.probs, atol=1e-6)
-    assert a.indirect_effect.shape == (2, 5)
+    assert torch.allclose(trace_grid(a), trace_grid(b), atol=1e-6)
+    assert trace_grid(a, restored=False).shape == (2, 5)
 
 
 def test_severing_mlps_changes_the_grid_and_same_seed_repeats(tiny):
@@ -65,8 +65,8 @@ def test_severing_mlps_changes_the_grid_and_same_seed_repeats(tiny):
     a = trace_tokens(tiny, tokens, 4, [1], n_samples=3, progress=False)
     b = trace_tokens(tiny, tokens, 4, [1], n_samples=3, progress=False)
     c = trace_tokens(tiny, tokens, 4, [1], n_samples=3, sever_mlp=True, progress=False)
-    assert torch.equal(a.probs, b.probs)
-    assert not torch.equal(a.probs[0], c.probs[0])
+    assert torch.equal(trace_grid(a), trace_grid(b))
+    assert not torch.equal(trace_grid(a)[0], trace_grid(c)[0])
 
 
 def test_bad_arguments_raise(tiny):

@@ -9,7 +9,8 @@ from circuits.atlas.build import behaviour_from_patching, model_info, record_tra
 from circuits.atlas.schema import Atlas, Provenance
 from circuits.editing.build import select_components
 from circuits.interventions import rome_noise_std
-from circuits.probing.component_tracing import TokenSetLogProb, trace_components
+from circuits.metrics import TokenSetLogProb
+from circuits.probing.component_tracing import trace_components, traced_flags
 from circuits.probing.patching import patch_groups
 from circuits.sites import EMBED_HOOK, HeadRef, NeuronRef, all_heads
 from circuits.suites import load_suite
@@ -47,23 +48,23 @@ def test_one_restoration_equals_a_hand_run(harmful):
     metric = TokenSetLogProb((P.HARM,))
     noised = metric(M.run(model, group.clean.repeat(2, 1), [(EMBED_HOOK, add)])).view(2, b)
     restored = metric(M.run(model, group.clean.repeat(2, 1), [(EMBED_HOOK, add), (head.hook_name, restore)])).view(2, b)
-    torch.testing.assert_close(tr.delta[0, 0], (restored - noised).mean(0), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(tr.noised[0], noised.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tr.per_seed[0, 0], (restored - noised).mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tr.corrupted_metric, noised.mean(0), atol=1e-5, rtol=1e-5)
 
 
 def test_tracing_flags_exactly_the_planted_harmful_head_and_feeds_the_atlas_and_the_selector(harmful):
     model, group, metric = harmful
     heads = all_heads(2, 4)
     std = rome_noise_std(M.embedding_matrix(model), 30.0)  # the planted model shrugs off ROME's 3 sigma
-    tr = trace_components(model, [group], [P.HARM], heads, tau=0.05, n_samples=4, noise_std=std, positions="all")
-    assert [str(h) for h, f in zip(heads, tr.flagged) if f] == ["L1H3"]
-    at_subject = trace_components(model, [group], [P.HARM], heads, tau=0.05, n_samples=2, noise_std=std)
-    assert not any(at_subject.flagged)  # the head reads the trigger from the last position, not at it
+    tr = trace_components(model, [group], [P.HARM], heads, n_samples=4, noise_std=std, positions="all")
+    assert [str(h) for h, f in zip(heads, traced_flags(tr, 0.05)) if f] == ["L1H3"]
+    at_subject = trace_components(model, [group], [P.HARM], heads, n_samples=2, noise_std=std)
+    assert not any(traced_flags(at_subject, 0.05))  # the head reads the trigger from the last position, not at it
 
     effects = patch_groups(model, [group], metric, heads, progress=False)
     b = behaviour_from_patching(effects, suite=load_suite("toxicity"), split="build", metric="logit(HARM)", threshold=0.1, seed=0)
     atlas = Atlas(model=model_info(model), provenance=Provenance(packages={}, command="test", seeds=[0]), behaviours=[b])
-    atlas = record_tracing(atlas, "toxicity", tr)
+    atlas = record_tracing(atlas, "toxicity", tr, tau=0.05)
     entry = {c.id: c for c in atlas.behaviours[0].components}
     assert entry["L1H3"].traced and not entry["L0H0"].traced
     assert "causal_tracing/noise/denoising" in entry["L1H3"].effects and atlas.behaviours[0].summary["trace_tau"] == 0.05
@@ -80,5 +81,5 @@ def test_neurons_trace_and_restoring_every_neuron_of_the_last_layer_everywhere_r
 
     neurons = [NeuronRef(0, n) for n in range(4)]
     tr = trace_components(model, [TokenGroup([0, 1, 2], clean, corrupted)], [7, 9], neurons, n_samples=2, positions="all")
-    assert tr.delta.shape == (3, 4, 3) and torch.isfinite(tr.delta).all()
-    assert tr.clean.shape == (3,) and (tr.noised.mean(0) != tr.clean).any()
+    assert tr.per_seed.shape == (3, 4, 3) and torch.isfinite(tr.per_seed).all()
+    assert tr.clean_metric.shape == (3,) and (tr.corrupted_metric != tr.clean_metric).any()

@@ -97,7 +97,7 @@ def test_eap_equals_exact_on_edges_into_linear_logits(pairs):
     into_logits = [e for e in g.edges() if e.receiver == LOGITS]
     exact = edge_patching(linear, pairs, metric, graph=g, edges=into_logits, progress=False)
     approx = edge_attribution(linear, pairs, metric, graph=g, progress=False)
-    rows = [approx.edges.index(e) for e in into_logits]
+    rows = [approx.components.index(e) for e in into_logits]
     torch.testing.assert_close(approx.effects[rows], exact.effects, atol=1e-4, rtol=1e-4)
 
 
@@ -162,10 +162,10 @@ def test_discovery_rules(native, pairs):
     tau = sorted(scores.mean_effects.abs().tolist())[-5]
     assert threshold_edges(scores, tau) == top
     circuit, curve = minimal_circuit(native, pairs, metric, scores, target=0.8)
-    assert curve[-1][0] == len(scores.edges)
+    assert curve[-1][0] == len(scores.components)
     assert curve[-1][1] == pytest.approx(1.0, abs=1e-4)  # every edge kept = the full model
     assert len(circuit) == next(n for n, f in curve if f >= 0.8)
-    sizes = [1, 5, len(scores.edges)]
+    sizes = [1, 5, len(scores.components)]
     for (n, c), (m, f) in zip(completeness_curve(native, pairs, metric, scores, sizes), faithfulness_curve(native, pairs, metric, scores, sizes), strict=True):
         one = faithfulness(native, pairs, metric, top_edges(scores, n), graph=scores.graph)
         assert n == m and c == pytest.approx(one.completeness, abs=1e-5) and f == pytest.approx(one.faithfulness, abs=1e-5)
@@ -194,7 +194,7 @@ def test_planted_edges_are_recovered(planted):
     exact = edge_patching(model, groups, task_metric, edges_per_pass=41, progress=False)
     ig = edge_attribution(model, groups, task_metric, ig_steps=5, progress=False)
     # Edges outside the planted subgraph carry nothing: exactly zero effect and zero attribution.
-    outside = [i for i, e in enumerate(exact.edges) if not _planted_subgraph(e)]
+    outside = [i for i, e in enumerate(exact.components) if not _planted_subgraph(e)]
     assert exact.mean_effects[outside].abs().max() < 1e-4 and ig.mean_effects[outside].abs().max() < 1e-4
     # EAP-IG ranks the same top edges as exact edge patching (recall = precision = 1 at 4).
     planted_edges = top_edges(exact, 4)

@@ -97,7 +97,9 @@ def test_interrupted_scan_resumes_from_checkpoints_with_identical_numbers(tiny, 
     comps = [*all_heads(2, 4), *all_mlps(2)]
     full = patch_groups(tiny, _groups(token_pairs), metric, comps, intervention=GaussianNoise(0.3), seed=1, progress=False)
 
-    real = P._patch_from_source
+    import circuits.probing.executor as X
+
+    real = X.patch_from_source
     calls = {"n": 0}
 
     def crash_in_second_layer(*args, **kwargs):
@@ -106,7 +108,7 @@ def test_interrupted_scan_resumes_from_checkpoints_with_identical_numbers(tiny, 
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(P, "_patch_from_source", crash_in_second_layer)
+    monkeypatch.setattr(X, "patch_from_source", crash_in_second_layer)
     with pytest.raises(KeyboardInterrupt):
         patch_groups(tiny, _groups(token_pairs), metric, comps, intervention=GaussianNoise(0.3), seed=1, checkpoint_dir=tmp_path, progress=False)
     saved = list(tmp_path.rglob("layer_*.safetensors"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from circuits import model as M
-from circuits.metrics import call_metric, rows_to_prompts
+from circuits.metrics import call_metric
 from circuits.model.tiny import tiny_hf_model
 from circuits.probing.pairs import PairError, prepare
 from circuits.probing.patching import patch_groups
@@ -47,7 +47,7 @@ def test_logprob_diff_appends_each_continuation_and_scores_the_pair_difference(l
             n = M.tokens_of(lm, p.clean).shape[0]
             lp.append(sum(float(logp[n - 1 + j, t]) for j, t in enumerate(ids)))
         by_hand.append(lp[0] - lp[1])
-    torch.testing.assert_close(rows_to_prompts(d.metric, values), torch.tensor(by_hand), atol=1e-4, rtol=0)
+    torch.testing.assert_close(d.metric.to_pairs(values), torch.tensor(by_hand), atol=1e-4, rtol=0)
 
 
 def test_patching_with_a_two_row_metric_equals_the_difference_of_patched_rows(lm):
@@ -67,7 +67,7 @@ def test_patching_with_a_two_row_metric_equals_the_difference_of_patched_rows(lm
             return z
 
         rows[torch.tensor(g.indices)] = call_metric(d.metric, M.run(lm, g.corrupted, [(h.hook_name, swap)]), torch.tensor(g.indices))
-    torch.testing.assert_close(result.patched[heads.index(h)], rows_to_prompts(d.metric, rows), atol=1e-4, rtol=0)
+    torch.testing.assert_close(result.patched[heads.index(h)], d.metric.to_pairs(rows), atol=1e-4, rtol=0)
 
 
 def test_single_token_answers_use_the_per_pair_logit_difference_and_multi_token_ones_are_refused_for_it(lm):

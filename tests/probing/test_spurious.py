@@ -9,7 +9,7 @@ from circuits.atlas.build import behaviour_from_patching, model_info
 from circuits.atlas.schema import Atlas, Provenance
 from circuits.editing.build import select_components
 from circuits.interventions import Scale, Zero
-from circuits.probing.spurious import default_interventions, icp_scores, reliability_grid
+from circuits.probing.spurious import behaviour_kl, default_interventions, icp_scores, masked_l2, reliability_grid, sss_terms
 from circuits.sites import EMBED_HOOK, HeadRef, all_heads
 from circuits.suites import load_suite
 
@@ -28,7 +28,10 @@ def _last(logits):
 def test_sss_terms_and_ids_equal_hand_runs(planted):
     model, g, _ = planted
     head = HeadRef(1, 1)
-    sc = icp_scores(model, [g], [head, HeadRef(0, 0)])
+    heads = [head, HeadRef(0, 0)]
+    sc = icp_scores(model, [g], heads)
+    zero, swap = sss_terms(model, [g], heads)
+    l2 = masked_l2(model, [g], heads)
     name = head.hook_name
     _, clean = M.run_with_cache(model, g.clean, [name])
     mask = (g.clean != g.corrupted)[..., None].float()
@@ -47,13 +50,16 @@ def test_sss_terms_and_ids_equal_hand_runs(planted):
     swapped = _last(M.run(model, g.corrupted, [(name, put(clean[name][:, :, 1]))]))
     via_mask = _last(M.run(model, g.clean, [(name, put(masked[name][:, :, 1]))]))
     kl = lambda a, b: (a.exp() * (a - b)).sum(-1)  # noqa: E731
-    torch.testing.assert_close(sc.kl_zero[0], kl(p, zeroed), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(sc.kl_swap[0], kl(p2, swapped), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(sc.l2_masked[0], (p.exp() - via_mask.exp()).norm(dim=-1), atol=1e-5, rtol=1e-4)
-    assert sc.sss[0] == pytest.approx(float((kl(p, zeroed) + kl(p2, swapped)).mean()), rel=1e-4)
-    assert sc.r[0] == pytest.approx(0.5 * float(sc.sss[0]) + 0.5 * float(sc.ids[0]), rel=1e-5)
-    torch.testing.assert_close(sc.total_kl, kl(p, p2) + kl(p2, p), atol=1e-4, rtol=1e-4)
-    assert sc.ids[1] < 1e-6  # L0H0 never sees the spurious token
+    torch.testing.assert_close(zero.effects[0], kl(p, zeroed), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(swap.effects[0], kl(p2, swapped), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(l2[0], (p.exp() - via_mask.exp()).norm(dim=-1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(sc.effects, zero.effects + swap.effects)
+    assert sc.unit == "nats" and sc.clean_metric is None and sc.corrupted_metric is None  # nothing faked
+    sss, ids, r = sc.scores["SSS"], sc.scores["IDS"], sc.scores["R"]
+    assert sss[0] == pytest.approx(float((kl(p, zeroed) + kl(p2, swapped)).mean()), rel=1e-4)
+    assert r[0] == pytest.approx(0.5 * float(sss[0]) + 0.5 * float(ids[0]), rel=1e-5)
+    torch.testing.assert_close(behaviour_kl(model, [g]), kl(p, p2) + kl(p2, p), atol=1e-4, rtol=1e-4)
+    assert ids[1] < 1e-6  # L0H0 never sees the spurious token
 
 
 def test_reliability_grid_has_masking_scaling_and_swapping_and_scaling_is_partial(planted):
@@ -79,7 +85,7 @@ def test_select_components_by_r_takes_a_percentage(planted):
     from circuits.probing.patching import patch_groups
 
     b = behaviour_from_patching(patch_groups(model, [g], metric, heads, progress=False), suite=load_suite("name-sentiment"), split="build",
-                                metric="m", threshold=0.1, seed=0, scores=sc.as_scores())
+                                metric="m", threshold=0.1, seed=0, scores=dict(sc.scores))
     atlas = Atlas(model=model_info(model), provenance=Provenance(packages={}, command="t", seeds=[0]), behaviours=[b])
     assert select_components(model, atlas, "name-sentiment", k=1, by="R") == (HeadRef(1, 1),)
     assert len(select_components(model, atlas, "name-sentiment", k=1, by="R", rate=0.5)) == 4

@@ -11,7 +11,7 @@ from circuits import model as M
 from circuits.atlas.schema import Atlas
 from circuits.cli import app
 from circuits.model.tiny import save_tiny_hf, shipped_tokenizer
-from circuits.probing.causal_tracing import CATEGORIES, causal_trace, trace_facts
+from circuits.probing.causal_tracing import CATEGORIES, causal_trace, trace_facts, trace_grid
 from circuits.suites.tasks import facts, factual_recall, greater_than, ioi
 
 
@@ -54,10 +54,11 @@ def test_tracing_with_a_metric_and_averaged_over_facts():
     tokens = M.tokens_of(lm, f["prompt"])[None]
     from circuits.probing.causal_tracing import trace_tokens
 
-    same = trace_tokens(lm, tokens, None, default.subject, metric=TokenProb(target), n_samples=2, progress=False)
-    torch.testing.assert_close(same.probs, default.probs)
+    subject = M.subject_positions(lm, f["prompt"], f["subject"])
+    same = trace_tokens(lm, tokens, None, subject, metric=TokenProb(target), n_samples=2, progress=False)
+    torch.testing.assert_close(trace_grid(same), trace_grid(default))
     avg = trace_facts(lm, facts()[:3], n_samples=2, progress=False)
-    assert avg.tokens == list(CATEGORIES) and avg.probs.shape == (2, 6)
+    assert trace_grid(avg).shape == (2, len(CATEGORIES)) and avg.method.name == "causal_tracing"
 
 
 def test_scan_a_jsonl_file_with_multi_token_answers_through_the_cli(tmp_path):
