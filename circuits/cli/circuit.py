@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from circuits.cli.common import DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_finite, _check_model_options, _check_output, _fail, _load, _setup_logging, app, console
+from circuits.cli.common import (
+    DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_finite, _check_model, _check_output, _check_split, _fail, _inputs, _load,
+    _model_source, _setup_logging, _writing, app, console,
+)
 
 
 @app.command()
@@ -37,7 +40,8 @@ def circuit(
     from circuits.suites import SuiteError, bind_model, load_suite
 
     _setup_logging(verbose)
-    _check_output(out)
+    source = _model_source(model, DEFAULT_MODEL)
+    _check_output(out, inputs=_inputs(suite, atlas, source))
     if (top_edges is not None and top_edges < 1) or ig_steps < 1 or batch_size < 1 or (max_edges is not None and max_edges < 1):
         _fail("--top-edges, --max-edges, --ig-steps and --batch-size must be >= 1")
     _check_finite("--target", target)
@@ -54,15 +58,18 @@ def circuit(
         s = load_suite(suite)
     except SuiteError as e:
         _fail(str(e))
+    _check_split("--suite", s, "build", given=suite)
     base = None
     if atlas is not None:
-        from circuits.atlas.schema import Atlas
+        from circuits.atlas.schema import Atlas, AtlasError
 
-        base = Atlas.load(atlas)
+        try:
+            base = Atlas.load(atlas)
+        except AtlasError as e:
+            _fail(f"--atlas {e}")
         if s.name not in {b.name for b in base.behaviours}:
             _fail(f"--atlas {atlas}: has no behaviour {s.name!r} (it has {', '.join(b.name for b in base.behaviours)})")
-    _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device)
+    m = _load(_check_model(source, dtype, device), dtype, device)
     from circuits.model import UnsupportedArchitecture, edge_support
 
     if (reason := edge_support(m)) is not None:
@@ -73,11 +80,17 @@ def circuit(
                              prune=None if prune == "none" else prune, tau=tau, ablation=ablation, batch_size=batch_size)
     except (PairError, SuiteError, UnsupportedArchitecture, ValueError) as e:
         _fail(str(e))
-    if base is not None:
-        behaviours = [b.model_copy(update={"circuit": graph}) if b.name == s.name else b for b in base.behaviours]
-        base.model_copy(update={"behaviours": behaviours}).save(out)
-    else:
-        atomic_write_text(out, graph.model_dump_json(indent=1))
+    from circuits.atlas.schema import AtlasError
+
+    try:
+        with _writing(out):
+            if base is not None:
+                behaviours = [b.model_copy(update={"circuit": graph}) if b.name == s.name else b for b in base.behaviours]
+                base.model_copy(update={"behaviours": behaviours}).save(out)
+            else:
+                atomic_write_text(out, graph.model_dump_json(indent=1))
+    except AtlasError as e:
+        _fail(f"the circuit cannot be recorded: {e}")
     table = Table(title=f"{s.name}: top edges ({graph.method}, normalised: 0 = corrupted, 1 = clean)")
     for col in ("sender", "receiver", "score"):
         table.add_column(col)
