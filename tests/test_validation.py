@@ -41,8 +41,13 @@ def test_components_beyond_the_model_get_one_error_naming_id_and_bound(tiny):
     with pytest.raises(ComponentError, match=r"L0N100000: neuron"):
         check_components([NeuronRef(0, 100_000)], tiny.shape)
     from circuits.editing.build import new_edit
+    from circuits.model import fingerprint
 
-    edit = new_edit("scaling", (HeadRef(99, 99),), {}, tiny, {"alpha": 0.5})
+    # Refused when built for a model (issue 30: an edit is checked where it meets a model) ...
+    with pytest.raises(EditError, match="L99H99: layer 99"):
+        new_edit("scaling", (HeadRef(99, 99),), {}, tiny, {"alpha": 0.5})
+    # ... and when an edit made without it (e.g. loaded from a file) is applied.
+    edit = Edit("scaling", (HeadRef(99, 99),), {}, "tiny", fingerprint(tiny), hyperparameters={"alpha": 0.5})
     with pytest.raises(EditError, match="L99H99: layer 99"):
         with apply_edit(tiny, edit):
             pass
