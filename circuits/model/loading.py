@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 from circuits.atomic import atomic_directory
 from circuits.model.arch import arch_of
 from circuits.model.hooked import HookedLM, Provenance
+from circuits.sites import MAX_D_MLP, MAX_D_MODEL, MAX_HEADS, MAX_LAYERS
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +194,9 @@ def _gguf_directory(gguf: Path, cache_dir: Path | None, stem: str) -> tuple[Path
 #: Upper bounds on a config's sizes, checked before the model's shape is built (a 10⁶-layer config
 #: would otherwise take minutes to refuse). Far above any model the project can probe on one machine.
 _CONFIG_LIMITS: dict[str, int] = {
-    "num_hidden_layers": 1024, "n_layer": 1024, "num_attention_heads": 1024, "n_head": 1024, "num_key_value_heads": 1024,
-    "hidden_size": 1 << 16, "n_embd": 1 << 16, "head_dim": 1 << 12, "intermediate_size": 1 << 20, "n_inner": 1 << 20,
-    "vocab_size": 1 << 22, "max_position_embeddings": 1 << 21, "n_positions": 1 << 21,
+    "num_hidden_layers": MAX_LAYERS, "n_layer": MAX_LAYERS, "num_attention_heads": MAX_HEADS, "n_head": MAX_HEADS,
+    "num_key_value_heads": MAX_HEADS, "hidden_size": MAX_D_MODEL, "n_embd": MAX_D_MODEL, "head_dim": MAX_D_MODEL,
+    "intermediate_size": MAX_D_MLP, "n_inner": MAX_D_MLP, "vocab_size": 1 << 22, "max_position_embeddings": 1 << 21, "n_positions": 1 << 21,
 }
 #: Tensor dtypes accepted in a weight file (safetensors names).
 _WEIGHT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
