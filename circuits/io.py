@@ -141,7 +141,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 #: A UTF-16 surrogate on its own: valid in a JSON ``\\u`` escape, not encodable as UTF-8.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _field(where: tuple[Any, ...]) -> str:
@@ -170,14 +170,14 @@ def check_json_value(value: Any, *, error: type[Exception] = ValueError, source:
             if isinstance(v, _Object) and v.duplicate:
                 raise error(f"{source}: field {_field(where)}: key {v.duplicate[:40]!r} appears twice")
             for k in v:
-                if isinstance(k, str) and _SURROGATE.search(k):
+                if isinstance(k, str) and SURROGATE.search(k):
                     raise error(f"{source}: field {_field(where)}: a key holds a lone surrogate (not encodable as UTF-8)")
             stack.extend((x, (*where, k)) for k, x in v.items())
         elif isinstance(v, (list, tuple)):
             stack.extend((x, (*where, i)) for i, x in enumerate(v))
         elif isinstance(v, str):
-            if _SURROGATE.search(v):
-                raise error(f"{source}: field {_field(where)}: lone surrogate {v[_SURROGATE.search(v).start()]!r} (not encodable as UTF-8)")  # type: ignore[union-attr]
+            if SURROGATE.search(v):
+                raise error(f"{source}: field {_field(where)}: lone surrogate {v[SURROGATE.search(v).start()]!r} (not encodable as UTF-8)")  # type: ignore[union-attr]
         elif isinstance(v, float) and not math.isfinite(v):
             raise error(f"{source}: field {_field(where)}: numbers must be finite, got {v}")
         elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= MAX_JSON_INT:
@@ -274,14 +274,14 @@ def check_output_path(
         OutputPathError: The first problem, naming the path (the caller adds the option name).
     """
     path = Path(path)
-    if suffix is not None and path.suffix != suffix:
-        raise OutputPathError(f"{path}: must end in {suffix}")
     for given in inputs:
         if given is None or not os.path.lexists(given):
             continue
         if same_or_inside(path, given) or (directory and same_or_inside(given, path)):
             same = _identity(path)[0] == _identity(Path(given))[0] or _identity(path)[1] == _identity(Path(given))[1]
             raise OutputPathError(f"{path}: is {'' if same else 'inside '}the input {given}; writing there would destroy it — choose another output")
+    if suffix is not None and path.suffix != suffix:
+        raise OutputPathError(f"{path}: must end in {suffix}")
     if directory:
         if path.exists() and not path.is_dir():
             raise OutputPathError(f"{path}: is a file; a directory is expected")

@@ -9,14 +9,18 @@ import typer
 from rich.table import Table
 
 from circuits.cli.common import (
-    DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_finite, _check_model, _check_output, _check_split, _fail, _inputs, _load,
+    DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, _check_count, _check_finite, _check_model, _check_output, _check_split, _fail, _inputs, _load,
     _model_source, _setup_logging, _writing, app, console,
 )
 
 
 @app.command()
 def circuit(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write: the atlas with the circuit added (--atlas), else the circuit graph JSON.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Where to write: the atlas with the circuit added (--atlas), else the circuit graph JSON. "
+                     "Without -o, --atlas is updated in place (as `circuits trace --atlas` does)."),
+    ] = None,
     suite: Annotated[str, typer.Option(help="Behaviour suite: a shipped name or a pairs file.")] = "gender-occupation",
     top_edges: Annotated[int | None, typer.Option("--top-edges", help="Keep the N edges with the largest |score| (default: the smallest top-n circuit reaching --target).")] = None,
     target: Annotated[float, typer.Option(help="Faithfulness the circuit must reach (without --top-edges; and for --prune greedy).")] = 0.8,
@@ -41,11 +45,20 @@ def circuit(
 
     _setup_logging(verbose)
     source = _model_source(model, DEFAULT_MODEL)
-    _check_output(out, inputs=_inputs(suite, atlas, source))
+    if out is None and atlas is None:
+        _fail("give -o (where to write the circuit graph), or --atlas (the atlas to add the circuit to)")
+    if out is None:  # in place, by design: the atlas named by --atlas gets the circuit
+        _check_output(atlas, option="--atlas", inputs=_inputs(suite, source))
+    else:
+        _check_output(out, inputs=_inputs(suite, atlas, source))
+    target_path = out if out is not None else atlas
     if (top_edges is not None and top_edges < 1) or ig_steps < 1 or batch_size < 1 or (max_edges is not None and max_edges < 1):
         _fail("--top-edges, --max-edges, --ig-steps and --batch-size must be >= 1")
+    _check_count("--max-pairs", max_pairs)
     _check_finite("--target", target)
     _check_finite("--tau", tau)
+    if tau < 0:
+        _fail(f"--tau must be >= 0 (a drop of the normalised metric), got {tau}")
     if not 0 < target <= 1:
         _fail(f"--target must be in (0, 1], got {target}")
     from circuits.probing.discovery import ABLATIONS
@@ -83,12 +96,12 @@ def circuit(
     from circuits.atlas.schema import AtlasError
 
     try:
-        with _writing(out):
+        with _writing(target_path):
             if base is not None:
                 behaviours = [b.model_copy(update={"circuit": graph}) if b.name == s.name else b for b in base.behaviours]
-                base.model_copy(update={"behaviours": behaviours}).save(out)
+                base.model_copy(update={"behaviours": behaviours}).save(target_path)
             else:
-                atomic_write_text(out, graph.model_dump_json(indent=1))
+                atomic_write_text(target_path, graph.model_dump_json(indent=1))
     except AtlasError as e:
         _fail(f"the circuit cannot be recorded: {e}")
     table = Table(title=f"{s.name}: top edges ({graph.method}, normalised: 0 = corrupted, 1 = clean)")
@@ -99,5 +112,5 @@ def circuit(
     console.print(table)
     console.print(
         f"{len(graph.edges)} of {graph.n_edges_total} edges ({graph.selection}); faithfulness {graph.faithfulness:.3f}, "
-        f"completeness {graph.completeness:.3f} (rest ablated with {ablation} writes); written to {out}"
+        f"completeness {graph.completeness:.3f} (rest ablated with {ablation} writes); written to {target_path}"
     )

@@ -91,9 +91,11 @@ def _inputs(*paths: Path | str | None, edits: Iterable[Path] = ()) -> list[Path]
 
 
 def _check_count(option: str, value: int | None, *, minimum: int = 1) -> None:
-    """Refuse a count below ``minimum`` (``None`` means "all" and passes)."""
+    """Refuse a count (or seed) below ``minimum`` or beyond 64 bits (``None`` means "all" and passes)."""
     if value is not None and value < minimum:
         _fail(f"{option} must be >= {minimum}, got {value}")
+    if value is not None and value >= 2**63:
+        _fail(f"{option} must be below 2**63, got {value}")
 
 
 def _check_finite(option: str, value: float | None) -> None:

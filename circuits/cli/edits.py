@@ -108,6 +108,7 @@ def edit(
     _check_output(out.with_suffix(".safetensors"), inputs=given)
     _check_count("--generations", generations, minimum=0)
     _check_count("--max-tokens", max_tokens)
+    _check_count("--seed", seed, minimum=0)
     if kind not in RECIPE_KINDS or granularity not in ("head", "neuron"):
         _fail(f"unknown edit kind {kind!r} or granularity {granularity!r}; kinds: {', '.join(RECIPE_KINDS)}; granularity: head, neuron")
     try:
@@ -237,6 +238,7 @@ def eval_(
     _check_count("--max-tokens", max_tokens)
     _check_count("--benchmark-limit", benchmark_limit)
     _check_count("--benchmark-samples", benchmark_samples)
+    _check_count("--seed", seed, minimum=0)
     benchmarks = check_benchmarks(benchmark)
     out = out or edit_paths[0].with_suffix(".eval.json")
     given = _inputs(suite_name, model, *(path for _, path in benchmarks), edits=edit_paths)
@@ -293,6 +295,8 @@ def generate(
 
     _setup_logging(verbose)
     _check_count("--max-new-tokens", max_new_tokens, minimum=0)
+    if any(not p for p in prompt):
+        _fail("--prompt must not be empty")
     edits = _load_edits(edit_paths or [])
     m = _load(_check_model(_edit_model(edits, model), dtype, device), dtype, device)
     for p in track(prompt, description="generating", console=console, transient=True):

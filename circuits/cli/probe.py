@@ -71,6 +71,7 @@ def scan(
     _check_finite("--threshold", threshold)
     _check_count("--workers", workers)
     _check_count("--ig-steps", ig_steps)
+    _check_count("--seed", seed, minimum=0)
     _check_finite("--edge-target", edge_target)
     if not 0 < edge_target <= 1:
         _fail(f"--edge-target must be in (0, 1], got {edge_target}")
@@ -181,6 +182,7 @@ def trace(
         _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
     if samples < 1 or window < 1 or (facts is not None and facts < 1):
         _fail(f"--samples, --window and --facts must be >= 1, got {samples}, {window}, {facts}")
+    _check_count("--seed", seed, minimum=0)
     source = _model_source(model, DEFAULT_MODEL)
     if out is not None:
         _check_output(out, inputs=_inputs(atlas_path, source))
