@@ -46,7 +46,7 @@ scan: setup
 	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
 test: setup
-	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=1200
+	$(PY) -m pytest -q -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
 
 # The headline experiment: behaviours × edit kinds (+ full-FT / LoRA baselines) × 3 seeds, on held-out data (~1 h).
 headline: setup

@@ -185,7 +185,10 @@ def _gguf_directory(gguf: Path, cache_dir: Path | None, stem: str) -> tuple[Path
     digest = sha256_file(gguf)
     target = (cache_dir or cache_root()) / f"{stem}-v{_CACHE_VERSION}-{digest[:16]}"
     if not (target / "model.safetensors").is_file():
-        _dequantize_gguf(gguf, target)
+        try:
+            _dequantize_gguf(gguf, target)
+        except Exception as e:  # noqa: BLE001 - transformers raises any type for a GGUF it cannot convert
+            raise ModelLoadError(f"GGUF file {gguf} cannot be dequantized by transformers: {type(e).__name__}: {str(e)[:200]}") from None
     return target, digest
 
 
@@ -378,7 +381,7 @@ def check_directory(path: Path) -> None:
 
     The config is read as strict, bounded JSON and checked (an object; ``architectures`` a non-empty
     list of strings, each in the architecture table; sizes within :data:`_CONFIG_LIMITS`); the
-    tokenizer files, where present, are JSON objects; the weights are safetensors whose headers are
+    tokenizer files, where present, are UTF-8 JSON objects that ``transformers`` builds a tokenizer from; the weights are safetensors whose headers are
     whole and hold every tensor of the model the config describes, with its shape (compared with the
     model built on the meta device, which allocates nothing).
 
@@ -387,22 +390,39 @@ def check_directory(path: Path) -> None:
             refused), a malformed config, an architecture the project cannot probe, malformed tokenizer
             files, or weights that are truncated or do not fit the config; naming the file and what is wrong.
     """
-    from circuits.io import read_bounded
-
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
     _weight_files(path)
     config = _read_config(path / "config.json")
     classes = _config_classes(config, path / "config.json")
-    for name in ("tokenizer_config.json", "tokenizer.json"):
-        if (path / name).exists():  # plain JSON: tokenizers write integers beyond 64 bits (model_max_length = 1e30)
-            try:
-                value = json.loads(read_bounded(path / name, error=ModelLoadError, what="tokenizer file"))
-            except (ValueError, RecursionError) as e:
-                raise ModelLoadError(f"{path / name}: not valid JSON: {str(e)[:200]}") from None
-            if not isinstance(value, dict):
-                raise ModelLoadError(f"{path / name}: a tokenizer file is a JSON object, got {type(value).__name__}")
+    _check_tokenizer(path)
     _check_weights_fit(path, config, classes)
+
+
+def _check_tokenizer(path: Path) -> None:
+    """Check a directory's tokenizer files, where it has any: JSON objects in UTF-8, and loadable.
+
+    Raises:
+        ModelLoadError: Naming the file, or the directory when ``transformers`` cannot build the tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    from circuits.io import decode_utf8, read_bounded
+
+    present = [n for n in ("tokenizer_config.json", "tokenizer.json") if (path / n).exists()]
+    for name in present:  # plain JSON: tokenizers write integers beyond 64 bits (model_max_length = 1e30)
+        text = decode_utf8(read_bounded(path / name, error=ModelLoadError, what="tokenizer file"), error=ModelLoadError, source=str(path / name))
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise ModelLoadError(f"{path / name}: not valid JSON: {str(e)[:200]}") from None
+        if not isinstance(value, dict):
+            raise ModelLoadError(f"{path / name}: a tokenizer file is a JSON object, got {type(value).__name__}")
+    if present:
+        try:
+            AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - tokenizers raises its own types for malformed files
+            raise ModelLoadError(f"{path} has no usable tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _check_gguf_header(path: Path) -> None:
@@ -437,23 +457,48 @@ def _check_gguf(path: Path) -> None:
     Raises:
         ModelLoadError: A malformed or truncated file, or an architecture the project cannot probe.
     """
-    from gguf import GGUFReader
+    from gguf import GGUFReader, GGUFValueType
 
     _check_gguf_header(path)
     try:
         reader = GGUFReader(str(path))
-        field = reader.fields["general.architecture"]
-        arch = bytes(field.parts[field.data[0]]).decode("utf-8")
-    except KeyError:
-        raise ModelLoadError(f"GGUF file {path} has no general.architecture") from None
+        fields, tensors = reader.fields, [t.name for t in reader.tensors]
+
+        def value(key: str) -> Any:
+            if key not in fields:
+                raise ModelLoadError(f"GGUF file {path} has no metadata field {key}")
+            f = fields[key]
+            if f.types[:1] == [GGUFValueType.STRING]:
+                return bytes(f.parts[f.data[0]]).decode("utf-8")
+            if f.types[:1] == [GGUFValueType.ARRAY]:
+                return len(f.data)
+            return f.parts[f.data[0]].tolist()[0]
+
+        arch = value("general.architecture")
+        if not isinstance(arch, str) or arch not in _GGUF_ARCHITECTURES:
+            raise ModelLoadError(f"GGUF file {path}: architecture {str(arch)[:40]!r} is not supported; GGUF architectures: {', '.join(_GGUF_ARCHITECTURES)}")
+        sizes = {"block_count": MAX_LAYERS, "embedding_length": MAX_D_MODEL, "attention.head_count": MAX_HEADS}
+        found = {k: value(f"{arch}.{k}") for k in sizes}
+        for k, limit in sizes.items():
+            if not isinstance(found[k], int) or isinstance(found[k], bool) or not 1 <= found[k] <= limit:
+                raise ModelLoadError(f"GGUF file {path}: field {arch}.{k} must be an integer from 1 to {limit}, got {found[k]!r}")
+        if not isinstance(value("tokenizer.ggml.model"), str) or not value("tokenizer.ggml.tokens"):
+            raise ModelLoadError(f"GGUF file {path}: its tokenizer (tokenizer.ggml.model, tokenizer.ggml.tokens) is missing or empty")
+    except ModelLoadError:
+        raise
     except Exception as e:  # noqa: BLE001 - the gguf reader raises any type for a malformed file
         raise ModelLoadError(f"GGUF file {path} is malformed or truncated: {type(e).__name__}: {str(e)[:200]}") from None
-    if arch not in _GGUF_ARCHITECTURES:
-        raise ModelLoadError(f"GGUF file {path}: architecture {arch[:40]!r} is not supported; GGUF architectures: {', '.join(_GGUF_ARCHITECTURES)}")
     try:
         arch_of(_GGUF_ARCHITECTURES[arch])
     except ValueError as e:
         raise ModelLoadError(f"GGUF file {path}: {e}") from None
+    blocks = {int(m[1]) for t in tensors if (m := re.match(r"blk\.(\d+)\.", t))}
+    if "token_embd.weight" not in tensors or blocks != set(range(found["block_count"])):
+        missing = sorted(set(range(found["block_count"])) - blocks)[:3] or sorted(blocks - set(range(found["block_count"])))[:3]
+        raise ModelLoadError(
+            f"GGUF file {path}: its tensors do not match its {found['block_count']} blocks"
+            + (" (no token_embd.weight)" if "token_embd.weight" not in tensors else f" (blocks {missing} missing or extra)")
+        )
 
 
 def _cached_gguf(gguf: Path, cache_dir: Path | None, stem: str) -> Path:
