@@ -242,14 +242,15 @@ def test_fuzz_edit_manifest_and_tensors(n):
 # --- suite files --------------------------------------------------------------------------------
 
 RECORDS = [
-    {"clean": f"The {w} said", "corrupted": f"The {v} said", "answer": " she", "wrong_answer": " he", "group": w, **({"split": "eval"} if i % 3 == 0 else {})}
+    # A valid file (every record split, as the loader requires of all or none), so mutations reach acceptance too.
+    {"clean": f"The {w} said", "corrupted": f"The {v} said", "answer": " she", "wrong_answer": " he", "group": w, "split": "eval" if i % 3 == 0 else "build"}
     for i, (w, v) in enumerate([("nurse", "pilot"), ("maid", "monk"), ("queen", "king"), ("aunt", "uncle"), ("girl", "boy"), ("wife", "husband")])
 ]
 SUITE_FILES = {
     ".jsonl": "\n".join(json.dumps(r) for r in RECORDS).encode(),
     ".json": json.dumps({"name": "fuzz", "kind": "harmful", "metric": "logit_diff", "pairs": RECORDS}).encode(),
     ".csv": ("clean,corrupted,answer,wrong_answer,split,group,metadata\n" + "".join(
-        f"{r['clean']},{r['corrupted']},{r['answer']},{r['wrong_answer']},{r.get('split', '')},{r['group']},\"{{\"\"k\"\": \"\"v\"\"}}\"\n" for r in RECORDS
+        f"{r['clean']},{r['corrupted']},{r['answer']},{r['wrong_answer']},{r['split']},{r['group']},\"{{\"\"k\"\": \"\"v\"\"}}\"\n" for r in RECORDS
     )).encode(),
 }
 

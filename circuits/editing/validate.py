@@ -73,7 +73,8 @@ def check_scalars(values: dict[str, Any] | None, what: str) -> None:
 
 
 def check_hyperparameter_bounds(values: dict[str, Any]) -> None:
-    """Refuse float hyperparameters of magnitude above :data:`MAX_HYPERPARAMETER` and negative seeds.
+    """Refuse float hyperparameters of magnitude above :data:`MAX_HYPERPARAMETER`, and a ``seed`` that is
+    not an integer >= 0 (applying any edit as hooks seeds a generator with it).
 
     Raises:
         EditError: ``hyperparameters.key: ...`` naming the first bad value.
@@ -81,8 +82,8 @@ def check_hyperparameter_bounds(values: dict[str, Any]) -> None:
     for k, v in values.items():
         if isinstance(v, float) and abs(v) > MAX_HYPERPARAMETER:
             raise EditError(f"hyperparameters.{k} must be within ±{MAX_HYPERPARAMETER:g}, got {v!r}")
-        if k == "seed" and isinstance(v, int) and not isinstance(v, bool) and v < 0:
-            raise EditError(f"hyperparameters.seed must be >= 0, got {v}")
+        if k == "seed" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):  # every kind's hooks seed a generator with it
+            raise EditError(f"hyperparameters.seed must be an integer >= 0, got {v!r}")
 
 
 def check_edit_values(edit: Edit) -> None:
