@@ -527,7 +527,9 @@ def validate_source(source: Any, *, cache_dir: Path | None = None) -> None:
         return
     text = str(source)
     if not text.strip() or text != text.strip() or "\x00" in text:
-        raise ModelLoadError(f"model source {text!r} is empty or has surrounding whitespace; give a shipped name ({', '.join(MODELS)}), a directory, a .gguf file or a hub id")
+        raise ModelLoadError(
+            f"model source {text!r} is empty, has surrounding whitespace or holds a NUL; give a shipped name ({', '.join(MODELS)}), a directory, a .gguf file or a hub id"
+        )
     if text in MODELS:
         gguf = gguf_path(MODELS[text])
         cached = _cached_gguf(gguf, cache_dir, MODELS[text].name)

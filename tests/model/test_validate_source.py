@@ -127,7 +127,7 @@ def test_an_intact_directory_passes_and_loads(llama_dir):
 
 @pytest.mark.parametrize("source", ["", " ", " smollm2-135m", "smollm2-135m\n", "a\x00b"])
 def test_an_empty_or_padded_source_string_is_refused(source):
-    with pytest.raises(M.ModelLoadError, match="empty or has surrounding whitespace"):
+    with pytest.raises(M.ModelLoadError, match="empty, has surrounding whitespace or holds a NUL"):
         M.load_model(source)
 
 
