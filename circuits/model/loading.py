@@ -348,32 +348,51 @@ def _check_weights_fit(path: Path, config: dict[str, Any], classes: list[str]) -
     built = type(meta).__name__
     if built != classes[0]:
         raise ModelLoadError(f"{path / 'config.json'}: architectures names {classes[0]}, but its model_type {config.get('model_type')!r} builds {built}")
-    shapes = _weight_shapes(_weight_files(path))
-    prefix = getattr(meta, "base_model_prefix", "") or ""
-    groups: dict[int, list[str]] = {}
-    for name, t in meta.state_dict(keep_vars=True).items():
+    state = meta.state_dict(keep_vars=True)
+    expected = {name: tuple(t.shape) for name, t in state.items()}
+    stored, converted = _as_model_keys(meta, _weight_shapes(_weight_files(path)))
+    groups: dict[int, list[str]] = {}  # tied parameters (embedding and unembedding) are stored once
+    for name, t in state.items():
         groups.setdefault(id(t), []).append(name)
-    expected = {name: tuple(t.shape) for name, t in meta.state_dict(keep_vars=True).items()}
-
-    def stored(name: str) -> tuple[tuple[int, ...], Path] | None:
-        if name in shapes:
-            return shapes[name]
-        bare = name.removeprefix(prefix + ".") if prefix else name
-        return shapes.get(bare)
-
     for names in groups.values():
-        found = [(n, stored(n)) for n in names if stored(n) is not None]
+        found = [n for n in names if n in stored]
         if not found:
             raise ModelLoadError(
                 f"{path}: the weights have no tensor {names[0]!r} that the config's {built} needs; they belong to another model or are incomplete"
             )
-        for n, (shape, f) in found:  # type: ignore[misc]
-            if shape != expected[n]:
+        for n in found:
+            shape, f = stored[n]
+            if n not in converted and shape != expected[n]:  # a converted tensor (fused, split) changes shape on load
                 raise ModelLoadError(f"weight file {f}: tensor {n!r} has shape {list(shape)}, but config.json gives {list(expected[n])}")
-    known = set(expected) | {n.removeprefix(prefix + ".") for n in expected}
-    extra = sorted(set(shapes) - known)
+    extra = sorted(set(stored) - set(expected))
     if extra:
         logger.warning("%s: %d tensors the model does not use are ignored (e.g. %s)", path, len(extra), extra[0])
+
+
+def _as_model_keys(meta: Any, shapes: dict[str, tuple[tuple[int, ...], Path]]) -> tuple[dict[str, tuple[tuple[int, ...], Path]], set[str]]:
+    """The stored tensors under the names ``from_pretrained`` gives them in the model, and those it converts.
+
+    transformers renames checkpoint keys on load (GPT-NeoX's ``embed_out`` is ``lm_head``; a base model's
+    keys gain or lose its prefix) and converts some tensors (fusing or splitting them); its own renaming
+    is used, so the comparison sees what loading would.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
+    except ImportError:  # another transformers layout: compare the names as stored
+        return dict(shapes), set()
+    transforms = get_model_conversion_mapping(meta)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    state = meta.state_dict()
+    out: dict[str, tuple[tuple[int, ...], Path]] = {}
+    converted: set[str] = set()
+    for key in sorted(shapes, key=dot_natural_key):
+        name, pattern = rename_source_key(key, renamings, converters, getattr(meta, "base_model_prefix", None), state)
+        out[name] = shapes[key]
+        if pattern is not None:
+            converted.add(name)
+    return out, converted
 
 
 def check_directory(path: Path) -> None:
