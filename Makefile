@@ -39,14 +39,14 @@ scan: setup
 	$(VENV)/bin/circuits scan --suite identity-harm-religion -o $(ATLAS_DIR)/identity-harm-religion.atlas.json
 	$(VENV)/bin/circuits scan --suite name-sentiment-v2 --max-pairs 1 -o $(ATLAS_DIR)/name-sentiment-v2.atlas.json
 	# The gender-bias circuit (edges, EAP-IG): the smallest top-n circuit with faithfulness >= 0.8.
-	$(VENV)/bin/circuits circuit --suite gender-occupation --max-pairs 4 --ig-steps 3 --target 0.8 --batch-size 2 --atlas $(ATLAS) -o $(ATLAS)
+	$(VENV)/bin/circuits circuit --suite gender-occupation --max-pairs 4 --ig-steps 3 --target 0.8 --batch-size 2 --atlas $(ATLAS)
 	$(VENV)/bin/circuits atlas merge $(ATLAS) $(ATLAS_DIR)/toxicity.atlas.json $(ATLAS_DIR)/name-sentiment.atlas.json \
 		$(ATLAS_DIR)/identity-harm-religion.atlas.json $(ATLAS_DIR)/name-sentiment-v2.atlas.json -o $(MERGED)
 	$(VENV)/bin/circuits trace --atlas $(MERGED) --prompt "The Eiffel Tower is located in the city of" --subject "The Eiffel Tower" --target " Paris"
 	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
 test: setup
-	$(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=1200
+	$(PY) -m pytest -q -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
 
 # The headline experiment: behaviours × edit kinds (+ full-FT / LoRA baselines) × 3 seeds, on held-out data (~1 h).
 headline: setup

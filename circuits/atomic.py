@@ -12,6 +12,7 @@ nothing behind for long. :mod:`circuits.io` re-exports the writers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +92,37 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+class NotRegularFileError(OSError):
+    """The target exists and is not a regular file (a device, FIFO, socket or directory): it is never replaced."""
+
+
+def not_regular_reason(path: Path | str) -> str | None:
+    """Why an existing ``path`` must not be replaced by a file (a directory, device, FIFO, socket), else ``None``.
+
+    A symlink is followed: a link to ``/dev/full`` is a device. A missing path (or a dangling link) is
+    ``None``: writing creates it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def check_replaceable(path: Path | str) -> None:
+    """Refuse to replace anything but a regular file (or nothing): a device or FIFO is never swapped for a file.
+
+    Raises:
+        NotRegularFileError: ``path`` is a directory, device, FIFO or socket.
+    """
+    if (reason := not_regular_reason(path)) is not None:
+        raise NotRegularFileError(errno.EEXIST, f"is {reason}; only a regular file is replaced", str(path))
+
+
 def stage_bytes(path: Path | str, data: bytes, *, tag: str = "tmp") -> Path:
     """Write ``data`` to a fresh temporary sibling of ``path``, fsynced, and return its name.
 
@@ -97,9 +130,11 @@ def stage_bytes(path: Path | str, data: bytes, *, tag: str = "tmp") -> Path:
     mode of the file it will replace, else the umask's default.
 
     Raises:
+        NotRegularFileError: ``path`` exists and is not a regular file (:func:`check_replaceable`).
         OSError: The directory cannot be created or written (the temporary is removed).
     """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path.parent)
     tmp = temp_sibling(path, tag)
@@ -138,6 +173,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
         The destination path.
 
     Raises:
+        NotRegularFileError: ``path`` is a directory, device, FIFO or socket (it is left as it is).
         OSError: The directory cannot be created or written; the old file, if any, is untouched.
     """
     path = Path(path)

@@ -184,6 +184,14 @@ _NEURON = re.compile(r"L" + _NUM + r"N" + _NUM + _POS, re.ASCII)
 _RESID = re.compile(r"L" + _NUM + r"RESID(_MID|_POST)?" + _POS, re.ASCII)
 
 
+#: Largest model dimensions accepted anywhere a shape comes from a file (a model config, an atlas):
+#: far above any model one machine probes, and small enough that a layer × head grid fits in memory.
+MAX_LAYERS = 512
+MAX_HEADS = 512
+MAX_D_MODEL = 1 << 16
+MAX_D_MLP = 1 << 20
+
+
 class ComponentError(ValueError):
     """A string is not a canonical component id, or a component does not exist in a model."""
 

@@ -16,7 +16,8 @@ with, since a fork costs more the larger the process.
 
 Kinds: ``atlas`` (:meth:`Atlas.save`), ``edit`` (:func:`save_edit`, manifest + tensors), ``checkpoint``
 (:func:`circuits.probing.checkpoints.save_layer`), ``report`` (:func:`write_report`, rendering memoised
-so kills land in the write) and ``export`` (:func:`export_hf`: fresh directories, each whole or absent).
+so kills land in the write), ``export`` (:func:`export_hf`: fresh directories, each whole or absent)
+and ``merge`` (``circuits atlas merge`` through the CLI: its output checks and its write).
 ``control`` is the previous edit writer (two atomic files, no commit protocol): it shows that the
 test detects mixed pairs.
 """
@@ -36,7 +37,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-KINDS = ("atlas", "edit", "checkpoint", "report", "export", "control")
+KINDS = ("atlas", "edit", "checkpoint", "report", "export", "merge", "control")
 #: Copies of each artifact written (and killed) at the same time.
 SLOTS = 4
 
@@ -82,6 +83,34 @@ class AtlasKind(Kind):
 
     def write(self, i: int) -> None:
         self.versions[i % 2].save(self.path)
+
+    def check(self) -> str:
+        from circuits.atlas.schema import Atlas
+
+        return _versioned(Atlas.load(self.path), self.versions, lambda x, y: x == y)
+
+
+class MergeKind(Kind):
+    """``circuits atlas merge ATLAS -o OUT`` run through the CLI (its output check, its write), alternating inputs."""
+
+    def __init__(self, directory: Path, versions: Path):
+        from circuits.atlas.schema import Atlas
+
+        super().__init__(directory)
+        self.inputs = (versions / "A.atlas.json", versions / "B.atlas.json")
+        self.versions = tuple(Atlas.load(p) for p in self.inputs)
+        self.path = self.dir / "merged.atlas.json"
+        self.versions[0].save(self.path)
+        from circuits.cli import app  # imported before the forks
+
+        self.app = app
+
+    def write(self, i: int) -> None:
+        try:
+            self.app(["atlas", "merge", str(self.inputs[i % 2]), "-o", str(self.path)], standalone_mode=False)
+        except SystemExit as e:  # typer's exit: 0 is a finished merge
+            if e.code:
+                raise
 
     def check(self) -> str:
         from circuits.atlas.schema import Atlas
@@ -369,6 +398,7 @@ def main(versions: Path, kinds: tuple[str, ...] = KINDS, trials: int = 200, seed
     makers: dict[str, Callable[[Path], Kind]] = {
         "atlas": lambda d: AtlasKind(d, versions), "report": lambda d: ReportKind(d, versions), "edit": EditKind,
         "checkpoint": CheckpointKind, "export": lambda d: ExportKind(d, model), "control": lambda d: EditKind(d, protocol="two files"),
+        "merge": lambda d: MergeKind(d, versions),
     }
     try:
         return {

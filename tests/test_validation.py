@@ -13,7 +13,7 @@ from circuits.atlas.schema import Atlas, AtlasError, EffectStats
 from circuits.editing import Edit, EditError, apply_edit, load_edit, save_edit
 from circuits.io import MAX_JSON_DEPTH, read_json_file
 from circuits.sites import ComponentError, HeadRef, NeuronRef, check_components, parse_component
-from circuits.suites import SuiteError, shipped_suite
+from circuits.suites import SuiteError, load_suite, shipped_suite
 from tests.atlas.test_schema import make_atlas
 
 FP = "sha256:" + "0" * 64
@@ -41,8 +41,13 @@ def test_components_beyond_the_model_get_one_error_naming_id_and_bound(tiny):
     with pytest.raises(ComponentError, match=r"L0N100000: neuron"):
         check_components([NeuronRef(0, 100_000)], tiny.shape)
     from circuits.editing.build import new_edit
+    from circuits.model import fingerprint
 
-    edit = new_edit("scaling", (HeadRef(99, 99),), {}, tiny, {"alpha": 0.5})
+    # Refused when built for a model (issue 30: an edit is checked where it meets a model) ...
+    with pytest.raises(EditError, match="L99H99: layer 99"):
+        new_edit("scaling", (HeadRef(99, 99),), {}, tiny, {"alpha": 0.5})
+    # ... and when an edit made without it (e.g. loaded from a file) is applied.
+    edit = Edit("scaling", (HeadRef(99, 99),), {}, "tiny", fingerprint(tiny), hyperparameters={"alpha": 0.5})
     with pytest.raises(EditError, match="L99H99: layer 99"):
         with apply_edit(tiny, edit):
             pass
@@ -213,3 +218,137 @@ def test_a_recorded_suite_name_is_never_a_path(tmp_path, name):
     with pytest.raises(SuiteError, match="not a shipped suite"):
         shipped_suite(name)
     assert shipped_suite("gender-occupation").name == "gender-occupation"
+
+
+# --- issue 30: what is accepted fits the model and can be written back --------------------------------
+
+
+def _with_circuit(raw, nodes, edges=(), **fields):
+    raw["behaviours"][0]["circuit"] = {"method": "eap_ig", "selection": "hand", "ablation": "corrupted", "n_edges_total": 10,
+                                       "nodes": nodes, "edges": list(edges), "faithfulness": 0.9, "completeness": 0.8, **fields}
+
+
+def _node(i, layer, kind):
+    return {"id": i, "layer": layer, "kind": kind}
+
+
+def _trace(**fields):
+    base = {"prompt": "The Eiffel Tower is in", "subject": "The Eiffel Tower", "target": " Paris", "kind": "resid", "window": 1,
+            "severed": False, "n_samples": 2, "seed": 0, "noise_std": 0.3, "clean_prob": 0.3, "corrupted_prob": 0.01,
+            "tokens": ["<s>", "The", " E"], "subject_positions": [1, 2], "probs": [[0.1, 0.2, 0.3]]}
+    return {**base, **fields}
+
+
+ATLAS_CASES = [
+    ("a component id of another kind", lambda d: d["behaviours"][0]["components"][0].update(kind="mlp"), "is a head, but its kind is 'mlp'"),
+    ("an MLP recorded as a head", lambda d: d["behaviours"][0]["components"][2].update(kind="head"), "is a mlp"),
+    ("a circuit node beyond the layers", lambda d: _with_circuit(d, [_node("INPUT", -1, "input"), _node("L5H0", 5, "head")],
+                                                                   [{"sender": "INPUT", "receiver": "L5H0", "score": 1.0}]), "layer 5 does not exist"),
+    ("a circuit node beyond the heads", lambda d: _with_circuit(d, [_node("L0H7", 0, "head")]), "head 7 does not exist"),
+    ("a circuit node of another kind", lambda d: _with_circuit(d, [_node("L0MLP", 0, "head")]), "recorded as head"),
+    ("a circuit node at another layer", lambda d: _with_circuit(d, [_node("L0H1", 3, "head")]), "at layer 3"),
+    ("LOGITS beyond the model", lambda d: _with_circuit(d, [_node("LOGITS", 99, "logits")]), "LOGITS"),
+    ("completeness null", lambda d: _with_circuit(d, [_node("L0H1", 0, "head")], completeness=None), "give both or neither"),
+    ("more edges than the graph has", lambda d: _with_circuit(d, [_node("INPUT", -1, "input"), _node("L0H1", 0, "head")],
+                                                               [{"sender": "INPUT", "receiver": "L0H1", "score": 1.0}], n_edges_total=0), "n_edges_total"),
+    ("a trace with more rows than layers", lambda d: d.update(traces=[_trace(probs=[[0.1, 0.2, 0.3]] * 2)]), "probs has 2 rows"),
+    ("a subject position outside the tokens", lambda d: d.update(traces=[_trace(subject_positions=[1, 7])]), "subject position 7"),
+    ("a negative subject position", lambda d: d.update(traces=[_trace(subject_positions=[-1])]), "subject position -1"),
+    ("repeated subject positions", lambda d: d.update(traces=[_trace(subject_positions=[1, 1])]), "repeat"),
+    ("n_heads = 1e12", lambda d: d["model"].update(n_heads=1e12), "model.n_heads"),
+    ("n_heads = 10**12", lambda d: d["model"].update(n_heads=10**12), "model.n_heads"),
+    ("n_layers = 1e20", lambda d: d["model"].update(n_layers=1e20), "model.n_layers"),
+    ("a count that is a float", lambda d: d["behaviours"][0]["components"][0]["effect"].update(n=4.0), "effect.n"),
+    ("a seed beyond 64 bits", lambda d: d["provenance"].update(seeds=[1e30]), "provenance.seeds.0"),
+]
+
+
+@pytest.mark.parametrize("name, mutate, message", ATLAS_CASES, ids=[c[0] for c in ATLAS_CASES])
+def test_atlases_that_do_not_fit_their_model_are_refused_naming_file_and_field(tmp_path, name, mutate, message):
+    path = tmp_path / "a.json"
+    path.write_text(_atlas_text(mutate))
+    with pytest.raises(AtlasError, match=message.replace("(", r"\(")) as e:
+        Atlas.load(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("text, field", [
+    ('{"schema_version": "0.3", "schema_version": "0.3"}', "<root>: key 'schema_version' appears twice"),
+    ("DUP_IN_EFFECT", "behaviours.0.components.0.effect: key 'mean' appears twice"),
+    ("SURROGATE", "behaviours.0.name: lone surrogate"),
+])
+def test_duplicate_keys_and_lone_surrogates_are_refused(tmp_path, text, field):
+    good = _atlas_text()
+    if text == "DUP_IN_EFFECT":
+        text = good.replace('"effect": {"mean": ', '"effect": {"mean": 0.0, "mean": ', 1)
+    elif text == "SURROGATE":
+        text = good.replace('"name": "gender-occupation"', '"name": "gender\\ud800"', 1)
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(AtlasError, match=field):
+        Atlas.load(tmp_path / "a.json")
+
+
+def test_what_cannot_be_written_back_is_refused_before_writing_and_the_old_file_stays(tmp_path):
+    path = make_atlas().save(tmp_path / "a.json")
+    before = path.read_bytes()
+    a = make_atlas()
+    bad = a.model_copy(update={"provenance": a.provenance.model_copy(update={"command": "scan \udc80"})})
+    with pytest.raises(AtlasError, match="provenance.command: lone surrogate"):
+        bad.save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_an_atlas_at_the_size_limits_renders(tmp_path):
+    from circuits.atlas.report import write_report
+    from circuits.sites import MAX_HEADS, MAX_LAYERS
+
+    raw = json.loads(_atlas_text())
+    raw["model"].update(n_layers=MAX_LAYERS, n_heads=MAX_HEADS)
+    out = write_report(Atlas.validate_raw(raw), tmp_path / "r.html")
+    assert out.stat().st_size < 50 * 2**20
+
+
+# --- issue 30: suite files --------------------------------------------------------------------------
+
+_REC = {"clean": "The nurse said", "corrupted": "The pilot said", "answer": " she", "wrong_answer": " he"}
+
+
+def _records(n=6, **extra):
+    return [{**_REC, "clean": f"The nurse {i} said", "group": f"g{i}", **extra} for i in range(n)]
+
+
+SUITE_CASES = [
+    ("s.jsonl", "\n".join(json.dumps(r) for r in _records()) + '\n{"clean": "a", "clean": "b", "corrupted": "c", "answer": " d", "wrong_answer": " e"}',
+     "line 7: field <root>: key 'clean' appears twice"),
+    ("s.json", '{"pairs": [], "pairs": []}', "key 'pairs' appears twice"),
+    ("s.jsonl", "\n".join(json.dumps(r) for r in _records()) + '\n{"clean": "a\\ud800", "corrupted": "c", "answer": " d", "wrong_answer": " e"}',
+     "line 7: field clean: lone surrogate"),
+    ("s.csv", "clean,corrupted,answer,wrong_answer,answer\n" + "".join(f"a{i},b,c,d,e\n" for i in range(6)), "line 1: columns ['answer'] appear twice"),
+    ("s.csv", "clean,corrupted,answer,wrong_answer,metadata\n" + "".join(f'a{i},b,c,d,"{{""k"": ""\\ud800""}}"\n' for i in range(6)),
+     "line 2: field metadata: field k: lone surrogate"),
+    ("s.csv", 'clean,corrupted,answer,wrong_answer\n"a\nb,c,d,e\n', "line 3"),
+    ("s.jsonl", "\n".join(json.dumps(r) for r in _records(split="eval")[:3] + _records()[3:]), "give a split for every pair or for none"),
+    ("s.jsonl", json.dumps(_REC), "cannot split 1 record"),
+    ("s.json", json.dumps({"pairs": _records(), "metric": {"name": "bogus"}}), "field metric"),
+    ("s.json", json.dumps({"splits": {}, "name": "x"}), "field kind"),
+    ("s.json", json.dumps({"pairs": _records(), "kind": "evil"}), "field kind"),
+]
+
+
+@pytest.mark.parametrize("name, text, message", SUITE_CASES)
+def test_suite_file_errors_name_the_file_and_where(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    with pytest.raises(SuiteError, match=message.replace("[", r"\[").replace("(", r"\(")) as e:
+        load_suite(path)
+    assert str(e.value).startswith(str(path)), str(e.value)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x1c"])
+def test_jsonl_lines_end_at_newlines_only(tmp_path, separator):
+    """U+2028 and U+2029 (and other characters str.splitlines breaks at) are valid inside JSON strings."""
+    path = tmp_path / "s.jsonl"
+    records = [{**r, "clean": r["clean"] + separator + "x"} for r in _records()]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    suite = load_suite(path)
+    assert sorted(p.clean for p in suite.records) == sorted(r["clean"] for r in records)

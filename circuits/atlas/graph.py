@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from circuits.sites import MAX_LAYERS, ComponentError, HeadRef, MlpRef, parse_component
 
 
 class _Frozen(BaseModel):
@@ -22,11 +24,32 @@ class _Frozen(BaseModel):
 
 
 class GraphNode(_Frozen):
-    """A node: ``id`` as in :mod:`circuits.probing.graph` and the layer it sits in (INPUT −1, LOGITS n_layers)."""
+    """A node: ``id`` as in :mod:`circuits.probing.graph` and the layer it sits in (INPUT −1, LOGITS n_layers).
+
+    The id must match the kind and the layer (``L3H2`` is a head of layer 3, ``L3H2.q`` its query
+    input, ``L3MLP`` an MLP); whether it exists in the model is checked by the atlas, which knows its shape.
+    """
 
     id: str = Field(min_length=1, max_length=64)
-    layer: int = Field(ge=-1)
+    layer: StrictInt = Field(ge=-1, le=MAX_LAYERS)
     kind: Literal["input", "head", "head_input", "mlp", "logits"]
+
+    @model_validator(mode="after")
+    def _id_matches_kind(self) -> GraphNode:
+        if self.id in ("INPUT", "LOGITS") or self.kind in ("input", "logits"):
+            want = {"INPUT": ("input", -1), "LOGITS": ("logits", None)}.get(self.id)
+            if want is None or want[0] != self.kind or (want[1] is not None and self.layer != want[1]):
+                raise ValueError(f"node {self.id!r} of kind {self.kind} at layer {self.layer}: INPUT is the input at layer -1, LOGITS the logits")
+            return self
+        try:
+            c = parse_component(self.id)
+        except ComponentError as e:
+            raise ValueError(f"node {e}") from None
+        kind = "mlp" if isinstance(c, MlpRef) and c.pos is None else "head" if isinstance(c, HeadRef) and c.act == "z" and c.pos is None else (
+            "head_input" if isinstance(c, HeadRef) and c.act in ("q", "k", "v") and c.pos is None else None)
+        if kind != self.kind or c.layer != self.layer:
+            raise ValueError(f"node {self.id!r} is {'a ' + kind if kind else 'not a graph node'} of layer {c.layer}, but is recorded as {self.kind} at layer {self.layer}")
+        return self
 
 
 class GraphEdge(_Frozen):
@@ -57,21 +80,27 @@ class CircuitGraph(_Frozen):
     """
 
     method: Literal["edge_attribution_patching", "eap_ig", "edge_patching"]
-    ig_steps: int = Field(default=1, ge=1)
+    ig_steps: StrictInt = Field(default=1, ge=1, le=1 << 20)
     selection: str
     ablation: Literal["corrupted", "mean", "resample"]
-    n_edges_total: int = Field(ge=1)
+    n_edges_total: StrictInt = Field(ge=1, lt=2**63)
     nodes: list[GraphNode]
     edges: list[GraphEdge]
     faithfulness: float | None = None
     completeness: float | None = None
     ratio: float | None = None
-    curve: list[tuple[int, float]] = Field(default_factory=list)
-    completeness_curve: list[tuple[int, float]] = Field(default_factory=list)
+    curve: list[tuple[StrictInt, float]] = Field(default_factory=list)
+    completeness_curve: list[tuple[StrictInt, float]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _edges_join_nodes(self) -> CircuitGraph:
+        if (self.faithfulness is None) != (self.completeness is None):
+            raise ValueError("faithfulness and completeness are measured together: give both or neither")
+        if len(self.edges) > self.n_edges_total:
+            raise ValueError(f"{len(self.edges)} edges kept of n_edges_total {self.n_edges_total}")
         ids = {n.id for n in self.nodes}
+        if len(ids) != len(self.nodes):
+            raise ValueError("duplicate node ids")
         missing = sorted({x for e in self.edges for x in (e.sender, e.receiver)} - ids)
         if missing:
             raise ValueError(f"edges name nodes that are not listed: {missing[:5]}")

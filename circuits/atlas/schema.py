@@ -29,21 +29,26 @@ with ``source: "legacy"``.
 
 Validation on load: numbers are finite (JSON has no NaN; a non-finite value is refused when the atlas
 is built, so no file that cannot be read back is ever written), ``ci_low <= ci_high``,
-``schema_version`` is present, component ids are canonical and exist in the recorded model's
-dimensions, and the file is read within the size and depth limits of :mod:`circuits.io`.
+``schema_version`` is present, component ids are canonical, match their kind (``L9H6`` is a head) and
+exist in the recorded model's dimensions, circuit nodes match their kind and lie inside the model,
+trace grids have one row per layer and their subject positions lie among their tokens, the model's
+dimensions are bounded (:data:`circuits.sites.MAX_LAYERS`, ...) before anything is allocated from
+them, integers are JSON integers within 64 bits, and the file is read within the limits of
+:mod:`circuits.io` (size, depth, no key twice, no lone surrogate). What is written is validated the
+same way first, so it can always be read back.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from circuits.atlas.graph import CircuitGraph
 from circuits.atlas.upgrade import upgrade
 from circuits.io import atomic_write_text, check_json_value, parse_json, read_json_file, validation_message
-from circuits.sites import ComponentError, check_components, parse_component
+from circuits.sites import MAX_D_MLP, MAX_D_MODEL, MAX_HEADS, MAX_LAYERS, ComponentError, check_components, parse_component
 
 SCHEMA_VERSION = "0.4"
 ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
@@ -54,6 +59,12 @@ MethodName = Literal["activation_patching", "attribution_patching", "eap_ig", "g
 
 class AtlasError(ValueError):
     """An atlas file is malformed, or a query names something the atlas does not hold."""
+
+
+#: An integer of a file (a seed, a count): an integer in JSON (``1e20`` is not one) and within 64 bits.
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+#: A count: at least ``1``.
+Count = Annotated[StrictInt, Field(ge=1, lt=2**63)]
 
 
 class _Frozen(BaseModel):
@@ -79,10 +90,11 @@ class ModelInfo(_Frozen):
 
     name: str
     fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    n_layers: int = Field(ge=1)
-    n_heads: int = Field(ge=1)
-    d_model: int = Field(ge=1)
-    d_mlp: int = Field(ge=1)
+    # Bounded before anything is allocated from them (the report draws a layer × head grid).
+    n_layers: StrictInt = Field(ge=1, le=MAX_LAYERS)
+    n_heads: StrictInt = Field(ge=1, le=MAX_HEADS)
+    d_model: StrictInt = Field(ge=1, le=MAX_D_MODEL)
+    d_mlp: StrictInt = Field(ge=1, le=MAX_D_MLP)
     source: dict[str, str] = Field(default_factory=dict)
     """Where the weights came from: ``source``, ``kind``, ``architecture``, ``revision``, ``file_sha256``."""
     tokenization: TokenizationInfo
@@ -94,7 +106,7 @@ class Provenance(_Frozen):
 
     packages: dict[str, str]
     command: str
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Int64] = Field(min_length=1)
     git_commit: str | None = None
     started: str | None = None
     finished: str | None = None
@@ -108,7 +120,7 @@ class SuiteRef(_Frozen):
 
     name: str
     content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    n_pairs: int = Field(ge=1)
+    n_pairs: Count
     split: Literal["build", "eval"]
 
 
@@ -121,9 +133,9 @@ class MethodInfo(_Frozen):
     metric: str = ""
     normalisation: Literal["0=corrupted,1=clean", "none"] = "0=corrupted,1=clean"
     noise_std: float | None = None
-    ig_steps: int | None = Field(default=None, ge=1)
-    window: int | None = Field(default=None, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    ig_steps: Count | None = None
+    window: Count | None = None
+    seeds: list[Int64] = Field(default_factory=lambda: [0])
 
     @property
     def key(self) -> str:
@@ -142,7 +154,7 @@ class EffectStats(_Frozen):
 
     mean: float
     std: float = Field(ge=0)
-    n: int = Field(ge=1)
+    n: Count
     ci_low: float
     ci_high: float
     p_value: float = Field(ge=0, le=1)
@@ -182,6 +194,13 @@ class ComponentEntry(_Frozen):
     def _valid_id(cls, v: str) -> str:
         parse_component(v)
         return v
+
+    @model_validator(mode="after")
+    def _id_matches_kind(self) -> ComponentEntry:
+        actual = parse_component(self.id).kind
+        if actual != self.kind:
+            raise ValueError(f"component {self.id} is a {actual}, but its kind is {self.kind!r}")
+        return self
 
     @property
     def layer(self) -> int:
@@ -255,16 +274,16 @@ class TraceRecord(_Frozen):
     subject: str
     target: str
     kind: Literal["resid", "mlp", "attn"]
-    window: int = Field(ge=1)
+    window: Count
     severed: bool
-    n_samples: int = Field(ge=1)
-    seed: int
+    n_samples: Count
+    seed: Int64
     noise_std: float = Field(gt=0)
     clean_prob: float
     corrupted_prob: float
-    tokens: list[str]
-    subject_positions: list[int]
-    probs: list[list[float]]
+    tokens: list[str] = Field(min_length=1)
+    subject_positions: list[StrictInt] = Field(min_length=1)
+    probs: list[list[float]] = Field(min_length=1)
     metric: str = "p(target)"
     """What ``probs``, ``clean_prob`` and ``corrupted_prob`` measure."""
 
@@ -272,6 +291,11 @@ class TraceRecord(_Frozen):
     def _grid_shape(self) -> TraceRecord:
         if any(len(row) != len(self.tokens) for row in self.probs):
             raise ValueError("every row of probs must have one value per token")
+        bad = [p for p in self.subject_positions if not 0 <= p < len(self.tokens)]
+        if bad:
+            raise ValueError(f"subject position {bad[0]} is outside the {len(self.tokens)} tokens (0-{len(self.tokens) - 1})")
+        if len(set(self.subject_positions)) != len(self.subject_positions):
+            raise ValueError("subject positions repeat")
         return self
 
 
@@ -299,8 +323,15 @@ class Atlas(_Frozen):
         for b in self.behaviours:
             try:
                 check_components((c.id for c in b.components), self.model)
+                if b.circuit is not None:
+                    check_components((n.id for n in b.circuit.nodes if n.kind not in ("input", "logits")), self.model)
             except ComponentError as e:
                 raise ValueError(f"behaviour {b.name!r}: {e}") from None
+            if b.circuit is not None and any(n.kind == "logits" and not 0 <= n.layer <= self.model.n_layers for n in b.circuit.nodes):
+                raise ValueError(f"behaviour {b.name!r}: the circuit's LOGITS node lies beyond the model's {self.model.n_layers} layers")
+        for i, t in enumerate(self.traces):
+            if len(t.probs) != self.model.n_layers:
+                raise ValueError(f"traces.{i}: probs has {len(t.probs)} rows; the model has {self.model.n_layers} layers (one row each)")
         return self
 
     def behaviour(self, name: str) -> Behaviour:

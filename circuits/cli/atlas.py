@@ -10,6 +10,8 @@ import typer
 from circuits.cli.common import (
     _check_output,
     _fail,
+    _inputs,
+    _writing,
     app,
     console,
 )
@@ -33,7 +35,8 @@ def atlas_schema(out: Annotated[Path | None, typer.Option("-o", "--out", help="W
     if out is None:
         typer.echo(text)
     else:
-        atomic_write_text(out, text + "\n")
+        with _writing(out):
+            atomic_write_text(out, text + "\n")
         console.print(f"schema written to {out}")
 
 
@@ -46,13 +49,14 @@ def atlas_merge(
     from circuits.atlas.merge import merge
     from circuits.atlas.schema import Atlas, AtlasError
 
-    _check_output(out)
+    _check_output(out, inputs=_inputs(*atlases))
     try:
         loaded = [Atlas.load(p) for p in atlases]
         merged = loaded[0]
         for a in loaded[1:]:
             merged = merge(merged, a)
-        merged.save(out)  # validated before writing: refused, not written unreadable
+        with _writing(out):
+            merged.save(out)  # validated before writing: refused, not written unreadable
     except AtlasError as e:
         _fail(str(e))
     console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
@@ -67,12 +71,13 @@ def report(
     from circuits.atlas.report import write_report
     from circuits.atlas.schema import Atlas, AtlasError
 
-    _check_output(out)
+    _check_output(out, inputs=_inputs(atlas_path))
     try:
         atlas = Atlas.load(atlas_path)
     except AtlasError as e:
         _fail(str(e))
-    write_report(atlas, out)
+    with _writing(out):
+        write_report(atlas, out)
     console.print(f"report written to {out}")
 
 

@@ -8,12 +8,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from circuits.cli.common import DEFAULT_MODEL, DeviceOpt, DtypeOpt, PrependBosOpt, ModelOpt, _check_finite, _check_model_options, _check_output, _fail, _load, _setup_logging, app, console
+from circuits.cli.common import (
+    DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, PrependBosOpt, _check_count, _check_finite, _check_model, _check_output, _check_split, _fail, _inputs, _load,
+    _model_source, _setup_logging, _writing, app, console,
+)
 
 
 @app.command()
 def circuit(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write: the atlas with the circuit added (--atlas), else the circuit graph JSON.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Where to write: the atlas with the circuit added (--atlas), else the circuit graph JSON. "
+                     "Without -o, --atlas is updated in place (as `circuits trace --atlas` does)."),
+    ] = None,
     suite: Annotated[str, typer.Option(help="Behaviour suite: a shipped name or a pairs file.")] = "gender-occupation",
     top_edges: Annotated[int | None, typer.Option("--top-edges", help="Keep the N edges with the largest |score| (default: the smallest top-n circuit reaching --target).")] = None,
     target: Annotated[float, typer.Option(help="Faithfulness the circuit must reach (without --top-edges; and for --prune greedy).")] = 0.8,
@@ -38,11 +45,21 @@ def circuit(
     from circuits.suites import SuiteError, bind_model, load_suite
 
     _setup_logging(verbose)
-    _check_output(out)
+    source = _model_source(model, DEFAULT_MODEL)
+    if out is None and atlas is None:
+        _fail("give -o (where to write the circuit graph), or --atlas (the atlas to add the circuit to)")
+    if out is None:  # in place, by design: the atlas named by --atlas gets the circuit
+        _check_output(atlas, option="--atlas", inputs=_inputs(suite, source))
+    else:
+        _check_output(out, inputs=_inputs(suite, atlas, source))
+    target_path = out if out is not None else atlas
     if (top_edges is not None and top_edges < 1) or ig_steps < 1 or batch_size < 1 or (max_edges is not None and max_edges < 1):
         _fail("--top-edges, --max-edges, --ig-steps and --batch-size must be >= 1")
+    _check_count("--max-pairs", max_pairs)
     _check_finite("--target", target)
     _check_finite("--tau", tau)
+    if tau < 0:
+        _fail(f"--tau must be >= 0 (a drop of the normalised metric), got {tau}")
     if not 0 < target <= 1:
         _fail(f"--target must be in (0, 1], got {target}")
     from circuits.probing.discovery import ABLATIONS
@@ -55,15 +72,18 @@ def circuit(
         s = load_suite(suite)
     except SuiteError as e:
         _fail(str(e))
+    _check_split("--suite", s, "build", given=suite)
     base = None
     if atlas is not None:
-        from circuits.atlas.schema import Atlas
+        from circuits.atlas.schema import Atlas, AtlasError
 
-        base = Atlas.load(atlas)
+        try:
+            base = Atlas.load(atlas)
+        except AtlasError as e:
+            _fail(f"--atlas {e}")
         if s.name not in {b.name for b in base.behaviours}:
             _fail(f"--atlas {atlas}: has no behaviour {s.name!r} (it has {', '.join(b.name for b in base.behaviours)})")
-    _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device, prepend_bos)
+    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
     from circuits.model import UnsupportedArchitecture, edge_support
 
     if (reason := edge_support(m)) is not None:
@@ -74,11 +94,17 @@ def circuit(
                              prune=None if prune == "none" else prune, tau=tau, ablation=ablation, batch_size=batch_size)
     except (PairError, SuiteError, UnsupportedArchitecture, ValueError) as e:
         _fail(str(e))
-    if base is not None:
-        behaviours = [b.model_copy(update={"circuit": graph}) if b.name == s.name else b for b in base.behaviours]
-        base.model_copy(update={"behaviours": behaviours}).save(out)
-    else:
-        atomic_write_text(out, graph.model_dump_json(indent=1))
+    from circuits.atlas.schema import AtlasError
+
+    try:
+        with _writing(target_path):
+            if base is not None:
+                behaviours = [b.model_copy(update={"circuit": graph}) if b.name == s.name else b for b in base.behaviours]
+                base.model_copy(update={"behaviours": behaviours}).save(target_path)
+            else:
+                atomic_write_text(target_path, graph.model_dump_json(indent=1))
+    except AtlasError as e:
+        _fail(f"the circuit cannot be recorded: {e}")
     table = Table(title=f"{s.name}: top edges ({graph.method}, normalised: 0 = corrupted, 1 = clean)")
     for col in ("sender", "receiver", "score"):
         table.add_column(col)
@@ -87,5 +113,5 @@ def circuit(
     console.print(table)
     console.print(
         f"{len(graph.edges)} of {graph.n_edges_total} edges ({graph.selection}); faithfulness {graph.faithfulness:.3f}, "
-        f"completeness {graph.completeness:.3f} (rest ablated with {ablation} writes); written to {out}"
+        f"completeness {graph.completeness:.3f} (rest ablated with {ablation} writes); written to {target_path}"
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -58,41 +59,52 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _check_output(path: Path, *, option: str = "-o", suffix: str | None = None, directory: bool = False) -> None:
+def _check_output(
+    path: Path, *, option: str = "-o", suffix: str | None = None, directory: bool = False, inputs: Iterable[Path | str | None] = ()
+) -> None:
     """Check an output path before any work (exit 2 with one clear error): so a run never fails at the end.
 
-    A file output must not be an existing directory, must have ``suffix`` if one is required, and its
-    nearest existing ancestor must be a writable directory (missing parents are created on write; a
-    file in the way is refused). A directory output (``directory=True``) must not be a file or a
-    non-empty directory.
+    One check for every command (:func:`circuits.io.check_output_path`): the output must not resolve
+    (symlinks and hard links included) to one of the command's ``inputs`` or lie inside an input
+    directory; an existing output must be a regular file (never a device, FIFO, socket or directory)
+    that is writable, in a writable directory; ``suffix`` if one is required. A directory output
+    (``directory=True``) must not exist or be empty.
     """
-    if suffix is not None and path.suffix != suffix:
-        _fail(f"{option} {path}: must end in {suffix}")
-    if directory:
-        if path.exists() and not path.is_dir():
-            _fail(f"{option} {path}: is a file; a directory is expected")
-        if path.is_dir() and any(path.iterdir()):
-            _fail(f"{option} {path}: directory exists and is not empty")
-    else:
-        if path.is_dir():
-            _fail(f"{option} {path}: is a directory; a file is expected")
-        if path.exists() and not os.access(path, os.W_OK):
-            _fail(f"{option} {path}: file is not writable")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        if parent.is_symlink():  # a dangling link
-            break
-        parent = parent.parent
-    if not parent.is_dir():
-        _fail(f"{option} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        _fail(f"{option} {path}: directory {parent} is not writable")
+    from circuits.io import OutputPathError, check_output_path
+
+    try:
+        check_output_path(path, inputs=inputs, directory=directory, suffix=suffix)
+    except OutputPathError as e:
+        _fail(f"{option} {e}")
+
+
+@contextlib.contextmanager
+def _writing(path: Path | str) -> Iterator[None]:
+    """Turn a failed write (full disk, permission, a device swapped in) into one clear error, exit 2.
+
+    Every artifact is written atomically (:mod:`circuits.atomic`), so after a failed write the old file,
+    if any, is as it was and no temporary is left; the command never reports it "written".
+    """
+    try:
+        yield
+    except OSError as e:
+        _fail(f"cannot write {path}: {e.strerror or e}; the previous file, if any, is unchanged")
+
+
+def _inputs(*paths: Path | str | None, edits: Iterable[Path] = ()) -> list[Path]:
+    """The inputs of a command as paths, for :func:`_check_output`: files, directories, model sources and
+    suite names (a name that is not an existing path is skipped by the check), and each edit manifest
+    with its tensor file."""
+    out = [Path(p).expanduser() for p in paths if p is not None and str(p) != ""]
+    return out + [q for e in edits for q in (Path(e), Path(e).with_suffix(".safetensors"))]
 
 
 def _check_count(option: str, value: int | None, *, minimum: int = 1) -> None:
-    """Refuse a count below ``minimum`` (``None`` means "all" and passes)."""
+    """Refuse a count (or seed) below ``minimum`` or beyond 64 bits (``None`` means "all" and passes)."""
     if value is not None and value < minimum:
         _fail(f"{option} must be >= {minimum}, got {value}")
+    if value is not None and value >= 2**63:
+        _fail(f"{option} must be below 2**63, got {value}")
 
 
 def _check_finite(option: str, value: float | None) -> None:
@@ -115,15 +127,41 @@ def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
     return edits
 
 
-def _check_model_options(dtype: str | None, device: str | None) -> None:
-    """Check --dtype/--device before any work (exit 2 with one clear error)."""
-    from circuits.model import ModelLoadError, resolve_device, resolve_dtype
+def _check_model(source: str, dtype: str | None = None, device: str | None = None) -> str:
+    """Check the model source, --dtype and --device before any model loads (exit 2 with one clear error).
 
+    The one model-source validator (:func:`circuits.model.validate_source`, also called by
+    :func:`circuits.model.load_model`): an empty ``--model ""``, a malformed config, an unknown or
+    non-string architecture, truncated or mismatched weights or a bad GGUF header is refused here.
+
+    Returns:
+        ``source``.
+    """
+    from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, quiet_libraries, resolve_device, resolve_dtype, validate_source
+
+    quiet_libraries()
     try:
         resolve_dtype(dtype)
         resolve_device(device)
-    except ModelLoadError as e:
+        validate_source(source)
+    except (ModelNotInstalledError, ModelLoadError, UnsupportedArchitecture) as e:
         _fail(str(e))
+    return source
+
+
+def _check_split(option: str, suite, split: str, *, given: str | None = None) -> None:  # noqa: ANN001 - suite: a Suite
+    """Refuse, before any model loads, a suite with no pairs in the split a command needs (e.g. all in eval).
+
+    Suites generated per model (``identity-harm``) are checked once the model is bound.
+    """
+    from circuits.suites import SuiteError, made_per_model
+
+    if made_per_model(suite):
+        return
+    try:
+        suite.pairs(split)
+    except SuiteError as e:
+        _fail(f"{option} {given or suite.name}: {e}; a suite needs {split} pairs here")
 
 
 def _load(source: str, dtype: str | None = None, device: str | None = None, prepend_bos: bool | None = None):  # noqa: ANN202 - returns a HookedLM
@@ -137,9 +175,14 @@ def _load(source: str, dtype: str | None = None, device: str | None = None, prep
             _fail(str(e))
 
 
+def _model_source(model: str | None, default: str) -> str:
+    """``--model`` if given (an empty ``--model ""`` is kept, and refused by :func:`_check_model`), else ``default``."""
+    return default if model is None else model
+
+
 def _edit_model(edits, model: str | None) -> str:  # noqa: ANN001 - edits: list[Edit]
     """The model to load for edits: --model, else where the first edit's model came from."""
-    if model:
+    if model is not None:
         return model
     if not edits:
         return DEFAULT_MODEL

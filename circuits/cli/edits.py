@@ -18,13 +18,17 @@ from circuits.cli.common import (
     PrependBosOpt,
     DtypeOpt,
     _check_count,
-    _check_model_options,
+    _check_model,
     _check_output,
+    _check_split,
     _edit_model,
     _fail,
+    _inputs,
     _load,
     _load_edits,
+    _model_source,
     _setup_logging,
+    _writing,
     app,
     console,
 )
@@ -102,10 +106,12 @@ def edit(
     from circuits.suites import SuiteError, bind_model, load_suite, made_per_model, shipped_suite
 
     _setup_logging(verbose)
-    _check_output(out, suffix=".json")
-    _check_output(out.with_suffix(".safetensors"))
+    given = _inputs(atlas_path, suite_file, model)
+    _check_output(out, suffix=".json", inputs=given)
+    _check_output(out.with_suffix(".safetensors"), inputs=given)
     _check_count("--generations", generations, minimum=0)
     _check_count("--max-tokens", max_tokens)
+    _check_count("--seed", seed, minimum=0)
     if kind not in RECIPE_KINDS or granularity not in ("head", "neuron"):
         _fail(f"unknown edit kind {kind!r} or granularity {granularity!r}; kinds: {', '.join(RECIPE_KINDS)}; granularity: head, neuron")
     try:
@@ -124,10 +130,14 @@ def edit(
         _fail(str(e))
     if suite.content_hash != b.suite.content_hash and not made_per_model(suite):  # else compared once the model is loaded
         _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
-    if layer is not None and layer >= atlas.model.n_layers:
-        _fail(f"--layer {layer} does not exist in {atlas.model.name} ({atlas.model.n_layers} layers)")
-    _check_model_options(dtype, device)
-    m = _load(model or atlas.model.source.get("source") or atlas.model.name, dtype, device, prepend_bos)
+    _check_split("--suite", suite, "build", given=suite_file)
+    if evaluate or generations:
+        _check_split("--suite", suite, "eval", given=suite_file)
+    if layer is not None and not 0 <= layer < atlas.model.n_layers:
+        _fail(f"--layer {layer} does not exist in {atlas.model.name} ({atlas.model.n_layers} layers, 0-{atlas.model.n_layers - 1})")
+    source = _model_source(model, atlas.model.source.get("source") or atlas.model.name)
+    _check_output(out, suffix=".json", inputs=_inputs(source))
+    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
     try:
         check_atlas(m, atlas)  # never stamp an edit for this model from an atlas of other weights
     except EditError as err:
@@ -149,7 +159,8 @@ def edit(
         e = e.with_evaluation(report.flat())
         console.print(_report_table(report))
         _print_verdict(report)
-    save_edit(e, out, packages=package_versions())
+    with _writing(out):
+        save_edit(e, out, packages=package_versions())
     if e.training:
         console.print(f"trained {e.training['steps_run']} steps in {e.training['seconds']} s (best step {e.training['best_step']})")
     # Both sides of the first eval pairs, so a reader sees each prompt's continuation change.
@@ -175,14 +186,17 @@ def export(
     from circuits.editing.export import export_hf, export_peft
 
     _setup_logging(verbose)
-    _check_output(out, directory=True)
+    _check_output(out, directory=True, inputs=_inputs(model, edits=edit_paths))
     edits = _load_edits(edit_paths)
-    if peft and len(edits) != 1:
-        _fail("--peft exports exactly one low-rank edit")
-    m = _load(_edit_model(edits, model))
+    if peft and (len(edits) != 1 or edits[0].kind != "low_rank"):
+        _fail(f"--peft exports exactly one low_rank edit, got {', '.join(e.kind for e in edits)}")
+    source = _edit_model(edits, model)
+    _check_output(out, directory=True, inputs=_inputs(source))
+    m = _load(_check_model(source))
     with console.status(f"writing {out}"):
         try:
-            path = export_peft(m, edits[0], out) if peft else export_hf(m, edits, out)
+            with _writing(out):
+                path = export_peft(m, edits[0], out) if peft else export_hf(m, edits, out)
         except (EditError, ValueError) as err:
             _fail(str(err))
     what = "PEFT LoRA adapter" if peft else f"Hugging Face model with {len(edits)} edit(s) baked in"
@@ -228,16 +242,20 @@ def eval_(
     _check_count("--max-tokens", max_tokens)
     _check_count("--benchmark-limit", benchmark_limit)
     _check_count("--benchmark-samples", benchmark_samples)
+    _check_count("--seed", seed, minimum=0)
     benchmarks = check_benchmarks(benchmark)
-    edits = _load_edits(edit_paths)
     out = out or edit_paths[0].with_suffix(".eval.json")
-    _check_output(out)
+    given = _inputs(suite_name, model, *(path for _, path in benchmarks), edits=edit_paths)
+    _check_output(out, inputs=given)
+    edits = _load_edits(edit_paths)
     try:
         suite = load_suite(suite_name) if suite_name else shipped_suite(str(edits[0].suite.get("name", "")), recorded_in=str(edit_paths[0]))
     except SuiteError as e:
         _fail(str(e))
-    _check_model_options(dtype, device)
-    m = _load(_edit_model(edits, model), dtype, device, prepend_bos)
+    _check_split("--suite", suite, "eval", given=suite_name)
+    source = _edit_model(edits, model)
+    _check_output(out, inputs=_inputs(source))
+    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
     suite = bind_model(suite, m)
     with console.status("evaluating on held-out data"):
         try:
@@ -251,10 +269,15 @@ def eval_(
         changes = run_benchmarks(m, edits, benchmarks, limit=benchmark_limit, samples=benchmark_samples, seed=seed)
         console.print(benchmark_table(changes))
         content["benchmarks"] = [c.as_dict() for c in changes]
-    atomic_write_text(out, json.dumps(content, indent=2) + "\n")
+    with _writing(out):
+        atomic_write_text(out, json.dumps(content, indent=2) + "\n")
     console.print(f"report written to {out}")
     if record and len(edit_paths) == 1:
-        record_evaluation(edit_paths[0], report.flat())
+        try:
+            with _writing(edit_paths[0]):
+                record_evaluation(edit_paths[0], report.flat())
+        except EditError as e:
+            _fail(f"the evaluation cannot be recorded: {e}")
         console.print(f"evaluation recorded in {edit_paths[0]}")
     elif record:
         console.print("several edits: their combined result is in the report, not in any single manifest")
@@ -277,9 +300,10 @@ def generate(
 
     _setup_logging(verbose)
     _check_count("--max-new-tokens", max_new_tokens, minimum=0)
+    if any(not p for p in prompt):
+        _fail("--prompt must not be empty")
     edits = _load_edits(edit_paths or [])
-    _check_model_options(dtype, device)
-    m = _load(_edit_model(edits, model), dtype, device, prepend_bos)
+    m = _load(_check_model(_edit_model(edits, model), dtype, device), dtype, device, prepend_bos)
     for p in track(prompt, description="generating", console=console, transient=True):
         # soft_wrap: a generation is one line however long, so it can be read back (and copied) as printed.
         console.print(f"[bold]{escape(repr(p))}[/]", soft_wrap=True)

@@ -20,11 +20,15 @@ from circuits.cli.common import (
     ModelOpt,
     _check_count,
     _check_finite,
-    _check_model_options,
+    _check_model,
     _check_output,
+    _check_split,
     _fail,
+    _inputs,
     _load,
+    _model_source,
     _setup_logging,
+    _writing,
     app,
     console,
 )
@@ -65,12 +69,14 @@ def scan(
     from circuits.suites import MetricSpec, SuiteError, load_suite
 
     _setup_logging(verbose)
-    _check_output(out)
+    source = _model_source(model, DEFAULT_MODEL)
+    _check_output(out, inputs=_inputs(suite, source, checkpoint_dir))
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         _fail(f"--checkpoint-dir {checkpoint_dir}: is a file; a directory is expected")
     _check_finite("--threshold", threshold)
     _check_count("--workers", workers)
     _check_count("--ig-steps", ig_steps)
+    _check_count("--seed", seed, minimum=0)
     _check_finite("--edge-target", edge_target)
     if not 0 < edge_target <= 1:
         _fail(f"--edge-target must be in (0, 1], got {edge_target}")
@@ -88,6 +94,7 @@ def scan(
         _fail(f"--max-pairs must be >= 1, got {max_pairs}")
     if split not in ("build", "eval"):
         _fail(f"--split must be build or eval, got {split!r}")
+    _check_split("--suite", s, split, given=suite)
     if executor not in ("inprocess", "ray"):
         _fail(f"--executor must be inprocess or ray, got {executor!r}")
     runner = None
@@ -100,8 +107,7 @@ def scan(
             _fail(str(e))
     from circuits.model import cache_root
 
-    _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device, prepend_bos)
+    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
     from circuits.suites import bind_model
 
     if edges:
@@ -114,10 +120,11 @@ def scan(
     from circuits.probing.pairs import PairError
 
     try:
-        atlas = run_scan(
-            m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command, only_correct=only_correct,  # type: ignore[arg-type]
-            checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
-        )
+        with _writing(checkpoint_dir or cache_root() / "checkpoints"):
+            atlas = run_scan(
+                m, s, split=split, max_pairs=max_pairs, threshold=threshold, seed=seed, command=command, only_correct=only_correct,  # type: ignore[arg-type]
+                checkpoint_dir=checkpoint_dir or cache_root() / "checkpoints", executor=runner,
+            )
     except (PairError, SuiteError) as e:
         _fail(str(e))
     except ValidationError as e:  # e.g. a non-finite effect: refused rather than written unreadable
@@ -130,7 +137,13 @@ def scan(
         except (PairError, SuiteError, ValueError) as e:
             _fail(f"--edges: {e}")
         atlas = atlas.model_copy(update={"behaviours": [atlas.behaviours[0].model_copy(update={"circuit": graph})]})
-    atlas.save(out)
+    from circuits.atlas.schema import AtlasError
+
+    try:
+        with _writing(out):
+            atlas.save(out)
+    except AtlasError as e:
+        _fail(f"the atlas cannot be recorded: {e}")
     b = atlas.behaviours[0]
     table = Table(title=f"{b.name}: top components (normalised effect, 0 = corrupted, 1 = clean)")
     for col in ("component", "mean", "95% CI", "p", "flagged"):
@@ -176,17 +189,24 @@ def trace(
         _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
     if samples < 1 or window < 1 or (facts is not None and facts < 1):
         _fail(f"--samples, --window and --facts must be >= 1, got {samples}, {window}, {facts}")
+    _check_count("--seed", seed, minimum=0)
+    source = _model_source(model, DEFAULT_MODEL)
     if out is not None:
-        _check_output(out)
+        _check_output(out, inputs=_inputs(atlas_path, source))
+    if kind == "resid" and window != 1:
+        _fail(f"--window must be 1 with --kind resid (a residual state is one layer), got {window}")
+    if facts is None and (not subject or subject not in prompt):
+        _fail(f"--subject {subject!r} does not occur in --prompt {prompt!r}")
+    if facts is None and not target:
+        _fail("--target must hold a token to score, got an empty string")
     atlas = None
     if atlas_path is not None:  # read (and check writable) before the trace, not after it
-        _check_output(atlas_path, option="--atlas")
+        _check_output(atlas_path, option="--atlas", inputs=_inputs(source))  # the atlas itself is updated in place, by design
         try:
             atlas = Atlas.load(atlas_path)
         except AtlasError as e:
             _fail(str(e))
-    _check_model_options(dtype, device)
-    m = _load(model or DEFAULT_MODEL, dtype, device, prepend_bos)
+    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
     if atlas is not None:
         from circuits.model import fingerprint
 
@@ -222,12 +242,14 @@ def trace(
     except ValidationError as e:  # e.g. a non-finite probability: never written into a file
         _fail(f"the trace cannot be recorded: {validation_message(e)}")
     if out is not None:
-        atomic_write_text(out, record.model_dump_json(indent=1))
+        with _writing(out):
+            atomic_write_text(out, record.model_dump_json(indent=1))
         console.print(f"grid written to {out}")
     if atlas is not None:
         kept = [t for t in atlas.traces if (t.prompt, t.kind, t.window, t.severed) != (prompt, kind, window, sever_mlp)]
         try:
-            atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
+            with _writing(atlas_path):
+                atlas.model_copy(update={"traces": [*kept, record]}).save(atlas_path)
         except AtlasError as e:
             _fail(f"{atlas_path} left unchanged: {e}")
         console.print(f"grid added to {atlas_path}")

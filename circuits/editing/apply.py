@@ -30,7 +30,7 @@ from circuits import model as M
 from circuits.editing.edit import Edit, EditError, required_tensors
 from circuits.editing.kinds import Site
 from circuits.interventions import Intervention, InterventionError, LowRank, WeightDelta
-from circuits.sites import Component, activation_index
+from circuits.sites import Component, ComponentError, activation_index, check_components
 
 WeightStep = M.WeightStep
 
@@ -39,16 +39,76 @@ logger = logging.getLogger(__name__)
 
 def _sites(edit: Edit, model: M.HookedLM) -> list[tuple[Site, Intervention]]:
     try:
-        return edit.spec.sites(edit, model)
+        sites = edit.spec.sites(edit, model)
     except InterventionError as e:
         raise EditError(f"{edit}: {e}") from None
+    check_sites(edit, model, sites)
+    return sites
 
 
-def edit_hooks(edit: Edit, model: M.HookedLM) -> list[tuple[str, M.HookFn]]:
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 80 else name[:80] + "…")
+
+
+def check_sites(edit: Edit, model: M.HookedLM, sites: list[tuple[Site, Intervention]]) -> None:
+    """Check an edit's sites against the model before anything is applied: one error naming the bad entry.
+
+    A weight site (low-rank factors, weight deltas) must name a weight of this model
+    (``blocks.3.attn.o.weight``; ``../../etc/passwd``, an unknown block or a layer out of range is
+    refused); a component site must exist in the model's shape and its hook point in the model.
+
+    Raises:
+        EditError: The first bad site, naming it.
+    """
+    for site, _ in sites:
+        if isinstance(site, str):
+            if not M.has_weight(model, site):
+                raise EditError(f"{edit}: weight {_shown(site)} does not exist in {M.model_name(model)} (names look like blocks.3.attn.o.weight)")
+            continue
+        try:
+            check_components([site], model.shape)
+        except ComponentError as e:
+            raise EditError(f"{edit}: {e}") from None
+        if not M.has_hook(model, site.hook_name):
+            raise EditError(f"{edit}: {site} acts at hook {site.hook_name!r}, which {M.model_name(model)} does not have")
+
+
+def _probe_tokens(edits: tuple[Edit, ...]) -> Tensor:
+    """Token ids of the check forward: one token, or as many as the largest position an edit names."""
+    positions = [c.pos for e in edits for c in e.components if getattr(c, "pos", None) is not None]
+    return torch.zeros(1, 1 + max(positions, default=0), dtype=torch.long)
+
+
+def _finite_forward(model: M.HookedLM, edits: tuple[Edit, ...]) -> None:
+    with torch.no_grad():
+        logits = M.run(model, _probe_tokens(edits))
+    if not bool(torch.isfinite(logits).all()):
+        raise EditError(
+            f"{', '.join(map(str, edits))}: the model's logits are not finite with {'this edit' if len(edits) == 1 else 'these edits'} applied "
+            "(a hyperparameter or tensor too large for this model); refusing it"
+        )
+
+
+def check_finite_logits(model: M.HookedLM, *edits: Edit) -> None:
+    """Refuse edits under which the model's logits are not finite (one forward of one token).
+
+    The one check of an edit's numbers against a model: called when an edit is built
+    (:func:`circuits.editing.build.new_edit`, :func:`circuits.editing.train.train_edit`) and by
+    :func:`apply_edit` every time edits are applied (a loaded edit meets its model there). Finite
+    tensors and bounded hyperparameters (:mod:`circuits.editing.validate`) can still overflow a model;
+    this catches it. The model is left as it was.
+
+    Raises:
+        EditError: Non-finite logits, or an edit that does not fit the model.
+    """
+    apply_edit(model, *edits, check_fingerprint=False).remove()  # apply_edit runs the forward
+
+
+def edit_hooks(edit: Edit, model: M.HookedLM, *, generator: torch.Generator | None = None) -> list[tuple[str, M.HookFn]]:
     """The hook form of an edit: one forward hook per hook point, running its interventions in order.
 
     Stochastic interventions (resample ablation) draw from one generator seeded with the edit's
-    ``seed`` hyperparameter, advanced at every forward pass.
+    ``seed`` hyperparameter (or ``generator``, if given), advanced at every forward pass.
 
     Raises:
         EditError: A weight-only kind, or an edit that does not fit the model.
@@ -60,7 +120,7 @@ def edit_hooks(edit: Edit, model: M.HookedLM) -> list[tuple[str, M.HookFn]]:
     for site, iv in _sites(edit, model):
         assert not isinstance(site, str)
         by_hook[site.hook_name].append((activation_index(site, shape.n_heads, shape.n_kv_heads), iv))
-    gen = torch.Generator().manual_seed(int(edit.hyperparameters.get("seed", 0)))
+    gen = generator if generator is not None else _seeded(edit)
 
     def make(items: list[tuple[tuple[Any, ...], Intervention]]) -> M.HookFn:
         def hook(act: Tensor, hook: Any) -> Tensor:
@@ -73,6 +133,10 @@ def edit_hooks(edit: Edit, model: M.HookedLM) -> list[tuple[str, M.HookFn]]:
         return hook
 
     return [(name, make(items)) for name, items in by_hook.items()]
+
+
+def _seeded(edit: Edit) -> torch.Generator:
+    return torch.Generator().manual_seed(int(edit.hyperparameters.get("seed", 0)))
 
 
 def weight_steps(edit: Edit, model: M.HookedLM) -> list[WeightStep]:
@@ -208,8 +272,10 @@ def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, 
         until ``handle.remove()``.
 
     Raises:
-        EditError: No edits, a fingerprint mismatch, an edit that does not fit the model, or (as
-            weights) an edit without a weight form here. Nothing stays applied after an error.
+        EditError: No edits, a fingerprint mismatch, an edit that does not fit the model (a weight or
+            hook it names does not exist, :func:`check_sites`), non-finite logits with the edits applied
+            (:func:`check_finite_logits`), or (as weights) an edit without a weight form here. Nothing
+            stays applied after an error.
     """
     if not edits:
         raise EditError("no edits to apply")
@@ -228,6 +294,7 @@ def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, 
         _check_bakeable(hooked)
     removers: list[Callable[[], None]] = []
     changes_weights = False
+    generators: list[tuple[torch.Generator, Edit]] = []
     try:
         for e in native + hooked:
             if _form(e, bake) == "weights":
@@ -238,11 +305,15 @@ def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, 
                     except (KeyError, ValueError) as err:
                         raise EditError(f"{e}: {err}") from None
             else:
-                removers.append(M.attach_overlay(model, edit_hooks(e, model), _fold(e, model)))
+                generators.append((_seeded(e), e))
+                removers.append(M.attach_overlay(model, edit_hooks(e, model, generator=generators[-1][0]), _fold(e, model)))
+        _finite_forward(model, edits)
     except Exception:
         for r in reversed(removers):
             r()
         raise
+    for g, e in generators:  # the check forward drew from them: start the caller's runs where they would have started
+        g.manual_seed(int(e.hyperparameters.get("seed", 0)))
     return AppliedEdits(model, removers, edits, changes_weights)
 
 
@@ -264,7 +335,7 @@ def attach_for_training(model: M.HookedLM, edit: Edit) -> Callable[[], None]:
     try:
         for name, step in weight_steps(edit, model):
             removers.append(M.parametrize_weight(model, name, step))
-    except KeyError as e:
+    except (KeyError, ValueError) as e:
         for r in reversed(removers):
             r()
         raise EditError(str(e.args[0])) from None

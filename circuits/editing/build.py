@@ -24,6 +24,7 @@ from torch import Tensor
 from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
 from circuits.atlas.scores import top_rate
+from circuits.editing.apply import check_finite_logits
 from circuits.editing.edit import Edit, EditError, Form
 from circuits.metrics import Metric
 from circuits.probing.attribution import attribution_patching
@@ -44,12 +45,19 @@ def new_edit(
     kind: str, components: tuple[Component, ...], tensors: dict[str, Tensor], model: M.HookedLM, hp: dict[str, Any],
     suite: dict[str, str | int] | None = None, *, form: Form = "hooks",
 ) -> Edit:
-    """An edit for ``model`` as it is now (its fingerprint, name and source)."""
-    return Edit(
+    """An edit for ``model`` as it is now (its fingerprint, name and source), checked against it.
+
+    Raises:
+        EditError: Invalid values (:mod:`circuits.editing.validate`), a site the model does not have, or
+            non-finite logits with the edit applied (:func:`circuits.editing.apply.check_finite_logits`).
+    """
+    edit = Edit(
         kind=kind, components=components, tensors=tensors, model_name=M.model_name(model), model_fingerprint=M.fingerprint(model),
         hyperparameters=hp, suite=suite or {}, model_source=model.provenance.as_dict(), form=form,
         tokenization=model.tokenization.as_dict(),
     )
+    check_finite_logits(model, edit)
+    return edit
 
 
 def check_atlas(model: M.HookedLM, atlas: Atlas) -> None:

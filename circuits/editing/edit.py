@@ -294,7 +294,10 @@ def load_edit(path: Path | str) -> Edit:
         )
     except EditError as e:
         raise EditError(f"{path}: {e}") from None
-    missing = [k for k in required_tensors(edit) if k not in tensors]
+    try:
+        missing = [k for k in required_tensors(edit) if k not in tensors]
+    except EditError as e:  # the kind's own rules (an ablation's mode): one error naming the file
+        raise EditError(f"{path}: {e}") from None
     if missing:
         raise EditError(f"{tensor_path} has no tensors {missing} that a {edit.kind} edit of {path.name} needs")
     return edit

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.editing.build import new_edit, suite_record
-from circuits.editing.apply import attach_for_training
+from circuits.editing.apply import attach_for_training, check_finite_logits
 from circuits.editing.edit import Edit, EditError
 from circuits.data import english_sample
 from circuits.editing.objectives import Contrastive, Objective, Preservation, gap_loss, weight_inputs, weight_preservation  # noqa: F401 - gap_loss re-exported
@@ -287,7 +287,9 @@ def train_edit(
     obj = objective.hyperparameters() if isinstance(objective, Contrastive) else {"objective": objective}
     hp = {**edit.hyperparameters, **obj, "lr": config.lr, "preservation": config.preservation, "preservation_kind": config.preservation_kind, "seed": config.seed, "batch_pairs": config.batch_pairs}
     training = {**record.as_dict(), **({"val_weight_change_after": best_pres} if on_weights else {})}
-    return Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": training})
+    trained = Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": training})
+    check_finite_logits(model, trained)  # trained tensors can overflow the model where the initial ones did not
+    return trained
 
 
 def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig()) -> Edit:

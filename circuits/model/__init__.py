@@ -41,6 +41,7 @@ from circuits.model.loading import (
     quiet_libraries,
     resolve_device,
     resolve_dtype,
+    validate_source,
 )
 from circuits.model.split import edge_support, head_writes, is_parallel, split_inputs
 from circuits.model.tiny import tiny_model
@@ -101,5 +102,6 @@ __all__ = [
     "load_weights", "logit_lens", "model_name", "model_recipe", "parametrize_weight", "quiet_libraries", "read_weight", "replace_weight",
     "resolve_device", "resolve_dtype", "run", "run_from_layer", "run_with_cache", "sample_continuations",
     "save_hf_pretrained", "shape_of", "single_token_id", "split_inputs", "subject_positions", "text_windows", "tiny_model", "to_tokens",
-    "token_lengths", "token_strings", "tokenization_policy", "tokenizer_adds_bos", "tokenizer_of", "tokens_of", "weight_parameters", "weights_state",
+    "token_lengths", "token_strings", "tokenization_policy", "tokenizer_adds_bos", "tokenizer_of", "tokens_of", "validate_source", "weight_parameters",
+    "weights_state",
 ]

@@ -104,6 +104,63 @@ def save_tiny_hf(family: str, directory: Path | str, *, seed: int = 0, n_layers:
     return directory
 
 
+def save_tiny_gguf(path: Path | str, *, seed: int = 0, n_layers: int = 2, vocab: int = 64) -> Path:
+    """Write a tiny random Llama as a GGUF file (float32 tensors, a byte-level tokenizer of ``vocab`` tokens).
+
+    About 100 kB; :func:`circuits.model.load_model` dequantizes and loads it in seconds, so tests (and
+    the fuzz tests of GGUF loading) can damage a real GGUF file without the shipped model's 98 MB.
+
+    Args:
+        path: The ``.gguf`` file to write.
+        seed: Seed of the random weights.
+        n_layers: Blocks.
+        vocab: Tokens (at least 8).
+
+    Returns:
+        The path.
+    """
+    import gguf
+    import numpy as np
+
+    d, heads, kv_heads, d_mlp = 32, 4, 2, 64
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_context_length(128)
+    w.add_embedding_length(d)
+    w.add_block_count(n_layers)
+    w.add_feed_forward_length(d_mlp)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([f"t{i}" for i in range(vocab - 4)] + ["<s>", "</s>", "<unk>", "\u0120"])
+    w.add_token_types([1] * vocab)
+    w.add_token_scores([0.0] * vocab)
+    w.add_token_merges([])
+    w.add_bos_token_id(vocab - 4)
+    w.add_eos_token_id(vocab - 3)
+    rng = np.random.default_rng(seed)
+
+    def tensor(name: str, shape: tuple[int, ...]) -> None:
+        w.add_tensor(name, (0.1 * rng.standard_normal(shape)).astype(np.float32))
+
+    tensor("token_embd.weight", (vocab, d))
+    tensor("output_norm.weight", (d,))
+    tensor("output.weight", (vocab, d))
+    d_kv = kv_heads * d // heads
+    for i in range(n_layers):
+        for name, shape in (("attn_norm", (d,)), ("ffn_norm", (d,)), ("attn_q", (d, d)), ("attn_k", (d_kv, d)), ("attn_v", (d_kv, d)),
+                            ("attn_output", (d, d)), ("ffn_gate", (d_mlp, d)), ("ffn_up", (d_mlp, d)), ("ffn_down", (d, d_mlp))):
+            tensor(f"blk.{i}.{name}.weight", shape)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
 def tiny_hf_model(
     family: str, *, seed: int = 0, n_layers: int = 2, dtype: str | None = None, prepend_bos: bool | None = None, **overrides: Any
 ) -> HookedLM:

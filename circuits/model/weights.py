@@ -58,7 +58,7 @@ def module_path(lm: HookedLM, name: str) -> tuple[str, str]:
         return _join(arch.base, arch.pos_embed), attr
     if parts[:-1] == ["unembed"]:
         return arch.lm_head, attr
-    if len(parts) == 5 and parts[0] == "blocks" and parts[1].isdigit():
+    if len(parts) == 5 and parts[0] == "blocks" and parts[1].isascii() and parts[1].isdigit():  # "²".isdigit() too
         layer, sub, lin = int(parts[1]), parts[2], parts[3]
         if not 0 <= layer < lm.shape.n_layers:
             raise KeyError(f"{name!r}: layer {layer} out of range for {lm.shape.n_layers} layers")

@@ -93,19 +93,29 @@ def _json(text: str, where: str) -> Any:
 
 def _records_jsonl(text: str, path: Path) -> list[tuple[str, Any]]:
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only (JSON Lines): U+2028, U+2029 and other characters str.splitlines() breaks at
+    # are valid inside JSON strings.
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if line.strip():
             out.append((f"{path}: line {n}", _json(line, f"{path}: line {n}")))
     return out
 
 
 def _records_csv(text: str, path: Path) -> list[tuple[str, Any]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames
+    except csv.Error as e:
+        raise SuiteError(f"{path}: line {reader.line_num}: {e} (quote a field that holds a line break)") from None
+    if header is None:
         raise SuiteError(f"{path}: empty CSV (expected a header with {', '.join(_FIELDS[:4])})")
-    unknown = [f for f in reader.fieldnames if f not in _FIELDS]
+    unknown = [f for f in header if f not in _FIELDS]
     if unknown:
         raise SuiteError(f"{path}: line 1: unknown columns {unknown}; columns are {', '.join(_FIELDS)}")
+    repeated = sorted({f for f in header if header.count(f) > 1})
+    if repeated:
+        raise SuiteError(f"{path}: line 1: columns {repeated} appear twice (which one would count?)")
     out = []
     try:
         for row in reader:
@@ -117,7 +127,7 @@ def _records_csv(text: str, path: Path) -> list[tuple[str, Any]]:
                 rec["metadata"] = _json(rec["metadata"], f"{where}: field metadata")
             out.append((where, rec))
     except csv.Error as e:
-        raise SuiteError(f"{path}: line {reader.line_num}: {e}") from None
+        raise SuiteError(f"{path}: line {reader.line_num}: {e} (quote a field that holds a line break)") from None
     return out
 
 
@@ -153,8 +163,20 @@ def parse_suite(text: str, *, name: str = "suite", where: str = "suite file", fm
         The suite.
 
     Raises:
-        SuiteError: Malformed content; the message names the file, record and field.
+        SuiteError: Malformed content; the message names the file (``where``), and the record and field
+            where there is one.
     """
+    try:
+        return _parse_suite(text, name=name, where=where, fmt=fmt)
+    except SuiteError as e:
+        if str(e).startswith(where):
+            raise
+        raise SuiteError(f"{where}: {e}") from None
+    except ValidationError as e:
+        raise SuiteError(f"{where}: {validation_message(e)}") from None
+
+
+def _parse_suite(text: str, *, name: str, where: str, fmt: str) -> Suite:
     if fmt == "jsonl":
         return _pairs_suite(name, _records_jsonl(text, Path(where)), {}, where)
     if fmt == "csv":

@@ -41,8 +41,9 @@ def test_atlas_merge_never_writes_an_unreadable_file(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["atlas", "merge", str(a), str(a), "-o", str(tmp_path / "m.json")])
     assert r.exit_code == 2 and "finite" in r.output
     assert not (tmp_path / "m.json").exists()
-    r = CliRunner().invoke(app, ["atlas", "merge", str(a), str(a), "-o", str(a)])  # in place: the input stays readable
-    assert r.exit_code == 2 and Atlas.load(a) == make_atlas()
+    # In place (issue 30): an output over one of the inputs is refused before anything runs; the input stays.
+    r = CliRunner().invoke(app, ["atlas", "merge", str(a), str(a), "-o", str(a)])
+    assert r.exit_code == 2 and "is the input" in r.stderr and Atlas.load(a) == make_atlas()
 
 
 def test_trace_into_an_atlas_refuses_a_nan_grid_and_leaves_the_atlas_unchanged(tmp_path, monkeypatch):

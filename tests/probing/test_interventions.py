@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from circuits.probing import patching as P
 from circuits.interventions import Add, GaussianNoise, MeanOf, Resample, Scale, Zero, rome_noise_std
 from circuits.probing.patching import TokenGroup, mean_activations, patch_groups, patch_tokens
 from circuits.sites import HeadRef, MlpRef, NeuronRef, all_heads, all_mlps
