@@ -5,7 +5,7 @@ separate function that can give back the original model (:mod:`circuits.editing.
 kind (:mod:`circuits.editing.kinds`, one file each), the components it acts on, named tensors and typed
 hyperparameters; its kind turns it into ``(site, intervention)`` pairs (:mod:`circuits.interventions`),
 each with a hook form and, where one exists, a weight form. ``form`` says how it is applied unless the
-caller asks otherwise ("baked" is an option of applying, not a kind). On disk an edit is two files side
+caller asks otherwise ("baked" is ``apply_edit(..., form="weights")``, not a kind). On disk an edit is two files side
 by side:
 
 * ``NAME.json``: the manifest (schema version, kind, form, components, hyperparameters, the model name,

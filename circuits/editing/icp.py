@@ -83,7 +83,7 @@ class IcpResult:
     Attributes:
         pruning: The structural pruning of every flagged component (``ablation``, weight form).
         adapter: The contrastively fine-tuned low-rank adapter, for the pruned model (apply after
-            ``pruning`` with ``bake=True``); ``None`` if nothing was flagged.
+            ``pruning`` with ``form="weights"``); ``None`` if nothing was flagged.
         rounds: One record per round: flagged, newly flagged, pruned set, their scores, training record.
         converged: The flagged set stopped changing before the round budget ended.
     """
@@ -97,7 +97,7 @@ class IcpResult:
         """A context with the pruning baked and the adapter applied."""
         stack = ExitStack()
         if self.pruning is not None:
-            stack.enter_context(apply_edit(model, self.pruning, bake=True))
+            stack.enter_context(apply_edit(model, self.pruning, form="weights"))
         if self.adapter is not None:
             stack.enter_context(apply_edit(model, self.adapter))
         return stack
@@ -177,7 +177,7 @@ def icp_loop(
         swap = tuple(candidates[i] for i in range(len(candidates)) if float(sc.r[i]) > tau_c and candidates[i] not in pruned)
         objective = replace(config.objective, swap=swap)
         adapt = tuple(c for c in candidates if c not in pruned)
-        with apply_edit(model, pruning, bake=True):
+        with apply_edit(model, pruning, form="weights"):
             adapter = _adapter(model, adapt, adapter, data, objective, config) if adapt else None
         record.update(pruned=[str(c) for c in pruned], training=dict(adapter.training or {}) if adapter else {})
         result.rounds.append(record)

@@ -102,7 +102,7 @@ def test_apply_changes_only_the_named_weights_and_remove_restores_bit_for_bit(mo
     assert len({state[k].data_ptr() for k in changed}) == len(baseline_weights(model))
     assert all(k.endswith("weight") and ("attn" in k or "mlp" in k) and "norm" not in k and "ln" not in k for k in changed), changed
     assert torch.equal(model(tokens), original) and M.fingerprint(model) == fp
-    with apply_edit(model, edit, bake=True):  # already weights: baking is the same function
+    with apply_edit(model, edit, form="weights"):  # already weights: baking is the same function
         assert torch.equal(model(tokens), edited)
     assert torch.equal(model(tokens), original) and M.fingerprint(model) == fp
 

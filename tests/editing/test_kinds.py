@@ -76,7 +76,7 @@ def test_baked_form_equals_applied_form(model, tokens, kind):
     edit = all_kinds(model)[kind]
     with apply_edit(model, edit):
         hooked = model(tokens).clone()
-    with apply_edit(model, edit, bake=True):
+    with apply_edit(model, edit, form="weights"):
         baked = model(tokens).clone()
         assert not any(p.fwd_hooks for p in model.bridge.hook_dict.values())
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
@@ -102,7 +102,7 @@ def test_zero_mean_and_resample_ablation_set_the_activation(model, tokens):
 def test_resample_ablation_cannot_be_baked(model):
     edit = make(model, "ablation", {str(h): _rand(5, 8) for h in HEADS}, mode="resample")
     with pytest.raises(EditError, match="resample"):
-        apply_edit(model, edit, bake=True)
+        apply_edit(model, edit, form="weights")
 
 
 def test_scaling_by_zero_equals_zero_ablation_and_neuron_repair_scales_columns(model, tokens):
@@ -249,7 +249,7 @@ def test_baking_a_mixed_composition_computes_the_same_function(model, tokens):
     edits = (k["ablation"], k["low_rank"], k["steering"], k["directional_ablation"], k["invariance"], offset, k["scaling"].__class__(**{**k["scaling"].__dict__, "components": (HeadRef(1, 3),)}))
     with apply_edit(model, *edits):
         hooked = model(tokens).clone()
-    with apply_edit(model, *edits, bake=True):
+    with apply_edit(model, *edits, form="weights"):
         baked = model(tokens).clone()
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
 
@@ -257,10 +257,44 @@ def test_baking_a_mixed_composition_computes_the_same_function(model, tokens):
 def test_compositions_without_a_weight_form_are_refused_when_baking(model, tokens):
     k = all_kinds(model)
     original = model(tokens).clone()
-    for edits in ((k["ablation"], k["offset"]), (k["directional_ablation"], k["steering"])):
+    aifs_on_ablated = make(model, "ablation", {}, components=k["aifs"].components[:1], mode="zero")
+    repair_again = make(model, "neuron_repair", {str(n): torch.tensor(0.5) for n in NEURONS}, components=NEURONS)
+    for edits in ((k["ablation"], k["offset"]), (k["directional_ablation"], k["steering"]), (aifs_on_ablated, k["aifs"]), (k["neuron_repair"], repair_again)):
+        with apply_edit(model, *edits):  # as hooks they compose
+            pass
         with pytest.raises(EditError, match="cannot bake"):
-            apply_edit(model, *edits, bake=True)
+            apply_edit(model, *edits, form="weights")
         assert torch.equal(model(tokens), original)
+
+
+def test_the_bake_rules_are_the_kinds_own():
+    """Which compositions baking refuses is declared by each kind (BakeRules), not by kind names in apply.py."""
+    import inspect
+
+    from circuits.editing import apply
+    from circuits.editing.kinds import KINDS
+
+    source = inspect.getsource(apply._check_bakeable)
+    assert not any(f'"{k}"' in source for k in KINDS)
+    assert {k for k, s in KINDS.items() if s.bake.owns_columns} == {"ablation", "scaling", "offset", "neuron_repair", "aifs"}
+    assert [k for k, s in KINDS.items() if s.bake.projects_residual] == ["directional_ablation"]
+    assert [k for k, s in KINDS.items() if s.bake.adds_to_residual] == ["steering"]
+
+
+def test_form_hooks_applies_weight_form_edits_as_hooks_and_keeps_weight_only_kinds_as_weights(model, tokens):
+    k = all_kinds(model)
+    fp = M.fingerprint(model)
+    with apply_edit(model, k["pruning"]):  # its own form: weights
+        assert M.fingerprint(model) != fp
+        own = model(tokens).clone()
+    with apply_edit(model, k["pruning"], form="hooks"):
+        assert M.fingerprint(model) == fp  # as hooks: the weights are untouched
+        torch.testing.assert_close(model(tokens), own, atol=1e-4, rtol=1e-4)
+    with apply_edit(model, k["low_rank"], form="hooks"):  # no hook form: applied as weights
+        assert M.fingerprint(model) != fp
+    # apply_edit refuses an unknown form (EditError); under the tests' runtime type checker its annotation refuses it first
+    with pytest.raises(Exception, match="form"):
+        apply_edit(model, k["scaling"], form="baked")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["steering", "directional_ablation"])
@@ -270,7 +304,7 @@ def test_residual_edits_bake_exactly_on_an_attention_only_model(tokens, kind):
     edit = make(model, kind, {"vector": v} if kind == "steering" else {"direction": v / v.norm()}, components=(ResidRef(1, None),))
     with apply_edit(model, edit):
         hooked = model(tokens).clone()
-    with apply_edit(model, edit, bake=True):
+    with apply_edit(model, edit, form="weights"):
         baked = model(tokens).clone()
     assert not torch.allclose(hooked, model(tokens), atol=1e-4)
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)

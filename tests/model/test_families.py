@@ -93,9 +93,9 @@ def test_every_edit_kind_bakes_exactly_and_removes_bit_for_bit(family_models, fa
         assert not torch.allclose(hooked, original, atol=1e-5), kind
         if _refused_bake(lm, kind):
             with pytest.raises(EditError, match="no weight form"):
-                apply_edit(lm, edit, bake=True)
+                apply_edit(lm, edit, form="weights")
         else:
-            with apply_edit(lm, edit, bake=True):
+            with apply_edit(lm, edit, form="weights"):
                 torch.testing.assert_close(lm(tokens).detach(), hooked, atol=1e-4, rtol=1e-4, msg=kind)
         assert torch.equal(lm(tokens), original) and M.fingerprint(lm) == fp, kind
 
@@ -107,7 +107,7 @@ def test_export_reloads_in_plain_transformers_with_the_edited_logits(family_mode
     for kind, edit in all_kinds(lm).items():
         if _refused_bake(lm, kind):
             continue
-        with apply_edit(lm, edit, bake=True):
+        with apply_edit(lm, edit, form="weights"):
             edited = lm(tokens).detach().clone()
             try:
                 out = M.save_hf_pretrained(lm, tmp_path / kind)

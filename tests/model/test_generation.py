@@ -46,7 +46,7 @@ def _hooked_greedy(lm, tokens):
 def _reference(lm, edits, tokens, tmp_path):
     """Plain transformers on the baked export, or (no weight form / no place for a bias) the hooked forward."""
     try:
-        with apply_edit(lm, *edits, bake=True) if edits else _nothing():
+        with apply_edit(lm, *edits, form="weights") if edits else _nothing():
             directory = M.save_hf_pretrained(lm, tmp_path / "baked")
         return _plain_generate(directory, tokens), "export"
     except (EditError, M.ExportError):
