@@ -295,5 +295,5 @@ def aifs_edit(
     record.update({"epochs": config.epochs, "seconds": round(time.perf_counter() - t0, 2), "data_sha256": digest, "n_prompts": sum(len(b.labels) for b in batches)})
     hp = {k: v for k, v in asdict(config).items() if k != "progress"}
     tensors = {"gate": gate.detach().clone(), "shift": shift.detach().clone(), "mask": mask.detach().clone()}
-    edit = new_edit("aifs", tuple(components), tensors, model, hp, suite)
+    edit = new_edit("aifs", tuple(components), tensors, model, hp, suite, objective="aifs")
     return Edit(**{**edit.__dict__, "training": record})

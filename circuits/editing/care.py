@@ -222,7 +222,7 @@ def care_repair(
     u_after, e_after = f(best)
     hp = {"k": len(top), "optimiser": "pso", "accuracy_weight": config.accuracy_weight, "scale_min": config.bounds[0], "scale_max": config.bounds[1],
           "pop_size": config.pop_size, "generations": config.generations, "seed": config.seed, "ranking": "average_causal_effect"}
-    edit = new_edit("neuron_repair", tuple(top), {str(n): torch.tensor(float(s)) for n, s in zip(top, best)}, model, hp, suite)
+    edit = new_edit("neuron_repair", tuple(top), {str(n): torch.tensor(float(s)) for n, s in zip(top, best)}, model, hp, suite, objective="care")
     with apply_edit(model, edit):
         ace_after = average_causal_effect(model, groups, metric, top, n_values=config.n_values, progress=config.progress)
     before = {str(c): float(v) for c, v in zip(ace.components, ace.mean_effects)}

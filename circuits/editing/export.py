@@ -43,7 +43,10 @@ def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path 
         ValueError: A TL-native model, or a non-empty output directory.
     """
     edits = tuple(edits)
-    record = [{"kind": e.kind, "components": [str(c) for c in e.components], "hyperparameters": e.hyperparameters} for e in edits]
+    record = [
+        {"kind": e.kind, "form": e.form, "objective": e.objective, "components": [str(c) for c in e.components], "hyperparameters": e.hyperparameters}
+        for e in edits
+    ]
     # Written inside the directory before it is renamed into place: an export is whole or absent.
     extra = {"circuits_edits.json": json.dumps({"base_fingerprint": M.fingerprint(model), "edits": record}, indent=2) + "\n"}
     if not edits:

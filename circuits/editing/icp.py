@@ -112,7 +112,7 @@ def _pruning(model: Any, pruned: list[Component], groups: Sequence[TokenGroup], 
     if mode == "mean":
         means = position_mean_activations(model, list(groups), sorted({c.hook_name for c in pruned}))
         tensors = {str(c): means[c.hook_name][c.head if hasattr(c, "head") else c.index].clone() for c in pruned}  # type: ignore[union-attr]
-    return new_edit("ablation", tuple(pruned), tensors, model, {"mode": mode, "k": len(pruned), "method": "icp"}, form="weights")
+    return new_edit("ablation", tuple(pruned), tensors, model, {"mode": mode, "k": len(pruned), "method": "icp"}, form="weights", objective="reference")
 
 
 def _adapter(model: Any, adapt: tuple[Component, ...], previous: Edit | None, data: TrainingData, objective: Contrastive, cfg: IcpConfig) -> Edit:

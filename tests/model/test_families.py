@@ -17,7 +17,7 @@ from transformer_lens import patching
 from transformers import AutoModelForCausalLM
 
 from circuits import model as M
-from circuits.editing import EDIT_KINDS, EditError, apply_edit
+from circuits.editing import KINDS, EditError, apply_edit
 from circuits.probing.patching import normalise, patch_tokens
 from circuits.sites import ResidRef, all_heads, all_mlps, hook_name
 from circuits.model.tiny import FAMILIES
@@ -120,7 +120,7 @@ def test_export_reloads_in_plain_transformers_with_the_edited_logits(family_mode
 
 
 def test_every_edit_kind_is_in_the_matrix(family_models):
-    assert {e.kind for e in all_kinds(family_models["llama"]).values()} == set(EDIT_KINDS)
+    assert {e.kind for e in all_kinds(family_models["llama"]).values()} == set(KINDS)
 
 
 def test_fingerprint_is_stable_across_loads_and_sources(family_dirs):

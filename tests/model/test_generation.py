@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from circuits import model as M
-from circuits.editing import HOOK_KINDS, EditError, apply_edit
+from circuits.editing import KINDS, EditError, apply_edit
 from circuits.model.tiny import FAMILIES
 from tests.kinds import all_kinds, make, rand
 
@@ -66,7 +66,7 @@ def _cases(lm):
     kinds = all_kinds(lm)
     s = lm.shape
     zero = make(lm, "ablation", {}, mode="zero")
-    cases = {k: [kinds[k]] for k in sorted(HOOK_KINDS)}
+    cases = {k: [kinds[k]] for k in sorted(k for k, spec in KINDS.items() if spec.has_hooks)}
     cases["ablation (zero)"] = [zero]
     cases["none"] = []
     cases["low_rank + ablation + steering"] = [kinds["low_rank"], kinds["ablation"], kinds["steering"]]

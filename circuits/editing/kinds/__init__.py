@@ -24,13 +24,4 @@ KINDS: dict[str, Kind] = {
     for k in (Ablation(), Scaling(), Steering(), Offset(), DirectionalAblation(), LowRankKind(), NeuronRepair(), AIFS(), WeightDeltaKind())
 }
 
-#: Kind names of earlier manifests → (kind, default form, extra hyperparameters). "Baked" is an option
-#: of applying (``form``), and invariance a training objective, not kinds of their own.
-LEGACY: dict[str, tuple[str, str, dict[str, str]]] = {
-    "pruning": ("ablation", "weights", {}),
-    "orthogonalization": ("directional_ablation", "weights", {}),
-    "invariance": ("low_rank", "weights", {"objective": "invariance"}),
-    "mean_ablation": ("ablation", "hooks", {"mode": "mean"}),
-}
-
-__all__ = ["FORMS", "KINDS", "LEGACY", "BakeRules", "EditError", "Form", "Kind", "Site", "low_rank_factors"]
+__all__ = ["FORMS", "KINDS", "BakeRules", "EditError", "Form", "Kind", "Site", "low_rank_factors"]
