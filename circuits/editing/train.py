@@ -374,15 +374,6 @@ def low_rank_edit(
     return train_edit(model, base, data, objective=objective, config=config, grad_masks=masks)
 
 
-def invariance_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, rank: int = 4, config: TrainConfig = TrainConfig()) -> Edit:
-    """Counterfactual invariance fine-tuning: :func:`low_rank_edit` with ``objective="invariance"``.
-
-    Raises:
-        EditError: As :func:`low_rank_edit`.
-    """
-    return low_rank_edit(model, components, data, rank=rank, objective="invariance", config=config)
-
-
 def neuron_repair_edit(
     model: Any, neurons: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
 ) -> Edit:

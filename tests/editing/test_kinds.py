@@ -29,12 +29,14 @@ from tests.kinds import rand as _rand
 QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)
 
 
-def test_every_kind_is_covered(model):
+def test_every_kind_and_preset_is_covered(model):
+    from circuits.editing.recipes import PRESETS
+
     kinds = all_kinds(model)
-    assert {e.kind for e in kinds.values()} == set(KINDS)
-    # "baked" is a form and invariance or CARE an objective, not kinds of their own
-    assert (kinds["pruning"].kind, kinds["pruning"].form) == ("ablation", "weights")
-    assert (kinds["orthogonalization"].kind, kinds["orthogonalization"].form) == ("directional_ablation", "weights")
+    assert set(kinds) == set(KINDS) | set(PRESETS) and {e.kind for e in kinds.values()} == set(KINDS)
+    # "baked" is a form and invariance or CARE an objective, not kinds of their own: a preset's edit is its kind in its form
+    for name, recipe in PRESETS.items():
+        assert (kinds[name].kind, kinds[name].form) == (recipe.kind, recipe.form), name
     assert kinds["invariance"].objective == "invariance" and kinds["care"].objective == "care"
 
 
