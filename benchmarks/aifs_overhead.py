@@ -20,8 +20,8 @@ import torch
 REPEATS = 7
 
 
-def overhead(model: Any, edit: Any, tokens: torch.Tensor, *, repeats: int = REPEATS, bake: bool | None = None) -> dict[str, float]:
-    """``{"base_s", "edited_s", "ratio"}``: best-of-``repeats`` forward time without / with the edit."""
+def overhead(model: Any, edit: Any, tokens: torch.Tensor, *, repeats: int = REPEATS, form: str = "auto") -> dict[str, float]:
+    """``{"base_s", "edited_s", "ratio"}``: best-of-``repeats`` forward time without / with the edit (applied with ``form``)."""
     from circuits import model as M
     from circuits.editing import apply_edit
 
@@ -31,7 +31,7 @@ def overhead(model: Any, edit: Any, tokens: torch.Tensor, *, repeats: int = REPE
         t = time.perf_counter()
         M.run(model, tokens)
         base.append(time.perf_counter() - t)
-        with apply_edit(model, edit, bake=bake):
+        with apply_edit(model, edit, form=form):  # type: ignore[arg-type]
             t = time.perf_counter()
             M.run(model, tokens)
             edited.append(time.perf_counter() - t)
@@ -55,7 +55,7 @@ def main() -> None:
     if sys.argv[1:] == ["smollm2"]:
         model = M.load_model("smollm2-135m")
         tokens = M.tokens_of(model, "Review: Omar said the hotel room was clean and quiet. Sentiment:").reshape(1, -1).repeat(8, 1)
-        cases = {"resid L23 (hooks)": ((ResidRef(23, None),), model.shape.d_model, None)}
+        cases = {"resid L23 (hooks)": ((ResidRef(23, None),), model.shape.d_model, "auto")}
     else:
         from circuits.planted import load_planted, spurious_tokens
 
@@ -63,13 +63,13 @@ def main() -> None:
         tokens = spurious_tokens(256, seed=0, p_spurious=0.95, p_signal=0.85)[0]
         heads = tuple(HeadRef(1, h) for h in range(4))
         cases = {
-            "resid L1 (hooks)": ((ResidRef(1, None),), model.shape.d_model, None),
-            "heads L1 (hooks)": (heads, 4 * model.shape.d_head, None),
-            "heads L1 (baked)": (heads, 4 * model.shape.d_head, True),
+            "resid L1 (hooks)": ((ResidRef(1, None),), model.shape.d_model, "auto"),
+            "heads L1 (hooks)": (heads, 4 * model.shape.d_head, "auto"),
+            "heads L1 (baked)": (heads, 4 * model.shape.d_head, "weights"),
         }
     print(f"{M.model_name(model)}: forward of {tuple(tokens.shape)} tokens, best of {REPEATS}, 1 thread")
-    for name, (comps, d, bake) in cases.items():
-        r = overhead(model, _gate_edit(model, comps, d), tokens, bake=bake)
+    for name, (comps, d, form) in cases.items():
+        r = overhead(model, _gate_edit(model, comps, d), tokens, form=form)
         print(f"  {name:20s} base {r['base_s'] * 1e3:8.2f} ms  edited {r['edited_s'] * 1e3:8.2f} ms  ratio {r['ratio']:.3f}")
 
 

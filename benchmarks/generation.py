@@ -78,7 +78,7 @@ def main() -> None:
     def plain_model(edit: Edit | None, name: str):  # noqa: ANN202
         """The edit baked and exported, loaded by transformers alone (None: no weight form)."""
         try:
-            with apply_edit(m, edit, bake=True) if edit else _Null():
+            with apply_edit(m, edit, form="weights") if edit else _Null():
                 directory = M.save_hf_pretrained(m, tmp / name.replace(" ", "_"))
         except (EditError, M.ExportError):
             return None

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Each row: a kind or preset of the edit registry (circuits.editing.recipes) and its options.
 RECIPES = {
     "ablation": {"k": 3, "mode": "mean"},
     "pruning": {"k": 3, "mode": "mean"},
@@ -42,8 +43,7 @@ def main() -> None:
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
     from circuits.editing import save_edit
-    from circuits.editing.recipes import EditRecipe, build_edit
-    from circuits.editing.train import TrainConfig
+    from circuits.editing.recipes import build_edit, recipe
     from circuits.evaluation.run import evaluate, measure
     from circuits.io import atomic_write_text
     from circuits.results import provenance, write_result
@@ -57,9 +57,9 @@ def main() -> None:
     baseline = measure(model)
     rows = []
     for kind in args.kinds:
-        recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, progress=False), **RECIPES[kind])  # type: ignore[arg-type]
+        r = recipe(kind, **RECIPES[kind]).with_shared(steps=args.steps, progress=False)
         t0 = time.perf_counter()
-        edit = build_edit(model, atlas, suite, recipe)
+        edit = build_edit(model, atlas, suite, r)
         seconds = time.perf_counter() - t0
         ev = evaluate(model, edit, suite=suite, baseline=baseline)
         edit = edit.with_evaluation(ev.flat())

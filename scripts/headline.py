@@ -12,9 +12,10 @@ multiple-choice sets of ``circuits/data``, and the ≥20k-token evaluation text.
 measured once and reused as the baseline of every edit (``evaluate(baseline_cache=...)``, on disk,
 so a resumed run does not measure it again).
 
-``care`` is CARE neuron repair (seed 003, :mod:`circuits.editing.care`): AtP screens neurons of the
-flagged MLP layers, interventional ACE ranks them, PSO rescales the top ones (3 PSO seeds); it needs
-pairs labelled with one of two answers, so suites without labels are listed as not run.
+Each row is a kind or a preset of the edit registry (:mod:`circuits.editing.recipes`). ``care`` is CARE
+neuron repair (seed 003, :func:`circuits.editing.care.care_edit`): AtP screens neurons of the flagged
+MLP layers, interventional ACE ranks them, PSO rescales the top ones (3 PSO seeds); it needs pairs
+labelled with one of two answers, so suites without labels are listed as not run.
 
 The surgical kinds are compared with two unrestricted baselines (issue 22, seed 004's comparison;
 :mod:`circuits.editing.baselines`), run last: ``lora_all``, LoRA (rank 4, as ``low_rank``) on every
@@ -43,16 +44,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "atlas/smollm2-135m/headline"
 SUITES = ["identity-harm-religion", "name-sentiment-v2"]  # v2 needs its atlas in --atlas first
-#: CARE neuron repair (seed 003; circuits.editing.care): not a recipe kind, built by `build_care` below.
-#: It needs labelled prompts for its accuracy objective, so it runs on suites whose pairs carry a label.
+#: CARE neuron repair (seed 003), the registry's ``care`` preset (its defaults are this table's sizes: 40
+#: build pairs, 24 AtP-screened candidates, k = 4, 10 particles, 5 generations, 3 ACE values). It needs
+#: labelled prompts for its accuracy objective, so it runs on suites whose pairs carry a label.
 CARE = "care"
 KINDS = ["ablation", "low_rank", "invariance", CARE]
 #: Unrestricted baselines (circuits.editing.baselines), run after the surgical kinds by default.
 BASELINES = ["lora_all", "full_ft"]
 TRAINED = {"offset", "low_rank", "invariance", "neuron_repair", "lora_all", "full_ft", CARE}
-#: CARE's sizes: build pairs (every k-th), AtP-screened candidate neurons of the flagged MLP layers, and its optimiser.
-CARE_PAIRS, CARE_CANDIDATES = 40, 24
-CARE_CONFIG = {"k": 4, "pop_size": 10, "generations": 5, "n_values": 3}
+#: Options of each row's recipe (a kind or preset of circuits.editing.recipes) beyond the registry's defaults.
 RECIPES: dict[str, dict[str, object]] = {
     "ablation": {"k": 3, "mode": "mean"},
     "offset": {"k": 3},
@@ -61,6 +61,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "invariance": {"k": 3, "rank": 4},
     "lora_all": {"rank": 4},
     "full_ft": {},
+    CARE: {},
 }
 #: Seed-0 edits larger than this are not saved (a note in the table instead).
 MAX_SAVED_MB = 50
@@ -102,7 +103,9 @@ def main() -> None:
     from circuits.atlas.schema import Atlas
     from circuits.editing import load_edit, save_edit
     from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR
-    from circuits.editing.recipes import EditRecipe, build_edit, choose_direction_layer
+    from circuits.editing import EditError
+    from circuits.editing.aifs import answer_labels, spread_pairs
+    from circuits.editing.recipes import build_edit, choose_direction_layer, recipe
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table
     from circuits.io import atomic_write_text
@@ -113,46 +116,18 @@ def main() -> None:
     atlas = Atlas.load(args.atlas)
     (OUT / "reports").mkdir(parents=True, exist_ok=True)
 
-    def care_data(suite):  # noqa: ANN001, ANN202
-        """CARE's build pairs and its two labels (the answers), or LookupError for a suite without labelled pairs."""
-        every = suite.pairs("build")
-        pairs = every[:: max(1, len(every) // CARE_PAIRS)][:CARE_PAIRS]
-        answers = sorted({p.answer for p in pairs} | {p.wrong_answer for p in pairs})
-        if any(p.answer == p.wrong_answer for p in pairs) or len(answers) != 2:
-            raise LookupError("CARE's accuracy objective needs pairs labelled with one of two answers, and this suite's pairs carry none")
-        return pairs, answers
-
-    def build_care(suite, seed: int):  # noqa: ANN001, ANN202
-        """CARE on the suite's build pairs: AtP screens candidates in the flagged MLP layers, ACE ranks, PSO repairs."""
-        from circuits import model as M
-        from circuits.editing.aifs import labelled_batches
-        from circuits.editing.build import select_components, suite_record
-        from circuits.editing.care import CareConfig, care_repair
-        from circuits.probing.pairs import prepare
-
-        pairs, answers = care_data(suite)
-        label_ids = [M.single_token_id(model, a) for a in answers]
-        prompts = [t for p in pairs for t in (p.clean, p.corrupted)]
-        labels = [answers.index(p.answer) for p in pairs for _ in (0, 1)]
-        groups = prepare(model, pairs, suite.metric)
-        candidates = select_components(model, atlas, suite.name, k=CARE_CANDIDATES, granularity="neuron", groups=groups.groups, metric=groups.metric)
-        result = care_repair(model, groups.groups, groups.metric, candidates, labelled_batches(model, prompts, labels), label_ids,
-                             config=CareConfig(**CARE_CONFIG, seed=seed, progress=False), suite=suite_record(suite, "build", pairs))
-        return result.edit
-
     def build(suite, kind: str, seed: int):  # noqa: ANN001, ANN202
-        """The edit of (suite, kind, seed) as the table builds it; returns (edit, build seconds, layer sweep or None)."""
+        """The edit of (suite, kind or preset, seed) as the table builds it; returns (edit, build seconds, layer sweep or None)."""
         t = time.perf_counter()
-        if kind == CARE:
-            return build_care(suite, seed), time.perf_counter() - t, None
-        extra: dict[str, object] = {}
+        r = recipe(kind, **RECIPES.get(kind, {}))
         sweep = None
-        if kind in ("orthogonalization", "directional_ablation"):
-            layer, sweep = choose_direction_layer(model, suite, LAYERS, kind=kind)  # type: ignore[arg-type]
-            extra = {"layer": layer}
+        if r.kind == "directional_ablation":  # its layer is chosen on the build split
+            layer, sweep = choose_direction_layer(model, suite, LAYERS, form=r.form)  # type: ignore[arg-type]
+            r = r.with_options(layer=layer)
         lr = {"full_ft": {"lr": args.full_ft_lr or FULL_FT_LR}, "lora_all": {"lr": args.lora_all_lr or LORA_ALL_LR}}.get(kind, {})
-        recipe = EditRecipe(kind=kind, train=TrainConfig(steps=args.steps, seed=seed, progress=False, **lr), **{**RECIPES[kind], **extra})  # type: ignore[arg-type]
-        edit = build_edit(model, atlas, suite, recipe)
+        # Seeds vary the trained rows only (the others are built once, with the first seed), as before.
+        r = r.with_shared(steps=args.steps, progress=False, **({"seed": seed} if kind in TRAINED else {}), **lr)
+        edit = build_edit(model, atlas, suite, r)
         return edit, time.perf_counter() - t, sweep
 
     def remeasure(path: Path, suite, kind: str, seed: int) -> None:  # noqa: ANN001
@@ -194,8 +169,8 @@ def main() -> None:
             reports, costs = [], []
             if kind == CARE:
                 try:
-                    care_data(suite)
-                except LookupError as e:  # CARE does not apply to this suite
+                    answer_labels(spread_pairs(suite.pairs("build"), recipe(CARE).params.max_pairs))
+                except EditError as e:  # CARE's accuracy objective needs labelled pairs
                     skipped.append(f"{kind} on {suite.name} ({e})")
                     continue
             for seed in args.seeds if kind in TRAINED else args.seeds[:1]:

@@ -1,5 +1,12 @@
 """Seeds 002 (AIFS) and 003 (CARE) on SmolLM2-135M, name-sentiment suite, small sizes (1 thread, ≤ 8 min).
 
+Calls the library's AIFS and CARE (:func:`circuits.editing.aifs.aifs_edit`,
+:func:`circuits.editing.care.care_repair`) with this experiment's own data: the suite's pairs carry one
+answer, so prompts are labelled by their template's sentiment (below), and CARE's candidates come from an
+observational screen of one layer. The atlas-driven recipes (``circuits edit --kind aifs``, ``--preset
+care``; :func:`circuits.editing.aifs.aifs_from_atlas`, :func:`circuits.editing.care.care_edit`) label
+prompts by their pair's answer and screen the flagged MLP layers by attribution instead.
+
 Writes ``atlas/smollm2-135m/seeds/aifs_care.json``: AIFS worst-group accuracy / ROC-AUC before and after
 and its inference overhead; CARE's ACE before/after, unfairness and accuracy before/after and the size
 of its accuracy-vs-fairness front; each next to the seed's stated target (quoted).
@@ -70,7 +77,7 @@ def main() -> None:
     from circuits import data as D
     from circuits import model as M
     from circuits.editing import apply_edit, save_edit
-    from circuits.editing.aifs import AIFSConfig, aifs_edit, labelled_batches
+    from circuits.editing.aifs import AIFSConfig, aifs_edit, labelled_batches, spread_pairs
     from circuits.editing.build import suite_record
     from circuits.editing.care import CareConfig, care_repair
     from circuits.probing.pairs import prepare
@@ -81,8 +88,7 @@ def main() -> None:
     model = M.load_model("smollm2-135m")
     suite, task = load_suite("name-sentiment"), D.classification_task()
     label_ids = [M.single_token_id(model, task.labels["positive"]), M.single_token_id(model, task.labels["negative"])]
-    every = suite.pairs("build")
-    pairs = every[:: max(1, len(every) // N_PAIRS)][:N_PAIRS]
+    pairs = spread_pairs(suite.pairs("build"), N_PAIRS)
     label_of = lambda text: next(y for k, y in BUILD_LABELS.items() if k in text)  # noqa: E731
     prompts = [p.clean for p in pairs] + [p.corrupted for p in pairs]
     batches = labelled_batches(model, prompts, [label_of(t) for t in prompts])

@@ -29,8 +29,7 @@ def summary(report: dict) -> dict:
 
 def main() -> None:
     from circuits.atlas.schema import Atlas
-    from circuits.editing.recipes import EditRecipe, build_edit
-    from circuits.editing.train import TrainConfig
+    from circuits.editing.recipes import build_edit, recipe
     from circuits.evaluation.run import evaluate
     from circuits.io import atomic_write_text
     from circuits.model import cache_root, load_model
@@ -40,8 +39,8 @@ def main() -> None:
     atlas = Atlas.load(ROOT / "atlas/smollm2-135m/smollm2-135m.atlas.json")
     suite = load_suite(SUITE, model=model)
     t0 = time.perf_counter()
-    recipe = EditRecipe(kind="low_rank", k=3, rank=4, train=TrainConfig(steps=40, seed=0, progress=False, preservation_kind="weights"))
-    edit = build_edit(model, atlas, suite, recipe)
+    r = recipe("low_rank", k=3, rank=4, steps=40, seed=0, progress=False, preservation_kind="weights")
+    edit = build_edit(model, atlas, suite, r)
     build_s = time.perf_counter() - t0
     weights = evaluate(model, edit, suite=suite, baseline_cache=cache_root() / "measurements", seed=0).as_dict()
     kl = json.loads((ROOT / f"atlas/smollm2-135m/headline/reports/{SUITE}.low_rank.seed0.json").read_text())["report"]

@@ -148,7 +148,7 @@ class EditKind(Kind):
 
             e = self.versions[i % 2]
             blob = st_save(dict(e.tensors))
-            m = EditManifest(kind=e.kind, components=[str(c) for c in e.components], hyperparameters=e.hyperparameters, model_name=e.model_name,
+            m = EditManifest(kind=e.kind, form=e.form, objective=e.objective, components=[str(c) for c in e.components], hyperparameters=e.hyperparameters, model_name=e.model_name,
                              model_fingerprint=e.model_fingerprint, suite={}, tensors_sha256=hashlib.sha256(blob).hexdigest())
             atomic_write_bytes(self.path.with_suffix(".safetensors"), blob)
             atomic_write_bytes(self.path, m.model_dump_json(indent=2).encode())

@@ -1,4 +1,4 @@
-"""One hand-made edit of every kind, sized to any model (shared by the edit-kind and family tests)."""
+"""One hand-made edit of every kind and preset, sized to any model (shared by the edit-kind and family tests)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def rand(*shape: int | tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def make(model: M.HookedLM, kind: str, tensors: dict, components: tuple = HEADS, **hp: object) -> Edit:
+def make(model: M.HookedLM, kind: str, tensors: dict, components: tuple = HEADS, *, form: str | None = None, objective: str | None = None, **hp: object) -> Edit:
     return Edit(
         kind=kind, components=components, tensors=tensors, model_name=model.name, model_fingerprint=M.fingerprint(model),
-        hyperparameters=hp,  # type: ignore[arg-type]
+        hyperparameters=hp, form=form, objective=objective,  # type: ignore[arg-type]
     )
 
 
@@ -37,7 +37,8 @@ def delta(model: M.HookedLM, name: str, seed: int = 0) -> dict[str, torch.Tensor
 
 
 def all_kinds(model: M.HookedLM) -> dict[str, Edit]:
-    """One edit of every kind (trained kinds: random tensors), sized to the model's shape."""
+    """One edit of every kind, and of every preset of :data:`circuits.editing.recipes.PRESETS` (keyed by its
+    name), sized to the model's shape (trained kinds: random tensors)."""
     s = model.shape
     r = rand(s.d_model, seed=4)
     mlp = (MlpRef(0),)
@@ -45,17 +46,18 @@ def all_kinds(model: M.HookedLM) -> dict[str, Edit]:
     dense = make(model, "weight_delta", {**delta(model, "blocks.1.attn.o.weight", seed=11), **delta(model, "blocks.0.mlp.out.weight", seed=12)}, components=both)
     return {
         "ablation": make(model, "ablation", {str(h): rand(s.d_head, seed=i) for i, h in enumerate(HEADS)}, mode="mean"),
-        "pruning": make(model, "pruning", {str(n): rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS, mode="mean"),
+        "pruning": make(model, "ablation", {str(n): rand((), seed=i) for i, n in enumerate(NEURONS)}, components=NEURONS, form="weights", mode="mean"),
         "scaling": make(model, "scaling", {}, alpha=0.3),
         "steering": make(model, "steering", {"vector": rand(s.d_model, seed=5)}, components=(ResidRef(1, None),), coefficient=-2.0),
         "offset": make(model, "offset", {str(h): rand(s.d_head, seed=i + 7) for i, h in enumerate(HEADS)}),
         "directional_ablation": make(model, "directional_ablation", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
-        "orthogonalization": make(model, "orthogonalization", {"direction": r / r.norm()}, components=(ResidRef(1, None),)),
+        "orthogonalization": make(model, "directional_ablation", {"direction": r / r.norm()}, components=(ResidRef(1, None),), form="weights"),
         "low_rank": make(model, "low_rank", lora(model, "blocks.1.attn.o.weight"), rank=2, alpha=0.5),
-        "invariance": make(model, "invariance", lora(model, "blocks.0.mlp.out.weight", seed=3), components=mlp, rank=2, alpha=1.0),
+        "invariance": make(model, "low_rank", lora(model, "blocks.0.mlp.out.weight", seed=3), components=mlp, objective="invariance", rank=2, alpha=1.0),
         "neuron_repair": make(
             model, "neuron_repair", {str(n): torch.tensor(0.25 * (i + 1)) for i, n in enumerate(NEURONS)}, components=NEURONS
         ),
+        "care": make(model, "neuron_repair", {str(n): torch.tensor(0.5 - 0.25 * i) for i, n in enumerate(NEURONS)}, components=NEURONS, objective="care"),
         "aifs": make(
             model, "aifs", {"gate": rand(2 * s.d_head, seed=8).abs(), "shift": rand(2 * s.d_head, seed=9) * 0.3, "mask": rand(2 * s.d_head, seed=10).sigmoid()},
             components=AIFS_HEADS, lam=0.5,

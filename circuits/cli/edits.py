@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +34,20 @@ from circuits.cli.common import (
     console,
 )
 from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, benchmark_table, check_benchmarks, run_benchmarks
-from circuits.editing.recipes import RECIPE_KINDS
+from circuits.editing.kinds import FORMS, KINDS
+from circuits.editing.recipes import OBJECTIVES, PRESETS, cli_help
+
+# The choices of `circuits edit`, from the registry (click lists them in --help and refuses anything else).
+KindChoice = Enum("KindChoice", {k: k for k in KINDS}, type=str)  # type: ignore[misc]
+PresetChoice = Enum("PresetChoice", {k: k for k in PRESETS}, type=str)  # type: ignore[misc]
+FormChoice = Enum("FormChoice", {k: k for k in FORMS}, type=str)  # type: ignore[misc]
+ObjectiveChoice = Enum("ObjectiveChoice", {k: k for k in OBJECTIVES}, type=str)  # type: ignore[misc]
+
+EDIT_HELP = (
+    "Build an edit from an atlas (on the build split), evaluate it on held-out data, and save it.\n\n"
+    "A recipe is (kind, form, objective) plus the method's options: --kind with --form/--objective (each defaults to the "
+    "kind's first), or a --preset. Options a recipe does not take are refused.\n\n" + cli_help()
+)
 
 
 def _baseline_dir(use: bool) -> Path | None:
@@ -64,22 +78,28 @@ def _print_verdict(report) -> None:  # noqa: ANN001 - an EvalReport
     )
 
 
-@app.command()
+@app.command(help=EDIT_HELP)
 def edit(
     atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON made by `circuits scan`.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Edit manifest path (.json); tensors go beside it.")],
-    kind: Annotated[str, typer.Option(help="Edit kind: " + ", ".join(RECIPE_KINDS) + ".")] = "ablation",
-    k: Annotated[int, typer.Option(help="Number of components (flagged heads, or neurons with --granularity neuron).")] = 3,
-    granularity: Annotated[str, typer.Option(help="head or neuron (neurons of the flagged MLP layers, by attribution).")] = "head",
-    mode: Annotated[str, typer.Option(help="Ablation/pruning mode: zero, mean or resample.")] = "mean",
-    alpha: Annotated[float | None, typer.Option(help="Scaling factor (scaling) or low-rank scale (low_rank, invariance).")] = None,
-    layer: Annotated[int | None, typer.Option(help="Residual layer for steering / directional ablation (default: strongest flagged head's).")] = None,
-    coefficient: Annotated[float, typer.Option(help="Steering coefficient (negative: away from the clean side).")] = -1.0,
-    rank: Annotated[int, typer.Option(help="Rank of low-rank edits.")] = 4,
-    steps: Annotated[int, typer.Option(help="Training steps (trained kinds).")] = 80,
-    lr: Annotated[float, typer.Option(help="Learning rate (trained kinds).")] = 1e-2,
-    preservation: Annotated[float, typer.Option(help="Weight of the KL-to-unedited term (trained kinds).")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed (training, resampling).")] = 0,
+    kind: Annotated[KindChoice | None, typer.Option(help="Edit kind (default: ablation, unless --preset).", show_default=False)] = None,
+    form: Annotated[FormChoice | None, typer.Option(help="The edit's default form (default: the kind's first).", show_default=False)] = None,
+    objective: Annotated[ObjectiveChoice | None, typer.Option(help="How its tensors are found (default: the kind's first).", show_default=False)] = None,
+    preset: Annotated[PresetChoice | None, typer.Option(help="A named recipe (fixes kind, form and objective).", show_default=False)] = None,
+    k: Annotated[int | None, typer.Option(help="Components: flagged heads, or neurons with --granularity neuron (default 3).")] = None,
+    granularity: Annotated[str | None, typer.Option(help="head or neuron (neurons of the flagged MLP layers, by attribution).")] = None,
+    mode: Annotated[str | None, typer.Option(help="Ablation mode: zero, mean or resample (default mean).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Scaling factor (scaling), low-rank scale (low_rank) or AIFS's α.")] = None,
+    layer: Annotated[int | None, typer.Option(help="Layer of steering / directional ablation / AIFS (default: strongest flagged head's).")] = None,
+    coefficient: Annotated[float | None, typer.Option(help="Steering coefficient (default -1: away from the clean side).")] = None,
+    rank: Annotated[int | None, typer.Option(help="Rank of low-rank edits (default 4).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (gap/invariance objectives; default 80).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (trained objectives; default: the method's).")] = None,
+    preservation: Annotated[float | None, typer.Option(help="Weight of the KL-to-unedited term (gap/invariance; default 1).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the method (training, resampling, PSO, AIFS) and of the evaluation (default 0).")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Any other option of the recipe, NAME=VALUE (repeatable; listed below).")
+    ] = None,
     behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
     suite_file: Annotated[
         str | None, typer.Option("--suite", "-s", help="The behaviour's suite, if it was scanned from your own file (default: the shipped suite the atlas names).")
@@ -94,13 +114,12 @@ def edit(
     max_tokens: Annotated[int | None, typer.Option(help="Evaluation-text tokens for capability measures (default: all, ≥20k).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
-    """Build an edit of any kind from an atlas (on the build split), evaluate it on held-out data, and save it."""
     from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas, AtlasError
     from circuits.editing import EditError, apply_edit, save_edit
     from circuits.editing.build import check_atlas
-    from circuits.editing.recipes import EditRecipe, build_edit
-    from circuits.editing.train import TrainConfig
+    from circuits.editing.recipes import build_edit, parse_options
+    from circuits.editing.recipes import recipe as make_recipe
     from circuits.evaluation import run as evaluation
     from circuits.model import generate
     from circuits.suites import SuiteError, bind_model, load_suite, made_per_model, shipped_suite
@@ -112,15 +131,22 @@ def edit(
     _check_count("--generations", generations, minimum=0)
     _check_count("--max-tokens", max_tokens)
     _check_count("--seed", seed, minimum=0)
-    if kind not in RECIPE_KINDS or granularity not in ("head", "neuron"):
-        _fail(f"unknown edit kind {kind!r} or granularity {granularity!r}; kinds: {', '.join(RECIPE_KINDS)}; granularity: head, neuron")
+    if preset is not None and kind is not None:
+        _fail("--kind and --preset each name a recipe; give one")
+    options = {"k": k, "granularity": granularity, "mode": mode, "alpha": alpha, "layer": layer, "coefficient": coefficient, "rank": rank,
+               "steps": steps, "lr": lr, "preservation": preservation, "seed": seed}
     try:
-        recipe = EditRecipe(
-            kind=kind, k=k, granularity=granularity, mode=mode, alpha=alpha, layer=layer, coefficient=coefficient, rank=rank,  # type: ignore[arg-type]
-            train=TrainConfig(steps=steps, lr=lr, preservation=preservation, seed=seed),
+        recipe = make_recipe(
+            preset.value if preset is not None else (kind.value if kind is not None else "ablation"),
+            form=None if form is None else form.value, objective=None if objective is None else objective.value,  # type: ignore[arg-type]
         )
+        if "seed" not in recipe.options():
+            options.pop("seed")  # a method without randomness: --seed is the evaluation's only
+        recipe = recipe.with_options(**{name: v for name, v in options.items() if v is not None})
+        recipe = recipe.with_options(**parse_options(recipe, param or []))
     except EditError as e:
         _fail(str(e))
+    layer = recipe.options().get("layer")
     try:
         atlas = Atlas.load(atlas_path)
         b = atlas.behaviour(behaviour) if behaviour else atlas.behaviours[0]
@@ -145,7 +171,7 @@ def edit(
     suite = bind_model(suite, m)  # suites generated with the model's tokenizer: compare hashes now
     if suite.content_hash != b.suite.content_hash:
         _fail(f"suite {suite.name!r} has changed since the atlas was made (content hash differs); rescan")
-    with console.status(f"building the {kind} edit on the build split"):
+    with console.status(f"building the {recipe} edit on the build split"):
         try:
             e = build_edit(m, atlas, suite, recipe, behaviour=b.name)
         except (AtlasError, EditError, ValueError) as err:
@@ -153,7 +179,7 @@ def edit(
     if evaluate:
         with console.status("evaluating on held-out data (every harm and capability measure)"):
             try:
-                report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed, baseline_cache=_baseline_dir(baseline_cache))
+                report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed or 0, baseline_cache=_baseline_dir(baseline_cache))
             except ValueError as err:  # EditError: wrong model
                 _fail(str(err))
         e = e.with_evaluation(report.flat())
@@ -161,8 +187,10 @@ def edit(
         _print_verdict(report)
     with _writing(out):
         save_edit(e, out, packages=package_versions())
-    if e.training:
+    if e.training and "steps_run" in e.training:  # the gradient-trained objectives
         console.print(f"trained {e.training['steps_run']} steps in {e.training['seconds']} s (best step {e.training['best_step']})")
+    elif e.training:  # CARE's swarm, AIFS's epochs
+        console.print(f"{e.objective} ran in {e.training.get('seconds', '?')} s")
     # Both sides of the first eval pairs, so a reader sees each prompt's continuation change.
     prompts = [p for pair in suite.pairs("eval")[:generations] for p in (pair.clean, pair.corrupted)]
     for prompt in track(prompts, description="generating before/after", console=console, transient=True):

@@ -37,6 +37,11 @@ Readings of terms the seed leaves open (each a choice, by section):
   ``mask_rule="direct"`` uses ``exp(γ |IG|)`` instead (noise on the features the classifier relies on
   most; an alternative reading, not the seed's formula). The first mask comes from the unedited model.
 * **Epoch**: one pass over the training prompts in shuffled batches; the mask is updated after each.
+
+From an atlas (:func:`aifs_from_atlas`, the ``aifs`` recipe of :mod:`circuits.editing.recipes`): the
+site is the residual stream entering a layer, or flagged heads of one layer (the layer of the strongest
+flagged head unless given), and the labelled prompts are the build pairs' prompts, each labelled with
+its pair's answer (:func:`labelled_prompts`; CARE uses the same).
 """
 
 from __future__ import annotations
@@ -55,13 +60,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.editing.build import new_edit
-from circuits.editing.edit import Edit
+from circuits.atlas.schema import Atlas
+from circuits.editing.build import new_edit, select_components, suite_record
+from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds.aifs import site_width
 from circuits.sites import Component, HeadRef, ResidRef
+from circuits.suites import PromptPair, Suite
 
 log = logging.getLogger(__name__)
 Transform = Callable[[Tensor], Tensor]
+#: Where an AIFS gate sits when built from an atlas: one residual stream, or heads of one layer.
+AifsSite = Literal["resid", "heads"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,65 @@ def labelled_batches(model: Any, prompts: Sequence[str], labels: Sequence[int]) 
         t = M.tokens_of(model, p)
         by_len.setdefault(t.shape[-1], []).append((t.reshape(-1), int(y)))
     return [LabelledBatch(torch.stack([t for t, _ in rows]), torch.tensor([y for _, y in rows])) for rows in by_len.values()]
+
+
+def spread_pairs(pairs: Sequence[PromptPair], n: int) -> list[PromptPair]:
+    """At most ``n`` pairs spread over ``pairs``: every ``(len // n)``-th, from the first.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"need n >= 1 pairs, got {n}")
+    return list(pairs[:: max(1, len(pairs) // n)][:n])
+
+
+def answer_labels(pairs: Sequence[PromptPair]) -> tuple[str, str]:
+    """The two answers prompt pairs are labelled with, sorted (class 0, class 1).
+
+    Raises:
+        EditError: A pair whose answer is its wrong answer (no label), or not exactly two answers overall.
+    """
+    answers = sorted({p.answer for p in pairs} | {p.wrong_answer for p in pairs})
+    if not pairs or any(p.answer == p.wrong_answer for p in pairs) or len(answers) != 2:
+        raise EditError("labelled prompts need pairs labelled with one of two answers (answer ≠ wrong_answer, two answers in all); these pairs carry none")
+    return answers[0], answers[1]
+
+
+@dataclass(frozen=True)
+class LabelledPrompts:
+    """Prompts labelled by their pair's answer: each pair's clean and corrupted prompt are class ``answers.index(answer)``.
+
+    A pair's two prompts differ in the (spurious or harmful) feature only, so both carry its label;
+    a suite whose pairs all share one answer labels every prompt alike.
+
+    Attributes:
+        pairs: The pairs.
+        answers: The two answers, sorted; class ``c`` ↔ ``answers[c]``.
+        label_ids: Their (single) token ids.
+        batches: The labelled prompts, grouped by length (:func:`labelled_batches`).
+    """
+
+    pairs: tuple[PromptPair, ...]
+    answers: tuple[str, str]
+    label_ids: tuple[int, int]
+    batches: tuple[LabelledBatch, ...]
+
+
+def labelled_prompts(model: Any, pairs: Sequence[PromptPair]) -> LabelledPrompts:
+    """Both prompts of every pair, labelled with the pair's answer (the data of CARE's accuracy objective and of AIFS).
+
+    Raises:
+        EditError: Pairs without two answers (:func:`answer_labels`), or an answer that is not one token.
+    """
+    answers = answer_labels(pairs)
+    try:
+        ids = (M.single_token_id(model, answers[0]), M.single_token_id(model, answers[1]))
+    except ValueError as e:
+        raise EditError(f"labels are single tokens: {e}") from None
+    prompts = [t for p in pairs for t in (p.clean, p.corrupted)]
+    labels = [answers.index(p.answer) for p in pairs for _ in (0, 1)]
+    return LabelledPrompts(tuple(pairs), answers, ids, tuple(labelled_batches(model, prompts, labels)))
 
 
 def mask_update(ig_abs: Float[Tensor, " d"], *, gamma: float, eps: float, rule: str = "inverse") -> Float[Tensor, " d"]:
@@ -295,5 +363,71 @@ def aifs_edit(
     record.update({"epochs": config.epochs, "seconds": round(time.perf_counter() - t0, 2), "data_sha256": digest, "n_prompts": sum(len(b.labels) for b in batches)})
     hp = {k: v for k, v in asdict(config).items() if k != "progress"}
     tensors = {"gate": gate.detach().clone(), "shift": shift.detach().clone(), "mask": mask.detach().clone()}
-    edit = new_edit("aifs", tuple(components), tensors, model, hp, suite)
+    edit = new_edit("aifs", tuple(components), tensors, model, hp, suite, objective="aifs")
     return Edit(**{**edit.__dict__, "training": record})
+
+
+def aifs_site(model: Any, atlas: Atlas, behaviour: str, *, site: AifsSite = "resid", layer: int | None = None, k: int = 3) -> tuple[Component, ...]:
+    """The site of an AIFS gate an atlas points at.
+
+    Args:
+        model: The model the atlas was measured on.
+        atlas: The atlas.
+        behaviour: Behaviour name.
+        site: ``"resid"`` (the residual stream entering ``layer``) or ``"heads"`` (the behaviour's
+            flagged heads of ``layer``, strongest first, at most ``k``).
+        layer: The layer (``None``: the layer of the strongest flagged head).
+        k: Heads, for ``site="heads"``.
+
+    Returns:
+        ``(ResidRef(layer, None),)`` or the heads.
+
+    Raises:
+        EditError: A layer out of range, or no flagged head in the layer (``site="heads"``).
+        AtlasError: The behaviour flags no head (to choose the layer, or the heads).
+    """
+    shape = model.shape
+    if layer is None:
+        layer = select_components(model, atlas, behaviour, k=1)[0].layer
+    if not 0 <= layer < shape.n_layers:
+        raise EditError(f"layer {layer} does not exist in a model with {shape.n_layers} layers")
+    if site == "resid":
+        return (ResidRef(layer, None),)
+    flagged = select_components(model, atlas, behaviour, k=shape.n_layers * shape.n_heads)
+    heads = tuple(c for c in flagged if c.layer == layer)[:k]
+    if not heads:
+        raise EditError(f"behaviour {behaviour!r} flags no head in layer {layer}; an aifs gate on heads needs some (site resid works at any layer)")
+    return heads
+
+
+def aifs_from_atlas(
+    model: Any, atlas: Atlas, suite: Suite, behaviour: str, *, site: AifsSite = "resid", layer: int | None = None, k: int = 3, max_pairs: int = 40,
+    config: AIFSConfig = AIFSConfig(),
+) -> Edit:
+    """An AIFS gate at the site an atlas points at (:func:`aifs_site`), trained on the suite's build pairs.
+
+    The training prompts are the clean and corrupted prompts of ``max_pairs`` build pairs spread over
+    the split (:func:`spread_pairs`), each labelled with its pair's answer (:func:`labelled_prompts`).
+
+    Args:
+        model: The model the atlas was measured on (unchanged).
+        atlas: The atlas.
+        suite: The behaviour's suite.
+        behaviour: Behaviour name in the atlas.
+        site: ``"resid"`` or ``"heads"``.
+        layer: The site's layer (``None``: the strongest flagged head's).
+        k: Heads, for ``site="heads"``.
+        max_pairs: Build pairs used.
+        config: AIFS's settings.
+
+    Returns:
+        The trained ``aifs`` edit (objective ``aifs``; the pairs' provenance in ``suite``).
+
+    Raises:
+        EditError: Pairs without two answers, or a site the atlas does not give.
+        AtlasError: The behaviour flags no head.
+    """
+    components = aifs_site(model, atlas, behaviour, site=site, layer=layer, k=k)
+    pairs = spread_pairs(suite.pairs("build"), max_pairs)
+    data = labelled_prompts(model, pairs)
+    return aifs_edit(model, components, list(data.batches), data.label_ids, config=config, suite=suite_record(suite, "build", pairs))

@@ -9,8 +9,9 @@ fingerprint differs from the edits', and gives the model back bit for bit on rem
 
 The function an edit list computes is the one of each edit in its own ``form``: weight-form edits
 change weights in list order, and hook-form edits act on the activations of the weight-edited model.
-``bake=True`` computes that function with every edit as weights (the weight-form edits first, in
-order, then the hook-form ones, in order), refusing the compositions whose weight forms would differ.
+``apply_edit(..., form="weights")`` (baking) computes that function with every edit as weights (the
+weight-form edits first, in order, then the hook-form ones, in order), refusing the compositions whose
+weight forms would differ (each kind's :class:`~circuits.editing.kinds.BakeRules`).
 Hook-form edits are recorded on the model with their weight form, so generation
 (:mod:`circuits.model.generation`) carries them over to a plain Hugging Face model.
 """
@@ -21,7 +22,7 @@ import logging
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -33,6 +34,9 @@ from circuits.interventions import Intervention, InterventionError, LowRank, Wei
 from circuits.sites import Component, ComponentError, activation_index, check_components
 
 WeightStep = M.WeightStep
+#: How :func:`apply_edit` applies edits: each in its own ``form`` (``"auto"``), every edit that has a
+#: hook form as hooks (``"hooks"``), or every edit as weights (``"weights"``, baking).
+ApplyForm = Literal["auto", "hooks", "weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,27 +178,30 @@ def _fold(edit: Edit, model: M.HookedLM) -> Callable[[], list[WeightStep]] | Non
 
 
 def _check_bakeable(hook_edits: list[Edit]) -> None:
-    """Refuse hook compositions whose weight forms are not the same function.
+    """Refuse hook compositions whose weight forms are not the same function, by each kind's
+    :class:`~circuits.editing.kinds.BakeRules`.
 
-    Two edits of one head or neuron compose on its activation but not on its (then zeroed or rescaled)
-    output columns; a steering vector added after a directional ablation keeps its component along the
-    direction until the next ablation site, which a projected weight cannot express.
+    Two edits that own one head's or neuron's output columns compose on its activation but not on its
+    (then zeroed or rescaled) columns; a vector added to the residual stream after a residual
+    projection keeps its component along the direction until the next projection site, which a
+    projected weight cannot express.
 
     Raises:
         EditError: Such a composition.
     """
-    seen: dict[str, Edit] = {}
-    directional = False
+    owner: dict[str, Edit] = {}
+    projection: Edit | None = None
     for e in hook_edits:
-        if e.kind in ("ablation", "scaling", "offset", "neuron_repair"):
+        rules = e.spec.bake
+        if rules.owns_columns:
             for c in e.components:
-                if str(c) in seen:
-                    raise EditError(f"cannot bake {seen[str(c)]} and {e}: both act on {c}; bake them separately")
-                seen[str(c)] = e
-        if e.kind == "directional_ablation":
-            directional = True
-        if e.kind == "steering" and directional:
-            raise EditError(f"cannot bake {e} after a directional ablation; put the steering edit first")
+                if str(c) in owner:
+                    raise EditError(f"cannot bake {owner[str(c)]} and {e}: both act on {c}; bake them separately")
+                owner[str(c)] = e
+        if rules.adds_to_residual and projection is not None:
+            raise EditError(f"cannot bake {e} after {projection} (a residual projection); put {e} first")
+        if rules.projects_residual:
+            projection = e
 
 
 class AppliedEdits:
@@ -249,13 +256,14 @@ def verify_fingerprint(model: M.HookedLM, *edits: Edit) -> None:
             )
 
 
-def _form(edit: Edit, bake: bool | None) -> str:
-    if not edit.spec.has_hooks or bake is True:
-        return "weights"
-    return "hooks" if bake is False else edit.form
+def _form(edit: Edit, form: ApplyForm) -> str:
+    """The form ``edit`` is applied in when :func:`apply_edit` is asked for ``form``."""
+    if form == "auto":
+        return edit.form  # type: ignore[return-value]
+    return "hooks" if form == "hooks" and edit.spec.has_hooks else "weights"
 
 
-def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, bake: bool | None = None) -> AppliedEdits:
+def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, form: ApplyForm = "auto") -> AppliedEdits:
     """Apply edits to a model, in the order given.
 
     Args:
@@ -263,22 +271,26 @@ def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, 
         *edits: One or more edits.
         check_fingerprint: Refuse a model whose weights differ from the edits' (default on). All edits
             are checked against the *unedited* model, before any is applied.
-        bake: ``None`` applies each edit in its own ``form``; ``True`` applies every edit as weights
-            (what :func:`circuits.editing.export.export_hf` saves); ``False`` every edit that has a
-            hook form as hooks.
+        form: ``"auto"`` applies each edit in its own ``form``; ``"weights"`` applies every edit as
+            weights (baking: what :func:`circuits.editing.export.export_hf` saves); ``"hooks"`` every
+            edit that has a hook form as hooks (weight-only kinds, ``low_rank`` and ``weight_delta``,
+            as weights, their only form).
 
     Returns:
         A handle: a context manager that removes the edits on exit; without ``with`` the edits stay
         until ``handle.remove()``.
 
     Raises:
-        EditError: No edits, a fingerprint mismatch, an edit that does not fit the model (a weight or
-            hook it names does not exist, :func:`check_sites`), non-finite logits with the edits applied
-            (:func:`check_finite_logits`), or (as weights) an edit without a weight form here. Nothing
-            stays applied after an error.
+        EditError: No edits, an unknown ``form``, a fingerprint mismatch, an edit that does not fit the
+            model (a weight or hook it names does not exist, :func:`check_sites`), non-finite logits with
+            the edits applied (:func:`check_finite_logits`), or (as weights) an edit without a weight
+            form here or a composition whose weight forms differ from its hooks. Nothing stays applied
+            after an error.
     """
     if not edits:
         raise EditError("no edits to apply")
+    if form not in get_args(ApplyForm):
+        raise EditError(f"form must be one of {', '.join(get_args(ApplyForm))}, got {form!r}")
     if check_fingerprint:
         verify_fingerprint(model, *edits)
     for e in edits:
@@ -288,16 +300,16 @@ def apply_edit(model: M.HookedLM, *edits: Edit, check_fingerprint: bool = True, 
                 "edit %s was built with prepend_bos=%s, but the model now encodes text with %s", e, e.tokenization.get("prepend_bos"),
                 model.tokenization.describe(),
             )
-    native = [e for e in edits if _form(e, None) == "weights"]
-    hooked = [e for e in edits if _form(e, None) == "hooks"]
-    if bake:
+    native = [e for e in edits if _form(e, "auto") == "weights"]
+    hooked = [e for e in edits if _form(e, "auto") == "hooks"]
+    if form == "weights":
         _check_bakeable(hooked)
     removers: list[Callable[[], None]] = []
     changes_weights = False
     generators: list[tuple[torch.Generator, Edit]] = []
     try:
         for e in native + hooked:
-            if _form(e, bake) == "weights":
+            if _form(e, form) == "weights":
                 changes_weights = True
                 for name, step in weight_steps(e, model):
                     try:
@@ -329,7 +341,7 @@ def attach_for_training(model: M.HookedLM, edit: Edit) -> Callable[[], None]:
     Raises:
         EditError: The edit does not fit the model.
     """
-    if _form(edit, None) == "hooks":
+    if _form(edit, "auto") == "hooks":
         return apply_edit(model, edit, check_fingerprint=False).remove
     removers: list[Callable[[], None]] = []
     try:

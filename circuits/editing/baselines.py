@@ -39,6 +39,7 @@ import torch
 from circuits import model as M
 from circuits.editing.build import new_edit
 from circuits.editing.edit import Edit, EditError
+from circuits.editing.objectives import Objective
 from circuits.editing.train import TrainConfig, TrainingData, train_edit
 from circuits.sites import AttnRef, Component, MlpRef
 
@@ -80,7 +81,9 @@ def _targets(names: list[str]) -> str:
     return ",".join(dict.fromkeys(n.split(".", 2)[2].removesuffix(".weight") for n in names))
 
 
-def lora_all_edit(model: Any, data: TrainingData, *, rank: int = 4, alpha: float = 1.0, config: TrainConfig = TrainConfig(lr=LORA_ALL_LR)) -> Edit:
+def lora_all_edit(
+    model: Any, data: TrainingData, *, rank: int = 4, alpha: float = 1.0, objective: Objective = "gap", config: TrainConfig = TrainConfig(lr=LORA_ALL_LR)
+) -> Edit:
     """Unrestricted LoRA: ``W' = W + α B A`` on every block's q, k, v, o, gate, in and out weights, trained.
 
     The surgical :func:`~circuits.editing.train.low_rank_edit` with the same rank, scale, initialisation
@@ -93,6 +96,7 @@ def lora_all_edit(model: Any, data: TrainingData, *, rank: int = 4, alpha: float
         data: Training data (:meth:`TrainingData.from_suite`).
         rank: LoRA rank ``r`` (default: the surgical ``low_rank`` recipe's 4).
         alpha: Scale ``α``.
+        objective: ``"gap"`` (the baselines of issue 22) or ``"invariance"``.
         config: Loop settings (default Adam lr :data:`LORA_ALL_LR`); the seed also draws ``A``.
 
     Returns:
@@ -115,10 +119,10 @@ def lora_all_edit(model: Any, data: TrainingData, *, rank: int = 4, alpha: float
         tensors[f"{name}.lora_B"] = torch.zeros(out_f, rank)
     hp = {"rank": rank, "alpha": float(alpha), "baseline": "lora_all", "targets": _targets(names)}
     base = new_edit("low_rank", baseline_components(model), tensors, model, hp, form="weights")
-    return train_edit(model, base, data, config=config)
+    return train_edit(model, base, data, objective=objective, config=config)
 
 
-def full_ft_edit(model: Any, data: TrainingData, *, config: TrainConfig = TrainConfig(lr=FULL_FT_LR)) -> Edit:
+def full_ft_edit(model: Any, data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig(lr=FULL_FT_LR)) -> Edit:
     """Full fine-tuning of every block's q, k, v, o, gate, in and out weights, stored as dense deltas.
 
     Every entry of every matrix of :func:`baseline_weights` trains (``Δ`` from 0) with the harm loss
@@ -129,6 +133,7 @@ def full_ft_edit(model: Any, data: TrainingData, *, config: TrainConfig = TrainC
     Args:
         model: The model (unchanged).
         data: Training data (:meth:`TrainingData.from_suite`).
+        objective: ``"gap"`` (the baselines of issue 22) or ``"invariance"``.
         config: Loop settings.
 
     Returns:
@@ -142,4 +147,4 @@ def full_ft_edit(model: Any, data: TrainingData, *, config: TrainConfig = TrainC
     names = baseline_weights(model)
     tensors = {f"{n}.delta": torch.zeros(tuple(M.read_weight(model, n).shape)) for n in names}  # type: ignore[union-attr]
     base = new_edit("weight_delta", baseline_components(model), tensors, model, {"baseline": "full_ft", "targets": _targets(names)}, form="weights")
-    return train_edit(model, base, data, config=config)
+    return train_edit(model, base, data, objective=objective, config=config)

@@ -25,7 +25,8 @@ from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
 from circuits.atlas.scores import top_rate
 from circuits.editing.apply import check_finite_logits
-from circuits.editing.edit import Edit, EditError, Form
+from circuits.editing.edit import Edit, EditError
+from circuits.editing.kinds import KINDS, Form
 from circuits.metrics import Metric
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.patching import TokenGroup, position_mean_activations
@@ -43,9 +44,12 @@ def suite_record(suite: Suite, split: str, pairs: Sequence[PromptPair]) -> dict[
 
 def new_edit(
     kind: str, components: tuple[Component, ...], tensors: dict[str, Tensor], model: M.HookedLM, hp: dict[str, Any],
-    suite: dict[str, str | int] | None = None, *, form: Form = "hooks",
+    suite: dict[str, str | int] | None = None, *, form: Form | None = None, objective: str | None = None,
 ) -> Edit:
-    """An edit for ``model`` as it is now (its fingerprint, name and source), checked against it.
+    """An edit for ``model`` as it is now (its fingerprint, name, source and tokenization policy), checked against it.
+
+    ``form=None`` is the kind's default form; ``objective`` names what made the tensors
+    (:data:`circuits.editing.recipes.METHODS`).
 
     Raises:
         EditError: Invalid values (:mod:`circuits.editing.validate`), a site the model does not have, or
@@ -54,7 +58,7 @@ def new_edit(
     edit = Edit(
         kind=kind, components=components, tensors=tensors, model_name=M.model_name(model), model_fingerprint=M.fingerprint(model),
         hyperparameters=hp, suite=suite or {}, model_source=model.provenance.as_dict(), form=form,
-        tokenization=model.tokenization.as_dict(),
+        tokenization=model.tokenization.as_dict(), objective=objective,
     )
     check_finite_logits(model, edit)
     return edit
@@ -215,7 +219,7 @@ def ablation_edit(
         suite: Provenance of ``groups`` (:func:`suite_record`).
 
     Returns:
-        The edit (kind ``ablation``).
+        The edit (kind ``ablation``, objective ``reference``).
 
     Raises:
         EditError: No components, a component that is not a whole head or neuron, or weights with resample.
@@ -224,8 +228,7 @@ def ablation_edit(
         raise EditError("no components to ablate")
     if any(not isinstance(c, (HeadRef, NeuronRef)) or c.pos is not None for c in components):
         raise EditError(f"ablation acts on whole heads and neurons (e.g. L9H6, L5N1024), got {components}")
-    if form == "weights" and mode == "resample":
-        raise EditError("resample ablation is random per pass; it cannot be applied as weights")
+    KINDS["ablation"].check_form(form, {"mode": mode})  # before the bank is drawn
     tensors: dict[str, Tensor] = {}
     if mode == "mean":
         means = position_mean_activations(model, list(groups), sorted({_hook_of(c) for c in components}))
@@ -237,21 +240,33 @@ def ablation_edit(
         hp["mean_over"] = "reference pairs, clean+corrupted, all positions"
     if mode == "resample":
         hp.update(seed=seed, bank_size=bank_size)
-    return new_edit("ablation", tuple(components), tensors, model, hp, suite, form=form)
+    return new_edit("ablation", tuple(components), tensors, model, hp, suite, form=form, objective="reference")
 
 
-def scaling_edit(model: M.HookedLM, components: tuple[Component, ...], *, alpha: float, form: Form = "hooks") -> Edit:
+def scaling_edit(
+    model: M.HookedLM, components: tuple[Component, ...], *, alpha: float, form: Form = "hooks", suite: dict[str, str | int] | None = None
+) -> Edit:
     """Scale heads' ``z`` / neurons' ``hook_post`` by ``alpha`` (0 = zero ablation, 1 = no-op).
 
     Source: the attention-head scaling interventions of "Are Sixteen Heads Really Better than One?"
     (Michel et al. 2019) and amplification/suppression studies of circuits.
+
+    Args:
+        model: The model.
+        components: Heads and/or neurons.
+        alpha: The factor.
+        form: How the edit is applied by default.
+        suite: Provenance of the data the components were selected on (:func:`suite_record`).
+
+    Returns:
+        The edit (kind ``scaling``, objective ``constant``).
 
     Raises:
         EditError: No components, or a component that is not a head or neuron.
     """
     if not components or any(not isinstance(c, (HeadRef, NeuronRef)) for c in components):
         raise EditError(f"scaling acts on heads and neurons, got {components}")
-    return new_edit("scaling", tuple(components), {}, model, {"alpha": float(alpha), "k": len(components)}, form=form)
+    return new_edit("scaling", tuple(components), {}, model, {"alpha": float(alpha), "k": len(components)}, suite, form=form, objective="constant")
 
 
 @torch.no_grad()
@@ -282,19 +297,23 @@ def mean_difference(model: M.HookedLM, groups: Sequence[TokenGroup], layer: int)
 
 
 def steering_edit(
-    model: M.HookedLM, groups: Sequence[TokenGroup], *, layer: int, coefficient: float = -1.0, suite: dict[str, str | int] | None = None
+    model: M.HookedLM, groups: Sequence[TokenGroup], *, layer: int, coefficient: float = -1.0, form: Form = "hooks",
+    suite: dict[str, str | int] | None = None,
 ) -> Edit:
     """A mean-difference steering vector added to ``resid_pre`` of ``layer`` at every position.
 
     Contrastive activation addition (CAA; Rimsky et al. 2024): ``v = mean(clean) − mean(corrupted)``
     at the last position (:func:`mean_difference`); the edit adds ``coefficient · v``. The default
-    ``coefficient = −1`` steers away from the clean (harmful) side.
+    ``coefficient = −1`` steers away from the clean (harmful) side. ``form="weights"`` folds the vector
+    into the bias of the writer before ``layer`` (where sublayer outputs reach the residual stream
+    unnormalised).
 
     Raises:
         ValueError: ``layer`` out of range.
     """
     v = mean_difference(model, groups, layer)
-    return new_edit("steering", (ResidRef(layer, None),), {"vector": v}, model, {"coefficient": float(coefficient), "layer": layer}, suite)
+    hp = {"coefficient": float(coefficient), "layer": layer}
+    return new_edit("steering", (ResidRef(layer, None),), {"vector": v}, model, hp, suite, form=form, objective="mean_difference")
 
 
 def direction_edit(
@@ -315,4 +334,6 @@ def direction_edit(
     v = mean_difference(model, groups, layer)
     if v.norm() < 1e-8:
         raise EditError(f"clean and corrupted means are equal at layer {layer}; no direction to ablate")
-    return new_edit("directional_ablation", (ResidRef(layer, None),), {"direction": v / v.norm()}, model, {"layer": layer}, suite, form=form)
+    return new_edit(
+        "directional_ablation", (ResidRef(layer, None),), {"direction": v / v.norm()}, model, {"layer": layer}, suite, form=form, objective="mean_difference"
+    )

@@ -21,6 +21,12 @@ multi-objective version. Here:
 5. **NSGA-III** (``pymoo.algorithms.moo.nsga3.NSGA3``, Das-Dennis reference directions) minimises
    ``(U, E)`` jointly; its non-dominated set is the accuracy-vs-fairness front, recorded with the edit.
 
+From an atlas (:func:`care_edit`, the ``care`` recipe of :mod:`circuits.editing.recipes`, the driver of
+``scripts/headline.py``'s CARE rows): ``max_pairs`` build pairs spread over the split; the candidates
+are the neurons of the behaviour's flagged MLP layers with the largest attribution-patching effect on
+them (an AtP screen, :func:`circuits.editing.build.select_components`); the labelled prompts are both
+prompts of every pair, labelled with the pair's answer (:func:`circuits.editing.aifs.labelled_prompts`).
+
 Both optimisers start from a population that contains the identity (every ``s_n = 1``), so the repair is
 never worse than no repair on its own objective. ACE of the repaired neurons is measured before and
 after (after: in the repaired model, over the repaired neuron's own value range, so a neuron scaled to 0
@@ -39,15 +45,17 @@ import torch
 from torch import Tensor
 
 from circuits import model as M
-from circuits.editing.aifs import LabelledBatch
+from circuits.atlas.schema import Atlas
+from circuits.editing.aifs import LabelledBatch, labelled_prompts, spread_pairs
 from circuits.editing.apply import apply_edit
-from circuits.editing.build import new_edit
+from circuits.editing.build import new_edit, select_components, suite_record
 from circuits.editing.edit import Edit
 from circuits.metrics import Metric, call_metric
 from circuits.probing.ace import average_causal_effect, rank_by_ace
 from circuits.probing.effects import Effects
-from circuits.probing.pairs import TokenGroup
+from circuits.probing.pairs import TokenGroup, prepare
 from circuits.sites import NeuronRef, ResidRef
+from circuits.suites import Suite
 
 
 @dataclass(frozen=True)
@@ -222,7 +230,7 @@ def care_repair(
     u_after, e_after = f(best)
     hp = {"k": len(top), "optimiser": "pso", "accuracy_weight": config.accuracy_weight, "scale_min": config.bounds[0], "scale_max": config.bounds[1],
           "pop_size": config.pop_size, "generations": config.generations, "seed": config.seed, "ranking": "average_causal_effect"}
-    edit = new_edit("neuron_repair", tuple(top), {str(n): torch.tensor(float(s)) for n, s in zip(top, best)}, model, hp, suite)
+    edit = new_edit("neuron_repair", tuple(top), {str(n): torch.tensor(float(s)) for n, s in zip(top, best)}, model, hp, suite, objective="care")
     with apply_edit(model, edit):
         ace_after = average_causal_effect(model, groups, metric, top, n_values=config.n_values, progress=config.progress)
     before = {str(c): float(v) for c, v in zip(ace.components, ace.mean_effects)}
@@ -233,3 +241,33 @@ def care_repair(
     training = {"objective_evaluations": f.calls, "seconds": round(time.perf_counter() - t0, 2), "candidates": len(candidates)}
     edit = Edit(**{**edit.__dict__, "evaluation": evaluation, "training": training})
     return CareResult(edit, ace, ace_after, front, front_x)
+
+
+def care_edit(
+    model: Any, atlas: Atlas, suite: Suite, behaviour: str, *, candidates: int = 24, max_pairs: int = 40, config: CareConfig = CareConfig()
+) -> CareResult:
+    """CARE from an atlas: AtP screens the flagged MLP layers' neurons, ACE ranks them, PSO repairs (module docstring).
+
+    Args:
+        model: The model the atlas was measured on (unchanged).
+        atlas: The atlas.
+        suite: The behaviour's suite (its build split).
+        behaviour: Behaviour name in the atlas.
+        candidates: Neurons kept by the attribution-patching screen, then ranked by ACE.
+        max_pairs: Build pairs used (spread over the split).
+        config: CARE's settings.
+
+    Returns:
+        The :class:`CareResult` (its ``edit``: objective ``care``, the pairs' provenance in ``suite``).
+
+    Raises:
+        EditError: Pairs without two answers (CARE's accuracy objective needs labels).
+        AtlasError: The behaviour flags no MLP layer.
+    """
+    pairs = spread_pairs(suite.pairs("build"), max_pairs)
+    data = labelled_prompts(model, pairs)
+    prepared = prepare(model, pairs, suite.metric)
+    screened = select_components(model, atlas, behaviour, k=candidates, granularity="neuron", groups=prepared.groups, metric=prepared.metric)
+    return care_repair(
+        model, prepared.groups, prepared.metric, screened, data.batches, data.label_ids, config=config, suite=suite_record(suite, "build", pairs)
+    )

@@ -2,36 +2,25 @@
 
 As in ROME (Meng et al. 2022, ``rome_main.py``), an edit is computed as plain data and applied by a
 separate function that can give back the original model (:mod:`circuits.editing.apply`). An edit is a
-kind (:mod:`circuits.editing.kinds`, one file each), the components it acts on, named tensors and typed
-hyperparameters; its kind turns it into ``(site, intervention)`` pairs (:mod:`circuits.interventions`),
-each with a hook form and, where one exists, a weight form. ``form`` says how it is applied unless the
-caller asks otherwise ("baked" is an option of applying, not a kind). On disk an edit is two files side
-by side:
+kind (:data:`circuits.editing.kinds.KINDS`, one file each: what its tensors are and which sites they act
+on), the components it acts on, named tensors and typed hyperparameters, the ``form`` it is applied in
+by default (``hooks`` or ``weights``; "baked" is a choice of applying, not a kind) and the ``objective``
+that made its tensors (:data:`circuits.editing.recipes.METHODS`; ``None`` for an edit made by hand).
+The kinds, their tensors, forms and objectives are listed in ``docs/edit_kinds.md``, generated from
+the registry. On disk an edit is two files side by side:
 
-* ``NAME.json``: the manifest (schema version, kind, form, components, hyperparameters, the model name,
-  weight fingerprint and source it was made for, the suite and training data it was built from, the
-  sha256 of the tensor file, package versions, training record, and the evaluation when measured);
+* ``NAME.json``: the manifest (schema version, kind, form, objective, components, hyperparameters, the
+  model name, weight fingerprint and source it was made for, the tokenization policy it was built
+  under, the suite and training data it was built from, the sha256 of the tensor file, package
+  versions, training record, and the evaluation when measured);
 * ``NAME.safetensors``: its tensors. Loading never executes code and never unpickles.
 
-================================  =========================================================
-kind                              tensors
-================================  =========================================================
-``ablation`` (zero/mean/resample) ``{component}``: mean ``[d]`` or reference bank ``[n, d]``
-``scaling`` (×α)                  none (``alpha`` hyperparameter)
-``steering`` (CAA)                ``vector`` ``[d_model]`` added at ``blocks.L.hook_resid_pre``
-``offset`` (learned δ)            ``{component}``: δ ``[d]``
-``directional_ablation``          ``direction`` ``[d_model]``
-``low_rank`` (weights only)       ``{weight}.lora_A`` ``[r, in]``, ``{weight}.lora_B`` ``[out, r]``
-``neuron_repair`` (CARE)          ``{neuron}``: output scale ``[]``
-``aifs`` (seed 002)               ``gate``, ``shift``, ``mask`` ``[d]`` (``d_model`` or ``k·d_head``)
-``weight_delta`` (weights only)   ``{weight}.delta`` ``[out, in]`` (full fine-tuning)
-================================  =========================================================
-
-``d`` is ``d_head`` for a head and ``1`` (a scalar) for a neuron. Schema ``0.4`` records the tokenization
-policy the edit was built under (``tokenization``: whether BOS was prepended); ``0.1``–``0.3`` manifests
-load with the policy of their time (BOS prepended, ``source: "legacy"``). Manifests of earlier versions load:
-``pruning`` is an ablation and ``orthogonalization`` a directional ablation, both with form
-``weights``; ``invariance`` is a low-rank edit trained for invariance.
+Schema history: ``0.4`` recorded the tokenization policy (``tokenization``); ``0.5`` records the
+``objective`` and every kind by its name in :data:`~circuits.editing.kinds.KINDS` (earlier manifests
+could name a recipe — ``pruning``, ``orthogonalization``, ``invariance``, ``mean_ablation`` — as their
+kind). A manifest of an earlier schema is refused with one error naming the fix:
+``python scripts/migrate_manifests.py PATH`` rewrites it in place (the tensor file is not touched, so its
+``tensors_sha256`` stays valid).
 """
 
 from __future__ import annotations
@@ -39,49 +28,51 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
 from circuits.atlas.schema import TokenizationInfo
-from circuits.atlas.upgrade import LEGACY_TOKENIZATION
-from circuits.editing.kinds import KINDS, LEGACY, EditError, Kind
+from circuits.editing.kinds import KINDS, EditError, Form, Kind
 from circuits.editing.validate import check_edit_values
 from circuits.atomic import atomic_write_pair, matching_manifest, recover_pair
 from circuits.io import MAX_TENSOR_BYTES, atomic_write_text, parse_json, read_bounded, read_json_file, validation_message
 from circuits.sites import Component, parse_component
 
-EDIT_SCHEMA_VERSION = "0.4"
-EditKind = Literal["ablation", "scaling", "steering", "offset", "directional_ablation", "low_rank", "neuron_repair", "aifs", "weight_delta"]
-EDIT_KINDS: tuple[str, ...] = tuple(KINDS)
-#: Kinds with a hook form (every kind but the weight-only ``low_rank`` and ``weight_delta``).
-HOOK_KINDS = frozenset(k for k, spec in KINDS.items() if spec.has_hooks)
-Form = Literal["hooks", "weights"]
+EDIT_SCHEMA_VERSION = "0.5"
+#: The command that upgrades a manifest of an earlier schema (named in the error that refuses one).
+MIGRATION = "python scripts/migrate_manifests.py"
 #: The manifest field recording the sha256 of the tensor file.
 _SHA_FIELD = "tensors_sha256"
 Scalar = float | int | str
+#: An objective's name: lower-case words joined by ``_`` (``gap``, ``mean_difference``, ``care``).
+_OBJECTIVE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def _canonical(kind: str, form: str, hyperparameters: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """A legacy kind name → ``(kind, form, hyperparameters)``; canonical ones pass through."""
-    if kind in LEGACY:
-        new, legacy_form, extra = LEGACY[kind]
-        return new, legacy_form, {**extra, **hyperparameters}
-    if kind in ("low_rank", "weight_delta"):
-        form = "weights"
-    return kind, form, hyperparameters
+def _check_kind(kind: Any) -> str:
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise EditError(f"unknown edit kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def _check_objective(objective: Any) -> str | None:
+    if objective is not None and (not isinstance(objective, str) or not _OBJECTIVE.match(objective)):
+        raise EditError(f"objective must be a lower-case name such as 'gap' (or null for an edit made by hand), got {objective!r}")
+    return objective
 
 
 class EditManifest(BaseModel):
     """The JSON manifest of a saved edit (validated on load)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    schema_version: Literal["0.4"] = EDIT_SCHEMA_VERSION
-    kind: EditKind
-    form: Form = "hooks"
+    schema_version: Literal["0.5"] = EDIT_SCHEMA_VERSION
+    kind: str
+    form: Form
+    objective: str | None
     components: list[str] = Field(min_length=1)
     hyperparameters: dict[str, Scalar]
     model_name: str
@@ -94,13 +85,15 @@ class EditManifest(BaseModel):
     training: dict[str, Scalar] | None = None
     evaluation: dict[str, Scalar] | None = None
 
-    @model_validator(mode="before")
+    @field_validator("kind")
     @classmethod
-    def _legacy_kinds(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("kind"), str) and isinstance(raw.get("form", "hooks"), str) and isinstance(raw.get("hyperparameters", {}), dict):
-            kind, form, hp = _canonical(raw["kind"], raw.get("form", "hooks"), raw.get("hyperparameters", {}))
-            raw = {**raw, "kind": kind, "form": form, "hyperparameters": hp}
-        return raw
+    def _known_kind(cls, kind: str) -> str:
+        return _check_kind(kind)
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_name(cls, objective: str | None) -> str | None:
+        return _check_objective(objective)
 
 
 @dataclass(frozen=True)
@@ -108,8 +101,7 @@ class Edit:
     """An edit: its kind, what it touches, its tensors and hyperparameters, and where it comes from.
 
     Attributes:
-        kind: The edit kind (a key of :data:`circuits.editing.kinds.KINDS`; earlier names such as
-            ``"pruning"`` are accepted and normalised, see the module docstring).
+        kind: The edit kind (a key of :data:`circuits.editing.kinds.KINDS`).
         components: Components it acts on, in order (for residual-stream kinds: the site the direction
             or vector was read at, e.g. ``L12RESID``).
         tensors: Named tensors.
@@ -121,9 +113,11 @@ class Edit:
         evaluation: Measured before/after numbers, if any.
         model_source: Where that model's weights came from (:class:`circuits.model.Provenance`).
         form: How :func:`circuits.editing.apply.apply_edit` applies it by default: ``"hooks"`` or
-            ``"weights"`` (always ``"weights"`` for ``low_rank``).
+            ``"weights"``, one of its kind's ``forms`` (``None``: the kind's default, its first form).
         tokenization: The tokenization policy it was built under (``{"prepend_bos": bool, "source":
             str}``, :class:`circuits.model.Tokenization`), or ``None`` for an edit made by hand.
+        objective: What made its tensors (``"gap"``, ``"care"``, ``"mean_difference"``…;
+            :data:`circuits.editing.recipes.METHODS`), or ``None`` for an edit made by hand.
     """
 
     kind: str
@@ -136,22 +130,25 @@ class Edit:
     training: dict[str, Scalar] | None = None
     evaluation: dict[str, Scalar] | None = None
     model_source: dict[str, str] = field(default_factory=dict)
-    form: Form = "hooks"
+    form: Form | None = None
     tokenization: dict[str, Any] | None = None
+    objective: str | None = None
 
     def __post_init__(self) -> None:
-        """Normalise a legacy kind, then validate (:func:`check_edit_values`).
+        """Resolve the default form, then validate (:func:`check_edit_values`).
 
         Raises:
-            EditError: Unknown kind or form, duplicate or non-component components, non-finite tensors,
-                or hyperparameters of the wrong type or not finite.
+            EditError: Unknown kind, a form the kind does not have (or, for its hyperparameters, cannot
+                take), a malformed objective, duplicate or non-component components, non-finite
+                tensors, or hyperparameters of the wrong type or not finite.
         """
-        kind, form, hp = _canonical(self.kind, self.form, dict(self.hyperparameters))
-        if kind not in KINDS:
-            raise EditError(f"unknown edit kind {self.kind!r}; kinds: {', '.join(EDIT_KINDS)}")
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "form", form)
-        object.__setattr__(self, "hyperparameters", hp)
+        spec = KINDS[_check_kind(self.kind)]
+        if self.form is None:
+            object.__setattr__(self, "form", spec.forms[0])
+        if not isinstance(self.hyperparameters, dict):
+            raise EditError(f"hyperparameters must be an object of numbers and strings, got {type(self.hyperparameters).__name__}")
+        spec.check_form(self.form, self.hyperparameters)  # type: ignore[arg-type]
+        _check_objective(self.objective)
         check_edit_values(self)
 
     @property
@@ -182,16 +179,25 @@ def required_tensors(edit: Edit) -> list[str]:
     return edit.spec.required_tensors(edit)
 
 
-def _upgrade(raw: Any) -> Any:
-    """Schema 0.1–0.3 manifests → 0.4.
+def _check_version(path: Path, raw: Any) -> None:
+    """Refuse a manifest of another schema version with one error naming the migration.
 
-    0.3 added ``model_source`` and ``form`` (kinds via :data:`LEGACY`); 0.4 adds ``tokenization``, set
-    for earlier manifests to the policy of their time (BOS prepended, ``source: "legacy"``).
+    Raises:
+        EditError: No ``schema_version``, an earlier one (run :data:`MIGRATION`), or an unknown one.
     """
-    if isinstance(raw, dict) and raw.get("schema_version") in ("0.1", "0.2", "0.3"):
-        raw = dict(raw, schema_version="0.4")
-        raw.setdefault("tokenization", LEGACY_TOKENIZATION)
-    return raw
+    if not isinstance(raw, dict):
+        return  # the schema validation names what is wrong
+    if "schema_version" not in raw:
+        raise EditError(f"{path}: field schema_version: missing (this file is not an edit manifest)")
+    version = raw["schema_version"]
+    if version == EDIT_SCHEMA_VERSION:
+        return
+    if isinstance(version, str) and re.fullmatch(r"0\.[0-4]", version):
+        raise EditError(
+            f"{path}: edit manifest schema {version} is older than {EDIT_SCHEMA_VERSION}; upgrade it with `{MIGRATION} {path}` "
+            "(rewrites its kind, form and objective in place; the tensor file is not touched)"
+        )
+    raise EditError(f"{path}: field schema_version: unsupported edit manifest version {version!r} (this library reads {EDIT_SCHEMA_VERSION})")
 
 
 def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None = None) -> Path:
@@ -217,8 +223,9 @@ def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None =
         raise EditError(f"edit manifest path must end in .json, got {path}")
     blob = st_save({k: v.detach().contiguous().cpu() for k, v in edit.tensors.items()})
     manifest = EditManifest(
-        kind=edit.kind,  # type: ignore[arg-type]
-        form=edit.form,
+        kind=edit.kind,
+        form=edit.form,  # type: ignore[arg-type]
+        objective=edit.objective,
         components=[str(c) for c in edit.components],
         hyperparameters=edit.hyperparameters,
         model_name=edit.model_name,
@@ -237,11 +244,10 @@ def save_edit(edit: Edit, path: Path | str, *, packages: dict[str, str] | None =
 
 
 def _read_manifest(path: Path, raw: Any) -> tuple[EditManifest, tuple[Component, ...]]:
-    """Validate parsed manifest JSON (upgrading earlier versions) and parse its components."""
-    if isinstance(raw, dict) and "schema_version" not in raw:
-        raise EditError(f"{path}: field schema_version: missing (this file is not an edit manifest)")
+    """Validate parsed manifest JSON (of this schema version) and parse its components."""
+    _check_version(path, raw)
     try:
-        manifest = EditManifest.model_validate(_upgrade(raw))
+        manifest = EditManifest.model_validate(raw)
     except ValidationError as e:
         raise EditError(f"{path}: {validation_message(e)}") from None
     try:
@@ -251,7 +257,7 @@ def _read_manifest(path: Path, raw: Any) -> tuple[EditManifest, tuple[Component,
 
 
 def load_edit(path: Path | str) -> Edit:
-    """Load an edit saved by :func:`save_edit` (earlier schema versions are upgraded).
+    """Load an edit saved by :func:`save_edit` (of this schema version; see the module docstring).
 
     Args:
         path: The manifest (``.json``).
@@ -260,8 +266,9 @@ def load_edit(path: Path | str) -> Edit:
         The edit.
 
     Raises:
-        EditError: Missing files, invalid JSON, a schema violation (naming the field), a tensor file
-            that does not match the manifest's hash, or tensors the edit's kind needs but lacks.
+        EditError: Missing files, invalid JSON, an earlier schema version (naming the migration), a
+            schema violation (naming the field), a tensor file that does not match the manifest's hash,
+            or tensors the edit's kind needs but lacks.
     """
     path = Path(path)
     manifest, components = _read_manifest(path, read_json_file(path, error=EditError, what="edit manifest"))
@@ -281,6 +288,7 @@ def load_edit(path: Path | str) -> Edit:
         edit = Edit(
             kind=manifest.kind,
             form=manifest.form,
+            objective=manifest.objective,
             components=components,
             tensors=tensors,
             model_name=manifest.model_name,
@@ -319,7 +327,7 @@ def record_evaluation(path: Path | str, evaluation: dict[str, Scalar]) -> Path:
     path = Path(path)
     recover_pair(path.with_suffix(".safetensors"), path, sha_field=_SHA_FIELD)  # finish an interrupted save first
     load_edit(path)  # validates the manifest and its tensors before anything is written
-    raw = _upgrade(read_json_file(path, error=EditError, what="edit manifest"))
+    raw = read_json_file(path, error=EditError, what="edit manifest")
     try:
         manifest = EditManifest.model_validate({**raw, "evaluation": dict(evaluation)})
     except ValidationError as e:

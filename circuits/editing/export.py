@@ -1,7 +1,7 @@
 """Export edits for use without this project: a baked Hugging Face model, or a PEFT LoRA adapter.
 
 * :func:`export_hf` applies edits in their weight form (:func:`~circuits.editing.apply.apply_edit`
-  with ``bake=True``: pruning for zero/mean ablation, column scaling, offsets and steering vectors
+  with ``form="weights"``: pruning for zero/mean ablation, column scaling, offsets and steering vectors
   folded into output biases, orthogonalized writers, ``W + αBA``) and saves a plain ``save_pretrained``
   directory; ``transformers.AutoModelForCausalLM.from_pretrained`` loads it and reproduces the
   edited logits.
@@ -43,13 +43,16 @@ def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path 
         ValueError: A TL-native model, or a non-empty output directory.
     """
     edits = tuple(edits)
-    record = [{"kind": e.kind, "components": [str(c) for c in e.components], "hyperparameters": e.hyperparameters} for e in edits]
+    record = [
+        {"kind": e.kind, "form": e.form, "objective": e.objective, "components": [str(c) for c in e.components], "hyperparameters": e.hyperparameters}
+        for e in edits
+    ]
     # Written inside the directory before it is renamed into place: an export is whole or absent.
     extra = {"circuits_edits.json": json.dumps({"base_fingerprint": M.fingerprint(model), "edits": record}, indent=2) + "\n"}
     if not edits:
         return M.save_hf_pretrained(model, directory, extra_files=extra)
     verify_fingerprint(model, *edits)
-    with apply_edit(model, *edits, bake=True, check_fingerprint=False):
+    with apply_edit(model, *edits, form="weights", check_fingerprint=False):
         return M.save_hf_pretrained(model, directory, extra_files=extra)
 
 

@@ -83,7 +83,7 @@ class IcpResult:
     Attributes:
         pruning: The structural pruning of every flagged component (``ablation``, weight form).
         adapter: The contrastively fine-tuned low-rank adapter, for the pruned model (apply after
-            ``pruning`` with ``bake=True``); ``None`` if nothing was flagged.
+            ``pruning`` with ``form="weights"``); ``None`` if nothing was flagged.
         rounds: One record per round: flagged, newly flagged, pruned set, their scores, training record.
         converged: The flagged set stopped changing before the round budget ended.
     """
@@ -97,7 +97,7 @@ class IcpResult:
         """A context with the pruning baked and the adapter applied."""
         stack = ExitStack()
         if self.pruning is not None:
-            stack.enter_context(apply_edit(model, self.pruning, bake=True))
+            stack.enter_context(apply_edit(model, self.pruning, form="weights"))
         if self.adapter is not None:
             stack.enter_context(apply_edit(model, self.adapter))
         return stack
@@ -112,7 +112,7 @@ def _pruning(model: Any, pruned: list[Component], groups: Sequence[TokenGroup], 
     if mode == "mean":
         means = position_mean_activations(model, list(groups), sorted({c.hook_name for c in pruned}))
         tensors = {str(c): means[c.hook_name][c.head if hasattr(c, "head") else c.index].clone() for c in pruned}  # type: ignore[union-attr]
-    return new_edit("ablation", tuple(pruned), tensors, model, {"mode": mode, "k": len(pruned), "method": "icp"}, form="weights")
+    return new_edit("ablation", tuple(pruned), tensors, model, {"mode": mode, "k": len(pruned), "method": "icp"}, form="weights", objective="reference")
 
 
 def _adapter(model: Any, adapt: tuple[Component, ...], previous: Edit | None, data: TrainingData, objective: Contrastive, cfg: IcpConfig) -> Edit:
@@ -175,10 +175,10 @@ def icp_loop(
         pruned += new
         pruning = _pruning(model, pruned, groups, config.prune)
         tau_c = config.tau if config.tau_c is None else config.tau_c
-        swap = tuple(candidates[i] for i in range(len(candidates)) if float(sc.r[i]) > tau_c and candidates[i] not in pruned)
+        swap = tuple(candidates[i] for i in range(len(candidates)) if float(r_score[i]) > tau_c and candidates[i] not in pruned)
         objective = replace(config.objective, swap=swap)
         adapt = tuple(c for c in candidates if c not in pruned)
-        with apply_edit(model, pruning, bake=True):
+        with apply_edit(model, pruning, form="weights"):
             adapter = _adapter(model, adapt, adapter, data, objective, config) if adapt else None
         record.update(pruned=[str(c) for c in pruned], training=dict(adapter.training or {}) if adapter else {})
         result.rounds.append(record)

@@ -45,7 +45,7 @@ from torch import Tensor
 from circuits import model as M
 from circuits.editing.edit import EditError
 from circuits.interventions import Swap, apply_at
-from circuits.metrics import Metric, call_metric, kl_divergence
+from circuits.metrics import Metric, MetricLike, as_metric, call_metric, kl_divergence
 from circuits.probing.patching import TokenGroup
 from circuits.sites import Component, HeadRef, NeuronRef, activation_index, hook_name, parse_component
 
@@ -102,10 +102,10 @@ class Contrastive:
         return loss
 
 
-def _negatives(metric: Metric, prompts: Tensor) -> Tensor:
+def _negatives(metric: MetricLike, prompts: Tensor) -> Tensor:
     """For each row, the next row (cyclically) whose answer differs; the next row without answers."""
     n = len(prompts)
-    answers = metric.pair_labels()
+    answers = as_metric(metric).pair_labels()
     label = answers[prompts] if answers is not None else torch.arange(n)
     out = torch.roll(torch.arange(n), -1)
     for i in range(n):

@@ -1,6 +1,6 @@
-"""Trained edits: learned activation offsets, low-rank weight edits, invariance fine-tuning, neuron repair.
+"""Trained edits: learned activation offsets, low-rank weight edits (invariance fine-tuning among them), neuron repair.
 
-All four share one CPU-friendly loop (:func:`train_edit`): Adam on the edit's own tensors only (the
+All of them (and the baselines of :mod:`circuits.editing.baselines`) share one CPU-friendly loop (:func:`train_edit`): Adam on the edit's own tensors only (the
 model's weights stay frozen), a harm loss on the suite's *build* split plus a preservation term, a
 validation split of the build templates for early stopping, a seed, and a tqdm progress bar.
 
@@ -205,7 +205,8 @@ def train_edit(
         grad_masks: ``{tensor name: 0/1 mask}`` restricting which entries train (e.g. a head's columns).
 
     Returns:
-        The trained edit, with its :class:`TrainingRecord` in ``edit.training``.
+        The trained edit, with its :class:`TrainingRecord` in ``edit.training`` and the objective's name
+        (``gap``, ``invariance`` or ``contrastive``) in ``edit.objective``.
 
     Raises:
         PairError: No training or validation pairs.
@@ -285,19 +286,25 @@ def train_edit(
         data_sha256=data.sha256,
     )
     obj = objective.hyperparameters() if isinstance(objective, Contrastive) else {"objective": objective}
+    name = str(obj.pop("objective"))  # recorded as the edit's objective, not as a hyperparameter
     hp = {**edit.hyperparameters, **obj, "lr": config.lr, "preservation": config.preservation, "preservation_kind": config.preservation_kind, "seed": config.seed, "batch_pairs": config.batch_pairs}
     training = {**record.as_dict(), **({"val_weight_change_after": best_pres} if on_weights else {})}
-    trained = Edit(**{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": training})
+    trained = Edit(
+        **{**edit.__dict__, "tensors": {**edit.tensors, **best}, "hyperparameters": hp, "suite": data.suite, "training": training, "objective": name}
+    )
     check_finite_logits(model, trained)  # trained tensors can overflow the model where the initial ones did not
     return trained
 
 
-def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig()) -> Edit:
+def offset_edit(
+    model: Any, components: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
+) -> Edit:
     """Learned activation offsets ``z_h ← z_h + δ_h`` (``hook_post_n ← + δ_n``) on flagged components.
 
     ``δ`` starts at 0 and is trained on the harm loss with the preservation term (seed: surgical
     circuit interventions, which fit small additive interventions at the components a circuit analysis
-    found; CAA-style offsets, Rimsky et al. 2024, but learned rather than a mean difference).
+    found; CAA-style offsets, Rimsky et al. 2024, but learned rather than a mean difference), or on
+    ``objective="invariance"``.
 
     Raises:
         EditError: A component that is not a head or neuron.
@@ -306,7 +313,7 @@ def offset_edit(model: Any, components: tuple[Component, ...], data: TrainingDat
         raise EditError(f"offsets act on heads and neurons, got {components}")
     d_head = M.shape_of(model).d_head
     tensors = {str(c): torch.zeros(d_head if isinstance(c, HeadRef) else ()) for c in components}
-    return train_edit(model, new_edit("offset", tuple(components), tensors, model, {"k": len(components)}), data, config=config)
+    return train_edit(model, new_edit("offset", tuple(components), tensors, model, {"k": len(components)}), data, objective=objective, config=config)
 
 
 def _low_rank_init(model: Any, components: tuple[Component, ...], rank: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -354,7 +361,10 @@ def low_rank_edit(
     ``A`` zero outside the components' columns. LoRA (Hu et al. 2022) restricted to the circuit, trained
     with the harm loss plus the KL preservation term; exportable as a PEFT adapter
     (:func:`circuits.editing.export.export_peft`). With ``objective="invariance"`` this is
-    counterfactual invariance fine-tuning (recorded as the ``objective`` hyperparameter).
+    counterfactual invariance fine-tuning (the ``invariance`` preset: a low-rank adapter trained so that
+    the next-token distributions on ``x`` and its counterfactual ``x'`` agree; seeds: invariant causal
+    prediction, Peters et al. 2016, AIFS, counterfactual consistency training); the objective is
+    recorded as the edit's ``objective``.
 
     Raises:
         EditError: A component that is not a head, neuron or MLP layer; ``rank < 1``.
@@ -368,27 +378,17 @@ def low_rank_edit(
     return train_edit(model, base, data, objective=objective, config=config, grad_masks=masks)
 
 
-def invariance_edit(model: Any, components: tuple[Component, ...], data: TrainingData, *, rank: int = 4, config: TrainConfig = TrainConfig()) -> Edit:
-    """Counterfactual invariance fine-tuning: a low-rank adapter on ``components`` trained so that the
-    next-token distribution on ``x`` and on its counterfactual ``x'`` agree (symmetric KL), plus the
-    preservation term. Restricting ``components`` to the flagged ones is the "restricted to flagged
-    components" variant; passing every layer's MLP (``L0MLP``...) is the unrestricted one. Seeds:
-    invariant causal prediction (Peters et al. 2016), AIFS, counterfactual consistency training.
-
-    Raises:
-        EditError: As :func:`low_rank_edit`.
-    """
-    return low_rank_edit(model, components, data, rank=rank, objective="invariance", config=config)
-
-
-def neuron_repair_edit(model: Any, neurons: tuple[Component, ...], data: TrainingData, *, config: TrainConfig = TrainConfig()) -> Edit:
-    """Neuron repair in the style of CARE (Sun et al. 2022, "Causality-based Neural Network Repair").
+def neuron_repair_edit(
+    model: Any, neurons: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
+) -> Edit:
+    """Neuron repair in the style of CARE (Sun et al. 2022, "Causality-based Neural Network Repair"), by gradient descent.
 
     CARE localises the neurons most responsible for the bad behaviour by causal attribution, then
     re-weights them to optimise the repair objective while keeping accuracy. Here the neurons come
     from attribution patching (:func:`circuits.editing.build.select_components`); each neuron ``n``
     gets a scale ``s_n`` (init 1) on its outgoing weights ``W_out[:, n]``, optimised by gradient descent
-    (CARE uses particle swarm) on the harm loss with the KL capability constraint as a penalty.
+    on the harm loss (or ``objective="invariance"``) with the KL capability constraint as a penalty.
+    CARE proper — ACE ranking and particle swarm — is :func:`circuits.editing.care.care_repair`.
 
     Raises:
         EditError: A component that is not a neuron.
@@ -396,5 +396,5 @@ def neuron_repair_edit(model: Any, neurons: tuple[Component, ...], data: Trainin
     if not neurons or any(not isinstance(c, NeuronRef) for c in neurons):
         raise EditError(f"neuron repair acts on neurons (e.g. L5N1024), got {neurons}")
     base = new_edit("neuron_repair", tuple(neurons), {str(n): torch.ones(()) for n in neurons}, model, {"k": len(neurons)})
-    return train_edit(model, base, data, config=config)
+    return train_edit(model, base, data, objective=objective, config=config)
 

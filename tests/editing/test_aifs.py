@@ -59,7 +59,7 @@ def test_the_gate_is_g_times_z_plus_b_and_bakes_into_w_o(tiny):
     want = M.run(tiny, toks, [(HeadRef(1, 0).hook_name, by_hand)])
     with apply_edit(tiny, edit):
         assert torch.allclose(M.run(tiny, toks), want, atol=1e-5)
-    with apply_edit(tiny, edit, bake=True):
+    with apply_edit(tiny, edit, form="weights"):
         assert torch.allclose(M.run(tiny, toks), want, atol=1e-4)
 
 

@@ -15,12 +15,14 @@ import torch
 from circuits import model as M
 from circuits.editing import EditError, apply_edit, load_edit, save_edit
 from circuits.editing.baselines import (
+    FULL_FT_LR,
+    LORA_ALL_LR,
     TARGETS,
     baseline_weights,
     full_ft_edit,
     lora_all_edit,
 )
-from circuits.editing.recipes import RECIPE_KINDS, EditRecipe
+from circuits.editing.recipes import PRESETS, LowRankParams, WeightDeltaParams, recipe
 from circuits.editing.train import TrainConfig
 from circuits.evaluation.run import neutral_kl
 from circuits.sites import AttnRef, MlpRef
@@ -53,10 +55,13 @@ def _val_harm(model, data, edit=None) -> float:
         return sum(float(_harm(model, g, torch.arange(g.clean.shape[0]), data.metric, "gap")) * g.clean.shape[0] for g in data.val) / n
 
 
-def test_the_baselines_are_recipe_kinds():
-    assert {"lora_all", "full_ft"} <= set(RECIPE_KINDS)
-    EditRecipe(kind="lora_all", rank=4)
-    EditRecipe(kind="full_ft")
+def test_the_baselines_are_presets_of_the_registry():
+    lora, full = PRESETS["lora_all"], PRESETS["full_ft"]
+    assert (lora.kind, lora.form, lora.objective) == ("low_rank", "weights", "gap") and lora.params.scope == "all"
+    assert (full.kind, full.form, full.objective) == ("weight_delta", "weights", "gap")
+    assert lora.params.train.lr == LORA_ALL_LR and full.params.train.lr == FULL_FT_LR  # the baselines' own learning rates
+    assert recipe("lora_all", rank=4).params == LowRankParams(rank=4, scope="all", train=TrainConfig(lr=LORA_ALL_LR))
+    assert recipe("full_ft").params == WeightDeltaParams()
 
 
 def test_every_layers_seven_projections_are_edited(model, trained):
@@ -102,7 +107,7 @@ def test_apply_changes_only_the_named_weights_and_remove_restores_bit_for_bit(mo
     assert len({state[k].data_ptr() for k in changed}) == len(baseline_weights(model))
     assert all(k.endswith("weight") and ("attn" in k or "mlp" in k) and "norm" not in k and "ln" not in k for k in changed), changed
     assert torch.equal(model(tokens), original) and M.fingerprint(model) == fp
-    with apply_edit(model, edit, bake=True):  # already weights: baking is the same function
+    with apply_edit(model, edit, form="weights"):  # already weights: baking is the same function
         assert torch.equal(model(tokens), edited)
     assert torch.equal(model(tokens), original) and M.fingerprint(model) == fp
 
@@ -149,9 +154,9 @@ def test_build_edit_trains_the_baselines_without_selecting_from_the_atlas(model,
     monkeypatch.setattr(R.TrainingData, "from_suite", classmethod(lambda cls, m, s: data))
     monkeypatch.setattr(R, "select_components", lambda *a, **k: pytest.fail("the baselines select nothing from the atlas"))
     atlas, suite = Atlas.__new__(Atlas), Suite.__new__(Suite)  # never read: the fingerprint check and data are patched
-    full = R.build_edit(model, atlas, suite, EditRecipe(kind="full_ft", train=replace(FULL, steps=5)))
-    lora = R.build_edit(model, atlas, suite, EditRecipe(kind="lora_all", rank=2, train=replace(LORA, steps=5)))
-    assert full.kind == "weight_delta" and full.hyperparameters["baseline"] == "full_ft"
+    full = R.build_edit(model, atlas, suite, R.recipe("full_ft").with_options(**{**FULL.__dict__, "steps": 5}))
+    lora = R.build_edit(model, atlas, suite, R.recipe("lora_all", rank=2).with_options(**{**LORA.__dict__, "steps": 5}))
+    assert full.kind == "weight_delta" and full.hyperparameters["baseline"] == "full_ft" and full.objective == "gap"
     assert lora.kind == "low_rank" and lora.hyperparameters["rank"] == 2 and lora.n_parameters == 4096 // 2
 
 

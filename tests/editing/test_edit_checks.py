@@ -19,7 +19,7 @@ def llama():
     return tiny_hf_model("llama", seed=0)
 
 
-def _edit(model, kind, components, tensors, hp=None, form="hooks"):
+def _edit(model, kind, components, tensors, hp=None, form=None):
     """An edit made without the model (as one loaded from a file is): its checks run when it is applied."""
     return Edit(kind, tuple(components), tensors, model.name, M.fingerprint(model), hyperparameters=hp or {}, form=form)
 
@@ -87,9 +87,9 @@ def test_an_edit_that_makes_logits_non_finite_is_refused_when_built_and_when_app
     with pytest.raises(EditError, match="logits are not finite"):
         new_edit("steering", (ResidRef(1, None),), {"vector": huge}, llama, {"coefficient": 1e6})
     e = _edit(llama, "steering", [ResidRef(1, None)], {"vector": huge}, {"coefficient": 1e6})
-    for bake in (None, True):  # as weights the folded bias overflows first: refused with its own error
+    for form in ("auto", "weights"):  # as weights the folded bias overflows first: refused with its own error
         with pytest.raises(EditError, match="logits are not finite|NaN or infinite"):
-            apply_edit(llama, e, bake=bake)
+            apply_edit(llama, e, form=form)
         assert M.fingerprint(llama) == before and not llama.overlays and not llama.weight_edits
     with pytest.raises(EditError, match="logits are not finite"):
         check_finite_logits(llama, e)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from circuits import model as M
 from circuits.editing import (
-    EDIT_KINDS,
+    KINDS,
     Edit,
     EditError,
     apply_edit,
@@ -19,7 +18,6 @@ from circuits.editing import (
 )
 from circuits.editing.train import (
     TrainConfig,
-    invariance_edit,
     low_rank_edit,
     neuron_repair_edit,
     offset_edit,
@@ -31,20 +29,18 @@ from tests.kinds import rand as _rand
 QUICK = TrainConfig(steps=30, lr=0.05, eval_every=5, patience=10, progress=False, batch_pairs=6)
 
 
-def test_every_kind_is_covered(model):
-    from circuits.editing.recipes import RECIPE_KINDS
+def test_every_kind_and_preset_is_covered(model):
+    from circuits.editing.recipes import PRESETS
 
     kinds = all_kinds(model)
-    # aifs is trained from labelled prompts (circuits.editing.aifs), not built from an atlas recipe;
-    # weight_delta is what the full_ft recipe builds
-    assert set(kinds) == set(RECIPE_KINDS) | {"aifs", "weight_delta"} and {e.kind for e in kinds.values()} == set(EDIT_KINDS)
-    # "baked" is an option of applying and invariance a training objective, not kinds of their own
-    assert kinds["pruning"].kind == "ablation" and kinds["pruning"].form == "weights"
-    assert kinds["orthogonalization"].kind == "directional_ablation" and kinds["orthogonalization"].form == "weights"
-    assert kinds["invariance"].kind == "low_rank" and kinds["invariance"].hyperparameters["objective"] == "invariance"
+    assert set(kinds) == set(KINDS) | set(PRESETS) and {e.kind for e in kinds.values()} == set(KINDS)
+    # "baked" is a form and invariance or CARE an objective, not kinds of their own: a preset's edit is its kind in its form
+    for name, recipe in PRESETS.items():
+        assert (kinds[name].kind, kinds[name].form) == (recipe.kind, recipe.form), name
+    assert kinds["invariance"].objective == "invariance" and kinds["care"].objective == "care"
 
 
-@pytest.mark.parametrize("kind", EDIT_KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_apply_changes_outputs_and_remove_restores_bit_for_bit(model, tokens, kind):
     edit = all_kinds(model)[kind]
     original, fp = model(tokens).clone(), M.fingerprint(model)
@@ -59,11 +55,11 @@ def test_apply_changes_outputs_and_remove_restores_bit_for_bit(model, tokens, ki
     assert torch.equal(model(tokens), original)
 
 
-@pytest.mark.parametrize("kind", EDIT_KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_save_load_gives_identical_outputs(model, tokens, kind, tmp_path):
     edit = all_kinds(model)[kind]
     loaded = load_edit(save_edit(edit, tmp_path / f"{kind}.json"))
-    assert loaded.kind == edit.kind and loaded.components == edit.components
+    assert (loaded.kind, loaded.form, loaded.objective, loaded.components) == (edit.kind, edit.form, edit.objective, edit.components)
     with apply_edit(model, edit):
         a = model(tokens).clone()
     with apply_edit(model, loaded):
@@ -71,12 +67,12 @@ def test_save_load_gives_identical_outputs(model, tokens, kind, tmp_path):
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("kind", [k for k in EDIT_KINDS if k != "ablation"] + ["ablation"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "ablation"] + ["ablation"])
 def test_baked_form_equals_applied_form(model, tokens, kind):
     edit = all_kinds(model)[kind]
     with apply_edit(model, edit):
         hooked = model(tokens).clone()
-    with apply_edit(model, edit, bake=True):
+    with apply_edit(model, edit, form="weights"):
         baked = model(tokens).clone()
         assert not any(p.fwd_hooks for p in model.bridge.hook_dict.values())
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
@@ -102,7 +98,31 @@ def test_zero_mean_and_resample_ablation_set_the_activation(model, tokens):
 def test_resample_ablation_cannot_be_baked(model):
     edit = make(model, "ablation", {str(h): _rand(5, 8) for h in HEADS}, mode="resample")
     with pytest.raises(EditError, match="resample"):
-        apply_edit(model, edit, bake=True)
+        apply_edit(model, edit, form="weights")
+    with pytest.raises(EditError, match="resample ablation is random per pass"):  # nor stored as a weight-form edit
+        make(model, "ablation", {str(h): _rand(5, 8) for h in HEADS}, mode="resample", form="weights")
+
+
+def test_a_kind_is_applied_in_its_forms_only(model):
+    with pytest.raises(EditError, match="applied as weights, not 'hooks'"):
+        make(model, "low_rank", all_kinds(model)["low_rank"].tensors, form="hooks", rank=2)
+    assert make(model, "scaling", {}, alpha=0.5).form == "hooks"  # a kind's first form is its default
+    # apply_edit refuses an unknown form (EditError); under the tests' runtime type checker its annotation refuses it first
+    with pytest.raises(Exception, match="form"):
+        apply_edit(model, all_kinds(model)["scaling"], form="baked")  # type: ignore[arg-type]
+
+
+def test_form_hooks_applies_weight_form_edits_as_hooks_and_keeps_weight_only_kinds_as_weights(model, tokens):
+    k = all_kinds(model)
+    fp = M.fingerprint(model)
+    with apply_edit(model, k["pruning"]):  # its own form: weights
+        assert M.fingerprint(model) != fp
+        own = model(tokens).clone()
+    with apply_edit(model, k["pruning"], form="hooks"):
+        assert M.fingerprint(model) == fp  # as hooks: the weights are untouched
+        torch.testing.assert_close(model(tokens), own, atol=1e-4, rtol=1e-4)
+    with apply_edit(model, k["low_rank"], form="hooks"):  # no hook form: applied as weights
+        assert M.fingerprint(model) != fp
 
 
 def test_scaling_by_zero_equals_zero_ablation_and_neuron_repair_scales_columns(model, tokens):
@@ -185,15 +205,6 @@ def test_a_manifest_that_is_not_json_gets_a_clear_error(model, tmp_path):
         load_edit(path)
 
 
-def test_schema_0_1_mean_ablation_manifests_are_upgraded(model, tmp_path):
-    path = save_edit(all_kinds(model)["ablation"], tmp_path / "e.json")
-    manifest = json.loads(path.read_text())
-    manifest.update(schema_version="0.1", kind="mean_ablation", hyperparameters={"k": 2})
-    path.write_text(json.dumps(manifest))
-    loaded = load_edit(path)
-    assert loaded.kind == "ablation" and loaded.hyperparameters["mode"] == "mean"
-
-
 def _val_harm(model, data, edit, *, applied=True):
     """The validation objective ``edit`` was trained on (squared gap, or symmetric KL for invariance), over the
     validation pairs as the training loop's early stopping measures it; on the unedited model if not ``applied``."""
@@ -201,7 +212,7 @@ def _val_harm(model, data, edit, *, applied=True):
 
     from circuits.editing.train import _harm
 
-    objective = "invariance" if edit.hyperparameters.get("objective") == "invariance" else "gap"
+    objective = "invariance" if edit.objective == "invariance" else "gap"
     n = sum(g.clean.shape[0] for g in data.val)
     with torch.no_grad(), apply_edit(model, edit) if applied else nullcontext():
         return sum(float(_harm(model, g, torch.arange(g.clean.shape[0]), data.metric, objective)) * g.clean.shape[0] for g in data.val) / n
@@ -212,7 +223,7 @@ def _val_harm(model, data, edit, *, applied=True):
     [
         lambda m, d: offset_edit(m, HEADS + NEURONS, d, config=QUICK),
         lambda m, d: low_rank_edit(m, HEADS + (MlpRef(1),), d, rank=2, config=QUICK),
-        lambda m, d: invariance_edit(m, (MlpRef(0), MlpRef(1)), d, rank=2, config=replace(QUICK, preservation=0.1, lr=0.2)),
+        lambda m, d: low_rank_edit(m, (MlpRef(0), MlpRef(1)), d, rank=2, objective="invariance", config=replace(QUICK, preservation=0.1, lr=0.2)),
         lambda m, d: neuron_repair_edit(m, tuple(NeuronRef(1, n) for n in range(64)), d, config=replace(QUICK, lr=0.2)),
     ],
     ids=["offset", "low_rank", "invariance", "neuron_repair"],
@@ -222,6 +233,7 @@ def test_trained_edits_reduce_the_held_out_harm_and_leave_the_model_unchanged(mo
     edit = train(model, data)
     assert torch.equal(model(tokens), original) and M.fingerprint(model) == fp
     assert edit.training is not None and edit.training["best_step"] > 0
+    assert edit.objective in ("gap", "invariance") and "objective" not in edit.hyperparameters
     assert edit.training["val_harm_after"] < edit.training["val_harm_before"]
     # Recomputed independently of the training loop, on the objective each edit was trained on.
     assert _val_harm(model, data, edit) == pytest.approx(edit.training["val_harm_after"], rel=1e-3, abs=1e-5)
@@ -249,7 +261,7 @@ def test_baking_a_mixed_composition_computes_the_same_function(model, tokens):
     edits = (k["ablation"], k["low_rank"], k["steering"], k["directional_ablation"], k["invariance"], offset, k["scaling"].__class__(**{**k["scaling"].__dict__, "components": (HeadRef(1, 3),)}))
     with apply_edit(model, *edits):
         hooked = model(tokens).clone()
-    with apply_edit(model, *edits, bake=True):
+    with apply_edit(model, *edits, form="weights"):
         baked = model(tokens).clone()
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)
 
@@ -257,10 +269,26 @@ def test_baking_a_mixed_composition_computes_the_same_function(model, tokens):
 def test_compositions_without_a_weight_form_are_refused_when_baking(model, tokens):
     k = all_kinds(model)
     original = model(tokens).clone()
-    for edits in ((k["ablation"], k["offset"]), (k["directional_ablation"], k["steering"])):
+    aifs_on_ablated = make(model, "ablation", {}, components=k["aifs"].components[:1], mode="zero")
+    for edits in ((k["ablation"], k["offset"]), (k["directional_ablation"], k["steering"]), (aifs_on_ablated, k["aifs"]), (k["neuron_repair"], k["care"])):
+        with apply_edit(model, *edits):  # as hooks they compose
+            pass
         with pytest.raises(EditError, match="cannot bake"):
-            apply_edit(model, *edits, bake=True)
+            apply_edit(model, *edits, form="weights")
         assert torch.equal(model(tokens), original)
+
+
+def test_the_bake_rules_are_the_kinds_own():
+    """Which compositions baking refuses is declared by each kind (BakeRules), not by kind names in apply.py."""
+    import inspect
+
+    from circuits.editing import apply
+
+    source = inspect.getsource(apply._check_bakeable)
+    assert not any(f'"{k}"' in source for k in KINDS)
+    assert {k for k, s in KINDS.items() if s.bake.owns_columns} == {"ablation", "scaling", "offset", "neuron_repair", "aifs"}
+    assert [k for k, s in KINDS.items() if s.bake.projects_residual] == ["directional_ablation"]
+    assert [k for k, s in KINDS.items() if s.bake.adds_to_residual] == ["steering"]
 
 
 @pytest.mark.parametrize("kind", ["steering", "directional_ablation"])
@@ -270,7 +298,7 @@ def test_residual_edits_bake_exactly_on_an_attention_only_model(tokens, kind):
     edit = make(model, kind, {"vector": v} if kind == "steering" else {"direction": v / v.norm()}, components=(ResidRef(1, None),))
     with apply_edit(model, edit):
         hooked = model(tokens).clone()
-    with apply_edit(model, edit, bake=True):
+    with apply_edit(model, edit, form="weights"):
         baked = model(tokens).clone()
     assert not torch.allclose(hooked, model(tokens), atol=1e-4)
     torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=1e-4)

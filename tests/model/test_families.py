@@ -17,7 +17,7 @@ from transformer_lens import patching
 from transformers import AutoModelForCausalLM
 
 from circuits import model as M
-from circuits.editing import EDIT_KINDS, EditError, apply_edit
+from circuits.editing import KINDS, EditError, apply_edit
 from circuits.probing.patching import normalise, patch_tokens
 from circuits.sites import ResidRef, all_heads, all_mlps, hook_name
 from circuits.model.tiny import FAMILIES
@@ -93,9 +93,9 @@ def test_every_edit_kind_bakes_exactly_and_removes_bit_for_bit(family_models, fa
         assert not torch.allclose(hooked, original, atol=1e-5), kind
         if _refused_bake(lm, kind):
             with pytest.raises(EditError, match="no weight form"):
-                apply_edit(lm, edit, bake=True)
+                apply_edit(lm, edit, form="weights")
         else:
-            with apply_edit(lm, edit, bake=True):
+            with apply_edit(lm, edit, form="weights"):
                 torch.testing.assert_close(lm(tokens).detach(), hooked, atol=1e-4, rtol=1e-4, msg=kind)
         assert torch.equal(lm(tokens), original) and M.fingerprint(lm) == fp, kind
 
@@ -107,7 +107,7 @@ def test_export_reloads_in_plain_transformers_with_the_edited_logits(family_mode
     for kind, edit in all_kinds(lm).items():
         if _refused_bake(lm, kind):
             continue
-        with apply_edit(lm, edit, bake=True):
+        with apply_edit(lm, edit, form="weights"):
             edited = lm(tokens).detach().clone()
             try:
                 out = M.save_hf_pretrained(lm, tmp_path / kind)
@@ -120,7 +120,7 @@ def test_export_reloads_in_plain_transformers_with_the_edited_logits(family_mode
 
 
 def test_every_edit_kind_is_in_the_matrix(family_models):
-    assert {e.kind for e in all_kinds(family_models["llama"]).values()} == set(EDIT_KINDS)
+    assert {e.kind for e in all_kinds(family_models["llama"]).values()} == set(KINDS)
 
 
 def test_fingerprint_is_stable_across_loads_and_sources(family_dirs):

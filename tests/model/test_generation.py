@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from circuits import model as M
-from circuits.editing import HOOK_KINDS, EditError, apply_edit
+from circuits.editing import KINDS, EditError, apply_edit
 from circuits.model.tiny import FAMILIES
 from tests.kinds import all_kinds, make, rand
 
@@ -46,7 +46,7 @@ def _hooked_greedy(lm, tokens):
 def _reference(lm, edits, tokens, tmp_path):
     """Plain transformers on the baked export, or (no weight form / no place for a bias) the hooked forward."""
     try:
-        with apply_edit(lm, *edits, bake=True) if edits else _nothing():
+        with apply_edit(lm, *edits, form="weights") if edits else _nothing():
             directory = M.save_hf_pretrained(lm, tmp_path / "baked")
         return _plain_generate(directory, tokens), "export"
     except (EditError, M.ExportError):
@@ -66,7 +66,7 @@ def _cases(lm):
     kinds = all_kinds(lm)
     s = lm.shape
     zero = make(lm, "ablation", {}, mode="zero")
-    cases = {k: [kinds[k]] for k in sorted(HOOK_KINDS)}
+    cases = {k: [kinds[k]] for k in sorted(k for k, spec in KINDS.items() if spec.has_hooks)}
     cases["ablation (zero)"] = [zero]
     cases["none"] = []
     cases["low_rank + ablation + steering"] = [kinds["low_rank"], kinds["ablation"], kinds["steering"]]

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from circuits.editing.kinds.base import EditError, Kind, Site
+from circuits.editing.kinds.base import BakeRules, EditError, Kind, Site
 from circuits.interventions import Gate, Intervention
 from circuits.model import HookedLM
 from circuits.sites import Component, HeadRef, ResidRef
@@ -76,6 +76,11 @@ def split_site(edit: Any, model: HookedLM, key: str) -> list[Tensor]:
 
 class AIFS(Kind):
     name: ClassVar[str] = "aifs"
+    tensors: ClassVar[str] = "``gate``, ``shift``, ``mask`` ``[d]`` (``d_model``, or ``k·d_head`` for heads)"
+    summary: ClassVar[str] = "a per-feature gate g ⊙ z + b on one residual stream or one layer's heads, trained under mask-gated synthetic interventions"
+    source: ClassVar[str] = "seed 002 (Adaptive Invariant Feature Extraction using Synthetic Interventions); integrated gradients, Sundararajan et al. 2017"
+    #: On heads the weight form scales their W_O columns and folds b into the output bias.
+    bake: ClassVar[BakeRules] = BakeRules(owns_columns=True)
     accepts: ClassVar[tuple[type, ...]] = (ResidRef, HeadRef)
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {
         "lam": (float, 0.5), "alpha": (float, 1.0), "beta": (float, 0.5), "gamma": (float, 1.0), "eps": (float, 0.1),

@@ -6,11 +6,19 @@ of ``(site, intervention)`` pairs (:mod:`circuits.interventions`). Applying an e
 weights is then the same for every kind (:mod:`circuits.editing.apply`): hooks run each intervention's
 hook form at its site; weights run each intervention's weight form. A site is a component
 (:mod:`circuits.sites`) or, for weight-only interventions, a weight name.
+
+Each kind declares, as class attributes, everything the rest of the library asks about it: its
+``forms`` (``"hooks"`` and/or ``"weights"``, the default first), what it can be baked with
+(:class:`BakeRules`, read by :func:`circuits.editing.apply.apply_edit` with ``form="weights"``), its
+typed hyperparameters, a one-line ``summary`` and the ``source`` paper. How a kind is *built* from an
+atlas (its objectives and their typed parameters) is registered next to the builders, in
+:data:`circuits.editing.recipes.METHODS`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from torch import Tensor
 
@@ -23,22 +31,74 @@ if TYPE_CHECKING:
 
 #: Where an intervention acts: a component's activation, or a named weight (``blocks.3.attn.o.weight``).
 Site = Component | str
+#: How an edit is applied: its interventions' hook forms at their sites, or their weight forms.
+Form = Literal["hooks", "weights"]
+FORMS: tuple[Form, ...] = ("hooks", "weights")
 
 
 class EditError(ValueError):
     """An edit file is malformed, or an edit does not fit its kind or the model it is applied to."""
 
 
+@dataclass(frozen=True)
+class BakeRules:
+    """What a kind's weight form can be baked with, when hook-form edits are applied as weights together.
+
+    Hooks compose on activations; weight forms compose on weights. The two agree except where one
+    edit's weight form rewrites what another's reads (:func:`circuits.editing.apply.apply_edit` refuses
+    those compositions with ``form="weights"``).
+
+    Attributes:
+        owns_columns: The weight form rewrites its components' output columns (``W_O[:, h]``,
+            ``W_out[:, n]``) and the output bias. Two such edits of one component compose on its
+            activation, but not on its (then zeroed or rescaled) columns: refused.
+        projects_residual: The weight form projects a direction out of every residual-stream writer.
+        adds_to_residual: The weight form adds a vector to a residual writer's bias. After a
+            ``projects_residual`` edit the hook form keeps the vector's component along the direction
+            until the next projection site, which a projected weight cannot express: refused.
+    """
+
+    owns_columns: bool = False
+    projects_residual: bool = False
+    adds_to_residual: bool = False
+
+
 class Kind:
     """One edit kind. Subclasses set the class attributes and implement :meth:`sites`."""
 
     name: ClassVar[str]
+    #: One line: what the kind does (CLI help and the generated kinds table).
+    summary: ClassVar[str]
+    #: The method's source (paper), for the generated kinds table.
+    source: ClassVar[str]
+    #: The tensors an edit of the kind stores, with their shapes (for the generated kinds table).
+    tensors: ClassVar[str]
     #: The component types the kind acts on.
     accepts: ClassVar[tuple[type, ...]] = (HeadRef, NeuronRef)
-    #: Whether the kind has a hook form (a weight-only kind is always applied as weights).
-    has_hooks: ClassVar[bool] = True
+    #: The forms it can be applied in, its default first (a weight-only kind has only ``"weights"``).
+    forms: ClassVar[tuple[Form, ...]] = ("hooks", "weights")
+    #: What its weight form can be baked with.
+    bake: ClassVar[BakeRules] = BakeRules()
     #: Hyperparameters with their types and defaults (validated at the JSON boundary).
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {}
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether the kind has a hook form (a weight-only kind is always applied as weights)."""
+        return "hooks" in self.forms
+
+    def check_form(self, form: str, hyperparameters: dict[str, Any]) -> None:
+        """Refuse a form the kind (with these hyperparameters) cannot be applied in by default.
+
+        Args:
+            form: ``"hooks"`` or ``"weights"``.
+            hyperparameters: The edit's (or recipe's) hyperparameters, for kinds whose forms depend on them.
+
+        Raises:
+            EditError: Not one of :attr:`forms`.
+        """
+        if form not in self.forms:
+            raise EditError(f"a {self.name} edit is applied as {' or '.join(self.forms)}, not {form!r}")
 
     def required_tensors(self, edit: Edit) -> list[str]:
         """Names of the tensors the edit must carry (validated on load)."""

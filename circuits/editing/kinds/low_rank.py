@@ -1,8 +1,9 @@
 """Low-rank weight edits ``W' = W + α B A`` (LoRA, Hu et al. 2022) of the flagged components' output weights
 (or, for the unrestricted ``lora_all`` baseline, every layer's projections: :mod:`circuits.editing.baselines`).
 
-Trained with a harm objective (``objective="gap"``) or counterfactual invariance (``objective=
-"invariance"``: "invariance" manifests load as this kind). Weights only; exportable as a PEFT adapter.
+Trained with a harm objective (``gap``), counterfactual invariance (``invariance``, the ``invariance``
+preset) or ICP's contrastive objective (``contrastive``, :mod:`circuits.editing.icp`). Weights only;
+exportable as a PEFT adapter.
 Tensors: ``{weight}.lora_A`` ``[rank, in]`` and ``{weight}.lora_B`` ``[out, rank]`` per edited weight;
 hyperparameters ``alpha`` and ``rank``.
 """
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from circuits.editing.kinds.base import Kind, EditError, Site
+from circuits.editing.kinds.base import EditError, Form, Kind, Site
 from circuits.interventions import Intervention, LowRank
 from circuits.model import HookedLM
 from circuits.sites import AttnRef, HeadRef, MlpRef, NeuronRef
@@ -38,8 +39,11 @@ def low_rank_factors(edit: Any) -> dict[str, tuple[Tensor, Tensor]]:
 
 class LowRankKind(Kind):
     name: ClassVar[str] = "low_rank"
+    tensors: ClassVar[str] = "``{weight}.lora_A`` ``[r, in]``, ``{weight}.lora_B`` ``[out, r]``"
+    summary: ClassVar[str] = "W + α B A on the flagged components' output weights (or every projection of every layer)"
+    source: ClassVar[str] = "Hu et al. 2022 (LoRA)"
     accepts: ClassVar[tuple[type, ...]] = (HeadRef, NeuronRef, MlpRef, AttnRef)
-    has_hooks: ClassVar[bool] = False
+    forms: ClassVar[tuple[Form, ...]] = ("weights",)
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {"alpha": (float, 1.0), "rank": (int, None)}
 
     def required_tensors(self, edit: Any) -> list[str]:

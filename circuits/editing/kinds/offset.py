@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from circuits.editing.kinds.base import Kind, Site, unit_value
+from circuits.editing.kinds.base import BakeRules, Kind, Site, unit_value
 from circuits.interventions import Add, Intervention
 from circuits.model import HookedLM
 
 
 class Offset(Kind):
     name: ClassVar[str] = "offset"
+    tensors: ClassVar[str] = "``{component}``: δ ``[d_head]``/``[]``"
+    summary: ClassVar[str] = "a learned vector δ added to heads' z / neurons' outputs"
+    source: ClassVar[str] = "surgical circuit interventions; learned CAA-style offsets (Rimsky et al. 2024)"
+    bake: ClassVar[BakeRules] = BakeRules(owns_columns=True)
 
     def required_tensors(self, edit: Any) -> list[str]:
         return [str(c) for c in edit.components]

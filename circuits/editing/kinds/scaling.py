@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from circuits.editing.kinds.base import Kind, EditError, Site
+from circuits.editing.kinds.base import BakeRules, EditError, Kind, Site
 from circuits.interventions import Intervention, Scale
 from circuits.model import HookedLM
 
 
 class Scaling(Kind):
     name: ClassVar[str] = "scaling"
+    tensors: ClassVar[str] = "none (hyperparameter ``alpha``)"
+    summary: ClassVar[str] = "multiply heads' z / neurons' outputs by a constant α"
+    source: ClassVar[str] = "Michel et al. 2019 (Are Sixteen Heads Really Better than One?)"
+    bake: ClassVar[BakeRules] = BakeRules(owns_columns=True)
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {"alpha": (float, None)}
 
     def sites(self, edit: Any, model: HookedLM) -> list[tuple[Site, Intervention]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from circuits.editing.kinds.base import Kind, Site, one_resid_site, resid_vector
+from circuits.editing.kinds.base import BakeRules, Kind, Site, one_resid_site, resid_vector
 from circuits.interventions import Add, Intervention
 from circuits.model import HookedLM
 from circuits.sites import ResidRef
@@ -18,6 +18,10 @@ from circuits.sites import ResidRef
 
 class Steering(Kind):
     name: ClassVar[str] = "steering"
+    tensors: ClassVar[str] = "``vector`` ``[d_model]``"
+    summary: ClassVar[str] = "add a difference-in-means vector to the residual stream entering one layer"
+    source: ClassVar[str] = "Rimsky et al. 2024 (CAA); Turner et al. 2023 (activation addition)"
+    bake: ClassVar[BakeRules] = BakeRules(adds_to_residual=True)
     accepts: ClassVar[tuple[type, ...]] = (ResidRef,)
     hyperparameters: ClassVar[dict[str, tuple[type, Any]]] = {"coefficient": (float, 1.0)}
 

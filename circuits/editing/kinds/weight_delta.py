@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from circuits.editing.kinds.base import EditError, Kind, Site
+from circuits.editing.kinds.base import EditError, Form, Kind, Site
 from circuits.interventions import Intervention, WeightDelta
 from circuits.model import HookedLM
 from circuits.sites import AttnRef, MlpRef
@@ -21,8 +21,11 @@ SUFFIX = ".delta"
 
 class WeightDeltaKind(Kind):
     name: ClassVar[str] = "weight_delta"
+    tensors: ClassVar[str] = "``{weight}.delta`` ``[out, in]``"
+    summary: ClassVar[str] = "dense W + Δ on every projection of every layer (full fine-tuning)"
+    source: ClassVar[str] = "full fine-tuning; the unrestricted baseline of seed 004 / issue 22"
     accepts: ClassVar[tuple[type, ...]] = (AttnRef, MlpRef)
-    has_hooks: ClassVar[bool] = False
+    forms: ClassVar[tuple[Form, ...]] = ("weights",)
 
     def required_tensors(self, edit: Any) -> list[str]:
         return [k for k in edit.tensors if k.endswith(SUFFIX)] or [f"<weight>{SUFFIX}"]
