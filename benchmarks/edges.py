@@ -34,7 +34,7 @@ def _setup(name: str, n_pairs: int):  # noqa: ANN202
 
         group, metric = induction_pairs(n_pairs, seed=3)
         return load_planted("induction"), [group], metric
-    from circuits.suites.tasks import induction
+    from circuits.probing.pairs import induction
 
     if name == "tiny-llama":
         from circuits.model.tiny import tiny_hf_model

@@ -53,7 +53,7 @@ def families(threads: int = 1) -> None:
     from baselines import hook_loop_head_sweep, nnsight_head_sweep
 
     from circuits import model as M
-    from circuits.metrics import metric_for_suite
+    from circuits.probing.pairs import metric_for_suite
     from circuits.model.tiny import tiny_hf_model
     from circuits.model.weights import weight_module
     from circuits.probing.patching import TokenGroup, patch_groups, tokenize_pairs
@@ -122,7 +122,7 @@ def main() -> None:
 
     from transformer_lens import patching
 
-    from circuits.metrics import metric_for_suite
+    from circuits.probing.pairs import metric_for_suite
     from circuits import model as M
     from circuits.model import load_model
     from circuits.probing.attribution import attribution_patching

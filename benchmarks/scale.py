@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     args = parser.parse_args()
 
-    from circuits.metrics import metric_for_suite
+    from circuits.probing.pairs import metric_for_suite
     from circuits.model import load_model, shape_of
     from circuits.probing.executor import RayExecutor
     from circuits.probing.patching import patch_groups, tokenize_pairs

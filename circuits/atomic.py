@@ -282,8 +282,6 @@ def matching_manifest(manifest_path: Path | str, data: bytes, *, sha_field: str)
     Returns:
         That manifest's content, or ``None`` (the data does not match any: the caller reports it).
     """
-    from circuits.io import read_bounded
-
     manifest_path = Path(manifest_path)
     digest = hashlib.sha256(data).hexdigest()
     for candidate in (manifest_path, *_pending(manifest_path)):
@@ -321,3 +319,56 @@ def recover_pair(data_path: Path | str, manifest_path: Path | str, *, sha_field:
             logger.info("completed the interrupted write of %s", manifest_path)
         else:
             p.unlink(missing_ok=True)
+
+
+#: Default bound of :func:`read_bounded` (the JSON limit of :mod:`circuits.io`).
+MAX_READ_BYTES = 64 * 2**20
+
+
+def read_bounded(path: Path | str, *, error: type[Exception] = ValueError, max_bytes: int = MAX_READ_BYTES, what: str = "file") -> bytes:
+    """Read a regular file of at most ``max_bytes`` bytes, never blocking or reading without bound.
+
+    The file is checked to be a regular file before it is opened and again with ``fstat`` on the open
+    descriptor (``/dev/zero``, FIFOs and directories are refused), opened non-blocking (a FIFO swapped in
+    meanwhile cannot hang the open), checked for size
+    before reading, and read with a bounded read (a file growing meanwhile is still refused).
+
+    Args:
+        path: The file.
+        error: Exception type raised (the artifact's error, e.g. ``AtlasError``).
+        max_bytes: Size limit.
+        what: How messages name the file (``"atlas"``, ``"edit manifest"``).
+
+    Returns:
+        The content.
+
+    Raises:
+        error: Missing or unreadable file, not a regular file, or larger than ``max_bytes``.
+    """
+    path = Path(path)
+    try:
+        # Checked before opening too (opening some devices has effects), then again on the descriptor
+        # (the path may be swapped in between).
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)) if regular else -1
+    except (OSError, ValueError) as e:  # ValueError: an embedded NUL in the path
+        raise error(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not regular:
+        raise error(f"cannot read {what} {path}: not a regular file")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"cannot read {what} {path}: not a regular file")
+        if info.st_size > max_bytes:
+            raise error(f"{what} {path} is {info.st_size} bytes; the limit is {max_bytes} bytes")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise error(f"{what} {path} is larger than the limit of {max_bytes} bytes")
+        return b"".join(chunks)
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)

@@ -23,15 +23,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuits.model import single_token_id
-from circuits.suites import Suite
 
 
 @dataclass(frozen=True)
@@ -213,32 +211,6 @@ class LogitDiff(Metric):
         pos = torch.as_tensor(self.positive).reshape(-1)
         neg = torch.as_tensor(self.negative).reshape(-1)
         return last[:, pos].mean(-1) - last[:, neg].mean(-1)
-
-
-def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
-    """A template suite's fixed-token logit-difference metric for a model's tokenizer.
-
-    Pair suites (answers per pair, possibly several tokens) build their metric together with their
-    token groups: :func:`circuits.probing.pairs.prepare`.
-
-    Args:
-        model: A model with a tokenizer.
-        suite: A suite whose metric names ``positive`` and ``negative`` tokens.
-
-    Returns:
-        The logit-difference metric.
-
-    Raises:
-        ValueError: A target is not a single token for this tokenizer, or the suite names no tokens.
-    """
-    m = suite.metric
-    if m.positive is None or m.negative is None:
-        raise ValueError(f"suite {suite.name!r} scores each pair's own answers; build its metric with circuits.probing.pairs.prepare")
-
-    def ids(words: str | list[str]) -> int | tuple[int, ...]:
-        return single_token_id(model, words) if isinstance(words, str) else tuple(single_token_id(model, w) for w in words)
-
-    return LogitDiff(positive=ids(m.positive), negative=ids(m.negative))
 
 
 @dataclass(frozen=True)
@@ -489,6 +461,30 @@ class TokenSetLogProb(Metric):
         if not self.tokens:
             raise ValueError("empty token set")
         return logits[:, -1, :].float().log_softmax(-1)[:, list(self.tokens)].logsumexp(-1)
+
+
+@dataclass(frozen=True)
+class PerPromptLogit(Metric):
+    """``logit[target] − mean logit`` per prompt (logit units), at the last position or averaged over the last few.
+
+    With ``targets`` of shape ``[prompt]`` the metric reads the last position; with ``[prompt, k]`` it
+    reads the last ``k`` positions, target ``j`` at position ``−k + j``, and averages them (e.g. every
+    token of a repeated block, for in-context copying). Each row is scored against its own prompt's
+    targets (:class:`MetricContext`).
+    """
+
+    targets: Int[Tensor, " prompt"] | Int[Tensor, "prompt k"]
+
+    @property
+    def info(self) -> MetricInfo:
+        """Reads the last ``k`` positions (the mean logit needs every vocabulary row); logits."""
+        return MetricInfo("per_prompt_logit", "logits", positions=1 if self.targets.dim() == 1 else int(self.targets.shape[1]))
+
+    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
+        k = self.info.positions or 1
+        read = logits[:, -k:, :]
+        t = self.targets.reshape(self.targets.shape[0], -1).to(logits.device)[ctx.pairs]
+        return (read.gather(-1, t[..., None])[..., 0] - read.mean(-1)).mean(-1)
 
 
 def flip_rate(pred_a: Bool[np.ndarray, " item"], pred_b: Bool[np.ndarray, " item"]) -> float:

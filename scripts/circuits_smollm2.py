@@ -66,7 +66,7 @@ def main() -> None:
     from circuits.probing.pairs import prepare
     from circuits.sites import HeadRef
     from circuits.suites import load_suite
-    from circuits.suites.tasks import induction
+    from circuits.probing.pairs import induction
 
     model = load_model("smollm2-135m")
     findings_path = OUT / "circuits.json"

@@ -105,7 +105,8 @@ def main() -> None:
     from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR
     from circuits.editing import EditError
     from circuits.editing.aifs import answer_labels, spread_pairs
-    from circuits.editing.recipes import build_edit, choose_direction_layer, recipe
+    from circuits.editing.recipes import build_edit, recipe
+    from circuits.experiments import choose_direction_layer
     from circuits.editing.train import TrainConfig
     from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table
     from circuits.io import atomic_write_text

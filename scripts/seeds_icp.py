@@ -45,7 +45,7 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
     from circuits import model as M
     from circuits.atlas.build import model_info, record_tracing
     from circuits.atlas.schema import Atlas
-    from circuits.atlas.scores import PRUNING_RATES
+    from circuits.probing.scores import PRUNING_RATES
     from circuits.data import english_sample
     from circuits.editing.apply import apply_edit
     from circuits.editing.build import ablation_edit, select_components
@@ -53,7 +53,8 @@ def main() -> None:  # noqa: PLR0915 - a linear experiment script
     from circuits.editing.objectives import Contrastive
     from circuits.editing.train import TrainConfig, TrainingData, split_by_template
     from circuits.evaluation.metrics import expected_calibration_error
-    from circuits.metrics import kl_divergence, metric_for_suite
+    from circuits.metrics import kl_divergence
+    from circuits.probing.pairs import metric_for_suite
     from circuits.probing.component_tracing import trace_components, traced_flags
     from circuits.probing.patching import tokenize_pairs
     from circuits.probing.spurious import behaviour_kl, icp_scores

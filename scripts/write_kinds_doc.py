@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from circuits.editing.recipes import kinds_markdown  # noqa: E402
+from circuits.editing.registry_docs import kinds_markdown  # noqa: E402
 from circuits.io import atomic_write_text  # noqa: E402
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Per behaviour, :func:`scan` runs on every attention head (output ``z``, all posi
   unnormalised), plus its two terms, IDS (masked domain-specific input, domains = templates), R
   (:func:`circuits.probing.spurious.icp_scores`, the one definition notebook 05 and the ICP loop use),
   noising with the counterfactual activation (``CE[swap, metric]``), the inverse-variance weighted
-  ``S_w``, and the behaviour's flip rate (:mod:`circuits.atlas.scores`);
+  ``S_w``, and the behaviour's flip rate (:mod:`circuits.probing.scores`);
 * both: mean ablation on the clean prompts, giving the causal effect ``CE[mean, metric]`` (metric units).
 """
 
@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from circuits import model as M
-from circuits.atlas import scores as S
+from circuits.probing import scores as S
 from circuits.atlas.graph import CircuitGraph, circuit_graph
 from circuits.atlas.schema import (
     Atlas,

@@ -11,14 +11,14 @@ behaviour, and any causal-tracing grids:
 * a component: a stable id (``L9H6``, ``L5N1024``, ``L7MLP``, ``L3RESID@4``), its kind, its effect
   statistics (mean, std, n, 95% bootstrap CI, p-value of a paired test) under the behaviour's primary
   method, the same statistics under every other method (``effects``), scores
-  (:mod:`circuits.atlas.scores`: causal effect CE, spuriousness, SSS, IDS, R), and whether it is flagged
+  (:mod:`circuits.probing.scores`: causal effect CE, spuriousness, SSS, IDS, R), and whether it is flagged
   with the rule that flagged it.
 
 Flag rule: a component is flagged when its mean primary effect is at least the behaviour's
 ``threshold`` *and* its 95% bootstrap CI lies above 0 (:attr:`EffectStats.above_zero`, one-sided: a
 component carries a behaviour only with a positive effect). A method with a stochastic intervention
 (``resample``, ``noise``) must record at least 3 seeds (validated), so that its effects can be checked
-for one sign across seeds (:func:`circuits.atlas.scores.significant_across_seeds`).
+for one sign across seeds (:func:`circuits.probing.scores.significant_across_seeds`).
 
 Version history: ``0.1`` (one method, no scores), ``0.2`` (no model source) and ``0.3`` (no
 tokenization policy) are read and upgraded on load (:mod:`circuits.atlas.upgrade`), then validated like

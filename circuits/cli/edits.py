@@ -35,7 +35,8 @@ from circuits.cli.common import (
 )
 from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, benchmark_table, check_benchmarks, run_benchmarks
 from circuits.editing.kinds import FORMS, KINDS
-from circuits.editing.recipes import OBJECTIVES, PRESETS, cli_help
+from circuits.editing.recipes import OBJECTIVES, PRESETS
+from circuits.editing.registry_docs import cli_help
 
 # The choices of `circuits edit`, from the registry (click lists them in --help and refuses anything else).
 KindChoice = Enum("KindChoice", {k: k for k in KINDS}, type=str)  # type: ignore[misc]

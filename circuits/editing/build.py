@@ -23,7 +23,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
-from circuits.atlas.scores import top_rate
+from circuits.probing.scores import top_rate
 from circuits.editing.apply import check_finite_logits
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds import KINDS, Form
@@ -105,7 +105,7 @@ def select_components(
 
     Selectors (``by``): ``"flagged"`` — the behaviour's flagged components (largest effect first);
     ``"R"`` — ICP's pruning priority, the largest seed-000 ``R = β SSS + (1 − β) IDS`` scores
-    (:mod:`circuits.atlas.scores`), the top ``rate`` fraction (10/30/50%) when ``rate`` is given, else
+    (:mod:`circuits.probing.scores`), the top ``rate`` fraction (10/30/50%) when ``rate`` is given, else
     the top ``k``; ``"tracing"`` — the components flagged by head/neuron noise-restoration tracing
     (seed 004, ``Δ log P(y_h) > τ``; :func:`circuits.atlas.build.record_tracing`), largest ``Δ`` first.
 

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import torch
 
-from circuits.atlas import scores as S
+from circuits.probing import scores as S
 from circuits.editing.apply import apply_edit
 from circuits.editing.build import new_edit
 from circuits.editing.edit import Edit

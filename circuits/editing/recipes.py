@@ -26,13 +26,12 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Any, Union, get_args, get_origin
 
 from circuits.atlas.schema import Atlas
-from circuits.editing.aifs import AIFSConfig, AifsSite, aifs_from_atlas
-from circuits.editing.apply import apply_edit
-from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR, full_ft_edit, lora_all_edit
+from circuits.editing.aifs import aifs_from_atlas
+from circuits.editing.baselines import LORA_ALL_LR, full_ft_edit, lora_all_edit
 from circuits.editing.build import (
     Granularity,
     ablation_edit,
@@ -43,244 +42,26 @@ from circuits.editing.build import (
     steering_edit,
     suite_record,
 )
-from circuits.editing.care import CareConfig, care_edit
+from circuits.editing.care import care_edit
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds import KINDS, Form
+from circuits.editing.params import (
+    AblationParams,
+    AIFSParams,
+    CareParams,
+    DirectionParams,
+    LowRankParams,
+    NeuronRepairParams,
+    OffsetParams,
+    ScalingParams,
+    SteeringParams,
+    WeightDeltaParams,
+    check_value,
+    param_hints,
+)
 from circuits.editing.train import TrainConfig, TrainingData, low_rank_edit, neuron_repair_edit, offset_edit
-from circuits.probing.pairs import Prepared, prepare, tokenize_pairs
+from circuits.probing.pairs import Prepared, prepare
 from circuits.suites import Suite
-
-Scope = Literal["flagged", "all"]
-AblationMode = Literal["zero", "mean", "resample"]
-
-# --- validation of the typed parameters ------------------------------------------------------------
-
-#: Integer parameters that may be 0 (every other integer is a count, >= 1).
-_MAY_BE_ZERO = frozenset({"seed", "layer"})
-
-
-def _check_value(name: str, value: Any, hint: Any) -> None:
-    """Refuse a value that does not fit its annotation (counts >= 1, finite floats, a Literal's values).
-
-    Raises:
-        EditError: Naming the parameter.
-    """
-    origin, args = get_origin(hint), get_args(hint)
-    if origin is Literal:
-        if value not in args:
-            raise EditError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
-    elif origin in (Union, types.UnionType) and type(None) in args:
-        if value is not None:
-            (inner,) = [a for a in args if a is not type(None)]
-            _check_value(name, value, inner)
-    elif origin is tuple:
-        if not isinstance(value, tuple) or len(value) != len(args):
-            raise EditError(f"{name} must be {len(args)} numbers, got {value!r}")
-        for v, a in zip(value, args):
-            _check_value(name, v, a)
-    elif hint is bool:
-        if not isinstance(value, bool):
-            raise EditError(f"{name} must be true or false, got {value!r}")
-    elif hint is int:
-        least = 0 if name in _MAY_BE_ZERO else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise EditError(f"{name} must be an integer >= {least}, got {value!r}")
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise EditError(f"{name} must be a finite number, got {value!r}")
-        if name == "lr" and value <= 0:
-            raise EditError(f"lr must be > 0, got {value!r}")
-        if name == "preservation" and value < 0:
-            raise EditError(f"preservation must be >= 0, got {value!r}")
-    elif hint is str and not isinstance(value, str):
-        raise EditError(f"{name} must be a string, got {value!r}")
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls, include_extras=False)
-
-
-def _check_fields(params: Any) -> None:
-    """Validate every field of a parameters dataclass (and of the settings dataclass it nests) by its type.
-
-    Raises:
-        EditError: The first bad value, naming its parameter.
-    """
-    hints = _hints(type(params))
-    for f in fields(params):
-        value = getattr(params, f.name)
-        if is_dataclass(value):
-            _check_fields(value)
-        else:
-            _check_value(f.name, value, hints[f.name])
-
-
-class _Params:
-    """Base of the parameters dataclasses: validated on construction."""
-
-    def __post_init__(self) -> None:
-        _check_fields(self)
-
-
-# --- the parameters of each method -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AblationParams(_Params):
-    """``ablation`` / ``reference``.
-
-    Attributes:
-        k: Components: the top-``k`` flagged heads, or neurons of the flagged MLP layers by attribution.
-        granularity: ``"head"`` or ``"neuron"``.
-        mode: ``"zero"``, ``"mean"`` (over every position of the build prompts, clean and corrupted) or
-            ``"resample"`` (a reference bank drawn from them; no weight form).
-        seed: Seed of the resample bank and of its per-pass draws.
-    """
-
-    k: int = 3
-    granularity: Granularity = "head"
-    mode: AblationMode = "mean"
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class ScalingParams(_Params):
-    """``scaling`` / ``constant``.
-
-    Attributes:
-        k: Components (as :class:`AblationParams`).
-        granularity: ``"head"`` or ``"neuron"``.
-        alpha: The factor (0 < α < 1 suppresses; α = 0 is zero ablation).
-    """
-
-    k: int = 3
-    granularity: Granularity = "head"
-    alpha: float = 0.5
-
-
-@dataclass(frozen=True)
-class SteeringParams(_Params):
-    """``steering`` / ``mean_difference``.
-
-    Attributes:
-        layer: Residual layer whose input is steered (``None``: the layer of the strongest flagged head).
-        coefficient: Multiple of the clean − corrupted mean difference added (negative: away from the clean side).
-    """
-
-    layer: int | None = None
-    coefficient: float = -1.0
-
-
-@dataclass(frozen=True)
-class DirectionParams(_Params):
-    """``directional_ablation`` / ``mean_difference``.
-
-    Attributes:
-        layer: Residual layer the direction is read at (``None``: the layer of the strongest flagged
-            head; :func:`choose_direction_layer` sweeps layers on the build split).
-    """
-
-    layer: int | None = None
-
-
-@dataclass(frozen=True)
-class OffsetParams(_Params):
-    """``offset`` / ``gap`` or ``invariance``.
-
-    Attributes:
-        k: Components (as :class:`AblationParams`).
-        granularity: ``"head"`` or ``"neuron"``.
-        train: The training loop's settings.
-    """
-
-    k: int = 3
-    granularity: Granularity = "head"
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass(frozen=True)
-class LowRankParams(_Params):
-    """``low_rank`` / ``gap`` or ``invariance``.
-
-    Attributes:
-        k: Components whose output weights are edited (``scope="flagged"``).
-        granularity: ``"head"`` or ``"neuron"``.
-        rank: ``r`` of ``B A``.
-        alpha: The scale ``α`` of ``W + α B A``.
-        scope: ``"flagged"`` (the components' output columns) or ``"all"`` (every q, k, v, o, gate, in
-            and out projection of every layer, nothing selected from the atlas: the ``lora_all``
-            baseline, :mod:`circuits.editing.baselines`).
-        train: The training loop's settings.
-    """
-
-    k: int = 3
-    granularity: Granularity = "head"
-    rank: int = 4
-    alpha: float = 1.0
-    scope: Scope = "flagged"
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass(frozen=True)
-class NeuronRepairParams(_Params):
-    """``neuron_repair`` / ``gap`` or ``invariance`` (output scales trained by gradient descent).
-
-    Attributes:
-        k: Neurons of the flagged MLP layers, by attribution.
-        train: The training loop's settings.
-    """
-
-    k: int = 3
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass(frozen=True)
-class CareParams(_Params):
-    """``neuron_repair`` / ``care`` (the settings of ``scripts/headline.py``'s CARE rows by default).
-
-    Attributes:
-        candidates: Neurons of the flagged MLP layers screened by attribution patching, then ranked by ACE.
-        max_pairs: Build pairs used (spread over the split): the ACE, unfairness and accuracy objectives.
-        config: CARE's settings (repaired ``k``, scale bounds, PSO/NSGA-III sizes, ACE values, seed).
-    """
-
-    candidates: int = 24
-    max_pairs: int = 40
-    config: CareConfig = field(default_factory=lambda: CareConfig(k=4, pop_size=10, generations=5, n_values=3))
-
-
-@dataclass(frozen=True)
-class AIFSParams(_Params):
-    """``aifs`` / ``aifs``.
-
-    Attributes:
-        site: ``"resid"`` (the residual stream entering ``layer``) or ``"heads"`` (up to ``k`` flagged
-            heads of ``layer``).
-        layer: The site's layer (``None``: the layer of the strongest flagged head).
-        k: Heads, for ``site="heads"``.
-        max_pairs: Build pairs whose prompts (clean and corrupted) are the labelled training prompts.
-        config: AIFS's settings (λ, α, β, γ, ε, epochs, learning rate, seed…).
-    """
-
-    site: AifsSite = "resid"
-    layer: int | None = None
-    k: int = 3
-    max_pairs: int = 40
-    config: AIFSConfig = field(default_factory=AIFSConfig)
-
-
-@dataclass(frozen=True)
-class WeightDeltaParams(_Params):
-    """``weight_delta`` / ``gap`` or ``invariance``: full fine-tuning of every projection of every layer.
-
-    Attributes:
-        train: The training loop's settings (default learning rate :data:`~circuits.editing.baselines.FULL_FT_LR`).
-    """
-
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=FULL_FT_LR))
-
-
-# --- builders ---------------------------------------------------------------------------------------
 
 #: ``(model, atlas, suite, behaviour, recipe) → edit``, on the suite's build split (``behaviour``: the
 #: behaviour in the atlas, ``None`` for the suite's name).
@@ -454,7 +235,7 @@ def method(kind: str, objective: str) -> Method:
 def _flat_fields(params: Any) -> dict[str, tuple[Any, Any]]:
     """``{option name: (value, type hint)}`` of a parameters dataclass, its nested settings flattened."""
     out: dict[str, tuple[Any, Any]] = {}
-    hints = _hints(type(params))
+    hints = param_hints(type(params))
     for f in fields(params):
         value = getattr(params, f.name)
         if is_dataclass(value):
@@ -533,7 +314,7 @@ class EditRecipe:
         if unknown:
             raise EditError(f"{', '.join(unknown)} {'does' if len(unknown) == 1 else 'do'} not apply to {self}; its options: {', '.join(known)}")
         for name, value in options.items():  # before the dataclasses are made: one error type for every bad value
-            _check_value(name, value, known[name][1])
+            check_value(name, value, known[name][1])
         return replace(self, params=_set(self.params, options))
 
     def with_shared(self, **options: Any) -> EditRecipe:
@@ -676,119 +457,6 @@ def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, be
     return edit if edit.form == recipe.form else replace(edit, form=recipe.form)
 
 
-def choose_direction_layer(
-    model: Any,
-    suite: Suite,
-    layers: Sequence[int],
-    *,
-    form: Form = "hooks",
-    kl_budget: float = 0.1,
-) -> tuple[int, list[dict[str, float]]]:
-    """Pick the residual layer for a direction edit on the *build* split (never on evaluation data).
-
-    For each candidate layer: build the difference-in-means direction edit (Arditi et al. 2024), measure
-    the suite's harm on the build split (signed bias gap; absolute for spurious suites) and the KL to
-    the unedited model on the build text (:func:`circuits.data.english_sample`, nats/token). The chosen
-    layer has the lowest harm among layers within ``kl_budget``; if none is, the lowest ``harm + KL``.
-
-    Args:
-        model: The model.
-        suite: The behaviour's suite.
-        layers: Candidate layers.
-        form: The direction edit's form (``"weights"``: orthogonalization; the same function).
-        kl_budget: Largest acceptable KL on the build text.
-
-    Returns:
-        ``(layer, sweep)``: the chosen layer and one ``{"layer", "harm", "kl"}`` row per candidate.
-
-    Raises:
-        EditError: No candidate layers.
-    """
-    from circuits import model as M
-    from circuits.data import english_sample
-    from circuits.evaluation.run import neutral_kl, suite_harm
-
-    if not layers:
-        raise EditError("need candidate layers for the direction edit")
-    windows = M.text_windows(model, english_sample(), window=128)
-    groups = tokenize_pairs(model, suite.pairs("build"))
-    sweep = []
-    for layer in layers:
-        edit = direction_edit(model, groups, layer=layer, form=form)
-        # The edit was just built from this model: no need to hash its weights again per layer.
-        with apply_edit(model, edit, check_fingerprint=False):
-            harm = float(suite_harm(model, suite, "build").mean())
-        sweep.append({"layer": float(layer), "harm": harm, "kl": float(neutral_kl(model, [edit], windows, check_fingerprint=False).mean())})
-    ok = [r for r in sweep if r["kl"] <= kl_budget]
-    best = min(ok, key=lambda r: r["harm"]) if ok else min(sweep, key=lambda r: r["harm"] + r["kl"])
-    return int(best["layer"]), sweep
-
-
-# --- generated documentation ------------------------------------------------------------------------
-
-
-def _default(value: Any) -> str:
-    return "none" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def _preset_line(name: str, r: EditRecipe) -> str:
-    base = EditRecipe(r.kind, objective=r.objective).options()
-    changed = {k: v for k, v in r.options().items() if base.get(k) != v}
-    extra = "; " + ", ".join(f"{k}={_default(v)}" for k, v in changed.items()) if changed else ""
-    return f"{name} = {r.kind} as {r.form} by {r.objective}{extra}"
-
-
-def cli_help() -> str:
-    """The kinds, objectives, presets and options, for ``circuits edit --help`` (click keeps ``\\b`` blocks as written)."""
-    width = max(map(len, KINDS))
-    lines = ["\b", "Kinds: forms (default first); objectives (default first).", *(
-        f"  {k:<{width}}  {'|'.join(s.forms):<13}  {'|'.join(m.objective for m in methods_of(k))}" for k, s in KINDS.items()
-    )]
-    lines += ["", "\b", "Presets (--preset):", *(f"  {_preset_line(n, r)}" for n, r in PRESETS.items())]
-    lines += ["", "\b", "Options of each kind/objective (--k, --mode, … or --param NAME=VALUE):"]
-    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for m in METHODS:
-        groups.setdefault((m.kind, tuple(EditRecipe(m.kind, objective=m.objective).options())), []).append(m.objective)
-    lines += [f"  {kind}/{'|'.join(objectives)}: {', '.join(names)}" for (kind, names), objectives in groups.items()]
-    return "\n".join(lines)
-
-
-def kinds_markdown() -> str:
-    """``docs/edit_kinds.md``: the kinds, their forms, bake rules, methods and presets, from the registry.
-
-    Regenerate with ``python scripts/write_kinds_doc.py``; a test checks the committed file is current.
-    """
-    rules = {"owns_columns": "not with another column-owning edit of the same component", "projects_residual": "a residual projection",
-             "adds_to_residual": "not after a residual projection"}
-    out = [
-        "# Edit kinds, forms and objectives",
-        "",
-        "Generated from the registry (`circuits.editing.kinds.KINDS`, `circuits.editing.recipes.METHODS` and `PRESETS`) by "
-        "`python scripts/write_kinds_doc.py`; `circuits edit --help` prints the same lists. A recipe is (kind, form, objective) "
-        "plus the method's parameters; an edit's manifest records all three.",
-        "",
-        "| kind | what it does | tensors | forms (default first) | objectives (default first) | baking | source |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for k, s in KINDS.items():
-        bake = "; ".join(v for f, v in rules.items() if getattr(s.bake, f)) or "any"
-        out.append(f"| `{k}` | {s.summary} | {s.tensors.replace('``', '`')} | {', '.join(s.forms)} | {', '.join(m.objective for m in methods_of(k))} | {bake} | {s.source} |")
-    out += ["", "## Methods: how each kind is built from an atlas", "", "| kind | objective | how | parameters (defaults) | source |", "|---|---|---|---|---|"]
-    for m in METHODS:
-        opts = ", ".join(f"{n}={_default(v)}" for n, v in EditRecipe(m.kind, objective=m.objective).options().items())
-        out.append(f"| `{m.kind}` | `{m.objective}` | {m.summary} | {opts} | {m.source} |")
-    out += ["", "## Presets", "", "| preset | recipe |", "|---|---|"]
-    out += [f"| `{n}` | {_preset_line(n, r).split(' = ', 1)[1]} |" for n, r in PRESETS.items()]
-    out += [
-        "",
-        "`apply_edit(model, *edits, form=...)`: `\"auto\"` applies each edit in its own form, `\"hooks\"` every edit that has a hook "
-        "form as hooks, `\"weights\"` every edit as weights (baking; what `circuits export` saves), refusing the compositions the "
-        "baking column names.",
-        "",
-    ]
-    return "\n".join(out)
-
-
 def _check_registry() -> None:
     """Every kind is buildable, objectives are distinct per kind, and option names are unique per method."""
     for k in KINDS:
@@ -800,7 +468,7 @@ def _check_registry() -> None:
 
         def collect(cls: type) -> None:
             for f in fields(cls):
-                hint = _hints(cls)[f.name]
+                hint = param_hints(cls)[f.name]
                 if isinstance(hint, type) and is_dataclass(hint):
                     collect(hint)
                 else:
@@ -817,6 +485,6 @@ _check_registry()
 
 __all__ = [
     "AIFSParams", "AblationParams", "CareParams", "DirectionParams", "EditRecipe", "LowRankParams", "METHODS", "Method", "NeuronRepairParams",
-    "OBJECTIVES", "OffsetParams", "PRESETS", "ScalingParams", "SteeringParams", "WeightDeltaParams", "build_edit", "choose_direction_layer",
-    "cli_help", "kinds_markdown", "method", "methods_of", "parse_options", "recipe",
+    "OBJECTIVES", "OffsetParams", "PRESETS", "ScalingParams", "SteeringParams", "WeightDeltaParams", "build_edit", "method", "methods_of",
+    "parse_options", "recipe",
 ]

@@ -29,17 +29,16 @@ regenerates them):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from safetensors.torch import load as st_load
 from torch import Tensor
 
 from circuits import model as M
-from circuits.metrics import Metric, MetricContext, MetricInfo
+from circuits.metrics import PerPromptLogit
 from circuits.probing.patching import TokenGroup
 from circuits.sites import HeadRef
 
@@ -100,30 +99,6 @@ def mask_hooks(task: str, n_layers: int, n_heads: int) -> list[tuple[str, M.Hook
         return hook
 
     return [(HeadRef(layer, 0, "pattern").hook_name, make(layer)) for layer in range(n_layers)]
-
-
-@dataclass(frozen=True)
-class PerPromptLogit(Metric):
-    """``logit[target] − mean logit`` per prompt (logit units), at the last position or averaged over the last few.
-
-    With ``targets`` of shape ``[prompt]`` the metric reads the last position; with ``[prompt, k]`` it
-    reads the last ``k`` positions, target ``j`` at position ``−k + j``, and averages them (e.g. every
-    token of a repeated block, for in-context copying). Each row is scored against its own prompt's
-    targets (:class:`circuits.metrics.MetricContext`).
-    """
-
-    targets: Int[Tensor, " prompt"] | Int[Tensor, "prompt k"]
-
-    @property
-    def info(self) -> MetricInfo:
-        """Reads the last ``k`` positions (the mean logit needs every vocabulary row); logits."""
-        return MetricInfo("per_prompt_logit", "logits", positions=1 if self.targets.dim() == 1 else int(self.targets.shape[1]))
-
-    def score(self, logits: Float[Tensor, "row pos d_vocab"], ctx: MetricContext) -> Float[Tensor, " row"]:
-        k = self.info.positions or 1
-        read = logits[:, -k:, :]
-        t = self.targets.reshape(self.targets.shape[0], -1).to(logits.device)[ctx.pairs]
-        return (read.gather(-1, t[..., None])[..., 0] - read.mean(-1)).mean(-1)
 
 
 def induction_tokens(n: int, *, seed: int, d_vocab: int = 64) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:

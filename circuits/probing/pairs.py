@@ -16,7 +16,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits import model as M
-from circuits.suites import MetricSpec, PromptPair
+from circuits.metrics import LogitDiff, PerPromptLogit
+from circuits.suites import MetricSpec, PromptPair, Suite
 
 
 class PairError(ValueError):
@@ -229,3 +230,50 @@ def position_mean_activations(model: Any, groups: Sequence[TokenGroup], names: S
             sums[n] = sums.get(n, 0) + cache[n].sum(dim=(0, 1))
         count += 2 * g.clean.shape[0] * g.clean.shape[1]
     return {n: v / count for n, v in sums.items()}
+
+
+def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
+    """A template suite's fixed-token logit-difference metric for a model's tokenizer.
+
+    Pair suites (answers per pair, possibly several tokens) build their metric together with their
+    token groups: :func:`circuits.probing.pairs.prepare`.
+
+    Args:
+        model: A model with a tokenizer.
+        suite: A suite whose metric names ``positive`` and ``negative`` tokens.
+
+    Returns:
+        The logit-difference metric.
+
+    Raises:
+        ValueError: A target is not a single token for this tokenizer, or the suite names no tokens.
+    """
+    m = suite.metric
+    if m.positive is None or m.negative is None:
+        raise ValueError(f"suite {suite.name!r} scores each pair's own answers; build its metric with circuits.probing.pairs.prepare")
+
+    def ids(words: str | list[str]) -> int | tuple[int, ...]:
+        return M.single_token_id(model, words) if isinstance(words, str) else tuple(M.single_token_id(model, w) for w in words)
+
+    return LogitDiff(positive=ids(m.positive), negative=ids(m.negative))
+
+
+def induction(model: Any, *, n: int = 16, block: int = 25, seed: int = 0) -> Any:
+    """Repeated random tokens, tokenised: clean ``[BOS, A, A]``, corrupted ``[BOS, B, A]`` (BOS as the tokenization policy says).
+
+    The metric (:class:`circuits.metrics.PerPromptLogit`) is the mean over the second copy's last
+    ``block − 2`` positions of ``logit(next token of A) − mean logit``: in-context copying.
+
+    Returns:
+        :class:`Prepared` (one group).
+    """
+    g = torch.Generator().manual_seed(seed)
+    vocab = M.shape_of(model).d_vocab
+    bos = M.bos_token_id(model) if model.tokenization.prepend_bos else None
+    a = torch.randint(1000, min(vocab, 20000), (n, block), generator=g)
+    b = torch.randint(1000, min(vocab, 20000), (n, block), generator=g)
+    head = torch.full((n, 1 if bos is not None else 0), bos if bos is not None else 0)
+    clean = torch.cat([head, a, a[:, :-1]], 1)
+    corrupted = torch.cat([head, b, a[:, :-1]], 1)
+    metric = PerPromptLogit(a[:, 2:])
+    return Prepared([TokenGroup(list(range(n)), clean, corrupted)], metric, n, n, "induction", f"copying logit over the second copy's last {block - 2} positions")

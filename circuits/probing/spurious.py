@@ -1,7 +1,7 @@
 """The measurements behind the ICP scores: SSS's two KL terms, IDS's masked-input L2, and the
 reliability grid of causal effects (interventions × metrics × data sets).
 
-The formulas and every interpretation are in :mod:`circuits.atlas.scores` (seeds 000 and 001); this
+The formulas and every interpretation are in :mod:`circuits.probing.scores` (seeds 000 and 001); this
 module runs them with the patching engine (:func:`circuits.probing.patching.patch_groups`):
 
 * ``KL(f(x) ‖ f(x | h = 0))``: *noising* with :class:`~circuits.interventions.Zero`, metric
@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits import model as M
-from circuits.atlas import scores as S
+from circuits.probing import scores as S
 from circuits.interventions import Scale, SweepIntervention, Swap, Zero, apply_where
 from circuits.metrics import KLToReference, Metric, ProbL2ToReference, call_metric, kl_divergence
 from circuits.probing.effects import Effects, Method
@@ -132,7 +132,7 @@ def icp_scores(
     executor: Executor | None = None,
     progress: bool = False,
 ) -> Effects:
-    """SSS, IDS and R of seed 000 for every component (see :mod:`circuits.atlas.scores`).
+    """SSS, IDS and R of seed 000 for every component (see :mod:`circuits.probing.scores`).
 
     Args:
         model: The model.
@@ -183,7 +183,7 @@ def reliability_grid(
     interventions: Mapping[str, SweepIntervention] | None = None,
     max_rows: int = 192,
 ) -> tuple[Float[Tensor, "intervention metric dataset component"], dict[str, list[str]]]:
-    """``CE_{I,m,X}(h)`` for seed 001's reliability score (:func:`circuits.atlas.scores.reliability_score`).
+    """``CE_{I,m,X}(h)`` for seed 001's reliability score (:func:`circuits.probing.scores.reliability_score`).
 
     Every intervention acts on the clean prompt ``x`` (noising); swapping takes ``h(x')``.
 

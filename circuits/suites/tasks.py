@@ -11,8 +11,8 @@
 * :func:`factual_recall` — subject → attribute facts in the style of ROME's "known facts" (Meng et al.
   2022): each clean fact is paired with another fact of the same relation and prompt length, whose
   answer is the wrong answer; :func:`known_facts` keeps the facts a model completes correctly.
-* :func:`induction` — repeated random tokens (Olsson et al. 2022): ``[BOS, A, A]`` vs ``[BOS, B, A]``,
-  the copying metric over the second copy; a token-level task, returned tokenised.
+* induction — repeated random tokens (Olsson et al. 2022): ``[BOS, A, A]`` vs ``[BOS, B, A]``,
+  the copying metric over the second copy; a token-level task, tokenised by :func:`circuits.probing.pairs.induction`.
 """
 
 from __future__ import annotations
@@ -177,28 +177,3 @@ def factual_recall(model: Any = None, *, seed: int = 0, eval_fraction: float = 0
         construction=_data("facts.json")["construction"] + (f" Kept: the {len(pool)} facts the model completes correctly." if model is not None else ""),
         split_rule=f"by record (seed {seed}, eval fraction {eval_fraction})",
     )
-
-
-def induction(model: Any, *, n: int = 16, block: int = 25, seed: int = 0) -> Any:
-    """Repeated random tokens, tokenised: clean ``[BOS, A, A]``, corrupted ``[BOS, B, A]`` (BOS as the tokenization policy says).
-
-    The metric (:class:`circuits.planted.PerPromptLogit`) is the mean over the second copy's last
-    ``block − 2`` positions of ``logit(next token of A) − mean logit``: in-context copying.
-
-    Returns:
-        :class:`circuits.probing.pairs.Prepared` (one group).
-    """
-    from circuits import model as M
-    from circuits.planted import PerPromptLogit
-    from circuits.probing.pairs import Prepared, TokenGroup
-
-    g = torch.Generator().manual_seed(seed)
-    vocab = M.shape_of(model).d_vocab
-    bos = M.bos_token_id(model) if model.tokenization.prepend_bos else None
-    a = torch.randint(1000, min(vocab, 20000), (n, block), generator=g)
-    b = torch.randint(1000, min(vocab, 20000), (n, block), generator=g)
-    head = torch.full((n, 1 if bos is not None else 0), bos if bos is not None else 0)
-    clean = torch.cat([head, a, a[:, :-1]], 1)
-    corrupted = torch.cat([head, b, a[:, :-1]], 1)
-    metric = PerPromptLogit(a[:, 2:])
-    return Prepared([TokenGroup(list(range(n)), clean, corrupted)], metric, n, n, "induction", f"copying logit over the second copy's last {block - 2} positions")

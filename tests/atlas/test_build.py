@@ -31,7 +31,7 @@ def test_the_spurious_scan_records_its_scores_and_resumes_from_per_layer_checkpo
     assert b.kind == "spurious" and b.methods[0].name == "spurious_sensitivity" and b.methods[0].normalisation == "none"
     assert {"SSS", "IDS", "R", "S_w", "CE[swap,logit_diff]", "CE[mean,logit_diff]"} <= set(b.components[0].scores)
     # The behaviour's own label metric on each side (nothing faked: the KL scale is in the summary)
-    from circuits.metrics import metric_for_suite
+    from circuits.probing.pairs import metric_for_suite
 
     metric, groups = metric_for_suite(llama, suite), tokenize_pairs(llama, suite.pairs("build", max_pairs=1))
     clean = torch.cat([metric(M.run(llama, g.clean)) for g in groups]).mean()

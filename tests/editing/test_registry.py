@@ -22,11 +22,11 @@ from circuits.editing.recipes import (
     EditRecipe,
     ScalingParams,
     build_edit,
-    kinds_markdown,
     methods_of,
     parse_options,
     recipe,
 )
+from circuits.editing.registry_docs import kinds_markdown
 from circuits.probing.effects import Effects, Method
 from circuits.sites import HeadRef, MlpRef, ResidRef
 from circuits.suites import bind_model, load_suite

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from circuits.atlas import scores as S
+from circuits.probing import scores as S
 from circuits.stats import Summary
 
 
