@@ -30,7 +30,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from circuits.atomic import atomic_directory, atomic_write_bytes, atomic_write_text, not_regular_reason, read_bounded  # noqa: F401 - re-exported
+from circuits.atomic import (  # noqa: F401 - re-exported
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_text,
+    not_regular_reason,
+    read_bounded,
+)
 
 
 def validation_message(error: ValidationError) -> str:

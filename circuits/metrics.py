@@ -31,7 +31,6 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
-
 @dataclass(frozen=True)
 class MetricContext:
     """What the engine tells a metric about the rows of the logits it scores.

@@ -30,7 +30,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from circuits import model as M
 from circuits.io import atomic_write_text, read_json_file, validation_message
+from circuits.model import HookedLM
 
 RESULTS_SCHEMA_VERSION = "1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,10 +109,8 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def model_record(model: Any) -> ModelRecord:
+def model_record(model: HookedLM) -> ModelRecord:
     """The record of a loaded model (:class:`circuits.model.HookedLM`): name, fingerprint, file hash, policy."""
-    from circuits import model as M
-
     return ModelRecord(
         name=M.model_name(model), fingerprint=M.fingerprint(model), file_sha256=model.provenance.file_sha256,
         source=model.provenance.source, tokenization=model.tokenization.as_dict(),

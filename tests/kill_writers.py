@@ -268,7 +268,7 @@ def _tiny_hf():
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
     from circuits.model.hooked import Provenance
-    from circuits.model.loading import _boot
+    from circuits.model.boot import boot
     from circuits.model.tiny import tiny_hf_config
 
     with tempfile.TemporaryDirectory() as d:  # TransformerLens reloads the tokenizer from its directory
@@ -277,7 +277,7 @@ def _tiny_hf():
         tokenizer = AutoTokenizer.from_pretrained(d)
         torch.manual_seed(0)
         hf = AutoModelForCausalLM.from_config(tiny_hf_config("llama", vocab_size=64))
-        lm = _boot(hf, tokenizer, name="tiny-llama-64", provenance=Provenance(source="<tiny>", kind="tiny", architecture=type(hf).__name__),
+        lm = boot(hf, tokenizer, name="tiny-llama-64", provenance=Provenance(source="<tiny>", kind="tiny", architecture=type(hf).__name__),
                    recipe=None, dtype=torch.float32)
     lm.tokenizer = None  # the export is the model alone
     return lm

@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from circuits import model as M
-from circuits.probing import scores as S
 from circuits.atlas.graph import CircuitGraph, circuit_graph
 from circuits.atlas.schema import (
     Atlas,
@@ -42,15 +41,34 @@ from circuits.atlas.schema import (
     SuiteRef,
     TraceRecord,
 )
+from circuits.interventions import MeanOf
 from circuits.io import validation_message
 from circuits.metrics import LogitDiff, call_metric, flip_rate
+from circuits.model import HookedLM
+from circuits.probing import scores as S
 from circuits.probing.attribution import attribution_patching
-from circuits.probing.executor import Executor
-from circuits.interventions import MeanOf
+from circuits.probing.causal_tracing import trace_grid, trace_kind
+from circuits.probing.component_tracing import traced_flags
+from circuits.probing.discovery import (
+    ABLATIONS,
+    acdc,
+    completeness_curve,
+    faithfulness,
+    faithfulness_curve,
+    greedy_prune,
+    minimal_circuit,
+)
+from circuits.probing.discovery import top_edges as choose_top
+from circuits.probing.eap import edge_attribution
 from circuits.probing.effects import Effects
+from circuits.probing.executor import Executor
 from circuits.probing.pairs import prepare
+from circuits.probing.patching import (
+    TokenGroup,
+    patch_groups,
+    position_mean_activations,
+)
 from circuits.probing.spurious import behaviour_kl, icp_scores
-from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
 from circuits.sites import all_heads, all_mlps
 from circuits.stats import summarise_rows
 from circuits.suites import PromptPair, SplitName, Suite, SuiteError
@@ -83,7 +101,7 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def model_info(model: Any) -> ModelInfo:
+def model_info(model: HookedLM) -> ModelInfo:
     """The atlas record of a model: name, fingerprint, dimensions and where its weights came from."""
     s = M.shape_of(model)
     return ModelInfo(
@@ -191,8 +209,6 @@ def trace_record(
     Raises:
         AtlasError: A value an atlas cannot hold, e.g. a NaN probability (naming the field).
     """
-    from circuits.probing.causal_tracing import trace_grid, trace_kind
-
     m = effects.method
     grid = trace_grid(effects)
     try:
@@ -215,7 +231,7 @@ def _per_prompt(groups: list[TokenGroup], n: int, fn: Callable[[TokenGroup], Ten
 
 
 @torch.no_grad()
-def correct_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[PromptPair]:
+def correct_pairs(model: HookedLM, pairs: Sequence[PromptPair]) -> list[PromptPair]:
     """The pairs whose clean prompt's greedy next token is the answer's first token (the model knows it)."""
     tok = M.tokenizer_of(model)
     out = []
@@ -227,7 +243,7 @@ def correct_pairs(model: Any, pairs: Sequence[PromptPair]) -> list[PromptPair]:
 
 
 def scan(
-    model: Any,
+    model: HookedLM,
     suite: Suite,
     *,
     split: SplitName = "build",
@@ -348,8 +364,6 @@ def record_tracing(atlas: Atlas, behaviour: str, trace: Effects, *, tau: float =
     Raises:
         AtlasError: No such behaviour.
     """
-    from circuits.probing.component_tracing import traced_flags
-
     b = atlas.behaviour(behaviour)
     m = trace.method
     method = MethodInfo(name="causal_tracing", intervention="noise", direction="denoising", metric=f"{metric}, restored at {m.positions} positions",
@@ -367,7 +381,7 @@ def record_tracing(atlas: Atlas, behaviour: str, trace: Effects, *, tau: float =
 
 
 def find_circuit(
-    model: Any,
+    model: HookedLM,
     suite: Suite,
     *,
     split: SplitName = "build",
@@ -404,8 +418,6 @@ def find_circuit(
         UnsupportedArchitecture: No per-head residual inputs for this family.
         ValueError: Bad options, or a behaviour with equal clean and fully ablated metrics.
     """
-    from circuits.probing.discovery import ABLATIONS
-    from circuits.probing.eap import edge_attribution
 
     if prune not in (None, "greedy", "acdc"):
         raise ValueError(f"prune must be greedy or acdc, got {prune!r}")
@@ -418,7 +430,7 @@ def find_circuit(
 
 
 def circuit_from_scores(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     metric: Any,
     scores: Any,
@@ -456,8 +468,6 @@ def circuit_from_scores(
     Raises:
         ValueError: The full and fully ablated metrics are equal.
     """
-    from circuits.probing.discovery import acdc, completeness_curve, faithfulness, faithfulness_curve, greedy_prune, minimal_circuit
-    from circuits.probing.discovery import top_edges as choose_top
 
     if top_edges is not None:
         kept = choose_top(scores, top_edges)

@@ -43,12 +43,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from circuits.atlas.frames import atlas_dataframe
 from circuits.atlas.graph import CircuitGraph
 from circuits.atlas.upgrade import upgrade
-from circuits.io import atomic_write_text, check_json_value, parse_json, read_json_file, validation_message
-from circuits.sites import MAX_D_MLP, MAX_D_MODEL, MAX_HEADS, MAX_LAYERS, ComponentError, check_components, parse_component
+from circuits.io import (
+    atomic_write_text,
+    check_json_value,
+    parse_json,
+    read_json_file,
+    validation_message,
+)
+from circuits.sites import (
+    MAX_D_MLP,
+    MAX_D_MODEL,
+    MAX_HEADS,
+    MAX_LAYERS,
+    ComponentError,
+    check_components,
+    parse_component,
+)
 
 SCHEMA_VERSION = "0.4"
 ComponentKind = Literal["head", "attn", "mlp", "neuron", "resid"]
@@ -397,8 +420,6 @@ class Atlas(_Frozen):
         ci_low, ci_high, p_value, flagged``, then one ``effect:<method key>`` column per extra method
         and one ``score:<name>`` column per score.
         """
-        from circuits.atlas.frames import atlas_dataframe
-
         return atlas_dataframe(self)
 
     def save(self, path: Path | str) -> Path:

@@ -6,7 +6,14 @@ the kinds (:data:`KINDS`, :mod:`.kinds`, one file each), builders (:mod:`.build`
 (:mod:`.recipes`: ``EditRecipe``, ``build_edit``, ``METHODS``, ``PRESETS``) and export (:mod:`.export`).
 """
 
-from circuits.editing.apply import AppliedEdits, ApplyForm, apply_edit, edit_hooks, verify_fingerprint, weight_steps
+from circuits.editing.apply import (
+    AppliedEdits,
+    ApplyForm,
+    apply_edit,
+    edit_hooks,
+    verify_fingerprint,
+    weight_steps,
+)
 from circuits.editing.edit import (
     Edit,
     EditError,

@@ -64,6 +64,7 @@ from circuits.atlas.schema import Atlas
 from circuits.editing.build import new_edit, select_components, suite_record
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds.aifs import site_width
+from circuits.model import HookedLM
 from circuits.sites import Component, HeadRef, ResidRef
 from circuits.suites import PromptPair, Suite
 
@@ -116,7 +117,7 @@ class LabelledBatch:
     labels: Int[Tensor, " batch"]
 
 
-def labelled_batches(model: Any, prompts: Sequence[str], labels: Sequence[int]) -> list[LabelledBatch]:
+def labelled_batches(model: HookedLM, prompts: Sequence[str], labels: Sequence[int]) -> list[LabelledBatch]:
     """Tokenise text prompts (with BOS) and group them by length.
 
     Raises:
@@ -174,7 +175,7 @@ class LabelledPrompts:
     batches: tuple[LabelledBatch, ...]
 
 
-def labelled_prompts(model: Any, pairs: Sequence[PromptPair]) -> LabelledPrompts:
+def labelled_prompts(model: HookedLM, pairs: Sequence[PromptPair]) -> LabelledPrompts:
     """Both prompts of every pair, labelled with the pair's answer (the data of CARE's accuracy objective and of AIFS).
 
     Raises:
@@ -218,7 +219,7 @@ def mask_update(ig_abs: Float[Tensor, " d"], *, gamma: float, eps: float, rule: 
 class _Site:
     """Reads and writes the latent ``z [batch, pos, d]`` of an AIFS site inside a forward from its layer."""
 
-    def __init__(self, model: Any, components: tuple[Component, ...]):
+    def __init__(self, model: HookedLM, components: tuple[Component, ...]):
         self.d = site_width(components, model)
         first = components[0]
         self.layer = first.layer
@@ -236,12 +237,12 @@ class _Site:
         out[:, :, self.heads] = z.reshape(*z.shape[:2], len(self.heads), -1).to(act.dtype)
         return out
 
-    def cache(self, model: Any, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def cache(self, model: HookedLM, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """``(resid entering the site's layer, z)`` of the unedited model."""
         _, c = M.run_with_cache(model, tokens, sorted({self.resid_hook, self.hook}))
         return c[self.resid_hook], self.get(c[self.hook]).float()
 
-    def label_logp(self, model: Any, resid: Tensor, label_ids: list[int], transform: Transform) -> Float[Tensor, "batch label"]:
+    def label_logp(self, model: HookedLM, resid: Tensor, label_ids: list[int], transform: Transform) -> Float[Tensor, "batch label"]:
         """Log-probabilities over the label tokens at the last position with ``z ← transform(z)``."""
 
         def hook(act: Tensor, hook: Any) -> Tensor:
@@ -256,7 +257,7 @@ def _affine(gate: Tensor, shift: Tensor) -> Transform:
 
 
 def integrated_gradients(
-    model: Any, site: _Site, data: list[tuple[Tensor, Tensor, Tensor]], label_ids: list[int], gate: Tensor, shift: Tensor, steps: int
+    model: HookedLM, site: _Site, data: list[tuple[Tensor, Tensor, Tensor]], label_ids: list[int], gate: Tensor, shift: Tensor, steps: int
 ) -> Float[Tensor, " d"]:
     """Mean ``|IG_j|`` of ``log p(y | z)`` per latent feature (baseline: the data mean of ``z``; module docstring)."""
     zbar = torch.cat([z.reshape(-1, site.d) for _, z, _ in data]).mean(0)
@@ -277,7 +278,7 @@ def integrated_gradients(
 
 
 def _losses(
-    model: Any, site: _Site, resid: Tensor, y: Tensor, label_ids: list[int], gate: Tensor, shift: Tensor, mask: Tensor, cfg: AIFSConfig, gen: torch.Generator
+    model: HookedLM, site: _Site, resid: Tensor, y: Tensor, label_ids: list[int], gate: Tensor, shift: Tensor, mask: Tensor, cfg: AIFSConfig, gen: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(L_ce, L_inv, L_sens)`` on one batch (module docstring)."""
     leaf: list[Tensor] = []
@@ -301,7 +302,7 @@ def _losses(
 
 
 def aifs_edit(
-    model: Any,
+    model: HookedLM,
     components: tuple[Component, ...],
     batches: list[LabelledBatch],
     label_ids: Sequence[int],
@@ -367,7 +368,7 @@ def aifs_edit(
     return Edit(**{**edit.__dict__, "training": record})
 
 
-def aifs_site(model: Any, atlas: Atlas, behaviour: str, *, site: AifsSite = "resid", layer: int | None = None, k: int = 3) -> tuple[Component, ...]:
+def aifs_site(model: HookedLM, atlas: Atlas, behaviour: str, *, site: AifsSite = "resid", layer: int | None = None, k: int = 3) -> tuple[Component, ...]:
     """The site of an AIFS gate an atlas points at.
 
     Args:
@@ -401,7 +402,7 @@ def aifs_site(model: Any, atlas: Atlas, behaviour: str, *, site: AifsSite = "res
 
 
 def aifs_from_atlas(
-    model: Any, atlas: Atlas, suite: Suite, behaviour: str, *, site: AifsSite = "resid", layer: int | None = None, k: int = 3, max_pairs: int = 40,
+    model: HookedLM, atlas: Atlas, suite: Suite, behaviour: str, *, site: AifsSite = "resid", layer: int | None = None, k: int = 3, max_pairs: int = 40,
     config: AIFSConfig = AIFSConfig(),
 ) -> Edit:
     """An AIFS gate at the site an atlas points at (:func:`aifs_site`), trained on the suite's build pairs.

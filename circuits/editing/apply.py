@@ -19,7 +19,6 @@ Hook-form edits are recorded on the model with their weight form, so generation
 from __future__ import annotations
 
 import logging
-
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Literal, get_args

@@ -32,7 +32,6 @@ gradient, two moments) plus one for the best step: ≈ 6 × 4 bytes × 106 M ≈
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
@@ -41,6 +40,7 @@ from circuits.editing.build import new_edit
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.objectives import Objective
 from circuits.editing.train import TrainConfig, TrainingData, train_edit
+from circuits.model import HookedLM
 from circuits.sites import AttnRef, Component, MlpRef
 
 #: The projections each baseline edits in every block (``blocks.L.{target}.weight``).
@@ -56,7 +56,7 @@ FULL_FT_LR = 1e-4
 LORA_ALL_LR = 1e-3
 
 
-def baseline_weights(model: Any) -> list[str]:
+def baseline_weights(model: HookedLM) -> list[str]:
     """The names of every matrix the baselines edit (see module docstring), block by block.
 
     Raises:
@@ -70,7 +70,7 @@ def baseline_weights(model: Any) -> list[str]:
     return [f"blocks.{layer}.{t}.weight" for layer in range(n_layers) for t in present]
 
 
-def baseline_components(model: Any) -> tuple[Component, ...]:
+def baseline_components(model: HookedLM) -> tuple[Component, ...]:
     """Every attention layer and MLP the baselines edit (``L0ATTN, L0MLP, L1ATTN, …``), for the manifest."""
     has_mlp = M.has_weight(model, "blocks.0.mlp.out.weight")
     return tuple(c for layer in range(M.shape_of(model).n_layers) for c in ((AttnRef(layer), MlpRef(layer)) if has_mlp else (AttnRef(layer),)))
@@ -82,7 +82,7 @@ def _targets(names: list[str]) -> str:
 
 
 def lora_all_edit(
-    model: Any, data: TrainingData, *, rank: int = 4, alpha: float = 1.0, objective: Objective = "gap", config: TrainConfig = TrainConfig(lr=LORA_ALL_LR)
+    model: HookedLM, data: TrainingData, *, rank: int = 4, alpha: float = 1.0, objective: Objective = "gap", config: TrainConfig = TrainConfig(lr=LORA_ALL_LR)
 ) -> Edit:
     """Unrestricted LoRA: ``W' = W + α B A`` on every block's q, k, v, o, gate, in and out weights, trained.
 
@@ -122,7 +122,7 @@ def lora_all_edit(
     return train_edit(model, base, data, objective=objective, config=config)
 
 
-def full_ft_edit(model: Any, data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig(lr=FULL_FT_LR)) -> Edit:
+def full_ft_edit(model: HookedLM, data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig(lr=FULL_FT_LR)) -> Edit:
     """Full fine-tuning of every block's q, k, v, o, gate, in and out weights, stored as dense deltas.
 
     Every entry of every matrix of :func:`baseline_weights` trains (``Δ`` from 0) with the harm loss

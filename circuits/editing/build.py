@@ -23,13 +23,13 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.atlas.schema import Atlas, AtlasError
-from circuits.probing.scores import top_rate
 from circuits.editing.apply import check_finite_logits
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds import KINDS, Form
 from circuits.metrics import Metric
 from circuits.probing.attribution import attribution_patching
 from circuits.probing.patching import TokenGroup, position_mean_activations
+from circuits.probing.scores import top_rate
 from circuits.sites import Component, HeadRef, NeuronRef, ResidRef, parse_component
 from circuits.suites import PromptPair, Suite
 

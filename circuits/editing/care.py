@@ -51,6 +51,7 @@ from circuits.editing.apply import apply_edit
 from circuits.editing.build import new_edit, select_components, suite_record
 from circuits.editing.edit import Edit
 from circuits.metrics import Metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing.ace import average_causal_effect, rank_by_ace
 from circuits.probing.effects import Effects
 from circuits.probing.pairs import TokenGroup, prepare
@@ -108,7 +109,7 @@ class CareResult:
 class _Objectives:
     """``s → (U(s), E(s))``, running the blocks from the first repaired layer on cached residuals."""
 
-    def __init__(self, model: Any, groups: Sequence[TokenGroup], metric: Metric, labelled: Sequence[LabelledBatch], label_ids: Sequence[int], neurons: Sequence[NeuronRef]):
+    def __init__(self, model: HookedLM, groups: Sequence[TokenGroup], metric: Metric, labelled: Sequence[LabelledBatch], label_ids: Sequence[int], neurons: Sequence[NeuronRef]):
         self.model, self.groups, self.metric, self.neurons = model, list(groups), metric, list(neurons)
         self.labelled, self.ids = list(labelled), list(label_ids)
         self.start = min(n.layer for n in neurons)
@@ -191,7 +192,7 @@ def _optimise(f: _Objectives, k: int, config: CareConfig) -> tuple[np.ndarray, n
 
 
 def care_repair(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     metric: Metric,
     candidates: Sequence[NeuronRef],
@@ -244,7 +245,7 @@ def care_repair(
 
 
 def care_edit(
-    model: Any, atlas: Atlas, suite: Suite, behaviour: str, *, candidates: int = 24, max_pairs: int = 40, config: CareConfig = CareConfig()
+    model: HookedLM, atlas: Atlas, suite: Suite, behaviour: str, *, candidates: int = 24, max_pairs: int = 40, config: CareConfig = CareConfig()
 ) -> CareResult:
     """CARE from an atlas: AtP screens the flagged MLP layers' neurons, ACE ranks them, PSO repairs (module docstring).
 

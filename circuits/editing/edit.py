@@ -26,9 +26,9 @@ kind). A manifest of an earlier schema is refused with one error naming the fix:
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -37,10 +37,17 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from circuits.atlas.schema import TokenizationInfo
+from circuits.atomic import atomic_write_pair, matching_manifest, recover_pair
 from circuits.editing.kinds import KINDS, EditError, Form, Kind
 from circuits.editing.validate import check_edit_values
-from circuits.atomic import atomic_write_pair, matching_manifest, recover_pair
-from circuits.io import MAX_TENSOR_BYTES, atomic_write_text, parse_json, read_bounded, read_json_file, validation_message
+from circuits.io import (
+    MAX_TENSOR_BYTES,
+    atomic_write_text,
+    parse_json,
+    read_bounded,
+    read_json_file,
+    validation_message,
+)
 from circuits.sites import Component, parse_component
 
 EDIT_SCHEMA_VERSION = "0.5"

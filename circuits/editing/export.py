@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from circuits import model as M
 from circuits.editing.apply import apply_edit, verify_fingerprint
 from circuits.editing.edit import Edit, EditError
 from circuits.editing.kinds import low_rank_factors
 from circuits.io import atomic_directory
+from circuits.model import HookedLM
 
 
-def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path | str) -> Path:
+def export_hf(model: HookedLM, edits: tuple[Edit, ...] | list[Edit], directory: Path | str) -> Path:
     """Bake edits (in order) into the weights and save a plain Hugging Face model directory.
 
     The model itself is unchanged afterwards. The directory also gets ``circuits_edits.json`` naming
@@ -56,7 +56,7 @@ def export_hf(model: Any, edits: tuple[Edit, ...] | list[Edit], directory: Path 
         return M.save_hf_pretrained(model, directory, extra_files=extra)
 
 
-def export_peft(model: Any, edit: Edit, directory: Path | str) -> Path:
+def export_peft(model: HookedLM, edit: Edit, directory: Path | str) -> Path:
     """Save a ``low_rank`` edit (any objective) as a PEFT LoRA adapter for the Hugging Face model.
 
     Args:

@@ -36,12 +36,14 @@ from typing import Any, Literal
 
 import torch
 
-from circuits.probing import scores as S
 from circuits.editing.apply import apply_edit
 from circuits.editing.build import new_edit
 from circuits.editing.edit import Edit
 from circuits.editing.objectives import Contrastive
 from circuits.editing.train import TrainConfig, TrainingData, _low_rank_init, train_edit
+from circuits.metrics import AnswerLogitDiff
+from circuits.model import HookedLM
+from circuits.probing import scores as S
 from circuits.probing.patching import TokenGroup, position_mean_activations
 from circuits.probing.spurious import icp_scores
 from circuits.sites import Component
@@ -93,7 +95,7 @@ class IcpResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     converged: bool = False
 
-    def applied(self, model: Any) -> ExitStack:
+    def applied(self, model: HookedLM) -> ExitStack:
         """A context with the pruning baked and the adapter applied."""
         stack = ExitStack()
         if self.pruning is not None:
@@ -107,7 +109,7 @@ class IcpResult:
         return [dict(r) for r in self.rounds]
 
 
-def _pruning(model: Any, pruned: list[Component], groups: Sequence[TokenGroup], mode: str) -> Edit:
+def _pruning(model: HookedLM, pruned: list[Component], groups: Sequence[TokenGroup], mode: str) -> Edit:
     tensors = {}
     if mode == "mean":
         means = position_mean_activations(model, list(groups), sorted({c.hook_name for c in pruned}))
@@ -115,7 +117,7 @@ def _pruning(model: Any, pruned: list[Component], groups: Sequence[TokenGroup], 
     return new_edit("ablation", tuple(pruned), tensors, model, {"mode": mode, "k": len(pruned), "method": "icp"}, form="weights", objective="reference")
 
 
-def _adapter(model: Any, adapt: tuple[Component, ...], previous: Edit | None, data: TrainingData, objective: Contrastive, cfg: IcpConfig) -> Edit:
+def _adapter(model: HookedLM, adapt: tuple[Component, ...], previous: Edit | None, data: TrainingData, objective: Contrastive, cfg: IcpConfig) -> Edit:
     tensors, masks = _low_rank_init(model, adapt, cfg.rank, cfg.train.seed)
     if previous is not None:  # warm start, masked to the columns still adapted
         for k, v in previous.tensors.items():
@@ -126,7 +128,7 @@ def _adapter(model: Any, adapt: tuple[Component, ...], previous: Edit | None, da
 
 
 def icp_loop(
-    model: Any,
+    model: HookedLM,
     data: TrainingData,
     candidates: Sequence[Component],
     *,
@@ -194,6 +196,4 @@ def icp_loop(
 def label_margin(answers: torch.Tensor, wrong: torch.Tensor) -> Any:
     """``logit[answer] − logit[wrong]`` per prompt (:class:`~circuits.metrics.AnswerLogitDiff`): the
     answer-oriented metric the contrastive task loss needs."""
-    from circuits.metrics import AnswerLogitDiff
-
     return AnswerLogitDiff(answers.long(), wrong.long())

@@ -46,8 +46,16 @@ from circuits import model as M
 from circuits.editing.edit import EditError
 from circuits.interventions import Swap, apply_at
 from circuits.metrics import Metric, MetricLike, as_metric, call_metric, kl_divergence
+from circuits.model import HookedLM
 from circuits.probing.patching import TokenGroup
-from circuits.sites import Component, HeadRef, NeuronRef, activation_index, hook_name, parse_component
+from circuits.sites import (
+    Component,
+    HeadRef,
+    NeuronRef,
+    activation_index,
+    hook_name,
+    parse_component,
+)
 
 Objective = Literal["gap", "invariance"]
 Preservation = Literal["kl", "weights"]
@@ -76,7 +84,7 @@ class Contrastive:
         return {"objective": "contrastive", "task_weight": self.task, "triplet": self.triplet, "margin": self.margin,
                 "consistency": self.consistency, "consistency_swap": ",".join(map(str, self.swap))}
 
-    def loss(self, model: Any, group: TokenGroup, rows: Tensor, metric: Metric) -> Float[Tensor, ""]:
+    def loss(self, model: HookedLM, group: TokenGroup, rows: Tensor, metric: Metric) -> Float[Tensor, ""]:
         """The objective on rows ``rows`` of ``group`` (differentiable in the attached edit)."""
         clean, corr = group.clean[rows], group.corrupted[rows]
         prompts = torch.tensor(group.indices)[rows]
@@ -116,7 +124,7 @@ def _negatives(metric: MetricLike, prompts: Tensor) -> Tensor:
     return out
 
 
-def _swapped_run(model: Any, clean: Tensor, corr: Tensor, swap: Sequence[Component]) -> Tensor:
+def _swapped_run(model: HookedLM, clean: Tensor, corr: Tensor, swap: Sequence[Component]) -> Tensor:
     """Logits of ``clean`` with ``swap``'s activations set to their values on ``corr`` (``M(x | do(h = v))``)."""
     shape = M.shape_of(model)
     names = sorted({c.hook_name for c in swap})
@@ -149,7 +157,7 @@ def gap_loss(
     return ((call_metric(metric, logits_clean, prompts) - call_metric(metric, logits_corrupted, prompts)) ** 2).mean()
 
 
-def harm_loss(model: Any, group: TokenGroup, rows: Tensor, metric: Metric, objective: Objective | Contrastive) -> Tensor:
+def harm_loss(model: HookedLM, group: TokenGroup, rows: Tensor, metric: Metric, objective: Objective | Contrastive) -> Tensor:
     """The training objective on rows ``rows`` of ``group`` (see module docstring)."""
     if isinstance(objective, Contrastive):
         return objective.loss(model, group, rows, metric)
@@ -166,7 +174,7 @@ _LORA = re.compile(r"^blocks\.(\d+)\.(attn\.o|mlp\.out)\.weight\.lora_A$")
 
 
 @torch.no_grad()
-def weight_inputs(model: Any, tensors: dict[str, Tensor], windows: Sequence[Tensor]) -> dict[str, Float[Tensor, "token d_in"]]:
+def weight_inputs(model: HookedLM, tensors: dict[str, Tensor], windows: Sequence[Tensor]) -> dict[str, Float[Tensor, "token d_in"]]:
     """The unedited model's input ``x`` to every low-rank-edited matrix, over neutral windows.
 
     Heads' ``W_O`` reads the concatenated ``z`` ``[pos, n_heads · d_head]``; ``W_out`` reads ``hook_post``.

@@ -59,7 +59,14 @@ from circuits.editing.params import (
     check_value,
     param_hints,
 )
-from circuits.editing.train import TrainConfig, TrainingData, low_rank_edit, neuron_repair_edit, offset_edit
+from circuits.editing.train import (
+    TrainConfig,
+    TrainingData,
+    low_rank_edit,
+    neuron_repair_edit,
+    offset_edit,
+)
+from circuits.model import HookedLM
 from circuits.probing.pairs import Prepared, prepare
 from circuits.suites import Suite
 
@@ -68,16 +75,16 @@ from circuits.suites import Suite
 Builder = Callable[[Any, Atlas, Suite, "str | None", "EditRecipe"], Edit]
 
 
-def _build_pairs(model: Any, suite: Suite) -> tuple[Prepared, dict[str, str | int]]:
+def _build_pairs(model: HookedLM, suite: Suite) -> tuple[Prepared, dict[str, str | int]]:
     pairs = suite.pairs("build")
     return prepare(model, pairs, suite.metric), suite_record(suite, "build", pairs)
 
 
-def _select(model: Any, atlas: Atlas, behaviour: str, data: Prepared, k: int, granularity: Granularity) -> tuple:
+def _select(model: HookedLM, atlas: Atlas, behaviour: str, data: Prepared, k: int, granularity: Granularity) -> tuple:
     return select_components(model, atlas, behaviour, k=k, granularity=granularity, groups=data.groups, metric=data.metric)
 
 
-def _layer(model: Any, atlas: Atlas, behaviour: str, layer: int | None) -> int:
+def _layer(model: HookedLM, atlas: Atlas, behaviour: str, layer: int | None) -> int:
     return layer if layer is not None else select_components(model, atlas, behaviour, k=1)[0].layer
 
 
@@ -85,40 +92,40 @@ def _named(suite: Suite, behaviour: str | None) -> str:
     return behaviour or suite.name
 
 
-def _ablation(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _ablation(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: AblationParams = r.params
     data, record = _build_pairs(model, suite)
     comps = _select(model, atlas, _named(suite, b), data, p.k, p.granularity)
     return ablation_edit(model, comps, data.groups, mode=p.mode, form=r.form, seed=p.seed, suite=record)  # type: ignore[arg-type]
 
 
-def _scaling(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _scaling(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: ScalingParams = r.params
     data, record = _build_pairs(model, suite)
     return scaling_edit(model, _select(model, atlas, _named(suite, b), data, p.k, p.granularity), alpha=p.alpha, form=r.form, suite=record)  # type: ignore[arg-type]
 
 
-def _steering(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _steering(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: SteeringParams = r.params
     data, record = _build_pairs(model, suite)
     layer = _layer(model, atlas, _named(suite, b), p.layer)
     return steering_edit(model, data.groups, layer=layer, coefficient=p.coefficient, form=r.form, suite=record)  # type: ignore[arg-type]
 
 
-def _direction(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _direction(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: DirectionParams = r.params
     data, record = _build_pairs(model, suite)
     return direction_edit(model, data.groups, layer=_layer(model, atlas, _named(suite, b), p.layer), form=r.form, suite=record)  # type: ignore[arg-type]
 
 
-def _offset(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _offset(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: OffsetParams = r.params
     data, _ = _build_pairs(model, suite)
     comps = _select(model, atlas, _named(suite, b), data, p.k, p.granularity)
     return offset_edit(model, comps, TrainingData.from_suite(model, suite), objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
 
-def _low_rank(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _low_rank(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: LowRankParams = r.params
     if p.scope == "all":  # the unrestricted baseline: nothing selected from the atlas
         data = TrainingData.from_suite(model, suite)
@@ -129,24 +136,24 @@ def _low_rank(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditReci
     return low_rank_edit(model, comps, data, rank=p.rank, alpha=p.alpha, objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
 
-def _neuron_repair(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _neuron_repair(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: NeuronRepairParams = r.params
     data, _ = _build_pairs(model, suite)
     neurons = _select(model, atlas, _named(suite, b), data, p.k, "neuron")
     return neuron_repair_edit(model, neurons, TrainingData.from_suite(model, suite), objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
 
-def _care(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _care(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: CareParams = r.params
     return care_edit(model, atlas, suite, _named(suite, b), candidates=p.candidates, max_pairs=p.max_pairs, config=p.config).edit
 
 
-def _aifs(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _aifs(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: AIFSParams = r.params
     return aifs_from_atlas(model, atlas, suite, _named(suite, b), site=p.site, layer=p.layer, k=p.k, max_pairs=p.max_pairs, config=p.config)
 
 
-def _weight_delta(model: Any, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
+def _weight_delta(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: WeightDeltaParams = r.params
     return full_ft_edit(model, TrainingData.from_suite(model, suite), objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
@@ -432,7 +439,7 @@ def recipe(name: str, *, form: Form | None = None, objective: str | None = None,
     return EditRecipe(name, form=form, objective=objective).with_options(**options)
 
 
-def build_edit(model: Any, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, behaviour: str | None = None) -> Edit:
+def build_edit(model: HookedLM, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, behaviour: str | None = None) -> Edit:
     """Build (and for trained methods, train) the edit a recipe describes, on the suite's build split.
 
     Args:

@@ -29,26 +29,32 @@ import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.editing.build import new_edit, suite_record
-from circuits.editing.apply import attach_for_training, check_finite_logits
-from circuits.editing.edit import Edit, EditError
 from circuits.data import english_sample
-from circuits.editing.objectives import Contrastive, Objective, Preservation, gap_loss, weight_inputs, weight_preservation  # noqa: F401 - gap_loss re-exported
+from circuits.editing.apply import attach_for_training, check_finite_logits
+from circuits.editing.build import new_edit, suite_record
+from circuits.editing.edit import Edit, EditError
+from circuits.editing.objectives import (  # noqa: F401 - gap_loss re-exported
+    Contrastive,
+    Objective,
+    Preservation,
+    gap_loss,
+    weight_inputs,
+    weight_preservation,
+)
 from circuits.editing.objectives import harm_loss as _harm
 from circuits.editing.objectives import kl_to_reference as _kl_to_reference
 from circuits.metrics import Metric
+from circuits.model import HookedLM
 from circuits.probing.pairs import prepare
 from circuits.probing.patching import PairError, TokenGroup
 from circuits.sites import Component, HeadRef, MlpRef, NeuronRef
 from circuits.suites import PromptPair, Suite
-
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class TrainingData:
     val_metric: Metric | None = None
 
     @classmethod
-    def from_suite(cls, model: Any, suite: Suite, *, val_fraction: float = 0.25, window: int = 64, windows: int = 8) -> TrainingData:
+    def from_suite(cls, model: HookedLM, suite: Suite, *, val_fraction: float = 0.25, window: int = 64, windows: int = 8) -> TrainingData:
         """The build split of a suite (validation: its last templates) and the shipped English sample.
 
         Raises:
@@ -151,7 +157,7 @@ class TrainingData:
         )
 
 
-def _windows(model: Any, n: int, length: int, offset: int) -> list[Tensor]:
+def _windows(model: HookedLM, n: int, length: int, offset: int) -> list[Tensor]:
     """Windows ``offset .. offset + n`` of the build text (:func:`circuits.model.text_windows`)."""
     return list(M.text_windows(model, english_sample(), window=length)[offset : offset + n])
 
@@ -184,7 +190,7 @@ class TrainingRecord:
 
 
 def train_edit(
-    model: Any,
+    model: HookedLM,
     edit: Edit,
     data: TrainingData,
     *,
@@ -297,7 +303,7 @@ def train_edit(
 
 
 def offset_edit(
-    model: Any, components: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
+    model: HookedLM, components: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
 ) -> Edit:
     """Learned activation offsets ``z_h ← z_h + δ_h`` (``hook_post_n ← + δ_n``) on flagged components.
 
@@ -316,7 +322,7 @@ def offset_edit(
     return train_edit(model, new_edit("offset", tuple(components), tensors, model, {"k": len(components)}), data, objective=objective, config=config)
 
 
-def _low_rank_init(model: Any, components: tuple[Component, ...], rank: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _low_rank_init(model: HookedLM, components: tuple[Component, ...], rank: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """LoRA factors (A Gaussian/√in, B zero: the edit starts as the identity) on the output weights the
     components write through; A's gradient is masked to the components' input columns."""
     shape = M.shape_of(model)
@@ -345,7 +351,7 @@ def _low_rank_init(model: Any, components: tuple[Component, ...], rank: int, see
 
 
 def low_rank_edit(
-    model: Any,
+    model: HookedLM,
     components: tuple[Component, ...],
     data: TrainingData,
     *,
@@ -379,7 +385,7 @@ def low_rank_edit(
 
 
 def neuron_repair_edit(
-    model: Any, neurons: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
+    model: HookedLM, neurons: tuple[Component, ...], data: TrainingData, *, objective: Objective = "gap", config: TrainConfig = TrainConfig()
 ) -> Edit:
     """Neuron repair in the style of CARE (Sun et al. 2022, "Causality-based Neural Network Repair"), by gradient descent.
 

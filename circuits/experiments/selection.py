@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from circuits import model as M
 from circuits.data import english_sample
@@ -11,12 +10,13 @@ from circuits.editing import EditError, apply_edit
 from circuits.editing.build import direction_edit
 from circuits.editing.kinds import Form
 from circuits.evaluation.run import neutral_kl, suite_harm
+from circuits.model import HookedLM
 from circuits.probing.pairs import tokenize_pairs
 from circuits.suites import Suite
 
 
 def choose_direction_layer(
-    model: Any,
+    model: HookedLM,
     suite: Suite,
     layers: Sequence[int],
     *,

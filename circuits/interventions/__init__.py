@@ -43,9 +43,22 @@ from __future__ import annotations
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.interventions.base import Intervention, InterventionError, apply_at, apply_where
+from circuits.interventions.base import (
+    Intervention,
+    InterventionError,
+    apply_at,
+    apply_where,
+)
 from circuits.interventions.masked import Gate, MaskedNoise
-from circuits.interventions.replace import Mean, MeanOf, Resample, Swap, SweepIntervention, Zero, at_site
+from circuits.interventions.replace import (
+    Mean,
+    MeanOf,
+    Resample,
+    Swap,
+    SweepIntervention,
+    Zero,
+    at_site,
+)
 from circuits.interventions.shift import Add, GaussianNoise, Scale
 from circuits.interventions.weights import LowRank, ProjectOut, WeightDelta
 

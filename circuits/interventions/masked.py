@@ -17,7 +17,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.interventions.base import Intervention, InterventionError, _as_column, _columns_step, _unit_site
+from circuits.interventions.base import (
+    Intervention,
+    InterventionError,
+    _as_column,
+    _columns_step,
+    _unit_site,
+)
 from circuits.model import HookedLM, WeightStep
 from circuits.sites import Component
 

@@ -8,7 +8,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from circuits.interventions.base import Intervention, InterventionError, _as_column, _columns_step, _unit_site
+from circuits.interventions.base import (
+    Intervention,
+    InterventionError,
+    _as_column,
+    _columns_step,
+    _unit_site,
+)
 from circuits.model import HookedLM, WeightStep
 from circuits.sites import Component, HeadRef
 

@@ -11,7 +11,13 @@ in one table (:mod:`.arch`). TransformerLens 4 removed ``HookedTransformer``; it
 other package away from ``transformer_lens`` and from Hugging Face module names.
 """
 
-from circuits.model.arch import ARCHITECTURES, ArchSpec, UnsupportedArchitecture, arch_of
+from circuits.model.arch import (
+    ARCHITECTURES,
+    ArchSpec,
+    UnsupportedArchitecture,
+    arch_of,
+)
+from circuits.model.export import hf_config, hf_model_copy, save_hf_pretrained
 from circuits.model.forward import (
     add_persistent_hook,
     attach_overlay,
@@ -24,7 +30,14 @@ from circuits.model.forward import (
     run_with_cache,
 )
 from circuits.model.generation import generate, generate_ids, sample_continuations
-from circuits.model.hooked import HookedLM, HookFn, ModelShape, Provenance, Tokenization, WeightStep
+from circuits.model.hooked import (
+    HookedLM,
+    HookFn,
+    ModelShape,
+    Provenance,
+    Tokenization,
+    WeightStep,
+)
 from circuits.model.loading import (
     DTYPES,
     MODELS,
@@ -60,7 +73,6 @@ from circuits.model.tokens import (
     tokenizer_of,
     tokens_of,
 )
-from circuits.model.export import hf_config, hf_model_copy, save_hf_pretrained
 from circuits.model.weights import (
     ExportError,
     fingerprint,

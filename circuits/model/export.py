@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from circuits.io import atomic_directory
 from circuits.model.hooked import HookedLM
 from circuits.model.weights import ExportError, _tied, hf_parameters
 
@@ -118,8 +119,6 @@ def save_hf_pretrained(lm: HookedLM, directory: Path | str, *, extra_files: dict
         ValueError: A TransformerLens-native model, or an output directory that exists and is not empty.
         ExportError: The weights do not fit the architecture.
     """
-    from circuits.io import atomic_directory
-
     fresh = hf_model_copy(lm)
     with atomic_directory(directory) as tmp:
         fresh.save_pretrained(str(tmp), safe_serialization=True)

@@ -28,7 +28,15 @@ from torch import Tensor
 from circuits.model.forward import run
 from circuits.model.hooked import HookedLM, HookFn
 from circuits.model.tokens import decode, tokens_of
-from circuits.model.weights import _walk, hf_buffers, hf_parameters, read_weight, replace_weight, unwrap, weight_module
+from circuits.model.weights import (
+    _walk,
+    hf_buffers,
+    hf_parameters,
+    read_weight,
+    replace_weight,
+    unwrap,
+    weight_module,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 
+from circuits.model import tiny
 from circuits.model.arch import arch_of
+from circuits.model.boot import boot
 from circuits.model.hooked import HookedLM, Provenance
 from circuits.model.sources import (  # noqa: F401 - re-exported: the loading API's errors and sources
     _HUB_ID,
@@ -43,33 +45,9 @@ from circuits.model.sources import (  # noqa: F401 - re-exported: the loading AP
     resolve_dtype,
     sha256_file,
 )
-from circuits.model.tokens import tokenization_policy
 from circuits.model.validate import check_directory, validate_source  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
-
-
-def _boot(
-    hf: Any, tokenizer: Any, *, name: str, provenance: Provenance, recipe: dict[str, Any] | None, dtype: torch.dtype, prepend_bos: bool | None = None
-) -> HookedLM:
-    from transformer_lens.model_bridge import TransformerBridge
-
-    arch = arch_of(type(hf).__name__)
-    if tokenizer is None:
-        raise ModelLoadError(f"model {name!r} has no tokenizer; pass tokenizer=")
-    try:
-        policy = tokenization_policy(tokenizer, prepend_bos)
-    except ValueError as e:
-        raise ModelLoadError(f"model {name!r}: {e}") from None
-    hf.eval()
-    if not getattr(hf.config, "architectures", None):
-        hf.config.architectures = [type(hf).__name__]  # a model built from a config has none; TransformerLens reads it
-    device = next(hf.parameters()).device
-    bridge = TransformerBridge.boot_transformers(
-        str(getattr(hf.config, "_name_or_path", "") or name), hf_model=hf, tokenizer=tokenizer, dtype=dtype, device=device
-    )
-    bridge.eval()
-    return HookedLM(bridge, tokenizer, name=name, provenance=provenance, arch=arch, recipe=recipe, tokenization=policy)
 
 
 def _from_directory(
@@ -93,7 +71,7 @@ def _from_directory(
             raise ModelLoadError(f"{path} has no usable tokenizer ({type(e).__name__}: {str(e)[:200]}); pass tokenizer=") from None
     hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype, use_safetensors=True)
     provenance = replace(provenance, architecture=type(hf).__name__)
-    return _boot(hf.to(device), tokenizer, name=name, provenance=provenance, recipe=recipe, dtype=dtype, prepend_bos=prepend_bos)
+    return boot(hf.to(device), tokenizer, name=name, provenance=provenance, recipe=recipe, dtype=dtype, prepend_bos=prepend_bos)
 
 
 def load_model(
@@ -138,7 +116,7 @@ def load_model(
         arch_of(type(source).__name__)
         label = name or str(getattr(source.config, "_name_or_path", "") or type(source).__name__)
         prov = Provenance(source="<in-memory>", kind="in_memory", architecture=type(source).__name__)
-        return _boot(source.to(device=dev, dtype=dt), tokenizer, name=label, provenance=prov, recipe=None, dtype=dt, prepend_bos=prepend_bos)
+        return boot(source.to(device=dev, dtype=dt), tokenizer, name=label, provenance=prov, recipe=None, dtype=dt, prepend_bos=prepend_bos)
     text = str(source)
     recipe = {
         "loader": "load_model", "source": text, **common, "cache_dir": None if cache_dir is None else str(cache_dir), "name": name,
@@ -189,8 +167,6 @@ def build_model(recipe: dict[str, Any]) -> HookedLM:
         cache = kw.pop("cache_dir", None)
         return load_model(kw.pop("source"), cache_dir=None if cache is None else Path(cache), **kw)
     if loader in ("tiny_model", "tiny_hf_model"):
-        from circuits.model import tiny
-
         return getattr(tiny, loader)(**kw)
     raise ValueError(f"unknown model loader {loader!r}")
 

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from circuits.model.arch import NATIVE
+from circuits.model.boot import boot
 from circuits.model.hooked import HookedLM, Provenance
+from circuits.model.sources import MODELS, _gguf_directory, gguf_path, resolve_dtype
 
 #: The families of the architecture matrix, covering learned vs rotary positions, LayerNorm vs
 #: RMSNorm, parallel vs sequential blocks, tied vs untied embeddings, GQA vs MHA, post-norms.
@@ -73,8 +75,6 @@ def tiny_hf_config(family: str, *, vocab_size: int, n_layers: int = 2, **overrid
 def shipped_tokenizer() -> Any:
     """The real model's tokenizer (SmolLM2's), from the dequantized cache (built on first use)."""
     from transformers import AutoTokenizer
-
-    from circuits.model.loading import MODELS, _gguf_directory, gguf_path
 
     directory, _ = _gguf_directory(gguf_path(MODELS["smollm2-135m"]), None, "smollm2-135m")
     return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
@@ -179,8 +179,6 @@ def tiny_hf_model(
     """
     from transformers import AutoModelForCausalLM
 
-    from circuits.model.loading import _boot, resolve_dtype
-
     tok = shipped_tokenizer()
     gen = torch.random.fork_rng()  # the global RNG is left as it was
     with gen:
@@ -189,7 +187,7 @@ def tiny_hf_model(
     dt = resolve_dtype(dtype)
     recipe = {"loader": "tiny_hf_model", "family": family, "seed": seed, "n_layers": n_layers, "dtype": dtype, "prepend_bos": prepend_bos, **overrides}
     prov = Provenance(source=f"<tiny {family}>", kind="tiny", architecture=type(hf).__name__)
-    return _boot(hf.to(dt), tok, name=f"tiny-{family}", provenance=prov, recipe=recipe, dtype=dt, prepend_bos=prepend_bos)
+    return boot(hf.to(dt), tok, name=f"tiny-{family}", provenance=prov, recipe=recipe, dtype=dt, prepend_bos=prepend_bos)
 
 
 def tiny_model(
@@ -248,8 +246,6 @@ def tiny_model(
         n_key_value_heads=n_kv_heads, positional_embedding_type="rotary", seed=seed,
     )
     bridge = TransformerBridge.boot_native(cfg)
-    from circuits.model.loading import resolve_dtype
-
     dt = resolve_dtype(dtype)
     if dt != torch.float32:
         bridge.original_model.to(dt)

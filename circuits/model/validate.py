@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
+from circuits.atomic import not_regular_reason
+from circuits.io import decode_utf8, read_bounded, read_json_file, validation_message
 from circuits.model.arch import arch_of
 from circuits.model.sources import (
     _HUB_ID,
@@ -70,8 +79,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     Raises:
         ModelLoadError: Naming the file and the field.
     """
-    from circuits.io import read_json_file, validation_message
-
     raw = read_json_file(path, error=ModelLoadError, what="model config")
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: a model config is a JSON object, got {type(raw).__name__}")
@@ -113,8 +120,6 @@ def _weight_files(path: Path) -> list[Path]:
         ModelLoadError: No such file (pickled ``.bin`` weights are refused), or an index naming files
             outside the directory.
     """
-    from circuits.io import read_json_file
-
     index = path / "model.safetensors.index.json"
     if index.exists():
         raw = read_json_file(index, error=ModelLoadError, what="weight index")
@@ -141,8 +146,6 @@ def _weight_shapes(files: list[Path]) -> dict[str, tuple[tuple[int, ...], Path]]
             non-float tensor, or repeats a tensor of another file.
     """
     from safetensors import safe_open
-
-    from circuits.atomic import not_regular_reason
 
     shapes: dict[str, tuple[tuple[int, ...], Path]] = {}
     for f in files:
@@ -214,7 +217,12 @@ def _as_model_keys(meta: Any, shapes: dict[str, tuple[tuple[int, ...], Path]]) -
     """
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            dot_natural_key,
+            rename_source_key,
+        )
     except ImportError:  # another transformers layout: compare the names as stored
         return dict(shapes), set()
     transforms = get_model_conversion_mapping(meta)
@@ -262,8 +270,6 @@ def _check_tokenizer(path: Path) -> None:
     """
     from transformers import AutoTokenizer
 
-    from circuits.io import decode_utf8, read_bounded
-
     present = [n for n in ("tokenizer_config.json", "tokenizer.json") if (path / n).exists()]
     for name in present:  # plain JSON: tokenizers write integers beyond 64 bits (model_max_length = 1e30)
         text = decode_utf8(read_bounded(path / name, error=ModelLoadError, what="tokenizer file"), error=ModelLoadError, source=str(path / name))
@@ -286,8 +292,6 @@ def _check_gguf_header(path: Path) -> None:
     Raises:
         ModelLoadError: Naming the file and the bad field.
     """
-    from circuits.atomic import not_regular_reason
-
     if (reason := not_regular_reason(path)) is not None:
         raise ModelLoadError(f"GGUF file {path} is {reason}")
     size = path.stat().st_size

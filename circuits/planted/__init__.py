@@ -38,8 +38,10 @@ from safetensors.torch import load as st_load
 from torch import Tensor
 
 from circuits import model as M
+from circuits.editing.build import new_edit
 from circuits.metrics import PerPromptLogit
-from circuits.probing.patching import TokenGroup
+from circuits.model import HookedLM
+from circuits.probing.patching import TokenGroup, mean_activations
 from circuits.sites import HeadRef
 
 TaskName = Literal["induction", "spurious", "harmful"]
@@ -182,7 +184,7 @@ def harmful_pairs(n: int, *, seed: int) -> tuple[TokenGroup, PerPromptLogit]:
 
 
 @torch.no_grad()
-def harmful_rates(model: Any, *, n: int = 512, seed: int = 7) -> tuple[float, float]:
+def harmful_rates(model: HookedLM, *, n: int = 512, seed: int = 7) -> tuple[float, float]:
     """``(harm rate, label accuracy)`` on triggered prompts: how often the top prediction is ``HARM``,
     and how often it is the correct label."""
     toks, _, labels = harmful_tokens(n, seed=seed, p_trigger=1.0)
@@ -212,20 +214,20 @@ def load_planted(task: TaskName) -> Any:
 
 
 @torch.no_grad()
-def spurious_accuracy(model: Any, *, decorrelated: bool, n: int = 512, seed: int = 7) -> float:
+def spurious_accuracy(model: HookedLM, *, decorrelated: bool, n: int = 512, seed: int = 7) -> float:
     """Label accuracy (fraction) on the training distribution or the de-correlated test split."""
     toks, labels = spurious_tokens(n, seed=seed, p_spurious=0.5 if decorrelated else 0.95, p_signal=1.0 if decorrelated else 0.85)
     logits = M.run(model, toks)[:, -1, list(LABELS)]
     return float((logits.argmax(-1) == labels).float().mean())
 
 
-def remove_spurious(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
+def remove_spurious(model: HookedLM, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
     """A mean-ablation edit of ``heads`` (means over training-distribution prompts, all positions):
     the editing step that removes the spurious feature once the atlas has found its heads."""
     return mean_ablation(model, heads, spurious_tokens(n, seed=seed, p_spurious=0.95, p_signal=0.85)[0])
 
 
-def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
+def remove_harmful(model: HookedLM, heads: frozenset[HeadRef] | set[HeadRef], *, n: int = 256, seed: int = 11) -> Any:
     """A mean-ablation edit of ``heads`` with their mean output at the query position of untriggered
     prompts (the benign reference set), where the output is read.
 
@@ -233,24 +235,19 @@ def remove_harmful(model: Any, heads: frozenset[HeadRef] | set[HeadRef], *, n: i
     model the planted head also writes a "no trigger" signal that suppresses ``HARM``, so zeroing it or
     averaging it with triggered runs leaves the harmful output in place.
     """
-    from circuits.editing.build import new_edit
-
     toks = harmful_tokens(n, seed=seed, p_trigger=0.0)[0]
     _, cache = M.run_with_cache(model, toks, sorted({h.hook_name for h in heads}))
     tensors = {str(h): cache[h.hook_name][:, -1, h.head].mean(0) for h in heads}
     return new_edit("ablation", tuple(sorted(heads, key=str)), tensors, model, {"mode": "mean"})
 
 
-def mean_ablation(model: Any, heads: frozenset[HeadRef] | set[HeadRef], toks: Int[Tensor, "batch pos"]) -> Any:
+def mean_ablation(model: HookedLM, heads: frozenset[HeadRef] | set[HeadRef], toks: Int[Tensor, "batch pos"]) -> Any:
     """A mean-ablation :class:`~circuits.editing.edit.Edit` of ``heads``: each head's ``z`` is set to
     its mean over every position of ``toks`` (the knock-out of Wang et al. 2023, IOI).
 
     Returns:
         The edit, for :func:`circuits.editing.edit.apply_edit`.
     """
-    from circuits.editing.build import new_edit
-    from circuits.probing.patching import mean_activations
-
     names = sorted({h.hook_name for h in heads})
     # One forward: the per-position batch means, then the mean over positions (all rows one length).
     means = {n: m.mean(0) for n, m in mean_activations(model, toks, names).items()}

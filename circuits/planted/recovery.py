@@ -12,7 +12,6 @@ head ablated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,8 +20,14 @@ from circuits import model as M
 from circuits.editing import apply_edit
 from circuits.editing.build import new_edit
 from circuits.metrics import Metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing.attribution import attribution_patching, gradient_sensitivity
-from circuits.probing.patching import TokenGroup, patch_groups, position_mean_activations
+from circuits.probing.causal_tracing import trace_grid, trace_tokens
+from circuits.probing.patching import (
+    TokenGroup,
+    patch_groups,
+    position_mean_activations,
+)
 from circuits.sites import HeadRef, all_heads
 
 
@@ -45,7 +50,7 @@ class Recovery:
     faithfulness: float
 
 
-def _metric_with_only(model: Any, keep: frozenset[HeadRef], group: TokenGroup, metric: Metric) -> float:
+def _metric_with_only(model: HookedLM, keep: frozenset[HeadRef], group: TokenGroup, metric: Metric) -> float:
     """Mean metric on the clean prompts with every head not in ``keep`` mean-ablated."""
     shape = M.shape_of(model)
     heads = tuple(h for h in all_heads(shape.n_layers, shape.n_heads) if h not in keep)
@@ -58,14 +63,14 @@ def _metric_with_only(model: Any, keep: frozenset[HeadRef], group: TokenGroup, m
 
 
 @torch.no_grad()
-def faithfulness(model: Any, keep: frozenset[HeadRef], group: TokenGroup, metric: Metric) -> float:
+def faithfulness(model: HookedLM, keep: frozenset[HeadRef], group: TokenGroup, metric: Metric) -> float:
     """Fraction of the metric the heads in ``keep`` recover with every other head mean-ablated."""
     empty = _metric_with_only(model, frozenset(), group, metric)
     full = _metric_with_only(model, frozenset(all_heads(M.shape_of(model).n_layers, M.shape_of(model).n_heads)), group, metric)
     return (_metric_with_only(model, keep, group, metric) - empty) / (full - empty)
 
 
-def recover(model: Any, group: TokenGroup, metric: Metric, planted: frozenset[HeadRef], *, threshold: float = 0.1, ig_steps: int = 5) -> list[Recovery]:
+def recover(model: HookedLM, group: TokenGroup, metric: Metric, planted: frozenset[HeadRef], *, threshold: float = 0.1, ig_steps: int = 5) -> list[Recovery]:
     """Flag heads with each probing method and score the flags against the planted circuit.
 
     Args:
@@ -98,7 +103,7 @@ def recover(model: Any, group: TokenGroup, metric: Metric, planted: frozenset[He
 
 
 def traced_layers(
-    model: Any, prompts: Tensor, targets: Tensor, subject: list[int], *, threshold: float = 0.1, n_samples: int = 5
+    model: HookedLM, prompts: Tensor, targets: Tensor, subject: list[int], *, threshold: float = 0.1, n_samples: int = 5
 ) -> tuple[frozenset[int], Tensor]:
     """Causal tracing (Meng et al. 2022) of attention outputs, at layer granularity.
 
@@ -118,8 +123,6 @@ def traced_layers(
     Returns:
         ``(flagged layers, restored fraction [layer, pos] averaged over prompts)``.
     """
-    from circuits.probing.causal_tracing import trace_grid, trace_tokens
-
     grids = []
     for row, target in zip(prompts, targets.tolist()):
         t = trace_tokens(model, row[None], int(target), subject, kind="attn", n_samples=n_samples, progress=False)

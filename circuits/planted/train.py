@@ -18,12 +18,23 @@ from safetensors.torch import save as st_save
 
 from circuits import model as M
 from circuits.io import atomic_write_bytes, atomic_write_text
-from circuits.planted import LABELS, SEQ, TaskName, harmful_rates, harmful_tokens, induction_tokens, new_model, spurious_accuracy, spurious_tokens
+from circuits.model import HookedLM
+from circuits.planted import (
+    LABELS,
+    SEQ,
+    TaskName,
+    harmful_rates,
+    harmful_tokens,
+    induction_tokens,
+    new_model,
+    spurious_accuracy,
+    spurious_tokens,
+)
 
 DATA = Path(__file__).parent / "data"
 
 
-def _loss(model: Any, task: TaskName, step: int) -> torch.Tensor:
+def _loss(model: HookedLM, task: TaskName, step: int) -> torch.Tensor:
     if task == "induction":
         toks, lengths = induction_tokens(64, seed=step)
         logits = model(toks)

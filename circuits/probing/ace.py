@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from circuits import model as M
 from circuits.interventions import Mean, apply_at
 from circuits.metrics import Metric, MetricLike, as_metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing.effects import Effects, Method
 from circuits.probing.pairs import TokenGroup
 from circuits.sites import NeuronRef, ResidRef, activation_index
@@ -53,7 +54,7 @@ def _set(neuron: NeuronRef, value: float, shape: M.ModelShape) -> M.HookFn:
     return hook
 
 
-def _gap(model: Any, group: TokenGroup, resid: tuple[Tensor, Tensor], start: int, metric: Metric, hooks: list[tuple[str, M.HookFn]]) -> Tensor:
+def _gap(model: HookedLM, group: TokenGroup, resid: tuple[Tensor, Tensor], start: int, metric: Metric, hooks: list[tuple[str, M.HookFn]]) -> Tensor:
     idx = torch.tensor(group.indices)
     clean = call_metric(metric, M.run_from_layer(model, resid[0], start, hooks, last=1), idx)
     corr = call_metric(metric, M.run_from_layer(model, resid[1], start, hooks, last=1), idx)
@@ -61,7 +62,7 @@ def _gap(model: Any, group: TokenGroup, resid: tuple[Tensor, Tensor], start: int
 
 
 @torch.no_grad()
-def neuron_values(model: Any, groups: Sequence[TokenGroup], neurons: Sequence[NeuronRef]) -> dict[NeuronRef, Tensor]:
+def neuron_values(model: HookedLM, groups: Sequence[TokenGroup], neurons: Sequence[NeuronRef]) -> dict[NeuronRef, Tensor]:
     """Every observed value of each neuron (all positions of the clean and corrupted prompts)."""
     names = sorted({n.hook_name for n in neurons})
     acts: dict[str, list[Tensor]] = {h: [] for h in names}
@@ -76,7 +77,7 @@ def neuron_values(model: Any, groups: Sequence[TokenGroup], neurons: Sequence[Ne
 
 @torch.no_grad()
 def average_causal_effect(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     metric: MetricLike,
     neurons: Sequence[NeuronRef],

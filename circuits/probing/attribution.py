@@ -39,11 +39,13 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.metrics import Metric, MetricLike, as_metric, call_metric
-from circuits.probing.effects import Effects, Method
+from circuits.model import HookedLM
 from circuits.probing.edge_patching import _as_groups
+from circuits.probing.effects import Effects, Method
 from circuits.probing.patching import TokenGroup, normalise
 from circuits.sites import Component, activation_index
 from circuits.suites import PromptPair
+
 
 def _capture_hooks(names: Sequence[str], store: dict[str, Tensor]) -> list[tuple[str, M.HookFn]]:
     def make(name: str) -> M.HookFn:
@@ -66,7 +68,7 @@ def _capture_hooks(names: Sequence[str], store: dict[str, Tensor]) -> list[tuple
 
 
 def _grads(
-    model: Any,
+    model: HookedLM,
     resid0: Float[Tensor, "batch pos d_model"],
     metric: Metric,
     names: Sequence[str],
@@ -91,7 +93,7 @@ def _grads(
     return grads, acts, values.detach().float().cpu()
 
 
-def _reduce(model: Any, components: Sequence[Component], per_hook: dict[str, Tensor], how: str) -> Tensor:
+def _reduce(model: HookedLM, components: Sequence[Component], per_hook: dict[str, Tensor], how: str) -> Tensor:
     """Sum (or L2 norm) each component's slice of a per-hook ``[batch, ...]`` tensor → ``[component, batch]``."""
     shape = M.shape_of(model)
     rows = []
@@ -103,7 +105,7 @@ def _reduce(model: Any, components: Sequence[Component], per_hook: dict[str, Ten
 
 
 def _attribute_group(
-    model: Any, group: TokenGroup, metric: Metric, components: Sequence[Component], ig_steps: int
+    model: HookedLM, group: TokenGroup, metric: Metric, components: Sequence[Component], ig_steps: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     names = sorted({c.hook_name for c in components})
     b = len(group.indices)
@@ -125,7 +127,7 @@ def _attribute_group(
 
 
 def attribution_patching(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     components: Sequence[Component],
@@ -171,7 +173,7 @@ def attribution_patching(
 
 
 def gradient_sensitivity(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     components: Sequence[Component],

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from circuits import model as M
 from circuits.interventions import GaussianNoise, Swap, apply_at, rome_noise_std
 from circuits.metrics import MetricLike, TokenProb, as_metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing.effects import Effects, Method
 from circuits.sites import EMBED_HOOK, AttnRef, Component, MlpRef, ResidRef, hook_name
 
@@ -95,7 +96,7 @@ def _restored_layers(layer: int, window: int, n_layers: int) -> range:
 
 @torch.no_grad()
 def trace_tokens(
-    model: Any,
+    model: HookedLM,
     tokens: Int[Tensor, "1 pos"],
     target: int | None,
     subject: list[int],
@@ -252,7 +253,7 @@ def trace_tokens(
 
 
 def causal_trace(
-    model: Any,
+    model: HookedLM,
     prompt: str,
     target: str,
     subject: str,
@@ -313,7 +314,7 @@ def _category(pos: int, subject: list[int], n_pos: int) -> int | None:
 
 
 def trace_facts(
-    model: Any, facts: list[dict[str, str]], *, kind: TraceKind = "resid", window: int = 1, n_samples: int = 10, seed: int = 0,
+    model: HookedLM, facts: list[dict[str, str]], *, kind: TraceKind = "resid", window: int = 1, n_samples: int = 10, seed: int = 0,
     noise_std: float | None = None, progress: bool = True,
 ) -> Effects:
     """Causal tracing averaged over facts in ROME's six token categories (Meng et al. 2022, Figure 1).

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from circuits import model as M
 from circuits.interventions import GaussianNoise, Swap, apply_where, rome_noise_std
 from circuits.metrics import TokenSetLogProb
+from circuits.model import HookedLM
 from circuits.probing.effects import Effects, Method
 from circuits.probing.patching import TokenGroup
 from circuits.sites import EMBED_HOOK, Component, HeadRef, NeuronRef, hook_name
@@ -65,7 +66,7 @@ def _subject_mask(group: TokenGroup) -> Tensor:
 
 @torch.no_grad()
 def trace_components(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     harmful: Sequence[int],
     components: Sequence[Component],

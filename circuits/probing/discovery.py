@@ -32,14 +32,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Bool
 from torch import Tensor
 
 from circuits.metrics import Metric, MetricLike, as_metric
-from circuits.probing.edge_patching import _as_groups, graph_of, run_with_edges, sender_writes
+from circuits.model import HookedLM
+from circuits.probing.edge_patching import (
+    _as_groups,
+    graph_of,
+    run_with_edges,
+    sender_writes,
+)
 from circuits.probing.effects import Effects
 from circuits.probing.graph import Edge, Graph, graph_of_effects
 from circuits.probing.patching import TokenGroup
@@ -102,7 +108,7 @@ def resample_order(n: int, seed: int = 0) -> Tensor:
     return order
 
 
-def _ablation_source(model: Any, graph: Graph, g: TokenGroup, metric: Metric, idx: Tensor, ablation: Ablation) -> Tensor:
+def _ablation_source(model: HookedLM, graph: Graph, g: TokenGroup, metric: Metric, idx: Tensor, ablation: Ablation) -> Tensor:
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
     if ablation == "resample":
@@ -119,7 +125,7 @@ def _ablation_source(model: Any, graph: Graph, g: TokenGroup, metric: Metric, id
 class _Ablated:
     """The clean runs of some pairs with chosen edges ablated; ablation sources computed once."""
 
-    def __init__(self, model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: MetricLike, graph: Graph, ablation: Ablation) -> None:
+    def __init__(self, model: HookedLM, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: MetricLike, graph: Graph, ablation: Ablation) -> None:
         self.model, self.metric, self.graph = model, as_metric(metric), graph
         self.groups = _as_groups(model, pairs)
         self.n = sum(len(g.indices) for g in self.groups)
@@ -146,7 +152,7 @@ class _Ablated:
 
 
 def circuit_metrics(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     masks: Sequence[Bool[Tensor, "sender receiver"]],
@@ -164,7 +170,7 @@ def circuit_metrics(
 
 
 def faithfulness(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     circuit: frozenset[Edge] | set[Edge],
@@ -193,7 +199,7 @@ def faithfulness(
 
 
 def _top_n_metrics(
-    model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: MetricLike, scores: Effects[Edge], sizes: Sequence[int], ablation: Ablation, complement: bool
+    model: HookedLM, pairs: Sequence[PromptPair] | Sequence[TokenGroup], metric: MetricLike, scores: Effects[Edge], sizes: Sequence[int], ablation: Ablation, complement: bool
 ) -> tuple[float, float, list[float]]:
     """``(m(M), m(∅), [m(C_n)] or [m(M∖C_n)])`` for the top-``n`` circuits ``C_n``."""
     graph = graph_of_effects(scores)
@@ -205,7 +211,7 @@ def _top_n_metrics(
 
 
 def faithfulness_curve(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     scores: Effects[Edge],
@@ -223,7 +229,7 @@ def faithfulness_curve(
 
 
 def completeness_curve(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     scores: Effects[Edge],
@@ -244,7 +250,7 @@ def completeness_curve(
 
 
 def minimal_circuit(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     scores: Effects[Edge],
@@ -346,7 +352,7 @@ def _prune(
 
 
 def acdc(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     *,
@@ -391,7 +397,7 @@ def acdc(
 
 
 def greedy_prune(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     scores: Effects[Edge],

@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 
 from circuits import model as M
 from circuits.metrics import Metric, MetricLike, as_metric, call_metric
-from circuits.probing.edge_patching import _as_groups, _writer_hooks, graph_of, sender_writes
+from circuits.model import HookedLM
+from circuits.probing.edge_patching import (
+    _as_groups,
+    _writer_hooks,
+    graph_of,
+    sender_writes,
+)
 from circuits.probing.effects import Effects, Method
 from circuits.probing.graph import Edge, Graph
 from circuits.probing.patching import TokenGroup, normalise
@@ -57,7 +63,7 @@ def _grad_hooks(graph: Graph, store: dict[str, torch.Tensor]) -> list[tuple[str,
     return [(r.name, make(r.name)) for r in graph.readers]
 
 
-def _batch_scores(model: Any, graph: Graph, clean: torch.Tensor, corrupted: torch.Tensor, metric: Metric, prompts: torch.Tensor, ig_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch_scores(model: HookedLM, graph: Graph, clean: torch.Tensor, corrupted: torch.Tensor, metric: Metric, prompts: torch.Tensor, ig_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``([batch, sender, receiver] raw estimates, clean metric, corrupted metric)`` for one batch."""
     clean_w, clean_m = sender_writes(model, graph, clean, metric, prompts)
     e_clean, e_corr = M.embed(model, clean), M.embed(model, corrupted)
@@ -89,7 +95,7 @@ def _batch_scores(model: Any, graph: Graph, clean: torch.Tensor, corrupted: torc
 
 
 def edge_attribution(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     *,

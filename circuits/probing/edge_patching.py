@@ -31,8 +31,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
-from circuits.metrics import Metric, MetricLike, as_metric, call_metric
 from circuits.interventions import Intervention, Swap
+from circuits.metrics import Metric, MetricLike, as_metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing.effects import Effects, Method
 from circuits.probing.graph import Edge, Graph, build_graph
 from circuits.probing.patching import PairError, TokenGroup, normalise, tokenize_pairs
@@ -40,14 +41,14 @@ from circuits.sites import hook_name
 from circuits.suites import PromptPair
 
 
-def graph_of(model: Any) -> Graph:
+def graph_of(model: HookedLM) -> Graph:
     """The edge graph of a model (:func:`~circuits.probing.graph.build_graph` with its shape)."""
     s = M.shape_of(model)
     has_mlp = M.has_hook(model, hook_name("mlp_out", 0))
     return build_graph(s.n_layers, s.n_heads, s.n_kv_heads, has_mlp=has_mlp, parallel=M.is_parallel(model))
 
 
-def _writer_hooks(model: Any, graph: Graph, captured: list[Tensor], *, detach: bool) -> list[tuple[str, M.HookFn]]:
+def _writer_hooks(model: HookedLM, graph: Graph, captured: list[Tensor], *, detach: bool) -> list[tuple[str, M.HookFn]]:
     """Hooks appending each sender group's writes ``[batch, pos, n, d_model]`` to ``captured`` in forward order."""
 
     def put(x: Tensor) -> None:
@@ -73,14 +74,14 @@ def _writer_hooks(model: Any, graph: Graph, captured: list[Tensor], *, detach: b
     return hooks
 
 
-def _run(model: Any, tokens: Tensor, metric: Metric, hooks: list[tuple[str, M.HookFn]], prompts: Tensor) -> Tensor:
+def _run(model: HookedLM, tokens: Tensor, metric: Metric, hooks: list[tuple[str, M.HookFn]], prompts: Tensor) -> Tensor:
     with M.split_inputs(model):
         logits = M.run_from_layer(model, M.embed(model, tokens), 0, hooks, last=metric.info.positions, vocab=metric.info.vocab)
     return call_metric(metric, logits, prompts).float().cpu()
 
 
 @torch.no_grad()
-def sender_writes(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], metric: MetricLike, prompts: Tensor) -> tuple[Float[Tensor, "batch pos sender d_model"], Tensor]:
+def sender_writes(model: HookedLM, graph: Graph, tokens: Int[Tensor, "batch pos"], metric: MetricLike, prompts: Tensor) -> tuple[Float[Tensor, "batch pos sender d_model"], Tensor]:
     """Every sender's write into the residual stream on ``tokens``, and the metric of that run.
 
     Returns:
@@ -112,7 +113,7 @@ def _reader_hooks(graph: Graph, captured: list[Tensor], source: Tensor, mask: Te
 
 @torch.no_grad()
 def run_with_edges(
-    model: Any,
+    model: HookedLM,
     graph: Graph,
     tokens: Int[Tensor, "batch pos"],
     metric: MetricLike,
@@ -148,7 +149,7 @@ def run_with_edges(
 
 
 def edge_patching(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair] | Sequence[TokenGroup],
     metric: MetricLike,
     *,
@@ -207,7 +208,7 @@ def edge_patching(
     )
 
 
-def _as_groups(model: Any, pairs: Sequence[PromptPair] | Sequence[TokenGroup]) -> list[TokenGroup]:
+def _as_groups(model: HookedLM, pairs: Sequence[PromptPair] | Sequence[TokenGroup]) -> list[TokenGroup]:
     """``pairs`` tokenised (:func:`~circuits.probing.patching.tokenize_pairs`), or as given if already groups.
 
     The one input normalisation of every probing method that takes pairs or groups (edge patching, EAP,

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.metrics import Metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing.sweep import patch_from_source, sweep_cache_names
 from circuits.sites import Component
 
@@ -80,7 +81,7 @@ class JobCaches:
     corrupted_metric: Float[Tensor, " prompt"]
 
 
-def job_caches(model: Any, job: PatchJob) -> JobCaches:
+def job_caches(model: HookedLM, job: PatchJob) -> JobCaches:
     """Two cached forwards per group (clean and corrupted), shared by every unit of the job."""
     n = sum(len(g.indices) for g in job.groups)
     clean_m, corr_m = torch.zeros(n), torch.zeros(n)
@@ -97,7 +98,7 @@ def job_caches(model: Any, job: PatchJob) -> JobCaches:
     return JobCaches(bases, sources, clean_m, corr_m)
 
 
-def run_unit(model: Any, job: PatchJob, caches: JobCaches, unit: PatchUnit, bar: Any = None) -> Float[Tensor, "component prompt"]:
+def run_unit(model: HookedLM, job: PatchJob, caches: JobCaches, unit: PatchUnit, bar: Any = None) -> Float[Tensor, "component prompt"]:
     """Patch one unit's components on every group: the metric per component and prompt."""
     n = sum(len(g.indices) for g in job.groups)
     comps = [job.components[i] for i in unit.indices]
@@ -114,7 +115,7 @@ def run_unit(model: Any, job: PatchJob, caches: JobCaches, unit: PatchUnit, bar:
 class Executor(Protocol):
     """Runs the units of a job and yields each unit's rows as it finishes (in any order)."""
 
-    def run(self, model: Any, job: PatchJob, units: Sequence[PatchUnit], caches: JobCaches, bar: Any = None) -> Iterator[tuple[PatchUnit, Tensor]]:
+    def run(self, model: HookedLM, job: PatchJob, units: Sequence[PatchUnit], caches: JobCaches, bar: Any = None) -> Iterator[tuple[PatchUnit, Tensor]]:
         """Run ``units``; ``caches`` are the driver's (an in-process executor reuses them)."""
         ...
 
@@ -122,7 +123,7 @@ class Executor(Protocol):
 class InProcess:
     """Run units one after another on the caller's model (the default executor)."""
 
-    def run(self, model: Any, job: PatchJob, units: Sequence[PatchUnit], caches: JobCaches, bar: Any = None) -> Iterator[tuple[PatchUnit, Tensor]]:
+    def run(self, model: HookedLM, job: PatchJob, units: Sequence[PatchUnit], caches: JobCaches, bar: Any = None) -> Iterator[tuple[PatchUnit, Tensor]]:
         """Yield ``(unit, rows)`` in order."""
         for unit in units:
             yield unit, run_unit(model, job, caches, unit, bar)
@@ -183,7 +184,7 @@ class RayExecutor:
         self._model_key: tuple[str, str] | None = None
         self.units_run = 0
 
-    def _ensure_actors(self, model: Any) -> list[Any]:
+    def _ensure_actors(self, model: HookedLM) -> list[Any]:
         ray = _ray()
         recipe, fp = M.model_recipe(model), M.fingerprint(model)
         key = (repr(sorted(recipe.items())), fp)
@@ -199,7 +200,7 @@ class RayExecutor:
         ray = _ray()
         return [ray.get(a.pid.remote()) for a in self._actors]
 
-    def run(self, model: Any, job: PatchJob, units: Sequence[PatchUnit], caches: JobCaches, bar: Any = None) -> Iterator[tuple[PatchUnit, Tensor]]:
+    def run(self, model: HookedLM, job: PatchJob, units: Sequence[PatchUnit], caches: JobCaches, bar: Any = None) -> Iterator[tuple[PatchUnit, Tensor]]:
         """Submit every unit (round robin over the actors) and yield results as they finish."""
         ray = _ray()
         if not units:

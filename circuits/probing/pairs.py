@@ -16,7 +16,15 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits import model as M
-from circuits.metrics import LogitDiff, PerPromptLogit
+from circuits.metrics import (
+    AnswerLogitDiff,
+    AnswerLogProb,
+    DigitGreaterThan,
+    KLToReference,
+    LogitDiff,
+    PerPromptLogit,
+)
+from circuits.model import HookedLM
 from circuits.suites import MetricSpec, PromptPair, Suite
 
 
@@ -39,7 +47,7 @@ class TokenGroup:
     corrupted: Int[Tensor, "batch pos"]
 
 
-def tokenize_pairs(model: Any, pairs: Sequence[PromptPair], continuations: Sequence[Sequence[int]] | None = None, *, rows_of: Sequence[int] | None = None) -> list[TokenGroup]:
+def tokenize_pairs(model: HookedLM, pairs: Sequence[PromptPair], continuations: Sequence[Sequence[int]] | None = None, *, rows_of: Sequence[int] | None = None) -> list[TokenGroup]:
     """Tokenise prompt pairs, grouped by length, checking each pair is aligned token for token.
 
     Activation patching is defined position by position, so a clean prompt and its corrupted prompt
@@ -108,7 +116,7 @@ class Prepared:
     description: str
 
 
-def _ids(model: Any, text: str, what: str, i: int) -> list[int]:
+def _ids(model: HookedLM, text: str, what: str, i: int) -> list[int]:
     ids = M.tokenizer_of(model).encode(text, add_special_tokens=False)
     if not ids:
         raise PairError(f"pair {i}: the {what} {text!r} has no tokens")
@@ -123,7 +131,7 @@ def _right_aligned(rows: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
     return out, torch.tensor([len(r) for r in rows])
 
 
-def prepare(model: Any, pairs: Sequence[PromptPair], spec: MetricSpec) -> Prepared:
+def prepare(model: HookedLM, pairs: Sequence[PromptPair], spec: MetricSpec) -> Prepared:
     """Tokenise pairs for a metric and build the metric (the one place a suite's metric is resolved).
 
     * ``logit_diff`` with ``positive``/``negative`` tokens (template suites): one row per pair,
@@ -142,8 +150,6 @@ def prepare(model: Any, pairs: Sequence[PromptPair], spec: MetricSpec) -> Prepar
     Raises:
         PairError: No pairs, misaligned pairs, empty answers, or multi-token answers for ``logit_diff``.
     """
-    from circuits.metrics import AnswerLogitDiff, AnswerLogProb, KLToReference, LogitDiff
-
     if not pairs:
         raise PairError("no prompt pairs given")
     n = len(pairs)
@@ -156,8 +162,6 @@ def prepare(model: Any, pairs: Sequence[PromptPair], spec: MetricSpec) -> Prepar
         desc = f"logit_diff(last, {spec.positive!r} - {spec.negative!r})"
         return Prepared(tokenize_pairs(model, pairs), metric, n, n, "logit_diff", desc)
     if spec.name == "greater_than":
-        from circuits.metrics import DigitGreaterThan
-
         try:
             tens = torch.tensor([int(p.metadata["tens"]) for p in pairs])
         except (KeyError, ValueError):
@@ -197,7 +201,7 @@ def prepare(model: Any, pairs: Sequence[PromptPair], spec: MetricSpec) -> Prepar
 
 
 @torch.no_grad()
-def mean_activations(model: Any, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
+def mean_activations(model: HookedLM, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
     """Reference means for :class:`~circuits.probing.interventions.Mean`: the batch mean per position.
 
     Args:
@@ -213,7 +217,7 @@ def mean_activations(model: Any, tokens: Int[Tensor, "batch pos"], names: Sequen
 
 
 @torch.no_grad()
-def position_mean_activations(model: Any, groups: Sequence[TokenGroup], names: Sequence[str]) -> dict[str, Tensor]:
+def position_mean_activations(model: HookedLM, groups: Sequence[TokenGroup], names: Sequence[str]) -> dict[str, Tensor]:
     """Means over every position of every clean and corrupted prompt of ``groups`` (any lengths).
 
     For :class:`~circuits.probing.interventions.Mean` with ``over_positions=True``. Not for
@@ -232,7 +236,7 @@ def position_mean_activations(model: Any, groups: Sequence[TokenGroup], names: S
     return {n: v / count for n, v in sums.items()}
 
 
-def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
+def metric_for_suite(model: HookedLM, suite: Suite) -> LogitDiff:
     """A template suite's fixed-token logit-difference metric for a model's tokenizer.
 
     Pair suites (answers per pair, possibly several tokens) build their metric together with their
@@ -258,7 +262,7 @@ def metric_for_suite(model: Any, suite: Suite) -> LogitDiff:
     return LogitDiff(positive=ids(m.positive), negative=ids(m.negative))
 
 
-def induction(model: Any, *, n: int = 16, block: int = 25, seed: int = 0) -> Any:
+def induction(model: HookedLM, *, n: int = 16, block: int = 25, seed: int = 0) -> Any:
     """Repeated random tokens, tokenised: clean ``[BOS, A, A]``, corrupted ``[BOS, B, A]`` (BOS as the tokenization policy says).
 
     The metric (:class:`circuits.metrics.PerPromptLogit`) is the mean over the second copy's last

@@ -47,11 +47,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits import model as M
+from circuits.interventions import Swap, SweepIntervention
 from circuits.metrics import MetricLike, as_metric, call_metric
+from circuits.model import HookedLM
 from circuits.probing import checkpoints
 from circuits.probing.effects import Direction, Effects, Method
-from circuits.probing.executor import Executor, InProcess, PatchJob, PatchUnit, job_caches
-from circuits.probing.sweep import patch_from_source, sweep_cache_names  # noqa: F401 - re-exported
+from circuits.probing.executor import (
+    Executor,
+    InProcess,
+    PatchJob,
+    PatchUnit,
+    job_caches,
+)
 from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patching engine's inputs come from
     PairError,
     TokenGroup,
@@ -59,14 +66,14 @@ from circuits.probing.pairs import (  # noqa: F401 - re-exported: where the patc
     position_mean_activations,
     tokenize_pairs,
 )
-from circuits.interventions import SweepIntervention, Swap
+from circuits.probing.sweep import patch_from_source, sweep_cache_names  # noqa: F401 - re-exported
 from circuits.sites import Component
 from circuits.suites import PromptPair
 
 logger = logging.getLogger(__name__)
 
 def patch_tokens(
-    model: Any,
+    model: HookedLM,
     clean: Int[Tensor, "batch pos"],
     corrupted: Int[Tensor, "batch pos"],
     metric: MetricLike,
@@ -129,7 +136,7 @@ def normalise(
     return (patched - corrupted_metric) / denom
 
 
-def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Component], intervention: SweepIntervention, direction: str, seed: int) -> str:
+def _run_key(model: HookedLM, groups: list[TokenGroup], components: Sequence[Component], intervention: SweepIntervention, direction: str, seed: int) -> str:
     digest = hashlib.sha256()
     digest.update(M.fingerprint(model).encode())
     for g in groups:
@@ -142,7 +149,7 @@ def _run_key(model: Any, groups: list[TokenGroup], components: Sequence[Componen
 
 
 def activation_patching(
-    model: Any,
+    model: HookedLM,
     pairs: Sequence[PromptPair],
     metric: MetricLike,
     components: Sequence[Component],
@@ -182,7 +189,7 @@ def activation_patching(
 
 
 def patch_groups(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     metric: MetricLike,
     components: Sequence[Component],

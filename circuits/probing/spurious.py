@@ -28,17 +28,29 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits import model as M
+from circuits.interventions import Scale, Swap, SweepIntervention, Zero, apply_where
+from circuits.metrics import (
+    KLToReference,
+    Metric,
+    ProbL2ToReference,
+    call_metric,
+    kl_divergence,
+)
+from circuits.model import HookedLM
 from circuits.probing import scores as S
-from circuits.interventions import Scale, SweepIntervention, Swap, Zero, apply_where
-from circuits.metrics import KLToReference, Metric, ProbL2ToReference, call_metric, kl_divergence
 from circuits.probing.effects import Effects, Method
 from circuits.probing.executor import Executor
-from circuits.probing.patching import TokenGroup, patch_from_source, patch_groups, sweep_cache_names
+from circuits.probing.patching import (
+    TokenGroup,
+    patch_from_source,
+    patch_groups,
+    sweep_cache_names,
+)
 from circuits.sites import EMBED_HOOK, Component
 
 
 @torch.no_grad()
-def last_logprobs(model: Any, groups: Sequence[TokenGroup], side: str = "clean") -> Float[Tensor, "prompt d_vocab"]:
+def last_logprobs(model: HookedLM, groups: Sequence[TokenGroup], side: str = "clean") -> Float[Tensor, "prompt d_vocab"]:
     """Full next-token log-probabilities at the last position of every prompt, in pair order."""
     n = sum(len(g.indices) for g in groups)
     out: Tensor | None = None
@@ -51,7 +63,7 @@ def last_logprobs(model: Any, groups: Sequence[TokenGroup], side: str = "clean")
     return out
 
 
-def behaviour_kl(model: Any, groups: Sequence[TokenGroup]) -> Float[Tensor, " prompt"]:
+def behaviour_kl(model: HookedLM, groups: Sequence[TokenGroup]) -> Float[Tensor, " prompt"]:
     """Per-prompt symmetric ``KL(f(x) ‖ f(x')) + KL(f(x') ‖ f(x))`` of the next-token distributions (nats).
 
     The size of a spurious behaviour: how far the counterfactual word moves the whole prediction.
@@ -69,7 +81,7 @@ def _embedding_mask_hook(mask: Tensor) -> M.HookFn:
 
 @torch.no_grad()
 def masked_l2(
-    model: Any, groups: Sequence[TokenGroup], components: Sequence[Component], *, max_rows: int = 192, progress: bool = False
+    model: HookedLM, groups: Sequence[TokenGroup], components: Sequence[Component], *, max_rows: int = 192, progress: bool = False
 ) -> Float[Tensor, "component prompt"]:
     """``‖f(x) − f(x | h ← h(mask(x)))‖₂`` per component and prompt (see module docstring).
 
@@ -96,7 +108,7 @@ def masked_l2(
 
 
 def sss_terms(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     components: Sequence[Component],
     *,
@@ -121,7 +133,7 @@ def sss_terms(
 
 
 def icp_scores(
-    model: Any,
+    model: HookedLM,
     groups: Sequence[TokenGroup],
     components: Sequence[Component],
     *,
@@ -176,7 +188,7 @@ def default_interventions(alpha: float = 0.5) -> dict[str, SweepIntervention]:
 
 
 def reliability_grid(
-    model: Any,
+    model: HookedLM,
     datasets: Mapping[str, tuple[Sequence[TokenGroup], Mapping[str, Metric]]],
     components: Sequence[Component],
     *,
@@ -213,7 +225,7 @@ def reliability_grid(
     return ce, {"intervention": list(interventions), "metric": metric_names[0], "dataset": list(datasets)}
 
 
-def metric_on(model: Any, groups: Sequence[TokenGroup], metric: Metric, side: str = "clean") -> Float[Tensor, " prompt"]:
+def metric_on(model: HookedLM, groups: Sequence[TokenGroup], metric: Metric, side: str = "clean") -> Float[Tensor, " prompt"]:
     """A metric on every prompt of one side, in pair order (no intervention)."""
     n = sum(len(g.indices) for g in groups)
     out = torch.zeros(n)

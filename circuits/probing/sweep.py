@@ -21,6 +21,7 @@ from torch import Tensor
 from circuits import model as M
 from circuits.interventions import SweepIntervention, at_site
 from circuits.metrics import Metric, call_metric
+from circuits.model import HookedLM
 from circuits.sites import Component, activation_index, hook_name
 
 
@@ -31,7 +32,7 @@ def _generator(seed: int, component: Component, salt: int) -> torch.Generator:
 
 
 def packed_hooks(
-    model: Any,
+    model: HookedLM,
     chunk: Sequence[Component],
     source: dict[str, Tensor],
     batch: int,
@@ -66,7 +67,7 @@ def sweep_cache_names(components: Sequence[Component]) -> list[str]:
 
 
 def patch_from_source(
-    model: Any,
+    model: HookedLM,
     base: dict[str, Tensor],
     source: dict[str, Tensor],
     metric: Metric,

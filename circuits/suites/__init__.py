@@ -5,8 +5,25 @@ suites, the shipped format), :mod:`circuits.suites.files` (pair files: JSONL, JS
 :mod:`circuits.suites.tasks` (standard circuit tasks: IOI, greater-than, factual recall, induction).
 """
 
-from circuits.suites.core import MetricName, MetricSpec, PromptPair, SplitName, Suite, SuiteError, SuiteKind, seeded_split
-from circuits.suites.files import PairRecord, available_suites, bind_model, load_suite, made_per_model, parse_suite, shipped_suite
+from circuits.suites.core import (
+    MetricName,
+    MetricSpec,
+    PromptPair,
+    SplitName,
+    Suite,
+    SuiteError,
+    SuiteKind,
+    seeded_split,
+)
+from circuits.suites.files import (
+    PairRecord,
+    available_suites,
+    bind_model,
+    load_suite,
+    made_per_model,
+    parse_suite,
+    shipped_suite,
+)
 from circuits.suites.templates import SuiteSpec
 
 __all__ = [

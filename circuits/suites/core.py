@@ -18,7 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from circuits.io import validation_message
 
 SplitName = Literal["build", "eval"]
 #: ``harmful``: a signed behaviour to remove; ``spurious``: any change caused by an irrelevant feature;
@@ -84,6 +86,45 @@ class PromptPair:
     def template(self) -> str:
         """The group (a template suite's template)."""
         return self.group
+
+
+_FIELDS = ("clean", "corrupted", "answer", "wrong_answer", "split", "group", "metadata")
+
+
+class PairRecord(BaseModel):
+    """One record of a pair file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    clean: str = Field(min_length=1)
+    corrupted: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    wrong_answer: str = Field(min_length=1)
+    split: Literal["build", "eval"] | None = None
+    group: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def validated(cls, raw: Any, *, where: str) -> PairRecord:
+        """Validate one record.
+
+        Raises:
+            SuiteError: ``where: field X: problem``.
+        """
+        if not isinstance(raw, dict):
+            raise SuiteError(f"{where}: a record must be an object with fields {', '.join(_FIELDS[:4])}, got {type(raw).__name__}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise SuiteError(f"{where}: {validation_message(e)}") from None
+
+
+def record_to_pair(rec: PairRecord, index: int) -> PromptPair:
+    """A validated record as a pair (a record without a group is its own group)."""
+    return PromptPair(
+        clean=rec.clean, corrupted=rec.corrupted, answer=rec.answer, wrong_answer=rec.wrong_answer,
+        group=rec.group if rec.group is not None else f"record {index}", split=rec.split or "build",
+        metadata=dict(rec.metadata or {}),
+    )
 
 
 def seeded_split(pairs: Sequence[PromptPair], *, by: Literal["group", "record"] = "group", eval_fraction: float = 0.3, seed: int = 0) -> tuple[list[PromptPair], str]:
@@ -196,8 +237,6 @@ class Suite:
         Raises:
             SuiteError: No pairs, a pair missing a field, or a split that cannot be made.
         """
-        from circuits.suites.files import PairRecord, record_to_pair
-
         out: list[PromptPair] = []
         given: list[bool] = []
         for i, p in enumerate(pairs):

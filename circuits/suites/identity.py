@@ -23,8 +23,9 @@ prefixes do not are left out and counted in the suite's construction note (never
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from circuits import data as D
+from circuits.model import HookedLM
 from circuits.suites.core import MetricSpec, PromptPair, Suite, SuiteError, _hash
 
 NAME = "identity-harm"
@@ -35,7 +36,7 @@ def _split_template(template: str) -> tuple[str, str]:
     return before, after
 
 
-def identity_harm(model: Any = None, *, bias_types: Sequence[str] | None = None) -> Suite:
+def identity_harm(model: HookedLM | None = None, *, bias_types: Sequence[str] | None = None) -> Suite:
     """The identity-harm suite (harmful): one pair per identity minimal pair (see the module docstring).
 
     Args:
@@ -51,8 +52,6 @@ def identity_harm(model: Any = None, *, bias_types: Sequence[str] | None = None)
     Raises:
         SuiteError: An unknown bias type, a model without a tokenizer, or no pair left.
     """
-    from circuits import data as D
-
     data = D.identity_pairs()
     if bias_types is not None:
         unknown = sorted(set(bias_types) - set(data.bias_types))

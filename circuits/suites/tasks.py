@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from circuits import model as M
+from circuits.model import HookedLM
 from circuits.suites.core import MetricSpec, PromptPair, Suite, _hash
 
 _TASK_DIR = ("data", "tasks")
@@ -123,14 +125,12 @@ def facts() -> list[dict[str, str]]:
     return list(_data("facts.json")["facts"])
 
 
-def known_facts(model: Any, candidates: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+def known_facts(model: HookedLM, candidates: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
     """The facts whose answer's first token is the model's greedy next token.
 
     Raises:
         ValueError: The model has no tokenizer.
     """
-    from circuits import model as M
-
     out = []
     for f in candidates if candidates is not None else facts():
         first = M.tokenizer_of(model).encode(f["answer"], add_special_tokens=False)[0]
@@ -140,7 +140,7 @@ def known_facts(model: Any, candidates: list[dict[str, str]] | None = None) -> l
     return out
 
 
-def factual_recall(model: Any = None, *, seed: int = 0, eval_fraction: float = 0.3) -> Suite:
+def factual_recall(model: HookedLM | None = None, *, seed: int = 0, eval_fraction: float = 0.3) -> Suite:
     """Factual-recall pairs: each fact against another fact of its relation with the same prompt length.
 
     Args:

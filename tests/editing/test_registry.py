@@ -182,10 +182,11 @@ def test_care_and_aifs_build_from_the_atlas(setting):
     assert heads.tensors["gate"].shape == (2 * lm.shape.d_head,)
 
 
-def test_labelled_prompts_need_two_answers():
+def test_labelled_prompts_need_two_answers(setting):
+    lm, _, _ = setting
     pairs = load_suite("identity-harm-religion").pairs("build")  # answer == wrong_answer: no labels
     with pytest.raises(EditError, match="one of two answers"):
-        labelled_prompts(None, pairs)
+        labelled_prompts(lm, pairs)
 
 
 def test_circuits_edit_builds_care_and_aifs_on_a_tiny_model(tmp_path):

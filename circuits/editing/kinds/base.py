@@ -24,7 +24,14 @@ from torch import Tensor
 
 from circuits.interventions import Intervention
 from circuits.model import HookedLM
-from circuits.sites import Component, ComponentError, HeadRef, NeuronRef, ResidRef, check_components
+from circuits.sites import (
+    Component,
+    ComponentError,
+    HeadRef,
+    NeuronRef,
+    ResidRef,
+    check_components,
+)
 
 if TYPE_CHECKING:
     from circuits.editing.edit import Edit

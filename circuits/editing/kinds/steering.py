@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from circuits.editing.kinds.base import BakeRules, Kind, Site, one_resid_site, resid_vector
+from circuits.editing.kinds.base import (
+    BakeRules,
+    Kind,
+    Site,
+    one_resid_site,
+    resid_vector,
+)
 from circuits.interventions import Add, Intervention
 from circuits.model import HookedLM
 from circuits.sites import ResidRef

@@ -174,7 +174,7 @@ def write_jsonl(tmp_path: Path, name: str, first: dict, second: str) -> Path:
         (json.dumps(with_field(bbq_record(), "answer_info.ans2", ["?", "other"])), r"line 2: field 'answer_info': expected exactly one"),
         (json.dumps(with_field(bbq_record(), "answer_info.ans1", ["x"])), r"line 2: field 'answer_info.ans1': expected at least 2"),
         (json.dumps(with_field(bbq_record(), "additional_metadata.stereotyped_groups", [3])), r"line 2: field 'additional_metadata.stereotyped_groups\[0\]'"),
-        (json.dumps(with_field(bbq_record(), "question", "who \ud800?")), r"line 2: field 'question': invalid Unicode"),
+        (json.dumps(with_field(bbq_record(), "question", "who \ud800?")), r"line 2: field question: lone surrogate '\\ud800' \(not encodable as UTF-8\)"),
         ('{"example_id": 1' + "0" * 5000 + "}", r"line 2: not valid JSON"),
     ],
 )
