@@ -34,6 +34,7 @@ Classification measures (pure functions of predictions; hand-checkable):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -46,24 +47,18 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.data import english_eval
-from circuits.metrics import Metric, call_metric, flip_rate, rows_to_prompts  # noqa: F401 - flip_rate is one of this module's measures
+from circuits.metrics import Metric, call_metric, flip_rate, positions_read, rows_to_prompts, vocab_read  # noqa: F401 - flip_rate is one of this module's measures
 from circuits.probing.pairs import Prepared
 
+log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def bias_gaps(model: Any, data: Prepared) -> Float[Tensor, " pair"]:
-    """Per-pair bias gap ``m(clean) - m(corrupted)`` (metric units), in pair order.
 
-    Args:
-        model: The model.
-        data: Pairs tokenised with their metric (:func:`circuits.probing.pairs.prepare`).
-    """
-    out = torch.zeros(data.n_rows)
-    for g in data.groups:
-        idx = torch.tensor(g.indices)
-        out[idx] = (call_metric(data.metric, M.run(model, g.clean), idx) - call_metric(data.metric, M.run(model, g.corrupted), idx)).float().cpu()
-    return rows_to_prompts(data.metric, out)
+#: Bytes of float32 logits made at once (a chunk of positions × the vocabulary): 64 MB is 341 positions
+#: of SmolLM2's 49k-token vocabulary and 64 of Gemma 3's 262k. No ``[batch, pos, d_vocab]`` tensor is
+#: made: the residual stream is kept (``d_model`` per position) and only the positions a measure reads
+#: are unembedded, a chunk at a time (:func:`circuits.model.final_residual`, :func:`circuits.model.unembed`).
+LOGIT_BYTES = 64 * 2**20
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -82,6 +77,47 @@ def _right_padded(rows: Sequence[list[int]]) -> Int[Tensor, "batch pos"]:
     return torch.tensor([r + [r[-1]] * (n - len(r)) for r in rows])
 
 
+def positions_per_chunk(model: Any) -> int:
+    """How many positions' full-vocabulary logits fit in :data:`LOGIT_BYTES`."""
+    return max(1, LOGIT_BYTES // (4 * M.shape_of(model).d_vocab))
+
+
+def _logprobs_of(model: Any, h: Float[Tensor, "k d_model"], targets: Int[Tensor, " k"]) -> Float[Tensor, " k"]:
+    """``log softmax(unembed(h))[target]`` per row, unembedding a chunk of rows at a time (nats)."""
+    step, out = positions_per_chunk(model), []
+    for s in range(0, h.shape[0], step):
+        logp = M.unembed(model, h[s : s + step]).float().log_softmax(-1)
+        out.append(logp.gather(-1, targets[s : s + step, None].to(logp.device))[:, 0].cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def bias_gaps(model: Any, data: Prepared) -> Float[Tensor, " pair"]:
+    """Per-pair bias gap ``m(clean) - m(corrupted)`` (metric units), in pair order.
+
+    One forward per length group and side; only the final positions the metric reads
+    (:func:`circuits.metrics.positions_read`) are unembedded.
+
+    Args:
+        model: The model.
+        data: Pairs tokenised with their metric (:func:`circuits.probing.pairs.prepare`).
+    """
+    out = torch.zeros(data.n_rows)
+    last = positions_read(data.metric)
+
+    def scores(tokens: Tensor, idx: Tensor) -> Tensor:
+        h = M.final_residual(model, tokens)
+        h = h if last is None else h[:, -last:]
+        rows = max(1, positions_per_chunk(model) // h.shape[1])  # unembed whole rows, LOGIT_BYTES at a time
+        return torch.cat([call_metric(data.metric, M.unembed(model, h[s : s + rows]), idx[s : s + rows]).float().cpu()
+                          for s in range(0, h.shape[0], rows)])
+
+    for g in data.groups:
+        idx = torch.tensor(g.indices)
+        out[idx] = scores(g.clean, idx) - scores(g.corrupted, idx)
+    return rows_to_prompts(data.metric, out)
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model: Any, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 32
@@ -92,7 +128,9 @@ def continuation_logprobs(
     the continuation without special tokens, and the two id lists are concatenated (so the boundary
     never merges tokens); an empty prompt scores the continuation after the BOS token alone (a
     sentence's log-probability: the first token needs a context, whatever the policy). Items are
-    batched by length, right-padded.
+    batched by length, right-padded (so every option of a multiple-choice question, or both
+    continuations of a prompt, share a forward with the items of their length); only the positions that
+    predict continuation tokens are unembedded, :data:`LOGIT_BYTES` at a time.
 
     Args:
         model: A ``TransformerBridge``.
@@ -111,9 +149,12 @@ def continuation_logprobs(
         raise ValueError(f"need aligned, non-empty prompts and continuations (got {len(prompts)} and {len(continuations)})")
     tok, bos = M.tokenizer_of(model), M.bos_token_id(model)
     seqs: list[tuple[list[int], list[int]]] = []
+    prompt_ids: dict[str, list[int]] = {}
     for p, c in zip(prompts, continuations):
         if p:
-            pi = M.tokens_of(model, p).tolist()
+            if p not in prompt_ids:
+                prompt_ids[p] = M.tokens_of(model, p).tolist()
+            pi = prompt_ids[p]
         elif bos is not None:
             pi = [bos]
         else:
@@ -125,11 +166,17 @@ def continuation_logprobs(
     out = torch.zeros(len(seqs))
     for chunk in _length_batches([len(pi) + len(ci) for pi, ci in seqs], batch_size):
         toks = _right_padded([seqs[i][0] + seqs[i][1] for i in chunk])
-        logp = M.run(model, toks).float().log_softmax(-1)
+        h = M.final_residual(model, toks)
+        rows, pos, spans = [], [], []
         for row, i in enumerate(chunk):
             start, end = len(seqs[i][0]), len(seqs[i][0]) + len(seqs[i][1])
-            target = toks[row, start:end]
-            out[i] = logp[row, start - 1 : end - 1].gather(-1, target[:, None]).sum()
+            spans.append((len(pos), len(pos) + end - start))
+            rows += [row] * (end - start)
+            pos += range(start - 1, end - 1)
+        r, q = torch.tensor(rows), torch.tensor(pos)
+        lp = _logprobs_of(model, h[r, q], toks[r, q + 1])
+        for i, (a, b) in zip(chunk, spans):
+            out[i] = lp[a:b].sum()
     return out
 
 
@@ -144,31 +191,101 @@ def label_logits(model: Any, prompts: Sequence[str], token_ids: Sequence[int], *
         raise ValueError("need prompts and label tokens")
     rows = [M.tokens_of(model, p).tolist() for p in prompts]
     out = torch.zeros(len(prompts), len(token_ids))
+    step = positions_per_chunk(model)
     for chunk in _length_batches([len(r) for r in rows], batch_size):
-        logits = M.run(model, _right_padded([rows[i] for i in chunk]))
-        last = torch.tensor([len(rows[i]) - 1 for i in chunk])
-        out[torch.tensor(chunk)] = logits[torch.arange(len(chunk)), last][:, list(token_ids)].float()
+        h = M.final_residual(model, _right_padded([rows[i] for i in chunk]))
+        last = h[torch.arange(len(chunk)), torch.tensor([len(rows[i]) - 1 for i in chunk])]
+        for s in range(0, len(chunk), step):
+            out[torch.tensor(chunk[s : s + step])] = M.unembed(model, last[s : s + step])[:, list(token_ids)].float().cpu()
     return out
 
 
 @torch.no_grad()
+def window_scores_and_states(
+    model: Any, windows: Int[Tensor, "window pos"], *, keep: int = 0, batch_size: int = 8
+) -> tuple[Float[Tensor, " window"], Float[Tensor, " window"], Float[Tensor, "kept pos d_model"]]:
+    """:func:`window_scores`, also returning the final residual streams of the first ``keep`` windows.
+
+    The kept states are what :func:`circuits.evaluation.run.kl_from_states` unembeds to compare two
+    model states without running either again (the KL to the unedited model on the same text).
+
+    Returns:
+        ``(nll, accuracy, states)``; ``states`` is ``[min(keep, windows), pos, d_model]`` (float32, CPU).
+    """
+    step, d = positions_per_chunk(model), M.shape_of(model).d_model
+    nll, acc, states = [], [], []
+    for s in range(0, windows.shape[0], batch_size):
+        toks = windows[s : s + batch_size]
+        full = M.final_residual(model, toks)
+        if s < keep:
+            states.append(full[: keep - s].float().cpu())
+        h = full[:, :-1].reshape(-1, d)
+        target = toks[:, 1:].reshape(-1).to(h.device)
+        ce, hit = [], []
+        for c in range(0, h.shape[0], step):
+            logits = M.unembed(model, h[c : c + step]).float()
+            ce.append(F.cross_entropy(logits, target[c : c + step], reduction="none").cpu())
+            hit.append((logits.argmax(-1) == target[c : c + step]).float().cpu())
+        nll.append(torch.cat(ce).reshape(toks.shape[0], -1).mean(-1))
+        acc.append(torch.cat(hit).reshape(toks.shape[0], -1).mean(-1))
+    kept = torch.cat(states) if states else torch.zeros(0, windows.shape[1], d)
+    return torch.cat(nll), torch.cat(acc), kept
+
+
 def window_scores(model: Any, windows: Int[Tensor, "window pos"], *, batch_size: int = 8) -> tuple[Float[Tensor, " window"], Float[Tensor, " window"]]:
     """Mean next-token NLL (nats/token) and top-1 next-token accuracy of each window.
 
     Every token after the first is predicted from its prefix (the first is BOS when windows come from
-    :func:`circuits.model.text_windows`).
+    :func:`circuits.model.text_windows`). The logits are made :data:`LOGIT_BYTES` at a time.
 
     Returns:
         ``(nll, accuracy)``, one value per window.
     """
-    nll, acc = [], []
-    for s in range(0, windows.shape[0], batch_size):
-        toks = windows[s : s + batch_size]
-        logits = M.run(model, toks)[:, :-1].float()
-        target = toks[:, 1:]
-        nll.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(-1))
-        acc.append((logits.argmax(-1) == target).float().mean(-1))
-    return torch.cat(nll), torch.cat(acc)
+    nll, acc, _ = window_scores_and_states(model, windows, batch_size=batch_size)
+    return nll, acc
+
+
+@torch.no_grad()
+def greedy_continuations(model: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 32) -> list[str]:
+    """The greedy continuation (text after the prompt, special tokens dropped) of each prompt, with every applied edit.
+
+    Prompts are sorted by length and generated ``batch_size`` at a time, left-padded with an attention mask, through Hugging Face's KV-cached
+    ``generate`` (:func:`circuits.model.generate_ids`); each continuation equals the one generated for
+    its prompt alone (tested). Where generation cannot use the KV cache (a TransformerLens-native model,
+    or an edit without a Hugging Face placement), prompts of one length are batched together instead.
+
+    Args:
+        model: A model with a tokenizer.
+        prompts: The prompts.
+        max_new_tokens: Tokens to generate per prompt (greedy; stops at the end-of-text token).
+        batch_size: Prompts per batch.
+
+    Returns:
+        One continuation per prompt, in order.
+    """
+    tok = M.tokenizer_of(model)
+    ids = [M.tokens_of(model, p).tolist() for p in prompts]
+    out: list[str] = [""] * len(ids)
+    pad = tok.eos_token_id if tok.eos_token_id is not None else 0
+    try:
+        for chunk in _length_batches([len(t) for t in ids], batch_size):
+            n = max(len(ids[i]) for i in chunk)
+            toks = torch.tensor([[pad] * (n - len(ids[i])) + ids[i] for i in chunk])
+            mask = torch.tensor([[0] * (n - len(ids[i])) + [1] * len(ids[i]) for i in chunk])
+            full = M.generate_ids(model, toks, max_new_tokens=max_new_tokens, attention_mask=mask)
+            for r, i in enumerate(chunk):
+                out[i] = tok.decode(full[r, n:].tolist(), skip_special_tokens=True)
+        return out
+    except M.PaddingUnsupported as why:
+        log.info("generating prompts of one length at a time: %s", why)
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(ids):
+        by_len.setdefault(len(t), []).append(i)
+    for n, rows in by_len.items():
+        full = M.generate_ids(model, torch.tensor([ids[i] for i in rows]), max_new_tokens=max_new_tokens)
+        for r, i in enumerate(rows):
+            out[i] = tok.decode(full[r, n:].tolist(), skip_special_tokens=True)
+    return out
 
 
 def perplexity(model: Any, text: str | None = None, *, window: int = 256) -> float:
