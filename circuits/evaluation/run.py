@@ -91,14 +91,14 @@ def _classification(model: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _multiple_choice(model: Any) -> np.ndarray:
-    """1.0 per question whose highest-log-prob option is the answer (every option scored with its question in one batch)."""
+    """1.0 per question whose highest-log-prob option is the answer (each question run once, its options continuing its KV cache)."""
     task = D.multiple_choice()
     prompts, conts = [], []
     for q in task.items:
         for o in q.options:
             prompts.append(f"Question: {q.question}\nAnswer:")
             conts.append(" " + o)
-    lp = E.continuation_logprobs(model, prompts, conts).numpy()
+    lp = E.continuation_logprobs(model, prompts, conts, share_prompts=True).numpy()
     out, i = [], 0
     for q in task.items:
         out.append(float(int(np.argmax(lp[i : i + len(q.options)])) == q.answer))

@@ -99,3 +99,26 @@ def test_padded_generation_without_the_kv_cache_falls_back_to_one_length_at_a_ti
         M.generate_ids(tiny, toks, max_new_tokens=2, attention_mask=torch.tensor([[0, 1, 1], [1, 1, 1]]))
     assert M.generate_ids(tiny, toks, max_new_tokens=2, attention_mask=torch.ones_like(toks)).shape == (2, 5)
     assert np.array_equal(M.generate_ids(tiny, toks, max_new_tokens=2).numpy(), M.generate_ids(tiny, toks, max_new_tokens=2).numpy())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2", "qwen2"])
+def test_answers_sharing_a_prompt_run_the_prompt_once_and_score_as_alone(family, monkeypatch):
+    from circuits.editing import Edit, apply_edit
+    from circuits.sites import HeadRef
+
+    model = tiny_hf_model(family, seed=6)
+    prompts = ["Question: What is the capital of France?\nAnswer:"] * 3 + ["Question: Two plus two?\nAnswer:"] * 2 + ["Q: hi\nA:"] * 2
+    conts = [" Paris", " Lyon is a big city", " Rome", " four", " 4", " hello there", " x"]
+    calls = []
+    real = M.final_residual_with_prefix
+    monkeypatch.setattr(M, "final_residual_with_prefix", lambda *a: calls.append(a[1].shape) or real(*a))
+    edit = Edit("scaling", (HeadRef(1, 0),), {}, model.name, M.fingerprint(model), hyperparameters={"alpha": 0.3})
+    for ctx in (edit, None):
+        handle = apply_edit(model, ctx) if ctx is not None else None
+        shared = E.continuation_logprobs(model, prompts, conts, share_prompts=True)
+        alone = torch.stack([E.continuation_logprobs(model, [p], [c])[0] for p, c in zip(prompts, conts)])
+        if handle is not None:
+            handle.remove()
+        assert torch.allclose(shared, alone, atol=1e-5, rtol=0), (family, ctx)
+    assert calls and sum(shape[0] for shape in calls) == 2 * 3  # three prompts, each run once per state
+    assert torch.allclose(E.continuation_logprobs(model, prompts, conts), alone, atol=1e-5, rtol=0)  # without sharing: the concatenated forward

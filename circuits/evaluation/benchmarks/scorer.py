@@ -2,7 +2,8 @@
 
 Log-probabilities come from :func:`circuits.evaluation.metrics.continuation_logprobs` (teacher-forced,
 summed over the continuation's tokens, nats; a sentence is scored after BOS alone, as in the
-project's stereotype measure), and samples from :func:`circuits.model.sample_continuations` (Hugging
+project's stereotype measure; the answers to one prompt continue its KV cache, since every rule that
+asks for continuations chooses among them), and samples from :func:`circuits.model.sample_continuations` (Hugging
 Face's cached ``generate`` with every applied edit; prompt ``i`` seeded with ``seed + i``, so a
 prompt's samples do not depend on the others, and the global random state is left as it was). Edits
 applied with :func:`circuits.editing.apply_edit` are active in both, so the same scorer measures a
@@ -52,7 +53,7 @@ class ModelScorer:
         """Summed log-probability of each continuation given its prompt (nats)."""
         if not prompts:
             return []
-        return continuation_logprobs(self.model, list(prompts), list(continuations), batch_size=self.batch_size).tolist()
+        return continuation_logprobs(self.model, list(prompts), list(continuations), batch_size=self.batch_size, share_prompts=True).tolist()
 
     def sample(self, prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int) -> list[list[str]]:
         """``n`` sampled continuations of each prompt; prompt ``i`` uses seed ``seed + i``."""
