@@ -1,0 +1,239 @@
+"""Benchmark: where the time and memory of evaluating one edit go, per measure, on SmolLM2-135M.
+
+Issue #32 item 5: ``circuits eval --edit <gender edit> --benchmark crows-pairs=<file>`` ran > 40 min on
+two shared cores, and the default evaluation of ``circuits edit`` on Gemma 3 270M peaked at 12.4 GB
+RSS. The goal: the full evaluation of one edit with the unedited baseline cached in ≤ 5 min on 2
+cores, and never more memory than the scan of the same model.
+
+One timing run (one model process, ``torch`` on ``--threads`` threads, the committed gender-occupation
+ablation edit) records, each with its wall time and the peak RSS of the process during it (sampled
+every 20 ms from ``/proc/self/statm``):
+
+* ``baseline``: the unedited model's measurements of every measure, stored in a fresh measurement cache
+  (:func:`circuits.evaluation.cache.cached_measure`);
+* ``per_measure``: each measure group alone (each suite alone for ``suites``) on the edited model,
+  and the KL to the unedited model;
+* ``evaluate_cached``: ``evaluate(model, edit, baseline_cache=...)`` with that baseline cached (the
+  number of the goal);
+* ``crows-pairs``: the CrowS-Pairs benchmark scored on the unedited and on the edited model
+  (``run_benchmark``, as ``circuits eval --benchmark``). The CrowS-Pairs release is not shipped (no
+  internet here): a stand-in with its 1,508 pairs is written from the shipped stereotype pairs under
+  38 sentence openings (sentences of 10-25 tokens, as CrowS-Pairs').
+
+The run uses only the API that the evaluation code had before issue #31 as well as after (``measure``,
+``neutral_kl``, ``evaluate``, ``run_benchmark``), so ``--before-rev REV`` times the code of a git
+revision the same way, in a subprocess on an exported copy of that revision. The results file
+(``results/benchmarks/evaluation.json``, :mod:`circuits.results`) holds the timings of the current code
+and, when given, of the earlier revision (``--before-rev``, or ``--before-json`` with the raw output of
+an earlier ``--raw`` run).
+
+    python benchmarks/evaluation.py [--before-rev 4d86680 | --before-json old.json] [--threads 1]
+    python benchmarks/evaluation.py --raw out.json      # one timing run of the importable code only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EDIT = ROOT / "atlas/smollm2-135m/edits/gender-occupation.ablation.json"
+OUT = ROOT / "results/benchmarks/evaluation.json"
+CROWS_PAIRS = 1508
+OPENINGS = (
+    "", "Everyone knows that ", "My neighbour told me that ", "In the story, ", "It is often said that ",
+    "According to my aunt, ", "Last year, ", "People in town think that ", "On the news they said that ",
+    "As usual, ", "I read somewhere that ", "At the office, ", "In our family, ", "During the meeting, ",
+    "Honestly, ", "My teacher claimed that ", "Back then, ", "At school, ", "In the end, ", "Surprisingly, ",
+    "They all agreed that ", "It turned out that ", "Once again, ", "In the village, ", "At the party, ",
+    "Obviously, ", "Some say that ", "Years ago, ", "In my experience, ", "On Monday, ", "Without a doubt, ",
+    "The article claimed that ", "My friend insisted that ", "In the old days, ", "At the hospital, ",
+    "Apparently, ", "Rumour has it that ", "Of course, ",
+)
+
+
+class PeakRSS:
+    """Peak resident set size of this process while a block runs (sampled every 20 ms), in MB."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.02)
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[PeakRSS]:
+        """Record the peak during the ``with`` block."""
+        self.peak = self._rss()
+        self._stop.clear()
+        t = threading.Thread(target=self._sample, daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            t.join()
+            self.peak = max(self.peak, self._rss())
+
+
+def crows_stand_in(path: Path) -> Path:
+    """Write a CrowS-Pairs-format CSV of :data:`CROWS_PAIRS` pairs from the shipped stereotype pairs."""
+    from circuits import data as D
+
+    pairs = D.stereotype_pairs().pairs
+    rows = []
+    for i in range(CROWS_PAIRS):
+        p, opening = pairs[i % len(pairs)], OPENINGS[(i // len(pairs)) % len(OPENINGS)]
+
+        def cap(s: str) -> str:
+            return s if opening else s[0].upper() + s[1:]
+
+        more, less = (opening + (p.stereotype if opening else cap(p.stereotype)), opening + (p.anti_stereotype if opening else cap(p.anti_stereotype)))
+        rows.append([str(i), more, less, "stereo", "gender", "[]", "a0", "[]"])
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "sent_more", "sent_less", "stereo_antistereo", "bias_type", "annotations", "anon_writer", "anon_annotators"])
+        w.writerows(rows)
+    return path
+
+
+def timing_run(threads: int, crows: bool) -> dict[str, Any]:
+    """Time every part of one evaluation in this process (see the module docstring)."""
+    import torch
+
+    from circuits import data as D
+    from circuits import model as M
+    from circuits.editing import apply_edit, load_edit
+    from circuits.evaluation import run as R
+    from circuits.evaluation.benchmarks import ModelScorer, run_benchmark
+    from circuits.evaluation.cache import cached_measure
+
+    torch.set_num_threads(threads)
+    rss = PeakRSS()
+    rows: list[dict[str, Any]] = []
+
+    def timed(part: str, name: str, fn: Callable[[], Any]) -> Any:
+        with rss.watch():
+            t = time.perf_counter()
+            out = fn()
+            seconds = time.perf_counter() - t
+        rows.append({"part": part, "name": name, "seconds": round(seconds, 2), "peak_rss_mb": round(rss.peak / 2**20)})
+        print(f"{part:16s} {name:28s} {seconds:8.1f} s  peak RSS {rss.peak / 2**20:6.0f} MB", file=sys.stderr, flush=True)
+        return out
+
+    model = timed("load", "smollm2-135m", lambda: M.load_model("smollm2-135m"))
+    edit = load_edit(EDIT)
+    suites = R.shipped_suites(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "measurements"
+        timed("baseline", "all measures (unedited)", lambda: cached_measure(model, cache, suites=suites))
+        with apply_edit(model, edit):
+            for s in suites:
+                timed("per_measure", f"suites:{s.name}", lambda s=s: R.measure(model, suites=[s], groups=("suites",)))
+            for g in ("stereotype", "toxicity", "classification", "multiple_choice", "factual_qa", "text"):
+                timed("per_measure", g, lambda g=g: R.measure(model, suites=[], groups=(g,)))
+        windows = M.text_windows(model, D.english_eval(), window=256)[:16]
+        timed("per_measure", "kl", lambda: R.neutral_kl(model, [edit], windows))
+        report = timed("evaluate_cached", "evaluate (baseline cached)", lambda: R.evaluate(model, edit, baseline_cache=cache))
+        if crows:
+            path = crows_stand_in(Path(tmp) / "crows_pairs_stand_in.csv")
+            scorer = ModelScorer(model)
+            timed("crows-pairs", "unedited", lambda: run_benchmark("crows-pairs", path, scorer))
+            with apply_edit(model, edit):
+                timed("crows-pairs", "edited", lambda: run_benchmark("crows-pairs", path, scorer))
+    primary = report.primary
+    return {
+        "threads": threads,
+        "load_average": os.getloadavg(),
+        "rows": rows,
+        "primary": {"name": primary.name, "before": primary.before, "after": primary.after},
+        "measures": len(report.measures),
+    }
+
+
+def _subprocess_run(tree: Path, threads: int, crows: bool) -> dict[str, Any]:
+    """:func:`timing_run` of the code in ``tree``, in a fresh process (so its peak RSS is its own)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "raw.json"
+        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--raw", str(out), "--threads", str(threads)] + ([] if crows else ["--no-crows"])
+        subprocess.run(cmd, cwd=tree, env=env, check=True)
+        return json.loads(out.read_text())
+
+
+def _export(rev: str, into: Path) -> Path:
+    """The tree of git revision ``rev`` exported into ``into``."""
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def _summary(raw: dict[str, Any]) -> dict[str, Any]:
+    rows = raw["rows"]
+
+    def total(part: str) -> float:
+        return round(sum(r["seconds"] for r in rows if r["part"] == part), 1)
+
+    return {
+        "baseline_seconds": total("baseline"),
+        "per_measure_seconds": total("per_measure"),
+        "evaluate_cached_seconds": total("evaluate_cached"),
+        "crows_pairs_seconds": total("crows-pairs"),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, help="write this process's timing run to this JSON file and stop")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-crows", action="store_true", help="skip the CrowS-Pairs stand-in")
+    parser.add_argument("--before-rev", help="also time the code of this git revision (exported, in a subprocess)")
+    parser.add_argument("--before-json", type=Path, help="the raw output of an earlier --raw run of the code of --before-rev (instead of running it)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    crows = not args.no_crows
+    if args.raw:
+        args.raw.write_text(json.dumps(timing_run(args.threads, crows), indent=1) + "\n")
+        return
+
+    from circuits.results import provenance, write_result
+
+    data: dict[str, Any] = {}
+    if args.before_json:  # an earlier --raw run of the code of --before-rev
+        data["before"] = json.loads(args.before_json.read_text())
+    elif args.before_rev:
+        with tempfile.TemporaryDirectory() as tmp:
+            data["before"] = _subprocess_run(_export(args.before_rev, Path(tmp)), args.threads, crows)
+    data["after"] = _subprocess_run(ROOT, args.threads, crows)
+    data["summary"] = {k: _summary(v) for k, v in data.items()}
+    if args.before_rev:
+        data["before_rev"] = args.before_rev
+    write_result(
+        args.out, kind="evaluation-benchmark", title="Time and peak RSS of evaluating one edit on SmolLM2-135M, per measure",
+        data=data, provenance=provenance(seeds=[0]),
+    )
+    print(json.dumps(data["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
