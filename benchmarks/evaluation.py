@@ -16,9 +16,15 @@ every 20 ms from ``/proc/self/statm``):
 * ``evaluate_cached``: ``evaluate(model, edit, baseline_cache=...)`` with that baseline cached (the
   number of the goal);
 * ``crows-pairs``: the CrowS-Pairs benchmark scored on the unedited and on the edited model
-  (``run_benchmark``, as ``circuits eval --benchmark``). The CrowS-Pairs release is not shipped (no
-  internet here): a stand-in with its 1,508 pairs is written from the shipped stereotype pairs under
-  38 sentence openings (sentences of 10-25 tokens, as CrowS-Pairs').
+  (``run_benchmark``, as ``circuits eval --benchmark``), and, where the code caches them, with the
+  unedited answers cached. The CrowS-Pairs release is not shipped (no internet here): a stand-in with
+  its 1,508 pairs is written from the shipped stereotype pairs under 38 sentence openings (sentences of
+  10-25 tokens, as CrowS-Pairs');
+* ``scan``: the peak RSS of a process that loads the model and scans gender-occupation (12 pairs), the
+  memory an evaluation must stay under;
+* ``vocab_262k``: the peak RSS of the stereotype, multiple-choice and text measures and the KL on a tiny
+  Llama with Gemma 3's 262,144-token vocabulary (no Gemma weights here), old and new code: the memory of
+  the logits alone.
 
 The run uses only the API that the evaluation code had before issue #31 as well as after (``measure``,
 ``neutral_kl``, ``evaluate``, ``run_benchmark``), so ``--before-rev REV`` times the code of a git
@@ -160,6 +166,13 @@ def timing_run(threads: int, crows: bool) -> dict[str, Any]:
             timed("crows-pairs", "unedited", lambda: run_benchmark("crows-pairs", path, scorer))
             with apply_edit(model, edit):
                 timed("crows-pairs", "edited", lambda: run_benchmark("crows-pairs", path, scorer))
+            try:  # the unedited answers cached (what `circuits eval --benchmark` reuses), where the code has it
+                from circuits.evaluation.benchmarks.scorer import CachedScorer
+            except ImportError:
+                CachedScorer = None  # noqa: N806
+            if CachedScorer is not None:
+                run_benchmark("crows-pairs", path, CachedScorer(scorer, cache))
+                timed("crows-pairs", "unedited (answers cached)", lambda: run_benchmark("crows-pairs", path, CachedScorer(scorer, cache)))
     primary = report.primary
     return {
         "threads": threads,
@@ -170,13 +183,68 @@ def timing_run(threads: int, crows: bool) -> dict[str, Any]:
     }
 
 
-def _subprocess_run(tree: Path, threads: int, crows: bool) -> dict[str, Any]:
-    """:func:`timing_run` of the code in ``tree``, in a fresh process (so its peak RSS is its own)."""
+def scan_run(threads: int) -> dict[str, Any]:
+    """Peak RSS of loading SmolLM2 and scanning gender-occupation (12 pairs, as the end-to-end test), for the memory goal."""
+    import resource
+
+    import torch
+
+    from circuits import model as M
+    from circuits.atlas.build import scan
+    from circuits.suites import load_suite
+
+    torch.set_num_threads(threads)
+    t = time.perf_counter()
+    model = M.load_model("smollm2-135m")
+    scan(model, load_suite("gender-occupation"), max_pairs=2, progress=False)
+    return {"part": "scan", "name": "gender-occupation, max_pairs=2", "seconds": round(time.perf_counter() - t, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+#: The vocabulary of Gemma 3 (262,144 tokens), on a tiny Llama: the memory of an evaluation's logits.
+BIG_VOCAB = 262_144
+
+
+def vocab_run(threads: int) -> dict[str, Any]:
+    """Peak RSS of the text, stereotype, multiple-choice measures and the KL on a tiny model with Gemma 3's vocabulary size.
+
+    Issue #32: on Gemma 3 270M the default evaluation peaked at 12.4 GB against 3.4 GB for the scan;
+    the weights here are tiny, so the peak is the evaluation's own logits.
+    """
+    import resource
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from circuits import data as D
+    from circuits import model as M
+    from circuits.editing import Edit
+    from circuits.evaluation import run as R
+    from circuits.model.loading import _boot
+    from circuits.model.tiny import shipped_tokenizer, tiny_hf_config
+    from circuits.sites import HeadRef
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(tiny_hf_config("llama", vocab_size=BIG_VOCAB, n_layers=2))
+    prov = M.Provenance(source="<tiny llama, 262k vocabulary>", kind="tiny", architecture=type(hf).__name__)
+    model = _boot(hf, shipped_tokenizer(), name="tiny-llama-262k", provenance=prov, recipe=None, dtype=torch.float32, prepend_bos=None)
+    edit = Edit("scaling", (HeadRef(0, 1),), {}, model.name, M.fingerprint(model), hyperparameters={"alpha": 0.0})
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    R.measure(model, suites=[], groups=("stereotype", "multiple_choice", "text"))
+    R.neutral_kl(model, [edit], M.text_windows(model, D.english_eval(), window=256)[:16])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"part": "vocab-262k", "name": "stereotype + multiple choice + text + KL, tiny Llama with a 262,144-token vocabulary",
+            "seconds": round(time.perf_counter() - t, 2), "rss_before_mb": round(base / 1024), "peak_rss_mb": round(peak / 1024)}
+
+
+def _raw(mode: str, tree: Path, threads: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run this script in ``mode`` (``--raw``, ``--scan-raw``, ``--vocab-raw``) on the code in ``tree``, in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "raw.json"
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--raw", str(out), "--threads", str(threads)] + ([] if crows else ["--no-crows"])
-        subprocess.run(cmd, cwd=tree, env=env, check=True)
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), mode, str(out), "--threads", str(threads), *extra], cwd=tree, env=env, check=True)
         return json.loads(out.read_text())
 
 
@@ -209,23 +277,36 @@ def main() -> None:
     parser.add_argument("--no-crows", action="store_true", help="skip the CrowS-Pairs stand-in")
     parser.add_argument("--before-rev", help="also time the code of this git revision (exported, in a subprocess)")
     parser.add_argument("--before-json", type=Path, help="the raw output of an earlier --raw run of the code of --before-rev (instead of running it)")
+    parser.add_argument("--scan-raw", type=Path, help="write the peak RSS of a scan in this process to this JSON file and stop")
+    parser.add_argument("--vocab-raw", type=Path, help="write the peak RSS of measuring a 262k-vocabulary tiny model to this JSON file and stop")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     crows = not args.no_crows
     if args.raw:
         args.raw.write_text(json.dumps(timing_run(args.threads, crows), indent=1) + "\n")
         return
+    if args.scan_raw:
+        args.scan_raw.write_text(json.dumps(scan_run(args.threads)) + "\n")
+        return
+    if args.vocab_raw:
+        args.vocab_raw.write_text(json.dumps(vocab_run(args.threads)) + "\n")
+        return
 
     from circuits.results import provenance, write_result
 
     data: dict[str, Any] = {}
-    if args.before_json:  # an earlier --raw run of the code of --before-rev
-        data["before"] = json.loads(args.before_json.read_text())
-    elif args.before_rev:
-        with tempfile.TemporaryDirectory() as tmp:
-            data["before"] = _subprocess_run(_export(args.before_rev, Path(tmp)), args.threads, crows)
-    data["after"] = _subprocess_run(ROOT, args.threads, crows)
-    data["summary"] = {k: _summary(v) for k, v in data.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        old_tree = _export(args.before_rev, Path(tmp)) if args.before_rev else None
+        if args.before_json:  # an earlier --raw run of the code of --before-rev
+            data["before"] = json.loads(args.before_json.read_text())
+        elif old_tree is not None:
+            data["before"] = _raw("--raw", old_tree, args.threads, () if crows else ("--no-crows",))
+        data["after"] = _raw("--raw", ROOT, args.threads, () if crows else ("--no-crows",))
+        data["summary"] = {k: _summary(v) for k, v in data.items()}
+        data["scan"] = _raw("--scan-raw", ROOT, args.threads)  # the memory an evaluation must stay under
+        data["vocab_262k"] = {"after": _raw("--vocab-raw", ROOT, args.threads)}
+        if old_tree is not None:
+            data["vocab_262k"]["before"] = _raw("--vocab-raw", old_tree, args.threads)
     if args.before_rev:
         data["before_rev"] = args.before_rev
     write_result(

@@ -178,17 +178,23 @@ def test_an_identity_edit_changes_no_measure(real_model):
 
     # The settings of `circuits eval --max-pairs 2 --max-tokens 1024` in test_end_to_end, whose unedited
     # measurements this stores in the measurement cache (the identity edit checks them against a fresh run).
+    # The KL reuses the text measure's residual streams, so its windows cost no forward: the default
+    # kl_windows keeps these settings equal to the CLI's.
     kw = dict(max_pairs=2, max_tokens=1024)
-    report = evaluate(real_model, edit, kl_windows=2, baseline_cache=cache_root() / "measurements", **kw)
+    report = evaluate(real_model, edit, baseline_cache=cache_root() / "measurements", **kw)
     names = {m.name for m in report.measures}
-    assert {"bias_gap.gender-occupation", "bias_gap.toxicity", "bias_gap.name-sentiment", "stereotype_preference",
+    assert {"bias_gap.gender-occupation", "abs_bias_gap.gender-occupation", "bias_gap.toxicity", "bias_gap.name-sentiment", "stereotype_preference",
             "toxicity_propensity", "spurious_flip_rate", "demographic_parity_difference", "equalized_odds_difference",
             "expected_calibration_error", "worst_group_accuracy", "perplexity", "kl_neutral", "next_token_accuracy",
             "multiple_choice_accuracy", "classification_accuracy", "factual_qa_accuracy"} <= names
     for m in report.measures:
         assert m.change == pytest.approx(0.0, abs=1e-5), m
     assert report.primary.data == "gender-occupation/eval" and report.suite == "gender-occupation"
-    assert not report.meets_target
+    assert not report.meets_target and report.gate.harm == "not met" and report.harm_reduction == pytest.approx(0.0, abs=1e-5)
+    assert report.get("bias_gap.identity-harm").unit == "nats" and report.get("bias_gap.gender-occupation").unit == "logits"
+    for name in ("multiple_choice_accuracy", "factual_qa_accuracy", "classification_accuracy", "perplexity"):
+        assert report.get(name).verdict == "met", report.get(name)  # nothing changed, and every set detects a 5-point loss
+    assert set(report.timings) >= {"suites:gender-occupation", "multiple_choice", "text", "kl"}
     flat = report.flat()
     assert flat["suite"] == "gender-occupation" and "perplexity.after" in flat
     assert len(report.to_dataframe()) == len(report.measures)

@@ -77,6 +77,7 @@ def test_benchmarks_are_measured_before_and_after_with_a_tiny_model(tmp_path, mo
     assert tox.n == 3 and 0.0 <= tox.before <= 1.0 and 0.0 <= tox.after <= 1.0
     assert json.loads(out.read_text())["schema_version"] == "2"
     assert "measured crows-pairs (unedited) in" in r.output and "measured toxigen in" in r.output
+    assert "measured suites:gender-occupation (unedited) in" in r.output and "measured suites:gender-occupation in" in r.output  # progress, printed line by line
     cache = tmp_path / "xdg/circuit-atlas/measurements"
     assert len(list(cache.glob("measurements-*.safetensors"))) == 1
     # The unedited benchmark answers are cached beside the unedited measurements: a second run reuses both.
