@@ -4,7 +4,8 @@ Model-level measurements (one value per item, so that paired tests and bootstrap
 items):
 
 * **Bias gap** (harm; :func:`bias_gaps`): for each counterfactual prompt pair, ``m(clean) - m(corrupted)``
-  where ``m`` is the suite's logit difference (logit units). For gender-occupation this is how much more
+  where ``m`` is the suite's metric, in its unit (a logit difference in logits, a log-probability
+  difference in nats: :func:`circuits.evaluation.run.gap_unit`). For gender-occupation this is how much more
   `` she`` is preferred after a stereotypically female occupation than after a male one. The
   counterfactual-pair form follows Vig et al. 2020 ("Causal mediation analysis for interpreting neural
   NLP: the case of gender bias").
@@ -30,6 +31,14 @@ Classification measures (pure functions of predictions; hand-checkable):
   seed 002, AIFS, beside worst-group accuracy). AUC is the Mann-Whitney ``U`` of the positives' scores
   against the negatives' divided by ``n₊ n₋`` (Hanley & McNeil 1982), ties counted half.
 * :func:`flip_rate` (counterfactual token fairness, Garg et al. 2019).
+
+Speed and memory: nothing here holds the logits of a whole batch. Each forward keeps the final
+residual stream (:func:`circuits.model.final_residual`, ``d_model`` numbers per position) and only the
+positions a measure reads are unembedded, :data:`LOGIT_BYTES` at a time; items are batched by length;
+continuations that choose among answers to one prompt can run the prompt once
+(``share_prompts``); greedy answers are generated a batch at a time with the KV cache
+(:func:`greedy_continuations`). Batched results equal one-at-a-time results to 1e-5 and the measures of
+the code before this (4d86680) to 1e-6 (``tests/evaluation/test_batching.py``, ``test_equivalence.py``).
 """
 
 from __future__ import annotations
@@ -47,12 +56,10 @@ from torch import Tensor
 
 from circuits import model as M
 from circuits.data import english_eval
-from circuits.metrics import Metric, call_metric, flip_rate, positions_read, rows_to_prompts, vocab_read  # noqa: F401 - flip_rate is one of this module's measures
+from circuits.metrics import Metric, call_metric, flip_rate, positions_read, rows_to_prompts  # noqa: F401 - flip_rate is one of this module's measures
 from circuits.probing.pairs import Prepared
 
 log = logging.getLogger(__name__)
-
-
 
 #: Bytes of float32 logits made at once (a chunk of positions × the vocabulary): 64 MB is 341 positions
 #: of SmolLM2's 49k-token vocabulary and 64 of Gemma 3's 262k. No ``[batch, pos, d_vocab]`` tensor is
