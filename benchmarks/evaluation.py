@@ -13,8 +13,9 @@ every 20 ms from ``/proc/self/statm``):
   (:func:`circuits.evaluation.cache.cached_measure`);
 * ``per_measure``: each measure group alone (each suite alone for ``suites``) on the edited model,
   and the KL to the unedited model;
-* ``evaluate_cached``: ``evaluate(model, edit, baseline_cache=...)`` with that baseline cached (the
-  number of the goal);
+* ``evaluate_cached``: ``evaluate(model, edit, baseline_cache=...)`` with that baseline cached, in
+  the same process, and ``evaluate_fresh_process``: the same in a process of its own, as ``circuits
+  eval`` runs it (the numbers of the goal: its time, and its peak RSS against the scan's);
 * ``crows-pairs``: the CrowS-Pairs benchmark scored on the unedited and on the edited model
   (``run_benchmark``, as ``circuits eval --benchmark``), and, where the code caches them, with the
   unedited answers cached. The CrowS-Pairs release is not shipped (no internet here): a stand-in with
@@ -122,8 +123,8 @@ def crows_stand_in(path: Path) -> Path:
     return path
 
 
-def timing_run(threads: int, crows: bool) -> dict[str, Any]:
-    """Time every part of one evaluation in this process (see the module docstring)."""
+def timing_run(threads: int, crows: bool, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Time every part of one evaluation in this process (see the module docstring); the baseline is stored in ``cache_dir``."""
     import torch
 
     from circuits import data as D
@@ -150,7 +151,7 @@ def timing_run(threads: int, crows: bool) -> dict[str, Any]:
     edit = load_edit(EDIT)
     suites = R.shipped_suites(model)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "measurements"
+        cache = cache_dir or Path(tmp) / "measurements"
         timed("baseline", "all measures (unedited)", lambda: cached_measure(model, cache, suites=suites))
         with apply_edit(model, edit):
             for s in suites:
@@ -174,13 +175,35 @@ def timing_run(threads: int, crows: bool) -> dict[str, Any]:
                 run_benchmark("crows-pairs", path, CachedScorer(scorer, cache))
                 timed("crows-pairs", "unedited (answers cached)", lambda: run_benchmark("crows-pairs", path, CachedScorer(scorer, cache)))
     primary = report.primary
+    timings = getattr(report, "timings", None)
     return {
+        "evaluate_timings": timings or {},
         "threads": threads,
         "load_average": os.getloadavg(),
         "rows": rows,
         "primary": {"name": primary.name, "before": primary.before, "after": primary.after},
         "measures": len(report.measures),
     }
+
+
+def eval_run(threads: int, cache_dir: Path) -> dict[str, Any]:
+    """``circuits eval`` of the committed edit in a fresh process with the baseline cached in ``cache_dir``: time, peak RSS, seconds per measure."""
+    import resource
+
+    import torch
+
+    from circuits import model as M
+    from circuits.editing import load_edit
+    from circuits.evaluation import run as R
+
+    torch.set_num_threads(threads)
+    model = M.load_model("smollm2-135m")
+    edit = load_edit(EDIT)
+    t = time.perf_counter()
+    report = R.evaluate(model, edit, baseline_cache=cache_dir)
+    return {"part": "evaluate_fresh_process", "name": "evaluate (baseline cached), its own process", "seconds": round(time.perf_counter() - t, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "timings": dict(getattr(report, "timings", {})),
+            "verdict": getattr(report, "verdict", None), "load_average": os.getloadavg()}
 
 
 def scan_run(threads: int) -> dict[str, Any]:
@@ -261,10 +284,13 @@ def _summary(raw: dict[str, Any]) -> dict[str, Any]:
     def total(part: str) -> float:
         return round(sum(r["seconds"] for r in rows if r["part"] == part), 1)
 
+    fresh = [r for r in rows if r["part"] == "evaluate_fresh_process"]
     return {
         "baseline_seconds": total("baseline"),
         "per_measure_seconds": total("per_measure"),
         "evaluate_cached_seconds": total("evaluate_cached"),
+        "evaluate_fresh_process_seconds": fresh[0]["seconds"] if fresh else None,
+        "evaluate_fresh_process_peak_rss_mb": fresh[0]["peak_rss_mb"] if fresh else None,
         "crows_pairs_seconds": total("crows-pairs"),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
     }
@@ -279,11 +305,16 @@ def main() -> None:
     parser.add_argument("--before-json", type=Path, help="the raw output of an earlier --raw run of the code of --before-rev (instead of running it)")
     parser.add_argument("--scan-raw", type=Path, help="write the peak RSS of a scan in this process to this JSON file and stop")
     parser.add_argument("--vocab-raw", type=Path, help="write the peak RSS of measuring a 262k-vocabulary tiny model to this JSON file and stop")
+    parser.add_argument("--eval-raw", type=Path, help="write a fresh-process evaluation with the baseline of --cache to this JSON file and stop")
+    parser.add_argument("--cache", type=Path, help="measurement cache directory of --raw / --eval-raw")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     crows = not args.no_crows
     if args.raw:
-        args.raw.write_text(json.dumps(timing_run(args.threads, crows), indent=1) + "\n")
+        args.raw.write_text(json.dumps(timing_run(args.threads, crows, args.cache), indent=1) + "\n")
+        return
+    if args.eval_raw:
+        args.eval_raw.write_text(json.dumps(eval_run(args.threads, args.cache)) + "\n")
         return
     if args.scan_raw:
         args.scan_raw.write_text(json.dumps(scan_run(args.threads)) + "\n")
@@ -301,7 +332,9 @@ def main() -> None:
             data["before"] = json.loads(args.before_json.read_text())
         elif old_tree is not None:
             data["before"] = _raw("--raw", old_tree, args.threads, () if crows else ("--no-crows",))
-        data["after"] = _raw("--raw", ROOT, args.threads, () if crows else ("--no-crows",))
+        cache = Path(tmp) / "cache-after"
+        data["after"] = _raw("--raw", ROOT, args.threads, ("--cache", str(cache)) + (() if crows else ("--no-crows",)))
+        data["after"]["rows"].append(_raw("--eval-raw", ROOT, args.threads, ("--cache", str(cache))))
         data["summary"] = {k: _summary(v) for k, v in data.items()}
         data["scan"] = _raw("--scan-raw", ROOT, args.threads)  # the memory an evaluation must stay under
         data["vocab_262k"] = {"after": _raw("--vocab-raw", ROOT, args.threads)}

@@ -61,11 +61,13 @@ from circuits.probing.pairs import Prepared
 
 log = logging.getLogger(__name__)
 
-#: Bytes of float32 logits made at once (a chunk of positions × the vocabulary): 64 MB is 341 positions
-#: of SmolLM2's 49k-token vocabulary and 64 of Gemma 3's 262k. No ``[batch, pos, d_vocab]`` tensor is
-#: made: the residual stream is kept (``d_model`` per position) and only the positions a measure reads
-#: are unembedded, a chunk at a time (:func:`circuits.model.final_residual`, :func:`circuits.model.unembed`).
-LOGIT_BYTES = 64 * 2**20
+#: Bytes of float32 logits made at once (a chunk of positions × the vocabulary): 16 MB is 85 positions
+#: of SmolLM2's 49k-token vocabulary and 16 of Gemma 3's 262k (a log-softmax or KL over a chunk makes a
+#: few more of these). No ``[batch, pos, d_vocab]`` tensor is made: the residual stream is kept
+#: (``d_model`` per position) and only the positions a measure reads are unembedded, a chunk at a time
+#: (:func:`circuits.model.final_residual`, :func:`circuits.model.unembed`). Measured: the evaluation then
+#: peaks below the scan of the same model (``benchmarks/evaluation.py``).
+LOGIT_BYTES = 16 * 2**20
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -215,9 +215,9 @@ def _report(name: str, seconds: float, on_measure: OnMeasure | None) -> None:
 def kl_from_states(model: Any, edits: Sequence[Edit], reference: torch.Tensor, edited: torch.Tensor) -> np.ndarray:
     """Per-window mean ``KL(p_unedited ‖ p_edited)`` (nats/token) from the two models' final residual streams.
 
-    The distributions are made :data:`~circuits.evaluation.metrics.LOGIT_BYTES` at a time: the unedited
-    one with the model as it is, the edited one with the edits applied (an edit may act on the
-    unembedding too), so memory does not grow with the vocabulary times the batch.
+    The distributions are made :data:`~circuits.evaluation.metrics.LOGIT_BYTES` at a time, so memory does
+    not grow with the vocabulary times the batch; the edits are applied once, and only if one of them
+    acts on the unembedding itself is each distribution made with its own unembedding.
 
     Args:
         model: The unedited model.
@@ -231,13 +231,30 @@ def kl_from_states(model: Any, edits: Sequence[Edit], reference: torch.Tensor, e
     step = E.positions_per_chunk(model)
     n, pos, d = reference.shape
     ref, edit = reference.reshape(-1, d), edited.reshape(-1, d)
+    w = M.read_weight(model, "unembed.weight")
     kl = []
-    for c in range(0, ref.shape[0], step):
-        logp = M.unembed(model, ref[c : c + step].to(model.device)).float().log_softmax(-1)
-        with apply_edit(model, *edits, check_fingerprint=False):
-            logq = M.unembed(model, edit[c : c + step].to(model.device)).float().log_softmax(-1)
-        kl.append(kl_divergence(logp, logq).cpu())
+    with apply_edit(model, *edits, check_fingerprint=False):
+        # The usual case: the edits leave the unembedding alone, so both distributions are made under them.
+        same = _unembedding_untouched(model, w)
+        if same:
+            for c in range(0, ref.shape[0], step):
+                logp = M.unembed(model, ref[c : c + step].to(model.device)).float().log_softmax(-1)
+                logq = M.unembed(model, edit[c : c + step].to(model.device)).float().log_softmax(-1)
+                kl.append(kl_divergence(logp, logq).cpu())
+    if not same:  # an edit acts on the unembedding: each distribution with its own
+        for c in range(0, ref.shape[0], step):
+            logp = M.unembed(model, ref[c : c + step].to(model.device)).float().log_softmax(-1)
+            with apply_edit(model, *edits, check_fingerprint=False):
+                logq = M.unembed(model, edit[c : c + step].to(model.device)).float().log_softmax(-1)
+            kl.append(kl_divergence(logp, logq).cpu())
     return torch.cat(kl).reshape(n, pos).mean(-1).numpy() if kl else np.zeros(0)
+
+
+def _unembedding_untouched(model: Any, unedited: torch.Tensor | None) -> bool:
+    """Whether the applied edits leave the unembedding as it was: its weight unchanged and no hook on it."""
+    hooked = any(name.startswith(("unembed", "ln_final")) for o in model.overlays for name, _ in o.hooks)
+    now = M.read_weight(model, "unembed.weight")
+    return not hooked and unedited is not None and now is not None and (now is unedited or torch.equal(now, unedited))
 
 
 @torch.no_grad()

@@ -122,3 +122,25 @@ def test_answers_sharing_a_prompt_run_the_prompt_once_and_score_as_alone(family,
         assert torch.allclose(shared, alone, atol=1e-5, rtol=0), (family, ctx)
     assert calls and sum(shape[0] for shape in calls) == 2 * 3  # three prompts, each run once per state
     assert torch.allclose(E.continuation_logprobs(model, prompts, conts), alone, atol=1e-5, rtol=0)  # without sharing: the concatenated forward
+
+
+def test_the_kl_from_kept_streams_equals_running_both_models(lm, monkeypatch):
+    from circuits.editing import Edit
+    from circuits.evaluation import run as R
+    from circuits.sites import HeadRef
+
+    edit = Edit("scaling", (HeadRef(0, 1),), {}, lm.name, M.fingerprint(lm), hyperparameters={"alpha": 0.0})
+    windows = torch.randint(0, 1000, (3, 16), generator=torch.Generator().manual_seed(3))
+    kl = R.neutral_kl(lm, [edit], windows)
+    assert kl.shape == (3,) and (kl > 0).all()
+    # By hand: KL(p ‖ q) per position of the full forwards, averaged per window.
+    from circuits.editing import apply_edit
+
+    logp = M.run(lm, windows).float().log_softmax(-1)
+    with apply_edit(lm, edit):
+        logq = M.run(lm, windows).float().log_softmax(-1)
+    by_hand = (logp.exp() * (logp - logq)).sum(-1).mean(-1)
+    assert np.allclose(kl, by_hand.numpy(), atol=1e-6)
+    # An edit on the unembedding itself: each distribution is made with its own unembedding (same numbers here).
+    monkeypatch.setattr(R, "_unembedding_untouched", lambda model, w: False)
+    assert np.allclose(R.neutral_kl(lm, [edit], windows), kl, atol=1e-7)
