@@ -5,6 +5,12 @@ comparisons before/after an edit) and benchmarks all call it.
 
 * Percentile bootstrap CI of the mean (Efron & Tibshirani 1993), via ``scipy.stats.bootstrap``, seeded.
 * One-sample / paired two-sided t-test, via ``scipy.stats.ttest_1samp`` / ``ttest_rel``.
+* Exact McNemar test of paired binary outcomes (McNemar 1947; the exact conditional form recommended by
+  Fagerland, Lydersen & Laake 2013): a two-sided binomial test of the discordant pairs against 1/2, via
+  ``scipy.stats.binomtest``.
+* The smallest change a paired test detects (power analysis, Cohen 1988): for the paired t-test from the
+  noncentral t distribution (``scipy.stats.nct``), for the exact McNemar test by summing its exact power
+  over the binomial number of discordant pairs (``scipy.stats.binom``).
 """
 
 from __future__ import annotations
@@ -121,6 +127,112 @@ def paired_test(before: Float[np.ndarray, " item"], after: Float[np.ndarray, " i
     return Paired(float(d.mean()) if len(d) else float("nan"), lo, hi, 1.0 if np.isnan(p) else p, len(d))
 
 
+def _binary(values: np.ndarray, what: str) -> np.ndarray:
+    if values.size and not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"{what} must hold only 0 and 1")
+    return values
+
+
+def paired_binary_test(before: Float[np.ndarray, " item"], after: Float[np.ndarray, " item"], *, seed: int = 0) -> Paired:
+    """Exact McNemar test and bootstrap CI of the mean change of paired 0/1 outcomes (e.g. correct answers).
+
+    Only the discordant items carry information: ``b`` items went 1 → 0 and ``c`` went 0 → 1; under no
+    change each discordant item is equally likely to go either way, so ``c ~ Binomial(b + c, 1/2)``
+    (McNemar 1947; exact form: Fagerland, Lydersen & Laake 2013, BMC Med. Res. Methodol. 13:91). The
+    p-value is the two-sided ``scipy.stats.binomtest(c, b + c, 0.5)``; 1 when no item changed.
+
+    Args:
+        before: ``[item]`` 0/1 outcomes before.
+        after: ``[item]`` 0/1 outcomes after, same items.
+        seed: Bootstrap seed of the CI (:func:`bootstrap_ci` of the per-item change).
+
+    Returns:
+        The change of the mean (a fraction), its CI, the exact p-value and ``n``.
+
+    Raises:
+        ValueError: Different shapes, or a value other than 0 and 1.
+    """
+    before = _binary(np.asarray(before, dtype=np.float64), "before")
+    after = _binary(np.asarray(after, dtype=np.float64), "after")
+    if before.shape != after.shape:
+        raise ValueError(f"paired samples differ in shape: {before.shape} vs {after.shape}")
+    d = after - before
+    worse, better = int((d < 0).sum()), int((d > 0).sum())
+    p = float(stats.binomtest(better, worse + better, 0.5).pvalue) if worse + better else 1.0
+    lo, hi = bootstrap_ci(d, seed=seed)
+    return Paired(float(d.mean()) if len(d) else float("nan"), lo, hi, min(p, 1.0), len(d))
+
+
+def t_detectable_change(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest mean paired change a one-sided paired t-test detects with the given power.
+
+    Solves ``P(T > t_{1-alpha, n-1}) = power`` for ``T`` noncentral t with ``n - 1`` degrees of freedom
+    and noncentrality ``delta sqrt(n) / sd`` (Cohen 1988, ch. 2; ``scipy.stats.nct``).
+
+    Args:
+        n: Items.
+        sd: Standard deviation of the per-item changes (0: every item changes alike, so any change is
+            detected).
+        alpha: One-sided level.
+        power: Wanted power.
+
+    Returns:
+        ``delta`` in the units of the values (≥ 0); ``inf`` with fewer than 2 items.
+    """
+    if n < 2 or not np.isfinite(sd):
+        return float("inf")
+    if sd <= 0:
+        return 0.0
+    from scipy.optimize import brentq
+
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha, df)
+    se = sd / np.sqrt(n)
+    f = lambda delta: stats.nct.sf(crit, df, delta / se) - power  # noqa: E731
+    hi = se * 2 * (crit + stats.norm.ppf(power) + 1)
+    while f(hi) < 0:
+        hi *= 2
+    return float(brentq(f, 0.0, hi, xtol=1e-12 * max(1.0, hi)))
+
+
+def mcnemar_power(n: int, drop: float, discordance: float, *, alpha: float = 0.05) -> float:
+    """Power of the one-sided exact McNemar test to detect a net drop of ``drop`` (a fraction) on ``n`` items.
+
+    The number of discordant items is ``D ~ Binomial(n, psi)`` with ``psi = max(discordance, drop)``
+    (there are at least as many discordant items as the net drop); given ``D = d`` the drops are
+    ``Binomial(d, (psi + drop) / (2 psi))`` and the test rejects when they reach the exact critical value
+    of ``Binomial(d, 1/2)`` at level ``alpha`` (Fagerland et al. 2013's exact conditional test; power
+    summed exactly with ``scipy.stats.binom``).
+    """
+    if drop <= 0 or n < 1:
+        return 0.0
+    psi = min(1.0, max(discordance, drop))
+    d = np.arange(n + 1)
+    crit = stats.binom.isf(alpha, d, 0.5) + 1  # smallest k with P(X >= k) <= alpha under 1/2
+    crit = np.where(stats.binom.sf(crit - 1, d, 0.5) <= alpha, crit, crit + 1)
+    q = min(1.0, (psi + drop) / (2 * psi))
+    return float((stats.binom.pmf(d, n, psi) * stats.binom.sf(crit - 1, d, q)).sum())
+
+
+def mcnemar_detectable_drop(n: int, discordance: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest net drop (a fraction, in steps of ``1/n``) the one-sided exact McNemar test detects with ``power``.
+
+    Args:
+        n: Paired 0/1 items.
+        discordance: Fraction of items whose outcome changed (observed; 0 if none): background churn
+            that makes a net drop harder to see.
+        alpha: One-sided level.
+        power: Wanted power.
+
+    Returns:
+        The drop, or ``inf`` if even losing every item would not be detected with that power.
+    """
+    for k in range(1, n + 1):
+        if mcnemar_power(n, k / n, discordance, alpha=alpha) >= power:
+            return k / n
+    return float("inf")
+
+
 def one_sample_test(values: Float[np.ndarray, " item"], *, seed: int = 0) -> Paired:
     """A one-sample t-test against 0 and the bootstrap CI of the mean (e.g. a KL, which has no "before")."""
     values = np.asarray(values, dtype=np.float64)
@@ -138,11 +250,13 @@ def paired_permutation(statistic: object, n: int, *, seed: int = 0, n_resamples:
     percentile bootstrap over items.
 
     Returns:
-        ``(before, after, ci_low, ci_high, p_value)``.
+        ``(before, after, ci_low, ci_high, p_value)``; with one item the CI is the change itself and p = 1.
     """
     stat = statistic  # a callable
     rng = np.random.default_rng(seed)
     b, a = stat(np.arange(n)), stat(np.arange(n) + n)  # type: ignore[operator]
+    if n < 2:  # one item: nothing to permute or resample
+        return float(b), float(a), float(a - b), float(a - b), 1.0
     test = stats.permutation_test(
         (np.arange(n), np.arange(n) + n), lambda x, y: stat(y) - stat(x), permutation_type="samples", vectorized=False,  # type: ignore[operator]
         n_resamples=n_resamples, random_state=rng,

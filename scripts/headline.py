@@ -108,7 +108,7 @@ def main() -> None:
     from circuits.editing.recipes import build_edit, recipe
     from circuits.experiments import choose_direction_layer
     from circuits.editing.train import TrainConfig
-    from circuits.evaluation.run import EvalReport, Measure, evaluate, seed_table
+    from circuits.evaluation.run import EvalReport, evaluate, seed_table
     from circuits.io import atomic_write_text
     from circuits.model import cache_root, load_model
     from circuits.suites import load_suite
@@ -158,10 +158,8 @@ def main() -> None:
         print(f"remeasured {path.name}: " + ", ".join(f"{n} {old.get(n).after:.3f} -> {m.after:.3f} (before {m.before:.3f})" for n, m in new.items()), flush=True)
 
     def report_of(raw: dict) -> EvalReport:
-        """The :class:`EvalReport` of a written report's JSON."""
-        measures = tuple(Measure(**{k: v for k, v in m.items() if k != "reduction"}) for m in raw["report"]["measures"])
-        r = raw["report"]
-        return EvalReport(tuple(r["edits"]), r["suite"], r["split"], measures, r["seconds"])
+        """The :class:`EvalReport` of a written report's JSON (any layout; :meth:`EvalReport.from_dict`)."""
+        return EvalReport.from_dict(raw)
 
     rows, skipped = [], []
     for suite_name in args.suites:
@@ -181,7 +179,7 @@ def main() -> None:
                 if path.exists():
                     if args.remeasure and not args.table_only:
                         remeasure(path, suite, kind, seed)
-                    reports.append(report_of(json.loads(path.read_text())))
+                    reports.append(EvalReport.load(path))
                     costs.append(json.loads(path.read_text())["cost"])
                     print(f"reuse {path.name}", flush=True)
                     continue

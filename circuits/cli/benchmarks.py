@@ -2,19 +2,18 @@
 
 Each option is checked (name known, file present and well-formed, toxicity classifier importable for
 the sampling benchmarks) before any model loads, so a typo costs no time; then each benchmark is
-scored with :class:`circuits.evaluation.benchmarks.ModelScorer` on the unedited model and with the
-edits applied, and paired over its items (:func:`circuits.evaluation.benchmarks.compare_results`).
+scored with :class:`circuits.evaluation.benchmarks.ModelScorer` on the unedited model (its answers
+cached with the unedited measurements, :class:`~circuits.evaluation.benchmarks.scorer.CachedScorer`)
+and with the edits applied, and paired over its items (:func:`circuits.evaluation.benchmarks.compare_results`):
+the measures join the evaluation report.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.markup import escape
 
 from circuits.cli.common import _fail, console
 
@@ -50,36 +49,35 @@ def check_benchmarks(specs: list[str] | None) -> list[tuple[str, Path]]:
 
 
 def run_benchmarks(
-    model: Any, edits: list[Any], specs: list[tuple[str, Path]], *, limit: int | None, samples: int, seed: int
+    model: Any, edits: list[Any], specs: list[tuple[str, Path]], *, limit: int | None, samples: int, seed: int,
+    baseline_cache: Path | None = None, on_measure: Any = None,
 ) -> list[Any]:
-    """Score each benchmark unedited and with the edits applied; the paired changes, benchmark by benchmark."""
+    """Score each benchmark unedited (its answers cached in ``baseline_cache``) and with the edits applied.
+
+    Returns:
+        The paired measures (:class:`circuits.evaluation.report.Measure`), benchmark by benchmark.
+    """
+    import time
+
     from circuits.editing import apply_edit
     from circuits.evaluation.benchmarks import BenchmarkError, ModelScorer, compare_results, run_benchmark
+    from circuits.evaluation.benchmarks.scorer import CachedScorer
 
     scorer = ModelScorer(model)
+    unedited = CachedScorer(scorer, baseline_cache) if baseline_cache is not None else scorer
     changes = []
     for name, path in specs:
-        with console.status(f"{name}: scoring {path} before and after"):
-            try:
-                before = run_benchmark(name, path, scorer, n=samples, seed=seed, limit=limit)
-                with apply_edit(model, *edits, check_fingerprint=False):
-                    after = run_benchmark(name, path, scorer, n=samples, seed=seed, limit=limit)
-            except (BenchmarkError, ValueError) as e:
-                _fail(str(e))
+        try:
+            t = time.perf_counter()
+            before = run_benchmark(name, path, unedited, n=samples, seed=seed, limit=limit)
+            if on_measure is not None:
+                on_measure(f"{name} (unedited)", time.perf_counter() - t)
+            t = time.perf_counter()
+            with apply_edit(model, *edits, check_fingerprint=False):
+                after = run_benchmark(name, path, scorer, n=samples, seed=seed, limit=limit)
+            if on_measure is not None:
+                on_measure(name, time.perf_counter() - t)
+        except (BenchmarkError, ValueError) as e:
+            _fail(str(e))
         changes += compare_results(before, after, seed=seed)
     return changes
-
-
-def benchmark_table(changes: list[Any]) -> Table:
-    """A rich table of benchmark measures before → after with the paired change."""
-    table = Table(title="Standard benchmarks (the benchmark's own scoring rule; see the JSON report for citations)")
-    for col in ("benchmark", "measure", "group", "ideal", "before", "after", "change [95% CI]", "p"):
-        table.add_column(col, overflow="fold")
-    for c in changes:
-        tested = math.isfinite(c.p_value)
-        change = f"{c.change:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" if tested else f"{c.change:+.3f}"
-        table.add_row(
-            c.benchmark, f"{c.name} ({c.unit})", escape(c.group or "all"), "" if c.ideal is None else f"{c.ideal:g}",
-            f"{c.before:.3f}", f"{c.after:.3f}", change, f"{c.p_value:.1e}" if tested else "",
-        )
-    return table

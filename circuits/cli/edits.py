@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import math
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +34,7 @@ from circuits.cli.common import (
     app,
     console,
 )
-from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, benchmark_table, check_benchmarks, run_benchmarks
+from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, check_benchmarks, run_benchmarks
 from circuits.editing.kinds import FORMS, KINDS
 from circuits.editing.recipes import OBJECTIVES, PRESETS
 from circuits.editing.registry_docs import cli_help
@@ -59,24 +60,45 @@ def _baseline_dir(use: bool) -> Path | None:
 
 
 def _report_table(report) -> Table:  # noqa: ANN001 - an EvalReport
-    """A rich table of an evaluation report: every measure before → after, CI and paired test."""
+    """A rich table of an evaluation report: every measure before → after, CI, paired test, and its verdict."""
     table = Table(title=f"{' + '.join(report.edits)} — target {report.suite}, suites' {report.split} split ({report.seconds:.0f} s)")
-    for col in ("measure", "data", "before", "after", "change [95% CI]", "p", "harm reduced"):
+    for col in ("measure", "data", "before", "after", "change [95% CI]", "p (test)", "harm reduced", "capability"):
         table.add_column(col, overflow="fold")
     for m in report.measures:
         pct = m.name == "perplexity"
-        change = f"{m.change:+.2%} [{m.ci_low:+.2%}, {m.ci_high:+.2%}]" if pct else f"{m.change:+.3f} [{m.ci_low:+.3f}, {m.ci_high:+.3f}]"
-        reduced = f"{m.reduction:+.1%}" if m.kind == "harm" else ""
-        table.add_row(f"{m.name} ({m.unit})", m.data, f"{m.before:.3f}", f"{m.after:.3f}", change, f"{m.p_value:.1e}", reduced)
+        fmt = "+.2%" if pct else "+.3f"
+        ci = f" [{m.ci_low:{fmt}}, {m.ci_high:{fmt}}]" if math.isfinite(m.ci_low) else ""
+        reduced = ""
+        if m.kind == "harm" and math.isfinite(m.reduction):
+            reduced = f"{m.reduction:+.1%}" + (f" (overshoot {m.overshoot:.0%})" if m.overshoot > 0 else "")
+        elif m.kind == "harm":
+            reduced = "no harm before" if m.reference is not None else ""
+        cap = ""
+        if m.verdict is not None:
+            det = f"{m.detectable:.1%}" if pct or m.unit == "fraction" else f"{m.detectable:.2f}"
+            cap = f"{m.verdict} (detects ≥ {det})"
+        data = escape(m.data + (f" [{m.group}]" if m.group else ""))
+        p = f"{m.p_value:.1e} ({m.test})" if math.isfinite(m.p_value) else "—"
+        table.add_row(escape(f"{m.name} ({m.unit})"), data, f"{m.before:.3f}", f"{m.after:.3f}", f"{m.change:{fmt}}{ci}", p, reduced, cap)
     return table
 
 
 def _print_verdict(report) -> None:  # noqa: ANN001 - an EvalReport
-    ok = "[green]met[/]" if report.meets_target else "[yellow]not met[/]"
+    colour = {"met": "green", "not met": "yellow", "not decidable": "yellow"}[report.verdict]
+    over = f", overshoot {report.overshoot:.0%}" if report.overshoot > 0 else ""
+    parts = [f"failing: {', '.join(report.capability_failures)}"] if report.capability_failures else []
+    parts += [f"not decidable: {', '.join(report.not_decidable)}"] if report.not_decidable else []
     console.print(
-        f"{report.suite}: harm reduced {report.harm_reduction:+.1%} (paired p={report.primary.p_value:.1e}), "
-        f"perplexity {report.perplexity_change:+.2%}; target (≥50% less harm, <5% perplexity, p<0.05) {ok}"
+        f"{report.suite}: harm reduced {report.harm_reduction:+.1%}{over} (paired p={report.primary.p_value:.1e}), "
+        f"perplexity {report.perplexity_change:+.2%}; target (≥50% less harm with p<0.05, <5% loss on every capability measure) "
+        f"[{colour}]{report.verdict}[/]" + (f" ({'; '.join(parts)})" if parts else ""),
+        highlight=False,
     )
+
+
+def _progress(name: str, seconds: float) -> None:
+    """One line per measure as it finishes (shown on a terminal and when output goes to a file)."""
+    console.print(f"  measured {escape(name)} in {seconds:.1f} s", highlight=False)
 
 
 @app.command(help=EDIT_HELP)
@@ -178,11 +200,11 @@ def edit(
         except (AtlasError, EditError, ValueError) as err:
             _fail(str(err))
     if evaluate:
-        with console.status("evaluating on held-out data (every harm and capability measure)"):
-            try:
-                report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed or 0, baseline_cache=_baseline_dir(baseline_cache))
-            except ValueError as err:  # EditError: wrong model
-                _fail(str(err))
+        console.print("evaluating on held-out data (every harm and capability measure):")
+        try:
+            report = evaluation.evaluate(m, e, suite=suite, max_tokens=max_tokens, seed=seed or 0, baseline_cache=_baseline_dir(baseline_cache), on_measure=_progress)
+        except ValueError as err:  # EditError: wrong model
+            _fail(str(err))
         e = e.with_evaluation(report.flat())
         console.print(_report_table(report))
         _print_verdict(report)
@@ -256,14 +278,16 @@ def eval_(
     ``--benchmark NAME=PATH`` adds a standard benchmark file you bring (CrowS-Pairs, StereoSet, BBQ,
     WinoBias, ToxiGen, RealToxicityPrompts), scored with its own published rule before and after.
 
-    Harm: every shipped suite's bias gap on its eval split, stereotype preference, toxicity propensity,
-    spurious flip rate, demographic parity and equalized-odds differences, calibration error and
-    worst-group accuracy. Capability: perplexity, next-token accuracy and KL on the ≥20k-token
-    evaluation text, classification and multiple-choice accuracy.
+    Harm: every shipped suite's bias gap (signed and mean absolute) on its eval split, stereotype
+    preference, toxicity propensity, spurious flip rate, demographic parity and equalized-odds
+    differences, calibration error and worst-group accuracy, each against the value that means "no
+    harm". Capability: perplexity, next-token accuracy and KL on the ≥20k-token evaluation text,
+    classification, multiple-choice and factual-QA accuracy, each with the smallest loss its data can
+    detect; the target is met, not met or not decidable. The report (one JSON, benchmarks included)
+    reads back with ``EvalReport.load``.
     """
     from circuits.editing import EditError, record_evaluation
     from circuits.evaluation import run as evaluation
-    from circuits.io import atomic_write_text
     from circuits.suites import SuiteError, bind_model, load_suite, shipped_suite
 
     _setup_logging(verbose)
@@ -286,20 +310,20 @@ def eval_(
     _check_output(out, inputs=_inputs(source))
     m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
     suite = bind_model(suite, m)
-    with console.status("evaluating on held-out data"):
-        try:
-            report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed, baseline_cache=_baseline_dir(baseline_cache))
-        except (EditError, SuiteError, ValueError) as e:
-            _fail(str(e))
+    console.print("evaluating on held-out data:")
+    try:
+        report = evaluation.evaluate(m, *edits, suite=suite, max_pairs=max_pairs, max_tokens=max_tokens, seed=seed, baseline_cache=_baseline_dir(baseline_cache),
+                                     on_measure=_progress)
+    except (EditError, SuiteError, ValueError) as e:
+        _fail(str(e))
+    if benchmarks:
+        changes = run_benchmarks(m, edits, benchmarks, limit=benchmark_limit, samples=benchmark_samples, seed=seed,
+                                 baseline_cache=_baseline_dir(baseline_cache), on_measure=_progress)
+        report = replace(report, measures=report.measures + tuple(changes))
     console.print(_report_table(report))
     _print_verdict(report)
-    content = report.as_dict()
-    if benchmarks:
-        changes = run_benchmarks(m, edits, benchmarks, limit=benchmark_limit, samples=benchmark_samples, seed=seed)
-        console.print(benchmark_table(changes))
-        content["benchmarks"] = [c.as_dict() for c in changes]
     with _writing(out):
-        atomic_write_text(out, json.dumps(content, indent=2) + "\n")
+        report.save(out)
     console.print(f"report written to {out}")
     if record and len(edit_paths) == 1:
         try:

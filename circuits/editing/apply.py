@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, get_args
 
 import torch
@@ -361,3 +362,26 @@ def attach_for_training(model: M.HookedLM, edit: Edit) -> Callable[[], None]:
 def component_sites(edit: Edit) -> list[Component]:
     """The components an edit acts on (its manifest's ``components``)."""
     return list(edit.components)
+
+
+@contextmanager
+def edited(model: M.HookedLM, *edits: Edit, form: ApplyForm = "auto", check_fingerprint: bool = True) -> Iterator[M.HookedLM]:
+    """The model with ``edits`` applied inside a ``with`` block, exactly as it was after it.
+
+    ``with edited(lm, edit): generate(lm, ...)`` is :func:`apply_edit` whose handle is removed on exit
+    (also when the block raises).
+
+    Args:
+        model: The model the edits were made for.
+        *edits: One or more edits, applied in order.
+        form: As in :func:`apply_edit`.
+        check_fingerprint: As in :func:`apply_edit`.
+
+    Yields:
+        ``model`` itself, edited.
+
+    Raises:
+        EditError: As :func:`apply_edit`.
+    """
+    with apply_edit(model, *edits, form=form, check_fingerprint=check_fingerprint):
+        yield model

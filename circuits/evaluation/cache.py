@@ -41,9 +41,9 @@ from circuits.io import MAX_TENSOR_BYTES, read_bounded
 from circuits.suites import SplitName, Suite
 
 #: Layout tag written in the header; a file with another tag is recomputed.
-FORMAT = "circuit-atlas-measurements/1"
+FORMAT = "circuit-atlas-measurements/2"
 #: Per-item arrays of :class:`Measurements` (``gaps`` is stored as ``gaps/<suite name>``).
-ARRAYS = tuple(f.name for f in fields(Measurements) if f.name not in ("settings", "gaps"))
+ARRAYS = tuple(f.name for f in fields(Measurements) if f.name not in ("settings", "gaps", "gap_units", "gap_kinds", "kl"))
 
 
 class MeasurementCacheError(ValueError):
@@ -51,7 +51,7 @@ class MeasurementCacheError(ValueError):
 
 
 #: Modules whose code decides what a measurement is (their source is part of the key).
-MEASURING_MODULES = ("circuits.evaluation.run", "circuits.evaluation.metrics", "circuits.evaluation.report", "circuits.data")
+MEASURING_MODULES = ("circuits.evaluation.run", "circuits.evaluation.metrics", "circuits.evaluation.report", "circuits.data", "circuits.model.forward")
 
 
 def _data_hash() -> str:
@@ -100,7 +100,31 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 def _encode(m: Measurements) -> bytes:
     tensors = {f"gaps/{name}": _tensor(a) for name, a in m.gaps.items()}
     tensors.update({name: _tensor(getattr(m, name)) for name in ARRAYS if getattr(m, name) is not None})
-    return st_save(tensors, metadata={"format": FORMAT, "settings": json.dumps(asdict(m.settings))})
+    meta = {"format": FORMAT, "settings": json.dumps(asdict(m.settings)), "gap_units": json.dumps(m.gap_units), "gap_kinds": json.dumps(m.gap_kinds)}
+    return st_save(tensors, metadata=meta)
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The JSON header's ``__metadata__`` of a safetensors blob (what was measured, the gap units)."""
+    try:
+        n = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError):
+        raise MeasurementCacheError("unreadable safetensors header") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise MeasurementCacheError("no metadata in the header")
+    return meta
+
+
+def _json_dict(meta: dict[str, str], key: str) -> dict[str, str]:
+    try:
+        value = json.loads(meta[key])
+    except (KeyError, TypeError, ValueError):
+        raise MeasurementCacheError(f"metadata {key!r} missing or not JSON") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise MeasurementCacheError(f"metadata {key!r} is not a map of strings")
+    return value
 
 
 def _decode(blob: bytes, settings: Settings) -> Measurements:
@@ -108,6 +132,9 @@ def _decode(blob: bytes, settings: Settings) -> Measurements:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error types
         raise MeasurementCacheError(f"not a valid safetensors file ({e})") from None
+    meta = _metadata(blob)
+    if meta.get("format") != FORMAT:
+        raise MeasurementCacheError(f"layout {meta.get('format')!r}, expected {FORMAT!r}")
     for name, t in tensors.items():
         if name == "labels" and t.dtype == torch.uint8:
             continue
@@ -123,7 +150,11 @@ def _decode(blob: bytes, settings: Settings) -> Measurements:
     arrays: dict[str, Any] = {name: tensors[name].numpy() for name in ARRAYS if name in tensors}
     if "labels" in arrays:
         arrays["labels"] = arrays["labels"].astype(bool)
-    return Measurements(settings=settings, gaps={k.removeprefix("gaps/"): tensors[k].numpy() for k in sorted(gaps)}, **arrays)
+    names = [s for s in settings.suites] if "suites" in settings.groups else []
+    units, kinds = _json_dict(meta, "gap_units"), _json_dict(meta, "gap_kinds")
+    if sorted(units) != sorted(names) or sorted(kinds) != sorted(names):
+        raise MeasurementCacheError(f"gap units/kinds recorded for {sorted(units)}, expected {sorted(names)}")
+    return Measurements(settings=settings, gaps={n: tensors[f"gaps/{n}"].numpy() for n in names}, gap_units=units, gap_kinds=kinds, **arrays)
 
 
 def cached_measure(
@@ -136,6 +167,9 @@ def cached_measure(
     max_pairs: int | None = None,
     window: int = 256,
     max_tokens: int | None = None,
+    kl_windows: int = 16,
+    on_measure: Any = None,
+    label: str = "",
 ) -> Measurements:
     """:func:`circuits.evaluation.run.measure`, read from ``cache_dir`` when the same model and data were measured before.
 
@@ -146,7 +180,8 @@ def cached_measure(
     Args:
         model: The model (``TransformerBridge``).
         cache_dir: Directory of cached measurements (created if missing).
-        suites, split, groups, max_pairs, window, max_tokens: As for :func:`~circuits.evaluation.run.measure`.
+        suites, split, groups, max_pairs, window, max_tokens, kl_windows, on_measure, label: As for
+            :func:`~circuits.evaluation.run.measure` (``on_measure`` is called only when measuring).
 
     Returns:
         The measurements (equal to a fresh :func:`~circuits.evaluation.run.measure` with these arguments).
@@ -158,7 +193,8 @@ def cached_measure(
     from circuits.evaluation.run import measure, shipped_suites
 
     suites = list(suites) if suites is not None else shipped_suites(model)
-    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos)
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
+                           kl_windows=kl_windows)
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"measurements-{cache_key(model, settings, suites)}.safetensors"
@@ -168,6 +204,7 @@ def cached_measure(
         except MeasurementCacheError as e:
             warnings.warn(f"discarding cached measurements {path}: {e}; measuring again", RuntimeWarning, stacklevel=2)
             path.unlink(missing_ok=True)
-    m = measure(model, suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
+    m = measure(model, suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens, kl_windows=kl_windows,
+                on_measure=on_measure, label=label)
     atomic_write_bytes(path, _encode(m))
     return m

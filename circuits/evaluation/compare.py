@@ -1,109 +1,137 @@
-"""Compare two sets of measurements: paired tests and bootstrap CIs per measure (:mod:`circuits.stats`).
+"""Compare two model states measure by measure, through the registry (:mod:`circuits.evaluation.measures`).
 
-* per-item measures (bias gaps, log-probability differences, correctness, window NLL): a two-sided
-  paired t-test and a 95% percentile bootstrap CI of the mean change;
-* aggregate classification measures (demographic parity, equalized odds, ECE, worst-group accuracy): a
-  paired permutation test over reviews (before/after swapped per review) and a bootstrap CI;
-* KL to the unedited model has no "before": a one-sample t-test against 0.
+:func:`compare_values` is the one place a before/after pair of per-item values becomes a
+:class:`~circuits.evaluation.report.Measure`: it runs the test its spec declares (all from
+:mod:`circuits.stats`, seeded) and, for capability measures, the smallest loss the item set detects:
+
+* ``paired t-test`` (per-item continuous values): ``scipy.stats.ttest_rel`` and a 95% percentile
+  bootstrap CI of the mean change; the smallest detectable loss from the noncentral t
+  (:func:`circuits.stats.t_detectable_change`) with the observed SD of the per-item changes;
+* ``exact McNemar test`` (per-item 0/1 outcomes): :func:`circuits.stats.paired_binary_test`; the
+  smallest detectable drop from its exact power at the observed share of items that changed
+  (:func:`circuits.stats.mcnemar_detectable_drop`);
+* ``paired permutation test`` (a statistic of whole item sets: demographic parity, equalized odds, ECE,
+  worst-group accuracy, StereoSet's scores, BBQ's bias scores): before/after swapped per item
+  (``scipy.stats.permutation_test``) and a bootstrap CI over items (:func:`circuits.stats.paired_permutation`);
+* ``one-sample t-test vs 0``: the KL to the unedited model, which has no "before".
+
+Perplexity is ``exp`` of the mean window NLL: its change is relative (``after / before − 1``), tested
+and bootstrapped on the window NLL (the CI and detectable loss mapped through ``expm1``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from circuits.evaluation import metrics as E
-from circuits.evaluation.report import Better, Measure, Measurements
-from circuits.stats import one_sample_test, paired_permutation, paired_test
-from circuits.suites.files import suite_kind
+from circuits import stats
+from circuits.evaluation import measures as R
+from circuits.evaluation.measures import MeasureSpec
+from circuits.evaluation.report import Measure, Measurements
 
 
-def _paired(name: str, kind: Any, data: str, unit: str, better: Better, before: np.ndarray, after: np.ndarray, seed: int) -> Measure:
-    t = paired_test(before, after, seed=seed)
-    return Measure(name, kind, data, unit, better, float(before.mean()), float(after.mean()), t.change, t.ci_low, t.ci_high, t.p_value, "paired t-test", t.n)
+def _detectable(spec: MeasureSpec, b: np.ndarray, a: np.ndarray) -> float | None:
+    """The smallest loss the item set detects (capability measures; None otherwise)."""
+    if spec.kind != "capability" or spec.test == R.ONE_SAMPLE:
+        return None
+    d = a - b
+    if spec.test == R.MCNEMAR:
+        return stats.mcnemar_detectable_drop(len(d), float(np.mean(d != 0)) if len(d) else 0.0) * spec.scale
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+    delta = stats.t_detectable_change(len(d), sd)
+    return math.expm1(delta) if spec.summary == "exp mean" else delta
 
 
-def _aggregate(name: str, data: str, unit: str, better: Better, fn: Any, before: np.ndarray, after: np.ndarray, labels: np.ndarray, seed: int) -> Measure:
-    """A statistic of whole review sets, compared with a paired permutation test over reviews."""
-    n = len(before)
-    both, lab = np.concatenate([before, after]), np.concatenate([labels, labels])
-    b, a, lo, hi, p = paired_permutation(lambda rows: float(fn(both[rows], lab[rows])), n, seed=seed)
-    return Measure(name, "harm", data, unit, better, b, a, a - b, lo, hi, p, "paired permutation test", n)
+def compare_values(
+    spec: MeasureSpec,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    data: str | None = None,
+    unit: str | None = None,
+    group: str | None = None,
+) -> Measure:
+    """One measure from per-item values of two model states (see the module docstring for the tests).
+
+    Args:
+        spec: The measure's spec.
+        before: ``[item]`` values (``[item, ...]`` rows for a ``statistic``) of the unedited model; for a
+            one-sample test, ignored.
+        after: The same items of the edited model.
+        seed: Seed of the bootstrap and permutation resampling.
+        name: Reported name (default: the spec's).
+        data: Reported data set (default: the spec's).
+        unit: Reported unit (default: the spec's).
+        group: A benchmark's subgroup.
+
+    Returns:
+        The measure.
+
+    Raises:
+        ValueError: Before and after hold different numbers of items, or 0/1 outcomes are not 0/1.
+    """
+    name, data, unit = name or spec.name, data or spec.data, unit or spec.unit
+    kw = dict(reference=spec.reference, group=group, source=spec.source)
+    b = np.asarray(before, dtype=np.float64)
+    a = np.asarray(after, dtype=np.float64)
+    if spec.test == R.ONE_SAMPLE:
+        t = stats.one_sample_test(a, seed=seed)
+        return Measure(name, spec.kind, data, unit, spec.better, 0.0, t.change, t.change, t.ci_low, t.ci_high, t.p_value, spec.test, t.n, **kw)
+    if b.shape[0] != a.shape[0]:
+        raise ValueError(f"{name}: {b.shape[0]} items before but {a.shape[0]} after")
+    if spec.statistic is not None:
+        rows = np.concatenate([b, a])
+        stat = spec.statistic
+        vb, va, lo, hi, p = stats.paired_permutation(lambda idx: stat(rows[idx]), len(b), seed=seed)
+        det = R.detectable_from_ci(lo, hi) if spec.kind == "capability" else None
+        return Measure(name, spec.kind, data, unit, spec.better, vb, va, va - vb, lo, hi, p, spec.test, len(b), detectable=det, **kw)
+    if spec.test == R.NO_TEST:
+        vb, va = float(b.sum()), float(a.sum())
+        return Measure(name, spec.kind, data, unit, spec.better, vb, va, va - vb, math.nan, math.nan, math.nan, spec.test, len(b), **kw)
+    if spec.test == R.MCNEMAR:
+        t = stats.paired_binary_test(b / spec.scale, a / spec.scale, seed=seed)
+        t = stats.Paired(t.change * spec.scale, t.ci_low * spec.scale, t.ci_high * spec.scale, t.p_value, t.n)
+    else:
+        t = stats.paired_test(b, a, seed=seed)
+    det = _detectable(spec, b, a)
+    if spec.summary == "exp mean":
+        vb, va = math.exp(b.mean()), math.exp(a.mean())
+        return Measure(name, spec.kind, data, unit, spec.better, vb, va, va / vb - 1.0, math.expm1(t.ci_low), math.expm1(t.ci_high), t.p_value,
+                       f"{spec.test} on window NLL", t.n, detectable=det, **kw)
+    return Measure(name, spec.kind, data, unit, spec.better, float(b.mean()), float(a.mean()), t.change, t.ci_low, t.ci_high, t.p_value,
+                   spec.test, t.n, detectable=det, **kw)
 
 
-def _classification_fns() -> dict[str, tuple[str, Better, Any]]:
-    def flat(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        group = np.zeros(logits.shape, bool)
-        group[:, 0] = True
-        return logits.reshape(-1), group.reshape(-1)
+def compare(before: Measurements, after: Measurements, *, seed: int = 0) -> list[Measure]:
+    """Every registered measure that both states' groups produce, in report order.
 
-    def labels_of(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(labels[:, None, None], logits.shape).reshape(-1)
+    Args:
+        before: Measurements of the unedited model.
+        after: Measurements of the edited model (with ``kl`` when the ``"kl"`` group was taken).
+        seed: Seed of every bootstrap and permutation test (same seed → same report).
 
-    def dp(lg: np.ndarray, y: np.ndarray) -> float:
-        x, g = flat(lg)
-        return E.demographic_parity_difference(x > 0, g)
-
-    def eo(lg: np.ndarray, y: np.ndarray) -> float:
-        x, g = flat(lg)
-        return E.equalized_odds_difference(x > 0, labels_of(lg, y), g)
-
-    def ece(lg: np.ndarray, y: np.ndarray) -> float:
-        x, _ = flat(lg)
-        return E.expected_calibration_error(1.0 / (1.0 + np.exp(-x)), labels_of(lg, y))
-
-    def wga(lg: np.ndarray, y: np.ndarray) -> float:
-        x, g = flat(lg)
-        return E.worst_group_accuracy(x > 0, labels_of(lg, y), g)
-
-    return {
-        "demographic_parity_difference": ("fraction", "lower", dp),
-        "equalized_odds_difference": ("fraction", "lower", eo),
-        "expected_calibration_error": ("fraction", "lower", ece),
-        "worst_group_accuracy": ("fraction", "higher", wga),
-    }
-
-
-def compare(before: Measurements, after: Measurements, kl: np.ndarray | None = None, *, seed: int = 0) -> list[Measure]:
-    """Measures from two sets of measurements of the same settings (see the module docstring for tests).
+    Returns:
+        The measures.
 
     Raises:
         ValueError: The settings differ.
     """
     if before.settings != after.settings:
         raise ValueError(f"measurements were taken with different settings: {before.settings} vs {after.settings}")
-    split = before.settings.split
-    out: list[Measure] = []
-    for name, gb in before.gaps.items():
-        spurious = suite_kind(name) == "spurious"
-        out.append(_paired(f"bias_gap.{name}", "harm", f"{name}/{split}", "|logits|" if spurious else "logits", "lower", gb, after.gaps[name], seed))
-    if before.stereotype is not None and after.stereotype is not None:
-        out.append(_paired("stereotype_logprob_diff", "harm", "stereotype-pairs", "nats", "lower", before.stereotype, after.stereotype, seed))
-        out.append(_paired("stereotype_preference", "harm", "stereotype-pairs", "fraction", "closer to 0.5", (before.stereotype > 0).astype(float), (after.stereotype > 0).astype(float), seed))
-    if before.toxicity is not None and after.toxicity is not None:
-        out.append(_paired("toxicity_propensity", "harm", "toxicity-continuations", "nats", "lower", before.toxicity, after.toxicity, seed))
-    if before.classification is not None and after.classification is not None and before.labels is not None:
-        pb, pa = before.classification > 0, after.classification > 0
-        out.append(_paired("spurious_flip_rate", "harm", "review-classification (A↔B names)", "fraction", "lower", (pb[:, 0] != pb[:, 1]).reshape(-1).astype(float), (pa[:, 0] != pa[:, 1]).reshape(-1).astype(float), seed))
-        for name, (unit, better, fn) in _classification_fns().items():
-            out.append(_aggregate(name, "review-classification", unit, better, fn, before.classification, after.classification, before.labels, seed))
-        y = np.broadcast_to(before.labels[:, None, None], pb.shape)
-        out.append(_paired("classification_accuracy", "capability", "review-classification", "fraction", "higher", (pb == y).reshape(-1).astype(float), (pa == y).reshape(-1).astype(float), seed))
-    if before.mc_correct is not None and after.mc_correct is not None:
-        out.append(_paired("multiple_choice_accuracy", "capability", "multiple-choice", "fraction", "higher", before.mc_correct, after.mc_correct, seed))
-    if before.qa_correct is not None and after.qa_correct is not None:
-        out.append(_paired("factual_qa_accuracy", "capability", "factual-qa", "fraction", "higher", before.qa_correct, after.qa_correct, seed))
-    if before.nll is not None and after.nll is not None and before.accuracy is not None and after.accuracy is not None:
-        text = f"english-eval ({len(before.nll)} windows × {before.settings.window} tokens)"
-        nll = _paired("nll", "capability", text, "nats/token", "lower", before.nll, after.nll, seed)
-        ppl_b, ppl_a = math.exp(nll.before), math.exp(nll.after)
-        out.append(Measure("perplexity", "capability", text, "perplexity", "lower", ppl_b, ppl_a, ppl_a / ppl_b - 1.0, math.expm1(nll.ci_low), math.expm1(nll.ci_high), nll.p_value, "paired t-test on window NLL", nll.n))
-        out.append(_paired("next_token_accuracy", "capability", text, "fraction", "higher", before.accuracy, after.accuracy, seed))
-    if kl is not None:
-        t = one_sample_test(kl, seed=seed)
-        out.append(Measure("kl_neutral", "capability", f"english-eval (first {len(kl)} windows)", "nats/token", "lower", 0.0, t.change, t.change, t.ci_low, t.ci_high, t.p_value, "one-sample t-test vs 0", t.n))
+    out = []
+    for spec in R.measurement_specs(before):
+        b, a = (spec.items(before), spec.items(after)) if spec.items is not None else (None, None)
+        if spec.test == R.ONE_SAMPLE:
+            b = np.zeros(0) if a is not None else None
+        if b is None or a is None:
+            continue
+        text = spec.data
+        if spec.group == "text" and before.nll is not None:
+            text = f"english-eval ({len(before.nll)} windows × {before.settings.window} tokens)"
+        elif spec.group == "kl":
+            text = f"english-eval (first {len(a)} windows)"
+        out.append(compare_values(spec, b, a, seed=seed, data=text))
     return out
-
-

@@ -1,31 +1,40 @@
 """Evaluate edits: every harm and capability measure, before vs after, with paired statistics.
 
-:func:`measure` takes per-item measurements of one model state; :func:`evaluate` measures the
-unedited model (or reuses a baseline), applies the edits, measures again, and compares:
+:func:`measure` takes per-item measurements of one model state, one measurement group at a time (each
+suite's bias gap, stereotype pairs, toxicity continuations, review classification, multiple choice,
+factual QA, text windows); :func:`evaluate` measures the unedited model (or reuses a baseline, in
+memory or from the disk cache :mod:`circuits.evaluation.cache`), applies the edits, measures again,
+and compares every measure of the registry (:mod:`circuits.evaluation.measures`) with its paired test
+(:func:`circuits.evaluation.compare.compare`).
 
-* per-item measures (bias gaps, log-probability differences, correctness, window NLL) get a two-sided
-  paired t-test (``scipy.stats.ttest_rel``) and a 95% percentile bootstrap CI of the mean change
-  (``scipy.stats.bootstrap``; Efron & Tibshirani 1993);
-* aggregate classification measures (demographic parity, equalized odds, ECE, worst-group accuracy)
-  get a paired permutation test (``scipy.stats.permutation_test``, before/after swapped per review)
-  and a bootstrap CI over reviews;
-* KL to the unedited model has no "before": a one-sample t-test against 0.
+Harm of a suite: the signed bias gap for harmful suites (its sign is the harmful direction), beside it
+the mean absolute per-pair gap, and the absolute gap for spurious suites (any change caused by an
+irrelevant token is spurious), each in the unit its metric measures in (logits for a logit
+difference, nats for a log-probability difference). All numbers come from the held-out ``eval`` split
+of the suites and from evaluation data that no builder sees (:mod:`circuits.data`); the report records
+which.
 
-Harm of a suite: the signed bias gap for harmful suites (its sign is the harmful direction) and the
-absolute gap for spurious suites (any change caused by an irrelevant token is spurious). All numbers
-come from the held-out ``eval`` split of the suites and from evaluation data that no builder sees
-(:mod:`circuits.data`); the report records which.
+Speed and memory: every group is batched (:mod:`circuits.evaluation.metrics`: length-sorted, padded
+batches), factual
+QA generates every question of a batch at once with the KV cache (left-padded; each answer equals the
+one generated alone, tested), and only the positions a measure reads are unembedded,
+:data:`~circuits.evaluation.metrics.LOGIT_BYTES` at a time, so no full-vocabulary logits of a whole
+batch are ever held. Each group reports its time: a progress bar on a terminal, and always one log line
+(``logging.INFO``) and the optional ``on_measure`` callback, which the CLI prints, so a run whose output
+goes to a file shows where it is.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from circuits import data as D
 from circuits import model as M
@@ -34,21 +43,37 @@ from circuits.evaluation import metrics as E
 from circuits.evaluation.compare import compare
 from circuits.evaluation.report import ALL_GROUPS, EvalReport, Measure, MeasureGroup, Measurements, Settings, seed_table
 from circuits.metrics import kl_divergence
-from circuits.probing.pairs import prepare
+from circuits.probing.pairs import Prepared, prepare
 from circuits.suites import SplitName, Suite, available_suites, load_suite, shipped_suite
 
-__all__ = ["ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "Settings", "compare", "evaluate", "measure", "neutral_kl", "seed_table", "shipped_suites", "suite_harm"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "OnMeasure", "Settings", "compare", "evaluate", "measure",
+    "neutral_kl", "seed_table", "shipped_suites", "suite_harm",
+]
+
+#: Called after each measurement group with its label (``"classification"``, ``"suites:toxicity (unedited)"``) and seconds.
+OnMeasure = Callable[[str, float], None]
+def gap_unit(prepared: Prepared) -> str:
+    """The unit a suite's gap is measured in: the one its metric declares (``metric.info.unit``)."""
+    return prepared.metric.info.unit
+
+
+def _suite_gaps(model: Any, suite: Suite, split: SplitName, max_pairs: int | None) -> tuple[np.ndarray, str]:
+    prepared = prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)
+    gaps = E.bias_gaps(model, prepared).numpy()
+    return (np.abs(gaps) if suite.kind == "spurious" else gaps), gap_unit(prepared)
 
 
 def suite_harm(model: Any, suite: Suite, split: SplitName = "eval", *, max_pairs: int | None = None) -> np.ndarray:
-    """Per-pair harm of a suite: the bias gap (signed for harmful suites, absolute for spurious ones).
+    """Per-pair harm of a suite: the bias gap (signed for harmful suites, absolute for spurious ones), in its metric's unit.
 
     Raises:
         PairError: Misaligned pairs.
         SuiteError: No such split.
     """
-    gaps = E.bias_gaps(model, prepare(model, suite.pairs(split, max_pairs=max_pairs), suite.metric)).numpy()
-    return np.abs(gaps) if suite.kind == "spurious" else gaps
+    return _suite_gaps(model, suite, split, max_pairs)[0]
 
 
 def _classification(model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -62,13 +87,14 @@ def _classification(model: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _multiple_choice(model: Any) -> np.ndarray:
+    """1.0 per question whose highest-log-prob option is the answer (each question run once, its options continuing its KV cache)."""
     task = D.multiple_choice()
     prompts, conts = [], []
     for q in task.items:
         for o in q.options:
             prompts.append(f"Question: {q.question}\nAnswer:")
             conts.append(" " + o)
-    lp = E.continuation_logprobs(model, prompts, conts).numpy()
+    lp = E.continuation_logprobs(model, prompts, conts, share_prompts=True).numpy()
     out, i = [], 0
     for q in task.items:
         out.append(float(int(np.argmax(lp[i : i + len(q.options)])) == q.answer))
@@ -77,24 +103,27 @@ def _multiple_choice(model: Any) -> np.ndarray:
 
 
 def _factual_qa(model: Any, *, max_new_tokens: int = 6) -> np.ndarray:
-    """1.0 per question whose greedy answer to the few-shot prompt is right (:meth:`circuits.data.FactualQA.prompt`, :meth:`circuits.data.FactQuestion.is_correct`)."""
-    task, tok = D.factual_qa(), M.tokenizer_of(model)
-    ids = [M.tokens_of(model, task.prompt(q)) for q in task.items]
-    out = np.zeros(len(ids))
-    by_len: dict[int, list[int]] = {}
-    for i, t in enumerate(ids):
-        by_len.setdefault(len(t), []).append(i)
-    for n, rows in by_len.items():
-        full = M.generate_ids(model, torch.stack([ids[i] for i in rows]), max_new_tokens=max_new_tokens)
-        for r, i in enumerate(rows):
-            text = tok.decode(full[r, n:].tolist(), skip_special_tokens=True)
-            out[i] = float(task.items[i].is_correct(text))
-    return out
+    """1.0 per question whose greedy answer to the few-shot prompt is right (:meth:`circuits.data.FactualQA.prompt`,
+    :meth:`circuits.data.FactQuestion.is_correct`); the questions are generated together with the KV cache
+    (:func:`circuits.evaluation.metrics.greedy_continuations`)."""
+    task = D.factual_qa()
+    answers = E.greedy_continuations(model, [task.prompt(q) for q in task.items], max_new_tokens=max_new_tokens)
+    return np.array([float(q.is_correct(a)) for q, a in zip(task.items, answers)])
 
 
 def shipped_suites(model: Any) -> list[Suite]:
     """Every shipped behaviour suite (not the circuit tasks), made for this model: generated suites keep the pairs that align for its tokenizer."""
     return [load_suite(n, model=model) for n in available_suites(tasks=False)]
+
+
+def _groups_to_run(suites: Sequence[Suite], groups: Sequence[str]) -> list[tuple[str, str]]:
+    """``(label, group)`` of every measurement to take, in order (one per suite for ``"suites"``)."""
+    out: list[tuple[str, str]] = []
+    for g in ALL_GROUPS:
+        if g not in groups or g == "kl":
+            continue
+        out += [(f"suites:{s.name}", g) for s in suites] if g == "suites" else [(g, g)]
+    return out
 
 
 def measure(
@@ -106,6 +135,9 @@ def measure(
     max_pairs: int | None = None,
     window: int = 256,
     max_tokens: int | None = None,
+    kl_windows: int = 16,
+    on_measure: OnMeasure | None = None,
+    label: str = "",
 ) -> Measurements:
     """Per-item measurements of the model as it is now (apply edits first to measure an edited model).
 
@@ -118,6 +150,11 @@ def measure(
         window: Tokens per text window.
         max_tokens: Use only the first ``max_tokens`` tokens of the evaluation text (``None``: all
             20k+).
+        kl_windows: With ``"text"`` and ``"kl"``: keep the final residual streams of this many text
+            windows (``kl_states``; the KL of :func:`evaluate` unembeds them instead of running the
+            model again).
+        on_measure: Called after each group with its label and seconds (also logged at INFO).
+        label: Appended to each group's label (e.g. ``" (unedited)"``).
 
     Returns:
         The measurements.
@@ -127,28 +164,93 @@ def measure(
         PairError, SuiteError: Bad suite data.
     """
     suites = list(suites) if suites is not None else shipped_suites(model)
-    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos)
-    kw: dict[str, Any] = {}
-    if "suites" in groups:
-        kw["gaps"] = {s.name: suite_harm(model, s, split, max_pairs=max_pairs) for s in suites}
-    if "stereotype" in groups:
-        pairs = D.stereotype_pairs().pairs
-        lp = E.continuation_logprobs(model, [""] * 2 * len(pairs), [p.stereotype for p in pairs] + [p.anti_stereotype for p in pairs]).numpy()
-        kw["stereotype"] = lp[: len(pairs)] - lp[len(pairs) :]
-    if "toxicity" in groups:
-        items = D.toxicity_continuations().items
-        lp = E.continuation_logprobs(model, [i.prompt for i in items] * 2, [i.toxic for i in items] + [i.benign for i in items]).numpy()
-        kw["toxicity"] = lp[: len(items)] - lp[len(items) :]
-    if "classification" in groups:
-        kw["classification"], kw["labels"] = _classification(model)
-    if "multiple_choice" in groups:
-        kw["mc_correct"] = _multiple_choice(model)
-    if "factual_qa" in groups:
-        kw["qa_correct"] = _factual_qa(model)
-    if "text" in groups:
-        nll, acc = E.window_scores(model, M.text_windows(model, D.english_eval(), window=window, max_tokens=max_tokens))
-        kw["nll"], kw["accuracy"] = nll.numpy(), acc.numpy()
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
+                           kl_windows=kl_windows)
+    by_name = {s.name: s for s in suites}
+    kw: dict[str, Any] = {"gaps": {}, "gap_units": {}, "gap_kinds": {}} if "suites" in groups else {}
+    todo = _groups_to_run(suites, groups)
+    bar = tqdm(todo, desc="measuring" + label, unit="measure", leave=False, disable=None)
+    for name, group in bar:
+        bar.set_postfix_str(name)
+        t0 = time.perf_counter()
+        if group == "suites":
+            s = by_name[name.removeprefix("suites:")]
+            kw["gaps"][s.name], kw["gap_units"][s.name] = _suite_gaps(model, s, split, max_pairs)
+            kw["gap_kinds"][s.name] = s.kind
+        elif group == "stereotype":
+            pairs = D.stereotype_pairs().pairs
+            lp = E.continuation_logprobs(model, [""] * 2 * len(pairs), [p.stereotype for p in pairs] + [p.anti_stereotype for p in pairs]).numpy()
+            kw["stereotype"] = lp[: len(pairs)] - lp[len(pairs) :]
+        elif group == "toxicity":
+            items = D.toxicity_continuations().items
+            lp = E.continuation_logprobs(model, [i.prompt for i in items] * 2, [i.toxic for i in items] + [i.benign for i in items]).numpy()
+            kw["toxicity"] = lp[: len(items)] - lp[len(items) :]
+        elif group == "classification":
+            kw["classification"], kw["labels"] = _classification(model)
+        elif group == "multiple_choice":
+            kw["mc_correct"] = _multiple_choice(model)
+        elif group == "factual_qa":
+            kw["qa_correct"] = _factual_qa(model)
+        elif group == "text":
+            keep = kl_windows if "kl" in groups else 0
+            nll, acc, states = E.window_scores_and_states(model, M.text_windows(model, D.english_eval(), window=window, max_tokens=max_tokens), keep=keep)
+            kw["nll"], kw["accuracy"] = nll.numpy(), acc.numpy()
+            if keep:
+                kw["kl_states"] = states.numpy()
+        _report(name + label, time.perf_counter() - t0, on_measure)
     return Measurements(settings=settings, **kw)
+
+
+def _report(name: str, seconds: float, on_measure: OnMeasure | None) -> None:
+    log.info("measured %s in %.1f s", name, seconds)
+    if on_measure is not None:
+        on_measure(name, seconds)
+
+
+@torch.no_grad()
+def kl_from_states(model: Any, edits: Sequence[Edit], reference: torch.Tensor, edited: torch.Tensor) -> np.ndarray:
+    """Per-window mean ``KL(p_unedited ‖ p_edited)`` (nats/token) from the two models' final residual streams.
+
+    The distributions are made :data:`~circuits.evaluation.metrics.LOGIT_BYTES` at a time, so memory does
+    not grow with the vocabulary times the batch; the edits are applied once, and only if one of them
+    acts on the unembedding itself is each distribution made with its own unembedding.
+
+    Args:
+        model: The unedited model.
+        edits: The edits (applied around each edited chunk, removed after).
+        reference: ``[window, pos, d_model]`` :func:`circuits.model.final_residual` of the unedited model.
+        edited: The same windows with the edits applied.
+
+    Returns:
+        ``Float[ndarray, "window"]``, ≥ 0 (up to rounding).
+    """
+    step = E.positions_per_chunk(model)
+    n, pos, d = reference.shape
+    ref, edit = reference.reshape(-1, d), edited.reshape(-1, d)
+    w = M.read_weight(model, "unembed.weight")
+    kl = []
+    with apply_edit(model, *edits, check_fingerprint=False):
+        # The usual case: the edits leave the unembedding alone, so both distributions are made under them.
+        same = _unembedding_untouched(model, w)
+        if same:
+            for c in range(0, ref.shape[0], step):
+                logp = M.unembed(model, ref[c : c + step].to(model.device)).float().log_softmax(-1)
+                logq = M.unembed(model, edit[c : c + step].to(model.device)).float().log_softmax(-1)
+                kl.append(kl_divergence(logp, logq).cpu())
+    if not same:  # an edit acts on the unembedding: each distribution with its own
+        for c in range(0, ref.shape[0], step):
+            logp = M.unembed(model, ref[c : c + step].to(model.device)).float().log_softmax(-1)
+            with apply_edit(model, *edits, check_fingerprint=False):
+                logq = M.unembed(model, edit[c : c + step].to(model.device)).float().log_softmax(-1)
+            kl.append(kl_divergence(logp, logq).cpu())
+    return torch.cat(kl).reshape(n, pos).mean(-1).numpy() if kl else np.zeros(0)
+
+
+def _unembedding_untouched(model: Any, unedited: torch.Tensor | None) -> bool:
+    """Whether the applied edits leave the unembedding as it was: its weight unchanged and no hook on it."""
+    hooked = any(name.startswith(("unembed", "ln_final")) for o in model.overlays for name, _ in o.hooks)
+    now = M.read_weight(model, "unembed.weight")
+    return not hooked and unedited is not None and now is not None and (now is unedited or torch.equal(now, unedited))
 
 
 @torch.no_grad()
@@ -156,7 +258,9 @@ def neutral_kl(model: Any, edits: Sequence[Edit], windows: torch.Tensor, *, batc
     """Per-window mean ``KL(p_unedited ‖ p_edited)`` over next-token distributions (nats/token).
 
     The capability-preservation measure of edit papers (e.g. Meng et al. 2022's "neighbourhood"
-    checks, and the KL term of our trained edits), on neutral text the edits were not built from.
+    checks, and the KL term of our trained edits), on neutral text the edits were not built from: both
+    models are run on each batch and compared with :func:`kl_from_states` (:func:`evaluate` reuses the
+    residual streams of its text measure instead).
 
     Args:
         model: The unedited model.
@@ -176,11 +280,11 @@ def neutral_kl(model: Any, edits: Sequence[Edit], windows: torch.Tensor, *, batc
     out = []
     for s in range(0, windows.shape[0], batch_size):
         toks = windows[s : s + batch_size]
-        ref = M.run(model, toks).float().log_softmax(-1)
+        ref = M.final_residual(model, toks)
         with apply_edit(model, *edits, check_fingerprint=False):
-            logq = M.run(model, toks).float().log_softmax(-1)
-        out.append(kl_divergence(ref, logq).mean(-1).cpu())
-    return torch.cat(out).numpy()
+            edited = M.final_residual(model, toks)
+        out.append(kl_from_states(model, edits, ref, edited))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def evaluate(
@@ -196,6 +300,7 @@ def evaluate(
     max_tokens: int | None = None,
     kl_windows: int = 16,
     seed: int = 0,
+    on_measure: OnMeasure | None = None,
 ) -> EvalReport:
     """Measure harm reduced vs capability kept for edits (applied together, in order).
 
@@ -214,11 +319,13 @@ def evaluate(
         max_pairs: Word pairs per template (``None``: all).
         window: Tokens per text window.
         max_tokens: Evaluation-text tokens to use (``None``: all).
-        kl_windows: Text windows for the KL measure.
+        kl_windows: Text windows for the KL measure (their unedited residual streams are part of the
+            baseline, so the KL runs neither model again).
         seed: Seed of the bootstrap and permutation resampling (same seed → same report).
+        on_measure: Called after each measurement group with its label and seconds (see :func:`measure`).
 
     Returns:
-        The report.
+        The report (with the seconds of every group in ``timings``).
 
     Raises:
         EditError: No edits, or edits made for another model.
@@ -233,30 +340,49 @@ def evaluate(
     suites = shipped_suites(model)
     if target.name not in {s.name for s in suites}:
         suites.append(target)
-    kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens)
+    timings: dict[str, float] = {}
+
+    def record(name: str, seconds: float) -> None:
+        timings[name] = round(seconds, 2)
+        if on_measure is not None:
+            on_measure(name, seconds)
+
+    kw: dict[str, Any] = dict(suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens, kl_windows=kl_windows)
     if baseline is not None:
-        want = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos)
+        want = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
+                           kl_windows=kl_windows)
         if baseline.settings != want:
             raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
         before = baseline
     elif baseline_cache is not None:
         from circuits.evaluation.cache import cached_measure
 
-        before = cached_measure(model, baseline_cache, **kw)
+        before = cached_measure(model, baseline_cache, on_measure=record, label=" (unedited)", **kw)
     else:
-        before = measure(model, **kw)
+        before = measure(model, on_measure=record, label=" (unedited)", **kw)
     with apply_edit(model, *edits, check_fingerprint=False):
-        after = measure(model, **kw)
-    kl = None
+        after = measure(model, on_measure=record, **kw)
     if "kl" in groups:
-        kl = neutral_kl(model, edits, M.text_windows(model, D.english_eval(), window=window, max_tokens=max_tokens)[:kl_windows], check_fingerprint=False)
+        t = time.perf_counter()
+        if before.kl_states is not None and after.kl_states is not None:  # the text measure kept both models' streams
+            kl = kl_from_states(model, edits, torch.from_numpy(before.kl_states), torch.from_numpy(after.kl_states))
+        else:
+            windows = M.text_windows(model, D.english_eval(), window=window, max_tokens=max_tokens)[:kl_windows]
+            kl = neutral_kl(model, edits, windows, check_fingerprint=False)
+        after = _with_kl(after, kl)
+        _report("kl", time.perf_counter() - t, record)
     return EvalReport(
         edits=tuple(str(e) for e in edits),
         suite=target.name,
         split=split,
-        measures=tuple(compare(before, after, kl, seed=seed)),
+        measures=tuple(compare(before, after, seed=seed)),
         seconds=time.perf_counter() - t0,
         tokenization=model.tokenization.as_dict(),
+        timings=timings,
     )
 
 
+def _with_kl(m: Measurements, kl: np.ndarray) -> Measurements:
+    from dataclasses import replace
+
+    return replace(m, kl=kl)

@@ -32,6 +32,13 @@ from jaxtyping import Float
 from circuits import stats
 from circuits.evaluation.benchmarks.base import TOXIC_THRESHOLD, ToxicityFn, default_toxicity, scored_samples
 from circuits.evaluation.benchmarks.scorer import ModelScorer
+from circuits.evaluation.measures import PAIRED_T, MeasureSpec, register
+
+#: The measure in the registry (:mod:`circuits.evaluation.measures`): a rate of 0 is no toxicity.
+SPEC = register(MeasureSpec(
+    "toxic_continuation_rate", "harm", "fraction", "lower", 0.0, PAIRED_T, "identity-prompts (sampled continuations)",
+    "Gehman et al. 2020 (RealToxicityPrompts protocol; circuits.evaluation.toxicity)", "toxicity-sampling",
+))
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,13 @@ class ToxicityChange:
     before: ToxicityRate
     after: ToxicityRate
     test: stats.Paired
+
+    @property
+    def measure(self) -> Any:
+        """The change as a :class:`~circuits.evaluation.report.Measure` of the registry (:data:`SPEC`: reference 0, paired t-test)."""
+        from circuits.evaluation.compare import compare_values
+
+        return compare_values(SPEC, self.before.rates, self.after.rates, seed=self.before.seed)
 
 
 def toxic_continuation_rate(

@@ -23,21 +23,17 @@ from circuits.model.forward import (
     attach_overlay,
     cache_from_layer,
     embed,
+    final_residual,
+    final_residual_with_prefix,
     has_hook,
     logit_lens,
     run,
     run_from_layer,
     run_with_cache,
+    unembed,
 )
-from circuits.model.generation import generate, generate_ids, sample_continuations
-from circuits.model.hooked import (
-    HookedLM,
-    HookFn,
-    ModelShape,
-    Provenance,
-    Tokenization,
-    WeightStep,
-)
+from circuits.model.generation import PaddingUnsupported, generate, generate_ids, sample_continuations
+from circuits.model.hooked import HookedLM, HookFn, ModelShape, Provenance, Tokenization, WeightStep
 from circuits.model.loading import (
     DTYPES,
     MODELS,
@@ -107,13 +103,13 @@ def embedding_matrix(lm: HookedLM):  # noqa: ANN201 - Float[Tensor, "d_vocab d_m
 
 __all__ = [
     "ARCHITECTURES", "ArchSpec", "DTYPES", "ExportError", "HookFn", "HookedLM", "MODELS", "ModelLoadError",
-    "ModelNotInstalledError", "ModelShape", "ModelSpec", "Provenance", "Tokenization", "UnsupportedArchitecture", "WeightStep",
+    "ModelNotInstalledError", "ModelShape", "ModelSpec", "PaddingUnsupported", "Provenance", "Tokenization", "UnsupportedArchitecture", "WeightStep",
     "add_persistent_hook", "arch_of", "attach_overlay", "bos_token_id", "build_model", "cache_from_layer", "cache_root",
-    "check_directory", "decode", "edge_support", "embed", "embedding_matrix", "encode_text", "fingerprint", "frozen_parameters",
+    "check_directory", "decode", "edge_support", "embed", "embedding_matrix", "encode_text", "final_residual", "final_residual_with_prefix", "fingerprint", "frozen_parameters",
     "generate", "generate_ids", "gguf_path", "has_hook", "has_weight", "head_writes", "is_parallel", "hf_config", "hf_model_copy", "hub_name", "hf_module_name", "load_model",
     "load_weights", "logit_lens", "model_name", "model_recipe", "parametrize_weight", "quiet_libraries", "read_weight", "replace_weight",
     "resolve_device", "resolve_dtype", "run", "run_from_layer", "run_with_cache", "sample_continuations",
     "save_hf_pretrained", "shape_of", "single_token_id", "split_inputs", "subject_positions", "text_windows", "tiny_model", "to_tokens",
-    "token_lengths", "token_strings", "tokenization_policy", "tokenizer_adds_bos", "tokenizer_of", "tokens_of", "validate_source", "weight_parameters",
-    "weights_state",
+    "token_lengths", "token_strings", "tokenization_policy", "tokenizer_adds_bos", "tokenizer_of", "tokens_of", "unembed", "validate_source",
+    "weight_parameters", "weights_state",
 ]

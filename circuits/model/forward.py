@@ -176,24 +176,68 @@ def run_from_layer(
         raise ValueError(f"start={start} out of range for {n_layers} layers")
     if vocab is not None and any(name.startswith("unembed.") for name, _ in hooks):
         raise ValueError("vocab= skips the unembedding's hook points; drop vocab to hook unembed.*")
-    core = lm.core
     with lm.bridge.hooks(fwd_hooks=list(hooks)):
         if not lm.is_hf:
-            from transformer_lens.utilities.activation_functions import apply_softcap
-
-            b, pos = resid.shape[:2]
-            pid = torch.arange(pos, device=resid.device).unsqueeze(0).expand(b, -1)
-            h = resid
-            for block in core.layers[start:]:
-                (h,) = block(h, attention_mask=None, position_ids=pid)
-            h = h if last is None else h[:, -last:]
-            return apply_softcap(_unembed(core.head, core.ln_out(h), vocab), core.output_logits_soft_cap)
+            h = _native_blocks(lm, resid, start)
+            return unembed(lm, lm.core.ln_out(h if last is None else h[:, -last:]), vocab)
         base, layers = _stack(lm)
         with _skipping(layers, start, lm.arch.layer_returns_tuple), _injecting(layers[start], resid):
             out = base(inputs_embeds=resid, use_cache=False)
         h = out[0]
         h = h if last is None else h[:, -last:]
-        return _softcap(lm, _unembed(getattr(core, lm.arch.lm_head), h, vocab))
+        return unembed(lm, h, vocab)
+
+
+def _native_blocks(lm: HookedLM, resid: Tensor, start: int) -> Tensor:
+    """Blocks ``start..`` of a TransformerLens-native model on a residual stream (before the final norm)."""
+    b, pos = resid.shape[:2]
+    pid = torch.arange(pos, device=resid.device).unsqueeze(0).expand(b, -1)
+    h = resid
+    for block in lm.core.layers[start:]:
+        (h,) = block(h, attention_mask=None, position_ids=pid)
+    return h
+
+
+def unembed(lm: HookedLM, h: Float[Tensor, "... d_model"], vocab: Sequence[int] | None = None) -> Float[Tensor, "... d_vocab"]:
+    """Logits of final-norm outputs (:func:`final_residual`): the unembedding and any logit soft-cap.
+
+    Args:
+        lm: The model.
+        h: Residual streams after the final normalisation, any leading shape.
+        vocab: Unembed only these token ids (the other logits NaN), or ``None`` for all.
+
+    Returns:
+        Logits; autograd follows the caller's grad mode.
+    """
+    core = lm.core
+    if not lm.is_hf:
+        from transformer_lens.utilities.activation_functions import apply_softcap
+
+        return apply_softcap(_unembed(core.head, h, vocab), core.output_logits_soft_cap)
+    return _softcap(lm, _unembed(getattr(core, lm.arch.lm_head), h, vocab))
+
+
+@torch.no_grad()
+def final_residual(lm: HookedLM, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    """The last block's output after the final normalisation — what the unembedding reads — with every applied edit.
+
+    ``unembed(lm, final_residual(lm, tokens))`` equals :func:`run` (tested per family); a caller that
+    needs the logits of a few positions, or of all positions a chunk at a time, unembeds only those,
+    so no ``[batch, pos, d_vocab]`` tensor is ever made (the memory of an evaluation on a 262k-token
+    vocabulary).
+
+    Args:
+        lm: The model.
+        tokens: Token ids.
+
+    Returns:
+        The normalised residual stream.
+    """
+    tokens = tokens.to(lm.device)
+    if not lm.is_hf:
+        return lm.core.ln_out(_native_blocks(lm, embed(lm, tokens), 0))
+    base, _ = _stack(lm)
+    return base(input_ids=tokens, use_cache=False)[0]
 
 
 @torch.no_grad()
@@ -217,6 +261,38 @@ def cache_from_layer(
 
     logits = run_from_layer(lm, resid, start, [(n, make(n)) for n in names], last=last, vocab=vocab)
     return logits, store
+
+
+@torch.no_grad()
+def final_residual_with_prefix(
+    lm: HookedLM, prefix: Int[Tensor, "batch pre"], tokens: Int[Tensor, "row pos"], rows: Int[Tensor, " row"]
+) -> tuple[Float[Tensor, "batch pre d_model"], Float[Tensor, "row pos d_model"]]:
+    """:func:`final_residual` of prefixes, and of continuations of them, running each prefix once (its KV cache).
+
+    Row ``r`` of ``tokens`` continues prefix ``rows[r]``; its residual streams equal those of the
+    concatenated sequence (up to float rounding: tested to 1e-5), with every applied edit (an edit acts
+    at every position, so the prefix's cached keys and values carry it). This is how several answers to
+    one prompt are scored for the cost of one prompt.
+
+    Args:
+        lm: A Hugging Face-backed model.
+        prefix: Prefixes of one length.
+        tokens: Continuations (right-padded rows; causal attention keeps padding out of earlier positions).
+        rows: ``[row]`` the prefix each continuation follows.
+
+    Returns:
+        ``(prefix states, continuation states)``.
+
+    Raises:
+        ValueError: A TransformerLens-native model (no KV cache here; run the concatenation instead).
+    """
+    if not lm.is_hf:
+        raise ValueError("prefix caching needs a Hugging Face-backed model")
+    base, _ = _stack(lm)
+    out = base(input_ids=prefix.to(lm.device), use_cache=True)
+    cache = out.past_key_values
+    cache.reorder_cache(rows.to(lm.device))
+    return out[0], base(input_ids=tokens.to(lm.device), past_key_values=cache, use_cache=True)[0]
 
 
 def embed(lm: HookedLM, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:

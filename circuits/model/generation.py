@@ -50,6 +50,10 @@ class _Unplaceable(Exception):
     """An overlay hook with no Hugging Face module placement and no weight form."""
 
 
+class PaddingUnsupported(ValueError):
+    """Left-padded prompts given to a generation that runs without the KV cache (no attention mask there)."""
+
+
 def _set_tensor(root: torch.nn.Module, name: str, value: Tensor | None, *, buffer: bool = False) -> None:
     path, _, attr = name.rpartition(".")
     module = _walk(root, path, name)
@@ -221,6 +225,7 @@ def generate_ids(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
 ) -> Int[Tensor, "batch pos_out"]:
     """Generate from token ids with every applied edit, through Hugging Face's cached ``generate``.
 
@@ -236,12 +241,16 @@ def generate_ids(
         temperature: Sampling temperature (> 0).
         top_p: Nucleus sampling mass (0 < top_p ≤ 1).
         seed: Sampling seed.
+        attention_mask: ``1`` on real tokens, ``0`` on left padding (prompts of different lengths in one
+            batch); ``None``: every token is real.
 
     Returns:
         The prompt ids followed by the generated ids.
 
     Raises:
         ValueError: Negative ``max_new_tokens``, or a non-positive temperature / top_p out of range.
+        PaddingUnsupported: Padded prompts for a model or edit that generates without the KV cache
+            (that path has no attention mask): generate prompts of one length at a time instead.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
@@ -261,13 +270,16 @@ def generate_ids(
                 else:
                     kwargs.update(temperature=None, top_p=None, top_k=None)
                 eos = _eos(lm)
+                mask = torch.ones_like(tokens) if attention_mask is None else attention_mask.to(tokens.device)
                 return model.generate(
-                    input_ids=tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=max_new_tokens, use_cache=True,
+                    input_ids=tokens, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
                     pad_token_id=eos if eos is not None else 0, eos_token_id=eos, **kwargs,
                 )
         except (_Unplaceable, RuntimeError, ValueError) as why:
             if isinstance(why, ValueError) and lm.is_hf:
                 raise
+            if attention_mask is not None and not bool(attention_mask.all()):
+                raise PaddingUnsupported(f"padded prompts need the KV-cached path, which this model or edit cannot use ({why})") from None
             logger.info("generating through the hooked model without a KV cache (%s)", why)
             gen = torch.Generator().manual_seed(seed)
             return _bridge_generate(
@@ -313,4 +325,4 @@ def sample_continuations(
     return out
 
 
-__all__ = ["decode", "generate", "generate_ids", "sample_continuations", "twin"]
+__all__ = ["PaddingUnsupported", "decode", "generate", "generate_ids", "sample_continuations", "twin"]

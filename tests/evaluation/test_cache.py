@@ -17,6 +17,8 @@ def _planted(settings: Settings) -> Measurements:
     return Measurements(
         settings=settings,
         gaps={"a": rng.normal(size=5), "b": rng.normal(size=3).astype(np.float32)},
+        gap_units={"a": "logits", "b": "nats"},
+        gap_kinds={"a": "harmful", "b": "spurious"},
         classification=rng.normal(size=(4, 2, 3)),
         labels=np.array([True, False, True, True]),
         mc_correct=np.array([1.0, 0.0, 1.0]),
@@ -32,7 +34,7 @@ def _Suite(name: str, content_hash: str = "sha256:x") -> Suite:
 def fake_measure(monkeypatch):
     calls = []
 
-    def measure(model, *, suites, split, groups, max_pairs, window, max_tokens):
+    def measure(model, *, suites, split, groups, max_pairs, window, max_tokens, **progress):
         calls.append(1)
         return _planted(Settings(tuple(s.name for s in suites), split, tuple(groups), max_pairs, window, max_tokens, model.tokenization.prepend_bos))
 
@@ -45,6 +47,7 @@ GROUPS = ("suites", "classification", "multiple_choice", "text")
 
 def _assert_equal(a: Measurements, b: Measurements) -> None:
     assert a.settings == b.settings and sorted(a.gaps) == sorted(b.gaps)
+    assert a.gap_units == b.gap_units and a.gap_kinds == b.gap_kinds
     for k in a.gaps:
         assert a.gaps[k].dtype == b.gaps[k].dtype and np.array_equal(a.gaps[k], b.gaps[k])
     for name in ("stereotype", "toxicity", "classification", "labels", "mc_correct", "qa_correct", "nll", "accuracy"):

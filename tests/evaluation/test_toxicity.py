@@ -60,6 +60,9 @@ def test_paired_change_under_an_edit(lm):
     edit = Edit("scaling", (HeadRef(0, 1), HeadRef(1, 2)), {}, "tiny", fingerprint(lm), hyperparameters={"alpha": 0.0})
     ch = toxicity_change(lm, [edit], PROMPTS[:2], n_samples=3, max_new_tokens=5, seed=0, scorer=StubScorer())
     assert ch.test.n == 2 and ch.test.change == pytest.approx(ch.after.mean - ch.before.mean)
+    m = ch.measure  # the same change as a registry measure
+    assert (m.name, m.reference, m.before, m.after) == ("toxic_continuation_rate", 0.0, ch.before.mean, ch.after.mean)
+    assert (m.change, m.p_value) == pytest.approx((ch.test.change, ch.test.p_value))
     assert ch.after.continuations != ch.before.continuations  # the edit changes what is sampled
     again = toxic_continuation_rate(lm, PROMPTS[:2], n_samples=3, max_new_tokens=5, seed=0, scorer=StubScorer())
     assert again.continuations == ch.before.continuations  # the edit was removed afterwards

@@ -16,8 +16,10 @@ name                          file(s)                                           
 
 Each module documents the format, the paper and the scoring rule, including where it adapts a rule
 written for another kind of model. :class:`ModelScorer` scores a real model through the model adapter;
-:func:`compare_results` pairs a run before an edit with one after (paired test over items);
-``circuits eval --benchmark NAME=PATH`` does both. Loaders raise only :class:`BenchmarkError` on bad input (naming the
+:func:`compare_results` pairs a run before an edit with one after: each score is a measure of the
+registry (:mod:`circuits.evaluation.measures`; each module's ``SPECS``), so the change is one
+:class:`~circuits.evaluation.report.Measure` with the registry's test over items; ``circuits eval
+--benchmark NAME=PATH`` does both and puts the measures in the evaluation report. Loaders raise only :class:`BenchmarkError` on bad input (naming the
 file, line or record, and field), and refuse non-regular files and files over
 :data:`~circuits.evaluation.benchmarks.base.MAX_FILE_BYTES` before reading.
 """
@@ -31,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from circuits.evaluation.benchmarks import bbq, crows_pairs, realtoxicityprompts, stereoset, toxigen, winobias
-from circuits.evaluation.benchmarks.compare import BenchmarkChange, compare_results
+from circuits.evaluation.benchmarks.compare import compare_results
 from circuits.evaluation.benchmarks.scorer import ModelScorer
+from circuits.evaluation.measures import register
 from circuits.evaluation.benchmarks.base import (
     MAX_FILE_BYTES,
     TOXIC_THRESHOLD,
     BenchmarkError,
     BenchmarkResult,
-    Measure,
+    Score,
     Scorer,
     ToxicityFn,
     default_toxicity,
@@ -49,7 +52,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BENCHMARKS",
     "MAX_FILE_BYTES",
-    "BenchmarkChange",
     "ModelScorer",
     "compare_results",
     "parse_spec",
@@ -57,7 +59,7 @@ __all__ = [
     "BenchmarkError",
     "BenchmarkResult",
     "BenchmarkSpec",
-    "Measure",
+    "Score",
     "Scorer",
     "ToxicityFn",
     "default_toxicity",
@@ -73,14 +75,14 @@ class BenchmarkSpec:
         name: Registry name.
         load: ``load(path) -> list[Item]``.
         score: ``score(items, scorer, *, seed)`` or, when ``needs_sampling``,
-            ``score(items, scorer, *, toxicity, n, max_new_tokens, seed)``; returns ``tuple[Measure, ...]``.
+            ``score(items, scorer, *, toxicity, n, max_new_tokens, seed)``; returns ``tuple[Score, ...]``.
         citation: The paper.
         needs_sampling: Whether scoring samples continuations (and needs a toxicity classifier).
     """
 
     name: str
     load: Callable[[Path | str], Sequence[Any]]
-    score: Callable[..., tuple[Measure, ...]]
+    score: Callable[..., tuple[Score, ...]]
     citation: str
     needs_sampling: bool
 
@@ -100,6 +102,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         ),
     )
 }
+
+
+for _module in (crows_pairs, stereoset, bbq, winobias, toxigen, realtoxicityprompts):
+    for _spec in _module.SPECS:
+        register(_spec)
 
 
 def parse_spec(text: str) -> tuple[str, Path]:
@@ -176,4 +183,4 @@ def run_benchmark(
         measures = spec.score(items, scorer, toxicity=tox, n=n, max_new_tokens=max_new_tokens, seed=seed)
     else:
         measures = spec.score(items, scorer, seed=seed)
-    return BenchmarkResult(name=name, citation=spec.citation, n_items=len(items), measures=tuple(measures))
+    return BenchmarkResult(name=name, citation=spec.citation, n_items=len(items), scores=tuple(measures))

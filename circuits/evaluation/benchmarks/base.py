@@ -2,11 +2,14 @@
 
 A scoring rule never loads a model. It asks a :class:`Scorer` (log-probabilities and samples) and, for
 the toxicity benchmarks, a *toxicity classifier* ``(texts) -> [P(toxic)]``; both are plain objects, so a
-hand-written fake scores a fixture exactly. Every rule returns :class:`Measure` values: a point value,
-a percentile-bootstrap 95% CI over items where one is meaningful (Efron & Tibshirani 1993, via the
-package's one statistics module, :func:`circuits.stats.bootstrap_ci`, seeded), the unit, the ideal value
-and the group it was computed on. Measures that are means over items keep the per-item values, so a
-before/after comparison is a paired test over the same items (:func:`circuits.stats.paired_test`).
+hand-written fake scores a fixture exactly. Every rule returns :class:`Score` values (one model state):
+a point value, a percentile-bootstrap 95% CI over items where one is meaningful (Efron & Tibshirani
+1993, via the package's one statistics module, :func:`circuits.stats.bootstrap_ci`, seeded), the unit,
+the ideal value and the group it was computed on. A score keeps what a before/after comparison needs:
+the per-item values of a mean over items, or the per-item rows and the statistic of a score that is
+not a mean (StereoSet's target-averaged scores, BBQ's bias scores), so every change is tested over the
+same items; the comparison itself is :func:`circuits.evaluation.benchmarks.compare_results`, which
+gives :class:`~circuits.evaluation.report.Measure` values through the measure registry.
 
 The default classifier (:func:`default_toxicity`) is alt-profanity-check's ``predict_prob``, a linear
 SVM over bag-of-words features trained on offensive-language data. It is not the Perspective API used by
@@ -94,11 +97,12 @@ class Scorer(Protocol):
 
 
 @dataclass(frozen=True)
-class Measure:
-    """One number of a benchmark result.
+class Score:
+    """One number of a benchmark result (one model state).
 
     Attributes:
-        name: What is measured, e.g. ``"stereotype_preference"``.
+        name: What is measured, e.g. ``"stereotype_preference"`` (its spec in the measure registry:
+            ``"<benchmark>.<name>"``).
         value: The point value, in ``unit``.
         ci_low: Lower end of the 95% percentile-bootstrap CI over items, or None where no CI is taken.
         ci_high: Upper end of that CI, or None.
@@ -109,6 +113,9 @@ class Measure:
         n: Number of items the value was computed on.
         values: For a mean over items, the per-item values (in ``unit``) in item order, else None; a
             paired before/after test needs them (not part of equality or the repr).
+        rows: For a score that is not a mean over items, ``[item, k]`` per-item data in item order,
+            with ``value == statistic(rows)`` (not part of equality or the repr).
+        statistic: The function of ``rows`` (any subset or resample of them) that gives the score.
     """
 
     name: str
@@ -120,6 +127,8 @@ class Measure:
     group: str | None
     n: int | None = None
     values: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+    rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    statistic: Callable[[np.ndarray], float] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -130,24 +139,24 @@ class BenchmarkResult:
         name: Registry name of the benchmark.
         citation: The paper the benchmark and its scoring rule come from.
         n_items: Items scored (after ``limit``).
-        measures: Every measure, overall ones first.
+        scores: Every score, overall ones first.
     """
 
     name: str
     citation: str
     n_items: int
-    measures: tuple[Measure, ...]
+    scores: tuple[Score, ...]
 
-    def measure(self, name: str, group: str | None = None) -> Measure:
-        """The measure called ``name`` on ``group`` (None = overall).
+    def score(self, name: str, group: str | None = None) -> Score:
+        """The score called ``name`` on ``group`` (None = overall).
 
         Raises:
-            KeyError: No such measure.
+            KeyError: No such score.
         """
-        for m in self.measures:
+        for m in self.scores:
             if m.name == name and m.group == group:
                 return m
-        raise KeyError(f"{self.name} has no measure {name!r} for group {group!r}")
+        raise KeyError(f"{self.name} has no score {name!r} for group {group!r}")
 
 
 def default_toxicity() -> ToxicityFn:
@@ -265,13 +274,22 @@ def mean_ci(values: np.ndarray, *, seed: int) -> tuple[float, float | None, floa
     return mean, lo, hi
 
 
-def mean_measure(
+def mean_score(
     name: str, values: np.ndarray, *, unit: str, ideal: float | None, group: str | None, seed: int, scale: float = 1.0
-) -> Measure:
-    """A :class:`Measure` of the mean of per-item ``values`` times ``scale``, with its bootstrap CI."""
+) -> Score:
+    """A :class:`Score` of the mean of per-item ``values`` times ``scale``, with its bootstrap CI."""
     scaled = np.asarray(values, dtype=np.float64).reshape(-1) * scale
     mean, lo, hi = mean_ci(scaled, seed=seed)
-    return Measure(name, mean, lo, hi, unit, ideal, group, int(scaled.size), tuple(float(v) for v in scaled))
+    return Score(name, mean, lo, hi, unit, ideal, group, int(scaled.size), tuple(float(v) for v in scaled))
+
+
+def statistic_score(
+    name: str, rows: np.ndarray, statistic: Callable[[np.ndarray], float], *, unit: str, ideal: float | None, group: str | None
+) -> Score:
+    """A :class:`Score` of a statistic of per-item ``rows`` (not a mean over items; no CI of its own: the
+    change before → after gets a paired permutation test and a bootstrap CI over items)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    return Score(name, float(statistic(rows)), None, None, unit, ideal, group, len(rows), rows=rows, statistic=statistic)
 
 
 def group_indices(keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -339,7 +357,7 @@ class SampledToxicity(Generic[Item]):
 
     benchmark: str
     prompt: Callable[[Item], str]
-    summarise: Callable[[Sequence[Item], np.ndarray, int], tuple[Measure, ...]]
+    summarise: Callable[[Sequence[Item], np.ndarray, int], tuple[Score, ...]]
     first_line: bool = False
 
     def __call__(
@@ -351,7 +369,7 @@ class SampledToxicity(Generic[Item]):
         n: int = 25,
         max_new_tokens: int = 20,
         seed: int = 0,
-    ) -> tuple[Measure, ...]:
+    ) -> tuple[Score, ...]:
         """Score ``items``.
 
         Args:

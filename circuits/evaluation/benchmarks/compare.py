@@ -1,96 +1,63 @@
-"""Benchmark measures before vs after an edit, with a paired test over the benchmark's items.
+"""Benchmark scores before vs after an edit, as :class:`~circuits.evaluation.report.Measure` values.
 
-A measure that is a mean over items (CrowS-Pairs and WinoBias preferences and accuracies, BBQ
-accuracies, toxic-continuation rates, expected maximum toxicity) keeps its per-item values, so its
-change is tested with :func:`circuits.stats.paired_test` (two-sided paired t-test and a 95% percentile
-bootstrap CI of the mean change) over the same items. Measures that are not means over items
-(StereoSet's target-averaged LMS/SS/ICAT, BBQ's bias scores, counts) are reported before and after
-without a test.
+Each score of a benchmark is a measure of the registry (:mod:`circuits.evaluation.measures`, named
+``"<benchmark>.<score>"``, declared in the benchmark's module as ``SPECS``), so its change gets the
+test the spec declares over the benchmark's items (:func:`circuits.evaluation.compare.compare_values`):
+a mean of per-item 0/1 outcomes (CrowS-Pairs and WinoBias preferences, BBQ and WinoBias accuracies,
+RealToxicityPrompts' toxicity probability) the exact McNemar test; a mean of other per-item values
+(toxic-continuation rates, expected maximum toxicity, WinoBias's accuracy gap) the paired t-test; a
+statistic that is not a mean (StereoSet's target-averaged LMS/SS/ICAT, BBQ's bias scores) a paired
+permutation test over items; each with a bootstrap CI of the change. Counts (unresolved items) are
+reported before and after without a test.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
-from circuits import stats
+from circuits.evaluation import measures as R
 from circuits.evaluation.benchmarks.base import BenchmarkResult
-
-NO_TEST = "none (not a mean over items)"
-PAIRED = "paired t-test over items"
-
-
-@dataclass(frozen=True)
-class BenchmarkChange:
-    """One benchmark measure before vs after.
-
-    Attributes:
-        benchmark: Registry name (e.g. ``"crows-pairs"``).
-        citation: The paper of the benchmark and its scoring rule.
-        name: Measure name (e.g. ``"stereotype_preference"``).
-        group: None for the whole benchmark, else ``"key=value"``.
-        unit: Unit of ``before``/``after``.
-        ideal: The value of an unbiased / non-toxic model, or None.
-        before: Unedited value.
-        after: Edited value.
-        change: ``after - before``.
-        ci_low: Lower end of the 95% bootstrap CI of the mean change (NaN without a test).
-        ci_high: Upper end.
-        p_value: Two-sided p-value of ``test`` (NaN without one).
-        test: The test used.
-        n: Items.
-    """
-
-    benchmark: str
-    citation: str
-    name: str
-    group: str | None
-    unit: str
-    ideal: float | None
-    before: float
-    after: float
-    change: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    test: str
-    n: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able content (NaN as the string ``"nan"``)."""
-        return {k: ("nan" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+from circuits.evaluation.compare import compare_values
+from circuits.evaluation.report import Measure
 
 
-def compare_results(before: BenchmarkResult, after: BenchmarkResult, *, seed: int = 0) -> list[BenchmarkChange]:
-    """Pair the measures of two runs of one benchmark on the same items.
+def compare_results(before: BenchmarkResult, after: BenchmarkResult, *, seed: int = 0) -> list[Measure]:
+    """Pair the scores of two runs of one benchmark on the same items.
 
     Args:
         before: The unedited model's result.
         after: The edited model's result (same benchmark, file and limit).
-        seed: Bootstrap seed.
+        seed: Bootstrap and permutation seed.
 
     Returns:
-        One change per measure of ``before`` (in its order) that ``after`` also has.
+        One measure per score of ``before`` (in its order) that ``after`` also has, named
+        ``"<benchmark>.<score>"`` with the score's ``group``.
 
     Raises:
-        ValueError: Different benchmarks or item counts.
+        ValueError: Different benchmarks or item counts, or a score the registry does not know.
     """
     if (before.name, before.n_items) != (after.name, after.n_items):
         raise ValueError(f"cannot pair {before.name} ({before.n_items} items) with {after.name} ({after.n_items} items)")
     out = []
-    for b in before.measures:
+    for b in before.scores:
         try:
-            a = after.measure(b.name, b.group)
+            a = after.score(b.name, b.group)
         except KeyError:
             continue
+        name = f"{before.name}.{b.name}"
+        spec = R.spec_of(name)
+        if spec is None:
+            raise ValueError(f"{name} is not a registered measure")
+        spec = replace(spec, source=before.citation)
+        kw = dict(seed=seed, name=name, data=before.name, unit=b.unit, group=b.group)
         if b.values is not None and a.values is not None and len(b.values) == len(a.values):
-            t = stats.paired_test(np.asarray(b.values), np.asarray(a.values), seed=seed)
-            change, lo, hi, p, test = t.change, t.ci_low, t.ci_high, t.p_value, PAIRED
+            out.append(compare_values(spec, np.asarray(b.values), np.asarray(a.values), **kw))  # type: ignore[arg-type]
+        elif b.rows is not None and a.rows is not None and b.statistic is not None and len(b.rows) == len(a.rows):
+            out.append(compare_values(replace(spec, statistic=b.statistic), b.rows, a.rows, **kw))  # type: ignore[arg-type]
         else:
-            change, lo, hi, p, test = a.value - b.value, math.nan, math.nan, math.nan, NO_TEST
-        out.append(BenchmarkChange(before.name, before.citation, b.name, b.group, b.unit, b.ideal, b.value, a.value,
-                                   change, lo, hi, p, test, b.n))
+            out.append(Measure(name, spec.kind, before.name, b.unit, spec.better, b.value, a.value, a.value - b.value, math.nan, math.nan,
+                               math.nan, R.NO_TEST, b.n or 0, reference=spec.reference, group=b.group, source=before.citation))
     return out

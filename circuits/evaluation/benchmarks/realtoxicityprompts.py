@@ -38,16 +38,24 @@ import numpy as np
 from circuits.evaluation.benchmarks import _io
 from circuits.evaluation.benchmarks.base import (
     TOXIC_THRESHOLD,
-    Measure,
     SampledToxicity,
-    mean_measure,
+    Score,
+    mean_score,
 )
+from circuits.evaluation.measures import MCNEMAR, PAIRED_T, MeasureSpec
 
 log = logging.getLogger(__name__)
 
 CITATION = (
     "Gehman, Gururangan, Sap, Choi & Smith 2020. RealToxicityPrompts: Evaluating Neural Toxic Degeneration "
     "in Language Models. Findings of EMNLP."
+)
+#: Its measures in the registry (:mod:`circuits.evaluation.measures`): 0 is no toxicity.
+SPECS = (
+    MeasureSpec("realtoxicityprompts.expected_max_toxicity", "harm", "probability", "lower", 0.0, PAIRED_T, "realtoxicityprompts", CITATION,
+                "realtoxicityprompts"),
+    MeasureSpec("realtoxicityprompts.toxicity_probability", "harm", "fraction", "lower", 0.0, MCNEMAR, "realtoxicityprompts", CITATION,
+                "realtoxicityprompts"),
 )
 
 
@@ -108,7 +116,7 @@ def load(path: Path | str) -> list[RealToxicityPrompt]:
     return items
 
 
-def summarise(items: Sequence[RealToxicityPrompt], tox: np.ndarray, seed: int) -> tuple[Measure, ...]:
+def summarise(items: Sequence[RealToxicityPrompt], tox: np.ndarray, seed: int) -> tuple[Score, ...]:
     """Expected maximum toxicity and toxicity probability, overall and per subset.
 
     Args:
@@ -135,9 +143,9 @@ def summarise(items: Sequence[RealToxicityPrompt], tox: np.ndarray, seed: int) -
     for group, idx in groups.items():
         if not idx:
             continue
-        out.append(mean_measure("expected_max_toxicity", worst[idx], unit="probability", ideal=0.0, group=group,
+        out.append(mean_score("expected_max_toxicity", worst[idx], unit="probability", ideal=0.0, group=group,
                                 seed=seed))
-        out.append(mean_measure("toxicity_probability", any_toxic[idx], unit="fraction", ideal=0.0, group=group,
+        out.append(mean_score("toxicity_probability", any_toxic[idx], unit="fraction", ideal=0.0, group=group,
                                 seed=seed))
     return tuple(out)
 

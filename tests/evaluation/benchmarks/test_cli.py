@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from circuits.cli import app
 from circuits.editing import Edit, save_edit
+from circuits.evaluation.report import EvalReport
 from circuits.sites import HeadRef
 from tests.evaluation.benchmarks.fakes import FIXTURES
 
@@ -65,13 +66,27 @@ def test_benchmarks_are_measured_before_and_after_with_a_tiny_model(tmp_path, mo
         "--benchmark", f"toxigen={FIXTURES / 'toxigen'}", "--benchmark-limit", "3", "--benchmark-samples", "2",
     ])
     assert r.exit_code == 0, r.output
-    rows = json.loads(out.read_text())["benchmarks"]
-    got = {(b["benchmark"], b["name"], b["group"]): b for b in rows}
-    crows = got["crows-pairs", "stereotype_preference", None]
-    assert crows["n"] == 3 and crows["test"] == "paired t-test over items" and "Nangia" in crows["citation"]
-    assert crows["change"] == pytest.approx(crows["after"] - crows["before"])
-    assert ("winobias", "accuracy_gap", None) in got and ("winobias", "pro_preference", None) in got
-    tox = got["toxigen", "toxic_continuation_rate", None]
-    assert tox["n"] == 3 and 0.0 <= tox["before"] <= 1.0 and 0.0 <= tox["after"] <= 1.0
-    assert "Standard benchmarks" in r.output
-    assert len(list((tmp_path / "xdg/circuit-atlas/measurements").glob("measurements-*.safetensors"))) == 1
+    # One report (issue #31): the benchmarks' measures are measures of the report, read back with EvalReport.load.
+    report = EvalReport.load(out)
+    got = {(m.name, m.group): m for m in report.measures}
+    crows = got["crows-pairs.stereotype_preference", None]
+    assert crows.n == 3 and crows.test == "exact McNemar test" and "Nangia" in crows.source and crows.reference == 50.0
+    assert crows.change == pytest.approx(crows.after - crows.before)
+    assert ("winobias.accuracy_gap", None) in got and ("winobias.pro_preference", None) in got
+    tox = got["toxigen.toxic_continuation_rate", None]
+    assert tox.n == 3 and 0.0 <= tox.before <= 1.0 and 0.0 <= tox.after <= 1.0
+    assert json.loads(out.read_text())["schema_version"] == "2"
+    assert "measured crows-pairs (unedited) in" in r.output and "measured toxigen in" in r.output
+    assert "measured suites:gender-occupation (unedited) in" in r.output and "measured suites:gender-occupation in" in r.output  # progress, printed line by line
+    cache = tmp_path / "xdg/circuit-atlas/measurements"
+    assert len(list(cache.glob("measurements-*.safetensors"))) == 1
+    # The unedited benchmark answers are cached beside the unedited measurements: a second run reuses both.
+    assert len(list(cache.glob("scorer-answers-*.json"))) == 1
+    out2 = tmp_path / "report2.json"
+    r2 = CliRunner().invoke(app, [
+        "eval", "--edit", str(edit), "--model", str(directory), "--max-pairs", "1", "--no-record", "-o", str(out2),
+        "--benchmark", f"crows-pairs={FIXTURES / 'crows_pairs.csv'}", "--benchmark-limit", "3",
+    ])
+    assert r2.exit_code == 0, r2.output
+    again = EvalReport.load(out2).get("crows-pairs.stereotype_preference")
+    assert (again.before, again.after, again.p_value) == (crows.before, crows.after, crows.p_value)

@@ -53,7 +53,7 @@ def test_run_benchmark_on_each_fixture(name):
                         max_new_tokens=5, seed=1)
     assert isinstance(res, BenchmarkResult)
     assert (res.name, res.n_items, res.citation) == (name, COUNTS[name], BENCHMARKS[name].citation)
-    assert res.measures and res.measures[0].group is None
+    assert res.scores and res.scores[0].group is None
     if BENCHMARKS[name].needs_sampling:
         assert scorer.sample_calls[0]["n"] == 3 and scorer.sample_calls[0]["max_new_tokens"] == 5
         assert scorer.sample_calls[0]["seed"] == 1
@@ -63,16 +63,16 @@ def test_run_benchmark_on_each_fixture(name):
 
 def test_limit_scores_the_first_items():
     res = run_benchmark("crows-pairs", PATHS["crows-pairs"], ConstantScorer(), limit=2)
-    assert res.n_items == 2 and res.measure("stereotype_preference").n == 2
+    assert res.n_items == 2 and res.score("stereotype_preference").n == 2
     with pytest.raises(ValueError):
         run_benchmark("crows-pairs", PATHS["crows-pairs"], ConstantScorer(), limit=0)
 
 
 def test_measure_lookup():
     res = run_benchmark("winobias", PATHS["winobias"], ConstantScorer())
-    assert res.measure("pro_preference", "type=2").n == 2
+    assert res.score("pro_preference", "type=2").n == 2
     with pytest.raises(KeyError):
-        res.measure("pro_preference", "type=3")
+        res.score("pro_preference", "type=3")
 
 
 def test_unknown_name_and_bad_scorer():
