@@ -10,7 +10,7 @@ ablation edit) records, each with its wall time and the peak RSS of the process 
 every 20 ms from ``/proc/self/statm``):
 
 * ``baseline``: the unedited model's measurements of every measure, stored in a fresh measurement cache
-  (:func:`circuits.evaluation.cache.cached_measure`);
+  (:func:`circuits.evaluation.run.cached_measure`);
 * ``per_measure``: each measure group alone (each suite alone for ``suites``) on the edited model,
   and the KL to the unedited model;
 * ``evaluate_cached``: ``evaluate(model, edit, baseline_cache=...)`` with that baseline cached, in
@@ -132,7 +132,7 @@ def timing_run(threads: int, crows: bool, cache_dir: Path | None = None) -> dict
     from circuits.editing import apply_edit, load_edit
     from circuits.evaluation import run as R
     from circuits.evaluation.benchmarks import ModelScorer, run_benchmark
-    from circuits.evaluation.cache import cached_measure
+    from circuits.evaluation.run import cached_measure
 
     torch.set_num_threads(threads)
     rss = PeakRSS()

@@ -56,7 +56,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Effects": ("circuits.probing.effects", "Effects"),
     # the atlas
     "scan": ("circuits.atlas.build", "scan"),
-    "find_circuit": ("circuits.atlas.build", "find_circuit"),
+    "find_circuit": ("circuits.atlas.circuit", "find_circuit"),
     "Atlas": ("circuits.atlas", "Atlas"),
     "report": ("circuits.atlas.report", "write_report"),
     # edits
@@ -92,23 +92,24 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static checkers and IDEs see; the same names as _EXPORTS
-    from circuits.atlas import Atlas
-    from circuits.atlas.build import find_circuit, scan
-    from circuits.atlas.report import write_report as report
-    from circuits.editing.apply import apply_edit, edited
-    from circuits.editing.edit import Edit, load_edit, save_edit
-    from circuits.editing.export import export_hf as export
-    from circuits.editing.recipes import build_edit, recipe
-    from circuits.evaluation.report import EvalReport
-    from circuits.evaluation.run import evaluate
-    from circuits.metrics import Metric, MetricInfo, as_metric
-    from circuits.model import HookedLM, generate, run_with_cache
-    from circuits.model import load_model as load
-    from circuits.probing.attribution import attribution_patching
-    from circuits.probing.causal_tracing import causal_trace as trace
-    from circuits.probing.eap import edge_attribution
-    from circuits.probing.effects import Effects
-    from circuits.probing.patching import activation_patching
-    from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef, parse_component
-    from circuits.suites import PromptPair, Suite
-    from circuits.suites import load_suite as suite
+    from circuits.atlas import Atlas  # noqa: F401
+    from circuits.atlas.build import scan  # noqa: F401
+    from circuits.atlas.circuit import find_circuit  # noqa: F401
+    from circuits.atlas.report import write_report as report  # noqa: F401
+    from circuits.editing.apply import apply_edit, edited  # noqa: F401
+    from circuits.editing.edit import Edit, load_edit, save_edit  # noqa: F401
+    from circuits.editing.export import export_hf as export  # noqa: F401
+    from circuits.editing.recipes import build_edit, recipe  # noqa: F401
+    from circuits.evaluation.report import EvalReport  # noqa: F401
+    from circuits.evaluation.run import evaluate  # noqa: F401
+    from circuits.metrics import Metric, MetricInfo, as_metric  # noqa: F401
+    from circuits.model import HookedLM, generate, run_with_cache  # noqa: F401
+    from circuits.model import load_model as load  # noqa: F401
+    from circuits.probing.attribution import attribution_patching  # noqa: F401
+    from circuits.probing.causal_tracing import causal_trace as trace  # noqa: F401
+    from circuits.probing.eap import edge_attribution  # noqa: F401
+    from circuits.probing.effects import Effects  # noqa: F401
+    from circuits.probing.patching import activation_patching  # noqa: F401
+    from circuits.sites import HeadRef, MlpRef, NeuronRef, ResidRef, parse_component  # noqa: F401
+    from circuits.suites import PromptPair, Suite  # noqa: F401
+    from circuits.suites import load_suite as suite  # noqa: F401

@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["induction", "gender"])
     args = parser.parse_args()
 
-    from circuits.atlas.build import circuit_from_scores
+    from circuits.atlas.circuit import circuit_from_scores
     from circuits.atlas.schema import Atlas
     from circuits.io import atomic_write_text
     from circuits.model import load_model

@@ -16,7 +16,6 @@ from circuits.cli.common import (
     console,
 )
 
-
 atlas_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Atlas files: JSON Schema, merging.")
 app.add_typer(atlas_app, name="atlas")
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from circuits.cli.common import _fail, console
+from circuits.cli.common import _fail
 
 BENCHMARK_HELP = (
     "Standard benchmark file to score before and after, as NAME=PATH (repeatable); NAME is one of crows-pairs, "
@@ -33,7 +33,12 @@ def check_benchmarks(specs: list[str] | None) -> list[tuple[str, Path]]:
     Returns:
         ``(name, path)`` per option, in order.
     """
-    from circuits.evaluation.benchmarks import BENCHMARKS, BenchmarkError, default_toxicity, parse_spec
+    from circuits.evaluation.benchmarks import (
+        BENCHMARKS,
+        BenchmarkError,
+        default_toxicity,
+        parse_spec,
+    )
 
     out = []
     for text in specs or []:
@@ -60,7 +65,12 @@ def run_benchmarks(
     import time
 
     from circuits.editing import apply_edit
-    from circuits.evaluation.benchmarks import BenchmarkError, ModelScorer, compare_results, run_benchmark
+    from circuits.evaluation.benchmarks import (
+        BenchmarkError,
+        ModelScorer,
+        compare_results,
+        run_benchmark,
+    )
     from circuits.evaluation.benchmarks.scorer import CachedScorer
 
     scorer = ModelScorer(model)

@@ -9,8 +9,24 @@ import typer
 from rich.table import Table
 
 from circuits.cli.common import (
-    DEFAULT_MODEL, DeviceOpt, DtypeOpt, ModelOpt, PrependBosOpt, _check_count, _check_finite, _check_model, _check_output, _check_split, _fail, _inputs, _load,
-    _model_source, _setup_logging, _writing, app, console,
+    DEFAULT_MODEL,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    PrependBosOpt,
+    _check_count,
+    _check_finite,
+    _check_model,
+    _check_output,
+    _check_split,
+    _fail,
+    _inputs,
+    _load,
+    _model_source,
+    _setup_logging,
+    _writing,
+    app,
+    console,
 )
 
 
@@ -39,7 +55,7 @@ def circuit(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Find the edges that carry a behaviour: EAP-IG scores, a circuit (top-N or the smallest at a faithfulness target, optionally pruned), its faithfulness."""
-    from circuits.atlas.build import find_circuit
+    from circuits.atlas.circuit import find_circuit
     from circuits.io import atomic_write_text
     from circuits.probing.pairs import PairError
     from circuits.suites import SuiteError, bind_model, load_suite

@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-
 # Plain (not boxed) usage errors: a box is cut at the terminal width and can hide the bad value.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Find and fix harmful or spurious circuits.")
 console = Console()
@@ -137,7 +136,15 @@ def _check_model(source: str, dtype: str | None = None, device: str | None = Non
     Returns:
         ``source``.
     """
-    from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, quiet_libraries, resolve_device, resolve_dtype, validate_source
+    from circuits.model import (
+        ModelLoadError,
+        ModelNotInstalledError,
+        UnsupportedArchitecture,
+        quiet_libraries,
+        resolve_device,
+        resolve_dtype,
+        validate_source,
+    )
 
     quiet_libraries()
     try:
@@ -165,7 +172,13 @@ def _check_split(option: str, suite, split: str, *, given: str | None = None) ->
 
 
 def _load(source: str, dtype: str | None = None, device: str | None = None, prepend_bos: bool | None = None):  # noqa: ANN202 - returns a HookedLM
-    from circuits.model import ModelLoadError, ModelNotInstalledError, UnsupportedArchitecture, load_model, quiet_libraries
+    from circuits.model import (
+        ModelLoadError,
+        ModelNotInstalledError,
+        UnsupportedArchitecture,
+        load_model,
+        quiet_libraries,
+    )
 
     quiet_libraries()
     with console.status(f"loading {source}…"):

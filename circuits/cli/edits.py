@@ -9,16 +9,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import track
 from rich.markup import escape
+from rich.progress import track
 from rich.table import Table
 
+from circuits.cli.benchmarks import (
+    BenchmarkLimitOpt,
+    BenchmarkOpt,
+    BenchmarkSamplesOpt,
+    check_benchmarks,
+    run_benchmarks,
+)
 from circuits.cli.common import (
     MODEL_HELP,
     BaselineCacheOpt,
     DeviceOpt,
-    PrependBosOpt,
     DtypeOpt,
+    PrependBosOpt,
     _check_count,
     _check_model,
     _check_output,
@@ -34,7 +41,6 @@ from circuits.cli.common import (
     app,
     console,
 )
-from circuits.cli.benchmarks import BenchmarkLimitOpt, BenchmarkOpt, BenchmarkSamplesOpt, check_benchmarks, run_benchmarks
 from circuits.editing.kinds import FORMS, KINDS
 from circuits.editing.recipes import OBJECTIVES, PRESETS
 from circuits.editing.registry_docs import cli_help
@@ -145,7 +151,13 @@ def edit(
     from circuits.editing.recipes import recipe as make_recipe
     from circuits.evaluation import run as evaluation
     from circuits.model import generate
-    from circuits.suites import SuiteError, bind_model, load_suite, made_per_model, shipped_suite
+    from circuits.suites import (
+        SuiteError,
+        bind_model,
+        load_suite,
+        made_per_model,
+        shipped_suite,
+    )
 
     _setup_logging(verbose)
     given = _inputs(atlas_path, suite_file, model)

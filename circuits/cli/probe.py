@@ -15,9 +15,9 @@ from rich.table import Table
 from circuits.cli.common import (
     DEFAULT_MODEL,
     DeviceOpt,
-    PrependBosOpt,
     DtypeOpt,
     ModelOpt,
+    PrependBosOpt,
     _check_count,
     _check_finite,
     _check_model,
@@ -130,7 +130,7 @@ def scan(
     except ValidationError as e:  # e.g. a non-finite effect: refused rather than written unreadable
         _fail(f"the atlas cannot be recorded: {validation_message(e)}")
     if edges:
-        from circuits.atlas.build import find_circuit
+        from circuits.atlas.circuit import find_circuit
 
         try:
             graph = find_circuit(m, s, split=split, max_pairs=max_pairs, ig_steps=ig_steps, target=edge_target, max_edges=max_edges)  # type: ignore[arg-type]
@@ -182,7 +182,12 @@ def trace(
     from circuits.atlas.schema import Atlas, AtlasError
     from circuits.io import atomic_write_text
     from circuits.model import subject_positions, token_strings
-    from circuits.probing.causal_tracing import CATEGORIES, causal_trace, trace_facts, trace_grid
+    from circuits.probing.causal_tracing import (
+        CATEGORIES,
+        causal_trace,
+        trace_facts,
+        trace_grid,
+    )
 
     _setup_logging(verbose)
     if kind not in ("resid", "mlp", "attn"):

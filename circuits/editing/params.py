@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from circuits.editing.aifs import AIFSConfig, AifsSite
@@ -250,3 +250,57 @@ class WeightDeltaParams(_Params):
 
 
 # --- builders ---------------------------------------------------------------------------------------
+
+
+def flat_fields(params: Any) -> dict[str, tuple[Any, Any]]:
+    """``{option name: (value, type hint)}`` of a parameters dataclass, its nested settings flattened."""
+    out: dict[str, tuple[Any, Any]] = {}
+    hints = param_hints(type(params))
+    for f in fields(params):
+        value = getattr(params, f.name)
+        if is_dataclass(value):
+            out.update(flat_fields(value))
+        else:
+            out[f.name] = (value, hints[f.name])
+    return out
+
+
+def set_fields(params: Any, options: dict[str, Any]) -> Any:
+    """``params`` with ``options`` set, in it or in the settings it nests."""
+    mine = {f.name for f in fields(params)}
+    changes = {k: v for k, v in options.items() if k in mine}
+    for f in fields(params):
+        value = getattr(params, f.name)
+        if is_dataclass(value):
+            inner = {k: v for k, v in options.items() if k in flat_fields(value)}
+            if inner:
+                changes[f.name] = set_fields(value, inner)
+    return replace(params, **changes)
+
+
+def parse_value(name: str, text: str, hint: Any) -> Any:
+    """``text`` (a CLI ``--param`` value) as ``hint``'s type: ``none``, tuples ``a,b``, ``true/false``, numbers; other text as is.
+
+    Raises:
+        EditError: A value that does not parse.
+    """
+    origin, args = get_origin(hint), get_args(hint)
+    try:
+        if origin in (Union, types.UnionType) and type(None) in args:
+            if text.lower() == "none":
+                return None
+            (inner,) = [a for a in args if a is not type(None)]
+            return parse_value(name, text, inner)
+        if origin is tuple:
+            return tuple(parse_value(name, t.strip(), a) for t, a in zip(text.split(","), args, strict=True))
+        if hint is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        raise EditError(f"{name}: cannot read {text!r} as {getattr(hint, '__name__', str(hint))}") from None
+    return text  # str and Literal values (checked by the parameters' validation)

@@ -24,10 +24,9 @@ split only; trained methods hold out a quarter of its templates for early stoppi
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass, replace
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from circuits.atlas.schema import Atlas
 from circuits.editing.aifs import aifs_from_atlas
@@ -57,7 +56,10 @@ from circuits.editing.params import (
     SteeringParams,
     WeightDeltaParams,
     check_value,
+    flat_fields,
     param_hints,
+    parse_value,
+    set_fields,
 )
 from circuits.editing.train import (
     TrainConfig,
@@ -239,19 +241,6 @@ def method(kind: str, objective: str) -> Method:
     return found[0]
 
 
-def _flat_fields(params: Any) -> dict[str, tuple[Any, Any]]:
-    """``{option name: (value, type hint)}`` of a parameters dataclass, its nested settings flattened."""
-    out: dict[str, tuple[Any, Any]] = {}
-    hints = param_hints(type(params))
-    for f in fields(params):
-        value = getattr(params, f.name)
-        if is_dataclass(value):
-            out.update(_flat_fields(value))
-        else:
-            out[f.name] = (value, hints[f.name])
-    return out
-
-
 @dataclass(frozen=True)
 class EditRecipe:
     """How to build an edit from an atlas: ``(kind, form, objective)`` and the method's typed parameters.
@@ -286,7 +275,7 @@ class EditRecipe:
             raise EditError(f"{self.kind} by {m.objective} takes {m.params.__name__}, got {type(params).__name__}")
         spec = KINDS[self.kind]
         form = spec.forms[0] if self.form is None else self.form
-        spec.check_form(form, {k: v for k, (v, _) in _flat_fields(params).items()})
+        spec.check_form(form, {k: v for k, (v, _) in flat_fields(params).items()})
         object.__setattr__(self, "objective", m.objective)
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "form", form)
@@ -298,7 +287,7 @@ class EditRecipe:
 
     def options(self) -> dict[str, Any]:
         """Its parameters by option name (nested settings such as ``train`` flattened: ``steps``, ``lr``…)."""
-        return {k: v for k, (v, _) in _flat_fields(self.params).items()}
+        return {k: v for k, (v, _) in flat_fields(self.params).items()}
 
     def with_options(self, **options: Any) -> EditRecipe:
         """A copy with parameters set by option name.
@@ -316,13 +305,13 @@ class EditRecipe:
         for name, value in options.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise EditError(f"{name} must be a finite number, got {value!r}")
-        known = _flat_fields(self.params)
+        known = flat_fields(self.params)
         unknown = [n for n in options if n not in known]
         if unknown:
             raise EditError(f"{', '.join(unknown)} {'does' if len(unknown) == 1 else 'do'} not apply to {self}; its options: {', '.join(known)}")
         for name, value in options.items():  # before the dataclasses are made: one error type for every bad value
             check_value(name, value, known[name][1])
-        return replace(self, params=_set(self.params, options))
+        return replace(self, params=set_fields(self.params, options))
 
     def with_shared(self, **options: Any) -> EditRecipe:
         """A copy with those of ``options`` this method takes set, the others skipped.
@@ -341,19 +330,6 @@ class EditRecipe:
         return f"{self.kind} ({self.form}, {self.objective})"
 
 
-def _set(params: Any, options: dict[str, Any]) -> Any:
-    """``params`` with ``options`` set, in it or in the settings it nests."""
-    mine = {f.name for f in fields(params)}
-    changes = {k: v for k, v in options.items() if k in mine}
-    for f in fields(params):
-        value = getattr(params, f.name)
-        if is_dataclass(value):
-            inner = {k: v for k, v in options.items() if k in _flat_fields(value)}
-            if inner:
-                changes[f.name] = _set(value, inner)
-    return replace(params, **changes)
-
-
 def parse_options(recipe: EditRecipe, assignments: Sequence[str]) -> dict[str, Any]:
     """``NAME=VALUE`` strings (the CLI's ``--param``) → typed options of ``recipe``'s method.
 
@@ -367,7 +343,7 @@ def parse_options(recipe: EditRecipe, assignments: Sequence[str]) -> dict[str, A
     Raises:
         EditError: No ``=``, an option the method does not take, or a value that does not parse.
     """
-    types_ = {k: hint for k, (_, hint) in _flat_fields(recipe.params).items()}
+    types_ = {k: hint for k, (_, hint) in flat_fields(recipe.params).items()}
     out: dict[str, Any] = {}
     for a in assignments:
         name, eq, text = a.partition("=")
@@ -376,31 +352,8 @@ def parse_options(recipe: EditRecipe, assignments: Sequence[str]) -> dict[str, A
             raise EditError(f"--param takes NAME=VALUE, got {a!r}")
         if name not in types_:
             raise EditError(f"{name} does not apply to {recipe}; its options: {', '.join(types_)}")
-        out[name] = _parse(name, text.strip(), types_[name])
+        out[name] = parse_value(name, text.strip(), types_[name])
     return out
-
-
-def _parse(name: str, text: str, hint: Any) -> Any:
-    origin, args = get_origin(hint), get_args(hint)
-    try:
-        if origin in (Union, types.UnionType) and type(None) in args:
-            if text.lower() == "none":
-                return None
-            (inner,) = [a for a in args if a is not type(None)]
-            return _parse(name, text, inner)
-        if origin is tuple:
-            return tuple(_parse(name, t.strip(), a) for t, a in zip(text.split(","), args, strict=True))
-        if hint is bool:
-            if text.lower() not in ("true", "false"):
-                raise ValueError(text)
-            return text.lower() == "true"
-        if hint is int:
-            return int(text)
-        if hint is float:
-            return float(text)
-    except ValueError:
-        raise EditError(f"{name}: cannot read {text!r} as {getattr(hint, '__name__', str(hint))}") from None
-    return text  # str and Literal values (checked by the parameters' validation)
 
 
 #: Named recipes of the experiments: (kind, form, objective) combinations from :data:`METHODS`.

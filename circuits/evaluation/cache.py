@@ -2,7 +2,7 @@
 
 :func:`measure` of the unedited model is the cost every evaluation shares (on SmolLM2-135M, on two CPU
 cores, minutes: every shipped suite, the stereotype, toxicity, classification, multiple-choice and
-factual-QA sets, and 20k+ tokens of text). :func:`cached_measure` saves it as one safetensors file
+factual-QA sets, and 20k+ tokens of text). :func:`load_or_measure` saves it as one safetensors file
 (the ``[item]`` arrays as tensors of their own dtype; what was measured in the header metadata) under a name that is
 a hash of everything the numbers depend on: the model's weight fingerprint, the measurement
 :class:`~circuits.evaluation.report.Settings`, the content hash of every suite measured, the bytes of the
@@ -22,7 +22,7 @@ import importlib
 import inspect
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from importlib import resources
 from pathlib import Path
@@ -36,9 +36,9 @@ from safetensors.torch import save as st_save
 from circuits import __version__
 from circuits import model as M
 from circuits.atomic import atomic_write_bytes
-from circuits.evaluation.report import ALL_GROUPS, MeasureGroup, Measurements, Settings
+from circuits.evaluation.report import Measurements, Settings
 from circuits.io import MAX_TENSOR_BYTES, read_bounded
-from circuits.suites import SplitName, Suite
+from circuits.suites import Suite
 
 #: Layout tag written in the header; a file with another tag is recomputed.
 FORMAT = "circuit-atlas-measurements/2"
@@ -157,44 +157,23 @@ def _decode(blob: bytes, settings: Settings) -> Measurements:
     return Measurements(settings=settings, gaps={n: tensors[f"gaps/{n}"].numpy() for n in names}, gap_units=units, gap_kinds=kinds, **arrays)
 
 
-def cached_measure(
-    model: Any,
-    cache_dir: Path | str,
-    *,
-    suites: Sequence[Suite] | None = None,
-    split: SplitName = "eval",
-    groups: Sequence[MeasureGroup] = ALL_GROUPS,
-    max_pairs: int | None = None,
-    window: int = 256,
-    max_tokens: int | None = None,
-    kl_windows: int = 16,
-    on_measure: Any = None,
-    label: str = "",
-) -> Measurements:
-    """:func:`circuits.evaluation.run.measure`, read from ``cache_dir`` when the same model and data were measured before.
+def load_or_measure(model: Any, cache_dir: Path | str, settings: Settings, suites: Sequence[Suite], take: Callable[[], Measurements]) -> Measurements:
+    """The measurements of ``model`` under ``settings`` from ``cache_dir``, or ``take()`` them and store them there.
 
-    Use it for the unedited model's baseline (then pass it to :func:`~circuits.evaluation.run.evaluate`
-    as ``baseline``); an edited model has another fingerprint only if its edit is baked into the weights,
-    so do not cache measurements taken under :func:`~circuits.editing.apply_edit`.
+    The file is keyed by :func:`cache_key` (weights, settings, suite contents, code); an unreadable or
+    mismatched file is discarded with a warning and measured again. :func:`circuits.evaluation.run.cached_measure`
+    is the entry point.
 
     Args:
         model: The model (``TransformerBridge``).
         cache_dir: Directory of cached measurements (created if missing).
-        suites, split, groups, max_pairs, window, max_tokens, kl_windows, on_measure, label: As for
-            :func:`~circuits.evaluation.run.measure` (``on_measure`` is called only when measuring).
+        settings: What ``take`` measures.
+        suites: The suites ``take`` measures.
+        take: Measures the model (called only on a miss).
 
     Returns:
-        The measurements (equal to a fresh :func:`~circuits.evaluation.run.measure` with these arguments).
-
-    Raises:
-        ValueError: An unknown measure group.
-        PairError, SuiteError: Bad suite data.
+        The measurements.
     """
-    from circuits.evaluation.run import measure, shipped_suites
-
-    suites = list(suites) if suites is not None else shipped_suites(model)
-    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
-                           kl_windows=kl_windows)
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"measurements-{cache_key(model, settings, suites)}.safetensors"
@@ -202,9 +181,8 @@ def cached_measure(
         try:
             return _decode(read_bounded(path, error=MeasurementCacheError, max_bytes=MAX_TENSOR_BYTES, what="cached measurements"), settings)
         except MeasurementCacheError as e:
-            warnings.warn(f"discarding cached measurements {path}: {e}; measuring again", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"discarding cached measurements {path}: {e}; measuring again", RuntimeWarning, stacklevel=3)
             path.unlink(missing_ok=True)
-    m = measure(model, suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens, kl_windows=kl_windows,
-                on_measure=on_measure, label=label)
+    m = take()
     atomic_write_bytes(path, _encode(m))
     return m

@@ -22,13 +22,15 @@ and bootstrapped on the window NLL (the CI and detectable loss mapped through ``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from circuits import stats
 from circuits.evaluation import measures as R
 from circuits.evaluation.measures import MeasureSpec
-from circuits.evaluation.report import Measure, Measurements
+from circuits.evaluation.report import EvalReport, Measure, Measurements
 
 
 def _detectable(spec: MeasureSpec, b: np.ndarray, a: np.ndarray) -> float | None:
@@ -134,4 +136,26 @@ def compare(before: Measurements, after: Measurements, *, seed: int = 0) -> list
         elif spec.group == "kl":
             text = f"english-eval (first {len(a)} windows)"
         out.append(compare_values(spec, b, a, seed=seed, data=text))
+    return out
+
+
+def seed_table(reports: Sequence[EvalReport]) -> pd.DataFrame:
+    """Mean ± std over reports (e.g. one per training seed) of every measure.
+
+    Returns:
+        One row per measure (and benchmark group): ``before``, ``after``, ``change``, ``reduction``,
+        ``overshoot`` and ``p_value``, each as ``*_mean`` and ``*_std`` (sample std; 0 with one report),
+        plus ``n_seeds``.
+
+    Raises:
+        ValueError: No reports.
+    """
+    if not reports:
+        raise ValueError("no reports to summarise")
+    df = pd.concat([r.to_dataframe().assign(seed_index=i) for i, r in enumerate(reports)])
+    cols = ["before", "after", "change", "reduction", "overshoot", "p_value"]
+    g = df.groupby(["name", "group", "kind", "data", "unit"], sort=False, dropna=False)[cols]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
+    out = out.assign(n_seeds=len(reports)).reset_index()
+    out["group"] = out["group"].astype(object).where(out["group"].notna(), None)
     return out

@@ -43,12 +43,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from circuits.evaluation.report import Measurements
+from circuits.evaluation import metrics as E
+from circuits.evaluation.measurements import Measurements
 
 Kind = Literal["harm", "capability", "info"]
 Better = Literal["lower", "higher"]
@@ -167,9 +167,7 @@ def spec_of(name: str) -> MeasureSpec | None:
     if family in ("bias_gap", "abs_bias_gap"):
         return REGISTRY.get(family)
     if "." in name:
-        import circuits.evaluation.benchmarks  # noqa: F401 - registers the benchmarks' measures
-
-        return REGISTRY.get(name)
+        return REGISTRY.get(name)  # a benchmark's measure (registered when circuits.evaluation is imported)
     return None
 
 
@@ -224,8 +222,6 @@ def _review_statistic(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], float])
 
 
 def _classification_specs() -> list[MeasureSpec]:
-    from circuits.evaluation import metrics as E
-
     src = "circuits.evaluation.metrics"
     data = "review-classification"
     return [

@@ -13,114 +13,34 @@ kept as they are).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from circuits import stats
 from circuits.editing.edit import Scalar
 from circuits.evaluation import measures as R
+from circuits.evaluation.legacy import upgrade_v1
+from circuits.evaluation.measurements import (  # noqa: F401 - re-exported
+    ALL_GROUPS,
+    MeasureGroup,
+    Measurements,
+    Settings,
+    Verdict,
+)
 from circuits.evaluation.measures import ACCURACY_DROP, Better, Kind  # noqa: F401 - ACCURACY_DROP: part of this module's API
-from circuits.suites import SplitName
+from circuits.io import MAX_JSON_BYTES, atomic_write_text, decode_utf8, read_bounded
 
-MeasureGroup = Literal["suites", "stereotype", "toxicity", "classification", "multiple_choice", "factual_qa", "text", "kl"]
-ALL_GROUPS: tuple[MeasureGroup, ...] = get_args(MeasureGroup)
-Verdict = Literal["met", "not met", "not decidable"]
 #: The layout :meth:`EvalReport.as_dict` writes (reports without a version are layout 1).
 SCHEMA_VERSION = "2"
 
 
 class ReportError(ValueError):
     """An evaluation report that cannot be read (unreadable, malformed, or of an unknown layout)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a set of measurements was taken on (a baseline is only reused with equal settings).
-
-    Attributes:
-        suites: Suite names measured.
-        split: Suite split.
-        groups: Measure groups taken.
-        max_pairs: Word pairs per template (``None``: all).
-        window: Tokens per text window.
-        max_tokens: Text tokens used (``None``: all).
-        prepend_bos: The model's tokenization policy (:class:`circuits.model.Tokenization`): whether
-            every encoded text started with a BOS token.
-        kl_windows: Text windows whose final residual streams are kept for the KL measure (with the
-            ``"text"`` and ``"kl"`` groups).
-    """
-
-    suites: tuple[str, ...]
-    split: SplitName
-    groups: tuple[MeasureGroup, ...]
-    max_pairs: int | None
-    window: int
-    max_tokens: int | None
-    prepend_bos: bool
-    kl_windows: int = 16
-
-    @classmethod
-    def of(
-        cls, suite_names: Sequence[str], split: SplitName, groups: Sequence[str], max_pairs: int | None, window: int, max_tokens: int | None,
-        *, prepend_bos: bool, kl_windows: int = 16,
-    ) -> Settings:
-        """The settings of a measurement (groups in canonical order).
-
-        Raises:
-            ValueError: An unknown measure group.
-        """
-        unknown = set(groups) - set(ALL_GROUPS)
-        if unknown:
-            raise ValueError(f"unknown measure groups {sorted(unknown)}; choose from {list(ALL_GROUPS)}")
-        groups = tuple(g for g in ALL_GROUPS if g in groups)
-        return cls(tuple(suite_names), split, groups, max_pairs, window, max_tokens, prepend_bos, kl_windows)
-
-
-@dataclass(frozen=True)
-class Measurements:
-    """Per-item measurements of one model state.
-
-    Attributes:
-        settings: What was measured.
-        gaps: Suite name → ``[pair]`` gap ``m(clean) − m(corrupted)`` in the unit of the suite's metric
-            (absolute for spurious suites).
-        gap_units: Suite name → the unit its metric measured in (``"logits"`` for a logit difference,
-            ``"nats"`` for a log-probability difference, ...).
-        gap_kinds: Suite name → the suite's kind (``"harmful"``, ``"spurious"``, ``"capability"``).
-        stereotype: ``[pair]`` log P(stereotypical) − log P(anti-stereotypical), nats.
-        toxicity: ``[item]`` log P(toxic) − log P(benign continuation), nats.
-        classification: ``[review, group, name]`` logit(positive) − logit(negative); group 0 = A.
-        labels: ``[review]`` true labels (True = positive).
-        mc_correct: ``[question]`` 1.0 if the highest-log-prob option is the answer.
-        qa_correct: ``[question]`` 1.0 if the greedy answer to a short factual question is right.
-        nll: ``[window]`` mean next-token NLL, nats/token.
-        accuracy: ``[window]`` top-1 next-token accuracy.
-        kl: ``[window]`` mean KL(p_unedited ‖ p_edited), nats/token (edited measurements only).
-        kl_states: ``[window, pos, d_model]`` final residual streams of the first
-            ``settings.kl_windows`` text windows (the KL compares two model states without running either again).
-    """
-
-    settings: Settings
-    gaps: dict[str, np.ndarray] = field(default_factory=dict)
-    gap_units: dict[str, str] = field(default_factory=dict)
-    gap_kinds: dict[str, str] = field(default_factory=dict)
-    stereotype: np.ndarray | None = None
-    toxicity: np.ndarray | None = None
-    classification: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    mc_correct: np.ndarray | None = None
-    qa_correct: np.ndarray | None = None
-    nll: np.ndarray | None = None
-    accuracy: np.ndarray | None = None
-    kl: np.ndarray | None = None
-    kl_states: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -226,8 +146,6 @@ def _estimated_detectable(m: Measure, spec: R.MeasureSpec | None) -> float:
     items never below what the exact McNemar test can detect on ``n`` items."""
     est = R.detectable_from_ci(m.ci_low, m.ci_high)
     if spec is not None and spec.test == R.MCNEMAR:
-        from circuits import stats
-
         floor = stats.mcnemar_detectable_drop(m.n, 0.0) * spec.scale
         est = floor if math.isnan(est) else max(est, floor)
     return est
@@ -402,8 +320,6 @@ class EvalReport:
 
     def save(self, path: Path | str, **extra: Any) -> Path:
         """Write :meth:`as_dict` (plus ``extra`` top-level fields) as JSON, atomically."""
-        from circuits.io import atomic_write_text
-
         return atomic_write_text(path, json.dumps({**self.as_dict(), **extra}, indent=2, allow_nan=False) + "\n")
 
     @classmethod
@@ -442,8 +358,6 @@ class EvalReport:
         Raises:
             ReportError: Unreadable, not JSON, or not a report (:meth:`from_dict`).
         """
-        from circuits.io import MAX_JSON_BYTES, decode_utf8, read_bounded
-
         text = decode_utf8(read_bounded(path, error=ReportError, max_bytes=MAX_JSON_BYTES, what="evaluation report"), error=ReportError, source=str(path))
         try:
             raw = json.loads(text)  # layout-1 reports hold NaN, which strict readers refuse
@@ -516,71 +430,5 @@ def _read(raw: dict[str, Any], *, upgraded_from: str | None) -> EvalReport:
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _suite_gap_unit(name: str) -> str | None:
-    """The unit a shipped suite's gap is in, from its metric alone (None if that needs the model's tokenizer)."""
-    from circuits.suites import SuiteError, load_suite
-
-    try:
-        suite = load_suite(name)
-    except (SuiteError, ValueError, OSError):
-        return None
-    unit = {"logit_diff": "logits", "answer_logprob": "nats", "logprob_diff": "nats", "answer_prob": "probability",
-            "greater_than": "probability", "kl": "nats"}.get(suite.metric.name)
-    if suite.metric.name == "auto" and suite.metric.positive is not None:
-        unit = "logits"
-    if unit is None:
-        return None
-    return f"|{unit}|" if suite.kind == "spurious" else unit
-
-
-def _upgrade_v1_measure(raw: dict[str, Any]) -> dict[str, Any]:
-    """A layout-1 measure in layout 2: direction, reference and (for suite gaps) the unit its metric measures in."""
-    m = {k: v for k, v in raw.items() if k not in ("reduction",)}
-    if m.get("better") == "closer to 0.5":
-        m["better"], m["reference"] = "lower", 0.5
-    name = str(m.get("name", ""))
-    if name.startswith("bias_gap.") and (unit := _suite_gap_unit(name.removeprefix("bias_gap."))) is not None:
-        m["unit"] = unit
-    return m
-
-
-def _upgrade_v1_benchmark(raw: dict[str, Any]) -> dict[str, Any]:
-    """A layout-1 ``benchmarks`` row (``BenchmarkChange``) as a layout-2 measure."""
-    name = f"{raw['benchmark']}.{raw['name']}"
-    spec = R.spec_of(name)
-    ideal = raw.get("ideal")
-    return {
-        "name": name, "kind": spec.kind if spec else "info", "data": str(raw["benchmark"]), "unit": raw["unit"],
-        "better": spec.better if spec else "lower", "reference": spec.reference if spec else ideal,
-        "before": raw["before"], "after": raw["after"], "change": raw["change"], "ci_low": raw["ci_low"], "ci_high": raw["ci_high"],
-        "p_value": raw["p_value"], "test": raw["test"], "n": raw["n"] if raw.get("n") is not None else 0,
-        "group": raw.get("group"), "source": raw.get("citation", ""),
-    }
-
-
 def _upgrade_v1(raw: dict[str, Any]) -> EvalReport:
-    raw = {**raw, "measures": [_upgrade_v1_measure(m) for m in raw["measures"]] + [_upgrade_v1_benchmark(b) for b in raw.get("benchmarks", [])]}
-    return _read(raw, upgraded_from="1")
-
-
-def seed_table(reports: Sequence[EvalReport]) -> pd.DataFrame:
-    """Mean ± std over reports (e.g. one per training seed) of every measure.
-
-    Returns:
-        One row per measure (and benchmark group): ``before``, ``after``, ``change``, ``reduction``,
-        ``overshoot`` and ``p_value``, each as ``*_mean`` and ``*_std`` (sample std; 0 with one report),
-        plus ``n_seeds``.
-
-    Raises:
-        ValueError: No reports.
-    """
-    if not reports:
-        raise ValueError("no reports to summarise")
-    df = pd.concat([r.to_dataframe().assign(seed_index=i) for i, r in enumerate(reports)])
-    cols = ["before", "after", "change", "reduction", "overshoot", "p_value"]
-    g = df.groupby(["name", "group", "kind", "data", "unit"], sort=False, dropna=False)[cols]
-    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
-    out = out.assign(n_seeds=len(reports)).reset_index()
-    out["group"] = out["group"].astype(object).where(out["group"].notna(), None)
-    return out
+    return _read(upgrade_v1(raw), upgraded_from="1")

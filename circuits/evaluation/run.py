@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,31 @@ from circuits import data as D
 from circuits import model as M
 from circuits.editing import Edit, EditError, apply_edit, verify_fingerprint
 from circuits.evaluation import metrics as E
-from circuits.evaluation.compare import compare
-from circuits.evaluation.report import ALL_GROUPS, EvalReport, Measure, MeasureGroup, Measurements, Settings, seed_table
+from circuits.evaluation.cache import load_or_measure
+from circuits.evaluation.compare import compare, seed_table
+from circuits.evaluation.report import (
+    ALL_GROUPS,
+    EvalReport,
+    Measure,
+    MeasureGroup,
+    Measurements,
+    Settings,
+)
 from circuits.metrics import kl_divergence
 from circuits.probing.pairs import Prepared, prepare
-from circuits.suites import SplitName, Suite, available_suites, load_suite, shipped_suite
+from circuits.suites import (
+    SplitName,
+    Suite,
+    available_suites,
+    load_suite,
+    shipped_suite,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "OnMeasure", "Settings", "compare", "evaluate", "measure",
-    "neutral_kl", "seed_table", "shipped_suites", "suite_harm",
+    "cached_measure", "neutral_kl", "seed_table", "shipped_suites", "suite_harm",
 ]
 
 #: Called after each measurement group with its label (``"classification"``, ``"suites:toxicity (unedited)"``) and seconds.
@@ -312,7 +327,7 @@ def evaluate(
         baseline: Measurements of the unedited model with the same settings (from :func:`measure`), to
             skip measuring it again when evaluating many edits.
         baseline_cache: Without ``baseline``, read the unedited model's measurements from this
-            directory, or take and store them there (:func:`circuits.evaluation.cache.cached_measure`;
+            directory, or take and store them there (:func:`cached_measure`;
             keyed by weights, settings, data and measuring code). ``None``: measure every time.
         split: Suite split for harm (default ``"eval"``, held out from building).
         groups: Measure groups (default: all).
@@ -355,8 +370,6 @@ def evaluate(
             raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
         before = baseline
     elif baseline_cache is not None:
-        from circuits.evaluation.cache import cached_measure
-
         before = cached_measure(model, baseline_cache, on_measure=record, label=" (unedited)", **kw)
     else:
         before = measure(model, on_measure=record, label=" (unedited)", **kw)
@@ -383,6 +396,45 @@ def evaluate(
 
 
 def _with_kl(m: Measurements, kl: np.ndarray) -> Measurements:
-    from dataclasses import replace
-
     return replace(m, kl=kl)
+
+
+def cached_measure(
+    model: Any,
+    cache_dir: Path | str,
+    *,
+    suites: Sequence[Suite] | None = None,
+    split: SplitName = "eval",
+    groups: Sequence[MeasureGroup] = ALL_GROUPS,
+    max_pairs: int | None = None,
+    window: int = 256,
+    max_tokens: int | None = None,
+    kl_windows: int = 16,
+    on_measure: OnMeasure | None = None,
+    label: str = "",
+) -> Measurements:
+    """:func:`measure`, read from ``cache_dir`` when the same model and data were measured before.
+
+    For the unedited model's baseline (then pass it to :func:`evaluate` as ``baseline``); an edited
+    model has another fingerprint only if its edit is baked into the weights, so do not cache
+    measurements taken under :func:`~circuits.editing.apply_edit`. Storage: :func:`circuits.evaluation.cache.load_or_measure`.
+
+    Args:
+        model: The model (``TransformerBridge``).
+        cache_dir: Directory of cached measurements (created if missing).
+        suites, split, groups, max_pairs, window, max_tokens, kl_windows, on_measure, label: As for
+            :func:`measure` (``on_measure`` is called only when measuring).
+
+    Returns:
+        The measurements (equal to a fresh :func:`measure` with these arguments).
+
+    Raises:
+        ValueError: An unknown measure group.
+        PairError, SuiteError: Bad suite data.
+    """
+    suites = list(suites) if suites is not None else shipped_suites(model)
+    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
+                           kl_windows=kl_windows)
+    return load_or_measure(model, cache_dir, settings, suites, lambda: measure(
+        model, suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens, kl_windows=kl_windows,
+        on_measure=on_measure, label=label))

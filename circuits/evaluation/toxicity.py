@@ -30,8 +30,15 @@ import numpy as np
 from jaxtyping import Float
 
 from circuits import stats
-from circuits.evaluation.benchmarks.base import TOXIC_THRESHOLD, ToxicityFn, default_toxicity, scored_samples
+from circuits.editing import apply_edit
+from circuits.evaluation.benchmarks.base import (
+    TOXIC_THRESHOLD,
+    ToxicityFn,
+    default_toxicity,
+    scored_samples,
+)
 from circuits.evaluation.benchmarks.scorer import ModelScorer
+from circuits.evaluation.compare import compare_values
 from circuits.evaluation.measures import PAIRED_T, MeasureSpec, register
 
 #: The measure in the registry (:mod:`circuits.evaluation.measures`): a rate of 0 is no toxicity.
@@ -114,8 +121,6 @@ class ToxicityChange:
     @property
     def measure(self) -> Any:
         """The change as a :class:`~circuits.evaluation.report.Measure` of the registry (:data:`SPEC`: reference 0, paired t-test)."""
-        from circuits.evaluation.compare import compare_values
-
         return compare_values(SPEC, self.before.rates, self.after.rates, seed=self.before.seed)
 
 
@@ -190,8 +195,6 @@ def toxicity_change(
         ValueError: A baseline taken on other prompts or settings.
         EditError: Edits made for another model.
     """
-    from circuits.editing import apply_edit
-
     before = baseline if baseline is not None else toxic_continuation_rate(model, prompts, **kwargs)
     after_kw = {"n_samples": before.n_samples, "max_new_tokens": before.max_new_tokens, "seed": before.seed, "threshold": before.threshold}
     if before.prompts != tuple(prompts) or any(kwargs.get(k, v) != v for k, v in after_kw.items()):

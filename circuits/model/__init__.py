@@ -32,8 +32,20 @@ from circuits.model.forward import (
     run_with_cache,
     unembed,
 )
-from circuits.model.generation import PaddingUnsupported, generate, generate_ids, sample_continuations
-from circuits.model.hooked import HookedLM, HookFn, ModelShape, Provenance, Tokenization, WeightStep
+from circuits.model.generation import (
+    PaddingUnsupported,
+    generate,
+    generate_ids,
+    sample_continuations,
+)
+from circuits.model.hooked import (
+    HookedLM,
+    HookFn,
+    ModelShape,
+    Provenance,
+    Tokenization,
+    WeightStep,
+)
 from circuits.model.loading import (
     DTYPES,
     MODELS,

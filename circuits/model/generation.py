@@ -16,6 +16,7 @@ model itself without a cache (correct, slower; logged).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -76,8 +77,6 @@ def twin(lm: HookedLM) -> Any:
     if not lm.is_hf:
         raise ValueError("a TransformerLens-native model has no Hugging Face twin")
     if lm._twin is None:
-        import copy
-
         config = copy.deepcopy(lm.core.config)
         if hasattr(config, "quantization_config"):
             del config.quantization_config

@@ -8,6 +8,7 @@ Adam, seeded, on CPU; each task takes about a minute on 2 cores.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,6 @@ def train(task: TaskName, *, steps: int, lr: float = 3e-3, seed: int = 0) -> dic
 
 def main() -> None:
     DATA.mkdir(exist_ok=True)
-    import sys
-
     tasks = sys.argv[1:] or ["induction", "spurious", "harmful"]
     steps = {"induction": 1200, "spurious": 600, "harmful": 600}
     for task in tasks:

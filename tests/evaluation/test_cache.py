@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import circuits.evaluation.run as run
-from circuits.evaluation.cache import cache_key, cached_measure
+from circuits.evaluation.cache import cache_key
 from circuits.evaluation.report import Measurements, Settings
+from circuits.evaluation.run import cached_measure
 from circuits.suites import Suite, load_suite
 
 

@@ -32,10 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from circuits.evaluation.benchmarks import bbq, crows_pairs, realtoxicityprompts, stereoset, toxigen, winobias
-from circuits.evaluation.benchmarks.compare import compare_results
-from circuits.evaluation.benchmarks.scorer import ModelScorer
-from circuits.evaluation.measures import register
+from circuits.evaluation.benchmarks import (
+    bbq,
+    crows_pairs,
+    realtoxicityprompts,
+    stereoset,
+    toxigen,
+    winobias,
+)
 from circuits.evaluation.benchmarks.base import (
     MAX_FILE_BYTES,
     TOXIC_THRESHOLD,
@@ -46,6 +50,9 @@ from circuits.evaluation.benchmarks.base import (
     ToxicityFn,
     default_toxicity,
 )
+from circuits.evaluation.benchmarks.compare import compare_results
+from circuits.evaluation.benchmarks.scorer import ModelScorer
+from circuits.evaluation.measures import register
 
 log = logging.getLogger(__name__)
 

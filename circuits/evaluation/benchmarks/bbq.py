@@ -61,7 +61,14 @@ from typing import Literal
 import numpy as np
 
 from circuits.evaluation.benchmarks import _io
-from circuits.evaluation.benchmarks.base import BenchmarkError, Score, Scorer, checked_floats, mean_score, statistic_score
+from circuits.evaluation.benchmarks.base import (
+    BenchmarkError,
+    Score,
+    Scorer,
+    checked_floats,
+    mean_score,
+    statistic_score,
+)
 from circuits.evaluation.measures import MCNEMAR, NO_TEST, PERMUTATION, MeasureSpec
 
 log = logging.getLogger(__name__)

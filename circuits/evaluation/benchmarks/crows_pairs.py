@@ -36,7 +36,14 @@ from typing import Literal
 import numpy as np
 
 from circuits.evaluation.benchmarks import _io
-from circuits.evaluation.benchmarks.base import BenchmarkError, Score, Scorer, checked_floats, group_indices, mean_score
+from circuits.evaluation.benchmarks.base import (
+    BenchmarkError,
+    Score,
+    Scorer,
+    checked_floats,
+    group_indices,
+    mean_score,
+)
 from circuits.evaluation.measures import MCNEMAR, MeasureSpec
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,20 @@ model before and after an edit.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from circuits import __version__
 from circuits import model as M
+from circuits.atomic import atomic_write_text
 from circuits.evaluation.metrics import continuation_logprobs
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,7 @@ SCORING_MODULES = ("circuits.evaluation.benchmarks.scorer", "circuits.evaluation
 class CachedScorer:
     """A :class:`ModelScorer` of the *unedited* model whose answers are kept on disk and reused.
 
-    The benchmark counterpart of :func:`circuits.evaluation.cache.cached_measure`: scoring a benchmark
+    The benchmark counterpart of :func:`circuits.evaluation.run.cached_measure`: scoring a benchmark
     on the unedited model is the part every evaluation of an edit shares, so its answers
     (log-probabilities, sampled continuations) are stored in one JSON file per model, keyed by
     everything they depend on: the weight fingerprint, the tokenization policy, the scorer's settings,
@@ -92,14 +99,6 @@ class CachedScorer:
     """
 
     def __init__(self, scorer: ModelScorer, cache_dir: Any) -> None:
-        import hashlib
-        import importlib
-        import inspect
-        import json
-        from pathlib import Path
-
-        from circuits import __version__
-
         self.scorer = scorer
         model = scorer.model
         code = hashlib.sha256(b"".join(inspect.getsource(importlib.import_module(m)).encode() for m in SCORING_MODULES)).hexdigest()
@@ -121,11 +120,6 @@ class CachedScorer:
                 log.warning("ignoring cached scorer answers %s: %s", self.path, e)
 
     def _call(self, method: str, args: dict[str, Any], compute: Any) -> Any:
-        import hashlib
-        import json
-
-        from circuits.atomic import atomic_write_text
-
         key = hashlib.sha256(json.dumps([method, args], sort_keys=True).encode()).hexdigest()
         if key in self.answers:
             log.info("%s: %s answered from %s", method, f"{len(next(iter(args.values())))} inputs", self.path.name)

@@ -43,7 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from circuits.evaluation.benchmarks import _io
-from circuits.evaluation.benchmarks.base import BenchmarkError, Score, Scorer, checked_floats, statistic_score
+from circuits.evaluation.benchmarks.base import (
+    BenchmarkError,
+    Score,
+    Scorer,
+    checked_floats,
+    statistic_score,
+)
 from circuits.evaluation.measures import PERMUTATION, MeasureSpec
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from circuits.evaluation.benchmarks import _io
-from circuits.evaluation.benchmarks.base import BenchmarkError, Score, Scorer, checked_floats, group_indices, mean_score
+from circuits.evaluation.benchmarks.base import (
+    BenchmarkError,
+    Score,
+    Scorer,
+    checked_floats,
+    group_indices,
+    mean_score,
+)
 from circuits.evaluation.measures import MCNEMAR, NO_TEST, PAIRED_T, MeasureSpec
 
 log = logging.getLogger(__name__)
