@@ -19,11 +19,13 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 MAX_README_LINES = 150
 
-_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 _NOT_RUN = re.compile(r"<!--\s*not-run:\s*(\S[^>]*?)\s*-->\s*$")
 
 
-def _blocks(path: Path, languages: tuple[str, ...]) -> list[tuple[str, int, str, str | None]]:
+def _blocks(
+    path: Path, languages: tuple[str, ...]
+) -> list[tuple[str, int, str, str | None]]:
     """(language, line, code, not-run reason) of every fenced block in ``languages``."""
     text = path.read_text(encoding="utf-8")
     out = []
@@ -41,12 +43,18 @@ def _blocks(path: Path, languages: tuple[str, ...]) -> list[tuple[str, int, str,
 
 def _python_blocks() -> list[tuple[Path, int, str, str | None]]:
     files = [README, *sorted(DOCS.rglob("*.md"))]
-    return [(f, line, code, reason) for f in files for _, line, code, reason in _blocks(f, ("python",))]
+    return [
+        (f, line, code, reason)
+        for f in files
+        for _, line, code, reason in _blocks(f, ("python",))
+    ]
 
 
 def test_readme_is_a_front_door():
     lines = README.read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines (at most {MAX_README_LINES})"
+    assert len(lines) <= MAX_README_LINES, (
+        f"README.md has {len(lines)} lines (at most {MAX_README_LINES})"
+    )
     # .ci/run and CI run the README's test command: keep it stated.
     assert any(re.match(r"^make test\s+#.*test suite", line) for line in lines)
 
@@ -75,25 +83,35 @@ def test_every_python_example_runs(tiny, monkeypatch, tmp_path, capsys):
         try:
             exec(compile(code, where, "exec"), {"__name__": "__docs__"})  # noqa: S102 - the documented example
         except Exception as e:  # pragma: no cover - the message is the point
-            raise AssertionError(f"the example at {where} fails: {type(e).__name__}: {e}") from e
+            raise AssertionError(
+                f"the example at {where} fails: {type(e).__name__}: {e}"
+            ) from e
         ran.append(where)
     with capsys.disabled():
-        print(f"\ndocs examples: {len(ran)} ran, {len(skipped)} not run: {'; '.join(skipped) or '-'}")
+        print(
+            f"\ndocs examples: {len(ran)} ran, {len(skipped)} not run: {'; '.join(skipped) or '-'}"
+        )
     assert len(ran) > 0
 
 
-def _cli_commands() -> dict[str, set[str]]:
-    """Top-level commands and, for groups, their subcommands."""
+def _cli():
     import typer
 
     from circuits.cli import app
 
-    group = typer.main.get_command(app)
-    return {name: set(getattr(cmd, "commands", {}) or {}) for name, cmd in group.commands.items()}
+    return typer.main.get_command(app)
+
+
+def _options(cmd) -> set[str]:
+    return {
+        o
+        for p in cmd.params
+        for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))
+    }
 
 
 def test_readme_cli_examples_name_real_commands():
-    commands = _cli_commands()
+    commands = _cli().commands
     seen = 0
     for _, line, code, _ in _blocks(README, ("bash", "console", "sh", "shell")):
         for raw in code.splitlines():
@@ -102,10 +120,21 @@ def test_readme_cli_examples_name_real_commands():
                 continue
             assert "|" not in text, f"README.md:{line}: pipe between commands: {raw!r}"
             words = shlex.split(text)
-            assert len(words) > 1 and words[1] in commands, f"README.md:{line}: no command `circuits {words[1]}`"
-            sub = commands[words[1]]
+            assert len(words) > 1 and words[1] in commands, (
+                f"README.md:{line}: no command `circuits {words[1]}`"
+            )
+            cmd, rest = commands[words[1]], words[2:]
+            sub = getattr(cmd, "commands", None)
             if sub:
-                assert len(words) > 2 and words[2] in sub, f"README.md:{line}: no command `{' '.join(words[:3])}`"
+                assert rest and rest[0] in sub, (
+                    f"README.md:{line}: no command `{' '.join(words[:3])}`"
+                )
+                cmd, rest = sub[rest[0]], rest[1:]
+            for word in rest:
+                if word.startswith("-"):
+                    assert word.split("=")[0] in _options(cmd), (
+                        f"README.md:{line}: `{' '.join(words[:2])}` has no {word}"
+                    )
             seen += 1
     assert seen > 0
 
@@ -127,4 +156,6 @@ def test_every_docs_page_is_in_the_nav():
 
     listed = set(pages(nav))
     on_disk = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
-    assert on_disk == listed, f"not in the nav: {sorted(on_disk - listed)}; missing: {sorted(listed - on_disk)}"
+    assert on_disk == listed, (
+        f"not in the nav: {sorted(on_disk - listed)}; missing: {sorted(listed - on_disk)}"
+    )
