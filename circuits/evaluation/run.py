@@ -422,8 +422,15 @@ def cached_measure(
     Args:
         model: The model (``TransformerBridge``).
         cache_dir: Directory of cached measurements (created if missing).
-        suites, split, groups, max_pairs, window, max_tokens, kl_windows, on_measure, label: As for
-            :func:`measure` (``on_measure`` is called only when measuring).
+        suites: As for :func:`measure` (default: every shipped suite).
+        split: As for :func:`measure`.
+        groups: As for :func:`measure`.
+        max_pairs: As for :func:`measure`.
+        window: As for :func:`measure`.
+        max_tokens: As for :func:`measure`.
+        kl_windows: As for :func:`measure`.
+        on_measure: As for :func:`measure` (called only when measuring).
+        label: As for :func:`measure`.
 
     Returns:
         The measurements (equal to a fresh :func:`measure` with these arguments).
