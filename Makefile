@@ -18,7 +18,7 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup scan test docs bench headline clean lock latest
+.PHONY: results setup scan test docs bench headline clean lock latest
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,3 +81,7 @@ latest:
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pytest_cache .hypothesis site
+
+# Every generated results page under docs/results/ from its committed results file (no model, no measuring).
+results: setup
+	$(PY) scripts/bos_policy.py --page-only

@@ -9,6 +9,7 @@ of every component's effect, and the main result (the gender-bias ablation edit)
 ``results/tokenization/bos-policy.json`` (a :mod:`circuits.results` file).
 
     .venv/bin/python scripts/bos_policy.py --old 6407b73
+    .venv/bin/python scripts/bos_policy.py --page-only     # the Markdown page from the results file alone
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ ATLASES = [
     "atlas/smollm2-135m/own-behaviour/office-pronouns.atlas.json",
 ]
 OLD_MAIN = "atlas/smollm2-135m/headline-v1/reports/gender-occupation.ablation.seed0.json"
-NEW_MAIN = "atlas/smollm2-135m/edits/gender-occupation.comparison.json"
+#: The main edit rebuilt from the re-scanned atlas and evaluated on the eval split (its manifest records the evaluation).
+NEW_MAIN = "atlas/smollm2-135m/edits/gender-occupation.ablation.json"
+PAGE = ROOT / "docs/results/tokenization.md"
 
 
 def _old_text(rev: str, path: str) -> str | None:
@@ -69,19 +72,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="6407b73", help="Git revision of the atlases measured with BOS prepended.")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "results/tokenization/bos-policy.json")
+    parser.add_argument("--page-only", action="store_true", help="Only rewrite docs/results/tokenization.md from the results file (`make results`).")
     args = parser.parse_args()
 
     from circuits.atlas.schema import Atlas
+    from circuits.editing import load_edit
+    from circuits.io import atomic_write_text
     from circuits.results import ModelRecord, provenance, read_result, write_result
 
-    behaviours, models = [], {}
+    if args.page_only:
+        atomic_write_text(PAGE, page(read_result(args.out, kind="bos-policy")))
+        print(f"written {PAGE.relative_to(ROOT)}")
+        return
+    behaviours, models, not_rescanned = [], {}, []
     for path in ATLASES:
         text = _old_text(args.old, path)
         if text is None or not (ROOT / path).is_file():
             continue
         old, new = Atlas.parse(text, source=f"{args.old}:{path}"), Atlas.load(ROOT / path)
         if new.model.tokenization.prepend_bos:
-            raise SystemExit(f"{path} is still measured with BOS prepended: rescan it first")
+            not_rescanned.append(path)  # still the BOS-prepended measurement: nothing to compare
+            continue
         models[new.model.fingerprint] = ModelRecord(name=new.model.name, fingerprint=new.model.fingerprint, file_sha256=new.model.source.get("file_sha256"), tokenization=new.model.tokenization.model_dump())
         for nb in new.behaviours:
             try:
@@ -90,19 +101,70 @@ def main() -> None:
                 continue
             behaviours.append({"atlas": path, "behaviour": nb.name, **behaviour_change(ob, nb)})
     old_main = json.loads(_old_text(args.old, OLD_MAIN) or "{}").get("report", {})
-    new_rows = read_result(ROOT / NEW_MAIN, kind="edit-comparison").data["rows"]
-    new_main = next(r for r in new_rows if r["kind"] == "ablation")
+    edit = load_edit(ROOT / NEW_MAIN)
+    ev = edit.evaluation or {}
     pick = lambda rep: {m["name"]: [m["before"], m["after"], m["p_value"]] for m in rep.get("measures", [])}  # noqa: E731
+    names = sorted({k.rsplit(".", 1)[0] for k in ev if k.endswith(".before")})
     main_result = {
-        "old": {"components": old_main and json.loads(_old_text(args.old, OLD_MAIN))["cost"]["components"], "harm_reduction": old_main.get("harm_reduction"), "measures": pick(old_main)},
-        "new": {"components": new_main["components"].split(", "), "harm_reduction": new_main["harm_reduction"], "meets_target": new_main["meets_target"], "measures": pick(new_main["report"])},
+        "old": {"components": old_main and json.loads(_old_text(args.old, OLD_MAIN))["cost"]["components"], "harm_reduction": old_main.get("harm_reduction"),
+                "perplexity_change": old_main.get("perplexity_change"), "meets_target": old_main.get("meets_target"), "measures": pick(old_main)},
+        "new": {"components": [str(c) for c in edit.components], "harm_reduction": ev.get("harm_reduction"), "perplexity_change": ev.get("perplexity_change"),
+                "meets_target": bool(ev.get("meets_target")), "measures": {n: [ev[f"{n}.before"], ev[f"{n}.after"], ev.get(f"{n}.p_value")] for n in names}},
     }
     write_result(
         args.out, kind="bos-policy", title="SmolLM2 atlases and the main edit with BOS prepended (before schema 0.4) vs encoded as the tokenizer does",
-        data={"old_revision": args.old, "behaviours": behaviours, "main_result": main_result},
+        data={"old_revision": args.old, "behaviours": behaviours, "main_result": main_result, "not_rescanned": not_rescanned},
         provenance=provenance(models=list(models.values())),
     )
-    print(f"written {args.out}")
+    atomic_write_text(PAGE, page(read_result(args.out, kind="bos-policy")))
+    print(f"written {args.out} and {PAGE.relative_to(ROOT)}")
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:+.{digits}%}"
+
+
+def page(result) -> str:  # noqa: ANN001 - a circuits.results.ResultFile
+    """The Markdown page of ``results/tokenization/bos-policy.json`` (generated; ``make results`` rewrites it)."""
+    d, prov = result.data, result.provenance
+    old, new = d["main_result"]["old"], d["main_result"]["new"]
+    gap = "bias_gap.gender-occupation"
+    ob, nb = old["measures"].get(gap, [None] * 3), new["measures"].get(gap, [None] * 3)
+    lines = [
+        "# Did the findings depend on the chat token?",
+        "",
+        "<!-- generated by scripts/bos_policy.py from results/tokenization/bos-policy.json; do not edit -->",
+        "",
+        "Until atlas schema 0.4 every text was encoded with TransformerLens' default, a BOS token first; for "
+        "SmolLM2-Instruct that token is `<|im_start|>`, the chat-turn marker, which its own tokenizer does not add. "
+        "The atlases and edits below were re-made with text encoded as the model's tokenizer encodes it (no BOS) and "
+        f"compared with the BOS-prepended ones at revision `{d['old_revision']}` "
+        f"(commit `{prov.git_commit}`, {prov.date[:10]}).",
+        "",
+        "## The main result: ablating the top-3 gender heads",
+        "",
+        "| | components | bias gap before → after (logits, eval split) | harm reduced | p | perplexity change | target met |",
+        "|---|---|---|---|---|---|---|",
+        f"| BOS prepended (old) | {', '.join(old['components'] or [])} | {ob[0]:.3f} → {ob[1]:.3f} | {_pct(old['harm_reduction'])} | {ob[2]:.1e} "
+        f"| {_pct(old['perplexity_change'], 2)} | {'yes' if old['meets_target'] else 'no'} |",
+        f"| tokenizer's own, no BOS (new) | {', '.join(new['components'])} | {nb[0]:.3f} → {nb[1]:.3f} | {_pct(new['harm_reduction'])} | {nb[2]:.1e} "
+        f"| {_pct(new['perplexity_change'], 2)} | {'yes' if new['meets_target'] else 'no'} |",
+        "",
+        "## Per behaviour: top components, flagged sets, rank agreement",
+        "",
+        "| atlas · behaviour | top-5 old | top-5 new | top-10 overlap | flagged old → new (kept; Jaccard) | Spearman ρ of all effects |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in d["behaviours"]:
+        t_old = ", ".join(c for c, _ in b["top5"][0])
+        t_new = ", ".join(c for c, _ in b["top5"][1])
+        rho = "—" if b["spearman_effects"] is None else f"{b['spearman_effects']:.3f}"
+        lines.append(f"| {b['behaviour']} | {t_old} | {t_new} | {b['top10_overlap']}/10 | {b['flagged'][0]} → {b['flagged'][1]} "
+                     f"({b['flagged_kept']}; {b['flagged_jaccard']:.2f}) | {rho} |")
+    if d.get("not_rescanned"):
+        lines += ["", "Not re-scanned yet (still measured with BOS prepended, and recorded so in their files): "
+                  + ", ".join(f"`{p}`" for p in d["not_rescanned"]) + "."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
