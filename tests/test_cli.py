@@ -29,3 +29,13 @@ def test_scan_on_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["scan", "--executor", "ray", "-o", str(tmp_path / "a.json")])
     assert r.exit_code == 2 and "pip install 'circuit-atlas[ray]'" in r.output
     assert not (tmp_path / "a.json").exists()
+
+
+def test_version_is_printed_without_loading_anything():
+    from typer.testing import CliRunner
+
+    import circuits
+    from circuits.cli import app
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"circuit-atlas {circuits.__version__}"

@@ -14,10 +14,25 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from circuits import __version__
+
 # Plain (not boxed) usage errors: a box is cut at the terminal width and can hide the bad value.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Find and fix harmful or spurious circuits.")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"circuit-atlas {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)] = False,
+) -> None:
+    """Find and fix harmful or spurious circuits."""
 
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a .gguf file, or a hub id."
