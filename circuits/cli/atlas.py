@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from circuits.cli.common import (
     console,
 )
 
-atlas_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Atlas files: JSON Schema, merging.")
+atlas_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Atlas files: JSON Schema, merging, export as tables.")
 app.add_typer(atlas_app, name="atlas")
 
 
@@ -59,6 +60,36 @@ def atlas_merge(
     except AtlasError as e:
         _fail(str(e))
     console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
+
+
+class ExportChoice(str, Enum):
+    """Table formats of ``circuits atlas export``."""
+
+    csv = "csv"
+    parquet = "parquet"
+    markdown = "markdown"
+
+
+@atlas_app.command("export")
+def atlas_export(
+    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Components table path; circuits go beside it as <stem>.edges<suffix>.")],
+    fmt: Annotated[ExportChoice, typer.Option("--format", "-f", help="Table format.")] = ExportChoice.csv,
+) -> None:
+    """Export an atlas as tables: components with effects, 95% CIs, p-values (raw and Benjamini-Hochberg) and flags; circuits as edge lists."""
+    from circuits.atlas.export import export_atlas
+    from circuits.atlas.schema import Atlas, AtlasError
+
+    edges_out = out.with_name(f"{out.stem}.edges{out.suffix}")
+    _check_output(out, inputs=_inputs(atlas_path))
+    _check_output(edges_out, inputs=_inputs(atlas_path))
+    try:
+        atlas = Atlas.load(atlas_path)
+    except AtlasError as e:
+        _fail(str(e))
+    with _writing(out):
+        written = export_atlas(atlas, out, fmt.value)  # type: ignore[arg-type]
+    console.print("written " + ", ".join(map(str, written)))
 
 
 @app.command()

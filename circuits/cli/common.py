@@ -22,10 +22,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _version(value: bool) -> None:
+def _version(value: bool) -> bool:
     if value:
         console.print(f"circuit-atlas {__version__}", highlight=False)
         raise typer.Exit()
+    return value
 
 
 @app.callback()
