@@ -18,7 +18,7 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: results setup scan test docs bench headline clean lock latest
+.PHONY: atlases results setup scan test docs bench headline clean lock latest
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,19 +32,19 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 
 setup: $(STAMP)
 
+# The main job, quick: the gender-occupation scan on one pair per template, the top-3-head ablation edit built,
+# evaluated on held-out data and shown on two generations, and the report, all in $(RUN) (never the committed atlases).
+RUN := runs/quick
 scan: setup
-	$(VENV)/bin/circuits scan --suite gender-occupation -o $(ATLAS)
-	$(VENV)/bin/circuits edit $(ATLAS) --k 3 -o $(EDIT)
-	$(VENV)/bin/circuits scan --suite toxicity -o $(ATLAS_DIR)/toxicity.atlas.json
-	$(VENV)/bin/circuits scan --suite name-sentiment -o $(ATLAS_DIR)/name-sentiment.atlas.json
-	$(VENV)/bin/circuits scan --suite identity-harm-religion -o $(ATLAS_DIR)/identity-harm-religion.atlas.json
-	$(VENV)/bin/circuits scan --suite name-sentiment-v2 --max-pairs 1 -o $(ATLAS_DIR)/name-sentiment-v2.atlas.json
-	# The gender-bias circuit (edges, EAP-IG): the smallest top-n circuit with faithfulness >= 0.8.
-	$(VENV)/bin/circuits circuit --suite gender-occupation --max-pairs 4 --ig-steps 3 --target 0.8 --batch-size 2 --atlas $(ATLAS)
-	$(VENV)/bin/circuits atlas merge $(ATLAS) $(ATLAS_DIR)/toxicity.atlas.json $(ATLAS_DIR)/name-sentiment.atlas.json \
-		$(ATLAS_DIR)/identity-harm-religion.atlas.json $(ATLAS_DIR)/name-sentiment-v2.atlas.json -o $(MERGED)
-	$(VENV)/bin/circuits trace --atlas $(MERGED) --prompt "The Eiffel Tower is located in the city of" --subject "The Eiffel Tower" --target " Paris"
-	$(VENV)/bin/circuits report $(MERGED) -o $(ATLAS_DIR)/report.html
+	@mkdir -p $(RUN)
+	$(VENV)/bin/circuits scan --suite gender-occupation --max-pairs 1 -o $(RUN)/gender-occupation.atlas.json
+	$(VENV)/bin/circuits edit $(RUN)/gender-occupation.atlas.json --k 3 --generations 2 -o $(RUN)/gender-occupation.ablation.json
+	$(VENV)/bin/circuits report $(RUN)/gender-occupation.atlas.json -o $(RUN)/report.html
+	@echo "written: $(RUN)/gender-occupation.atlas.json (atlas), $(RUN)/gender-occupation.ablation.{json,safetensors} (edit and its evaluation), $(RUN)/report.html (report)"
+
+# Every committed SmolLM2 atlas, circuit and the one-seed comparison of edit kinds, regenerated (1.5-2 h on 2 cores).
+atlases: setup
+	PY=$(PY) bash scripts/regenerate_atlases.sh
 
 test: setup docs
 	$(PY) -m pytest -q -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
