@@ -37,6 +37,8 @@ OLD_MAIN = "atlas/smollm2-135m/headline-v1/reports/gender-occupation.ablation.se
 #: The main edit rebuilt from the re-scanned atlas and evaluated on the eval split (its manifest records the evaluation).
 NEW_MAIN = "atlas/smollm2-135m/edits/gender-occupation.ablation.json"
 PAGE = ROOT / "docs/results/tokenization.md"
+#: The one-seed survey of every edit kind at the old revision (a list of rows; its perplexity was on build text, so only the gap is compared).
+OLD_KINDS = "atlas/smollm2-135m/edits/gender-occupation.comparison.json"
 
 
 def _old_text(rev: str, path: str) -> str | None:
@@ -101,6 +103,7 @@ def main() -> None:
                 continue
             behaviours.append({"atlas": path, "behaviour": nb.name, **behaviour_change(ob, nb)})
     old_main = json.loads(_old_text(args.old, OLD_MAIN) or "{}").get("report", {})
+    gap = "bias_gap.gender-occupation"
     edit = load_edit(ROOT / NEW_MAIN)
     ev = edit.evaluation or {}
     pick = lambda rep: {m["name"]: [m["before"], m["after"], m["p_value"]] for m in rep.get("measures", [])}  # noqa: E731
@@ -111,9 +114,32 @@ def main() -> None:
         "new": {"components": [str(c) for c in edit.components], "harm_reduction": ev.get("harm_reduction"), "perplexity_change": ev.get("perplexity_change"),
                 "meets_target": bool(ev.get("meets_target")), "measures": {n: [ev[f"{n}.before"], ev[f"{n}.after"], ev.get(f"{n}.p_value")] for n in names}},
     }
+    old_rows = {r["kind"]: r for r in json.loads(_old_text(args.old, OLD_KINDS) or "[]")}
+    kinds, not_rebuilt = [], []
+    for kind, row in old_rows.items():
+        path = ROOT / f"atlas/smollm2-135m/edits/gender-occupation.{kind}.json"
+        e = load_edit(path) if path.is_file() else None
+        if e is None or not e.tokenization or e.tokenization.get("prepend_bos") or not e.evaluation:
+            not_rebuilt.append(kind)
+            continue
+        ev = e.evaluation
+        # "mean_over" is a description (reworded since), "objective" moved out of the hyperparameters into its own field.
+        old_hp = {k: v for k, v in json.loads(_old_text(args.old, f"atlas/smollm2-135m/edits/gender-occupation.{kind}.json") or "{}").get("hyperparameters", {}).items()
+                  if k not in ("mean_over", "objective")}
+        new_hp = {k: v for k, v in e.hyperparameters.items() if k in old_hp}
+        kinds.append({
+            "kind": kind,
+            "settings_differ": None if new_hp == old_hp else {"old": old_hp, "new": new_hp},
+            "old": {"components": row["components"], "bias_before": row["bias_before"], "bias_after": row["bias_after"], "harm_reduction": row["harm_reduction"],
+                    "p_value": row["p_value"]},
+            "new": {"components": ", ".join(map(str, e.components[:3])) + (f" +{len(e.components) - 3}" if len(e.components) > 3 else ""),
+                    "bias_before": ev[f"{gap}.before"], "bias_after": ev[f"{gap}.after"], "harm_reduction": ev.get("harm_reduction"),
+                    "p_value": ev.get(f"{gap}.p_value"), "perplexity_change": ev.get("perplexity_change"), "meets_target": bool(ev.get("meets_target"))},
+        })
     write_result(
         args.out, kind="bos-policy", title="SmolLM2 atlases and the main edit with BOS prepended (before schema 0.4) vs encoded as the tokenizer does",
-        data={"old_revision": args.old, "behaviours": behaviours, "main_result": main_result, "not_rescanned": not_rescanned},
+        data={"old_revision": args.old, "behaviours": behaviours, "main_result": main_result, "not_rescanned": not_rescanned,
+              "kinds": kinds, "kinds_not_rebuilt": not_rebuilt},
         provenance=provenance(models=list(models.values())),
     )
     atomic_write_text(PAGE, page(read_result(args.out, kind="bos-policy")))
@@ -161,6 +187,31 @@ def page(result) -> str:  # noqa: ANN001 - a circuits.results.ResultFile
         rho = "—" if b["spearman_effects"] is None else f"{b['spearman_effects']:.3f}"
         lines.append(f"| {b['behaviour']} | {t_old} | {t_new} | {b['top10_overlap']}/10 | {b['flagged'][0]} → {b['flagged'][1]} "
                      f"({b['flagged_kept']}; {b['flagged_jaccard']:.2f}) | {rho} |")
+    if d.get("kinds"):
+        lines += [
+            "",
+            "## Every edit kind on gender-occupation (one seed), rebuilt from the re-scanned atlas",
+            "",
+            "Bias gap on the eval split (logits). The old survey's perplexity was measured on build text, so only the new, "
+            "held-out perplexity change is shown; the new target column applies the whole gate (≥50% less harm, p < 0.05, "
+            "perplexity < +5%, no accuracy measure dropping significantly).",
+            "",
+            "| kind | components (new) | gap old: before → after (reduced) | gap new: before → after (reduced) | p new | perplexity new | target met (new) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        differ = []
+        for k in d["kinds"]:
+            o, n = k["old"], k["new"]
+            if k.get("settings_differ"):
+                differ.append(f"{k['kind']}: old {k['settings_differ']['old']}, new {k['settings_differ']['new']}")
+            lines.append(f"| {k['kind']}{' *' if k.get('settings_differ') else ''} | {n['components']} | {o['bias_before']:.3f} → {o['bias_after']:.3f} ({_pct(o['harm_reduction'])}) "
+                         f"| {n['bias_before']:.3f} → {n['bias_after']:.3f} ({_pct(n['harm_reduction'])}) | {n['p_value']:.1e} "
+                         f"| {_pct(n['perplexity_change'], 2)} | {'yes' if n['meets_target'] else 'no'} |")
+        if differ:
+            lines += ["", "\\* Not the same edit: the hyperparameters stored in the old and new manifests differ ("
+                      + "; ".join(differ) + "), so that row compares settings as well as the policy."]
+        if d.get("kinds_not_rebuilt"):
+            lines += ["", "Not rebuilt yet (their committed edits are still the BOS-prepended ones): " + ", ".join(d["kinds_not_rebuilt"]) + "."]
     if d.get("not_rescanned"):
         lines += ["", "Not re-scanned yet (still measured with BOS prepended, and recorded so in their files): "
                   + ", ".join(f"`{p}`" for p in d["not_rescanned"]) + "."]
