@@ -57,7 +57,13 @@ def test_a_killed_writer_leaves_the_old_or_the_new_version(kills, kind):
     r = kills[kind]
     assert r["failures"] == 0, r["examples"]
     assert r["trials"] >= kills["_trials"] and r["A"] + r["B"] == r["trials"]
-    assert r["interrupted"] > 0  # some kills landed while a temporary existed: mid-write
+    if kills["_trials"] >= TRIALS["full"]:
+        assert r["interrupted"] > 0  # some kills landed while a temporary existed: mid-write
+    else:
+        # 24 kills can all miss a short write window by chance (merge: 0 of 24 once under load, its write
+        # being a small part of a cycle spent reading and merging): the quick tier asks for mid-write kills
+        # somewhere, the full tier (200 kills, run by `make test`) for each kind.
+        assert sum(kills[k]["interrupted"] for k in ARTIFACTS) > 0
     assert r["left_after_next_write"] == 0  # the next write removed what the killed ones left
 
 
