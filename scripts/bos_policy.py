@@ -102,14 +102,15 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - a behaviour new in this atlas
                 continue
             behaviours.append({"atlas": path, "behaviour": nb.name, **behaviour_change(ob, nb)})
-    old_main = json.loads(_old_text(args.old, OLD_MAIN) or "{}").get("report", {})
+    old_main_file = json.loads(_old_text(args.old, OLD_MAIN) or "{}")
+    old_main = old_main_file.get("report", {})
     gap = "bias_gap.gender-occupation"
     edit = load_edit(ROOT / NEW_MAIN)
     ev = edit.evaluation or {}
     pick = lambda rep: {m["name"]: [m["before"], m["after"], m["p_value"]] for m in rep.get("measures", [])}  # noqa: E731
     names = sorted({k.rsplit(".", 1)[0] for k in ev if k.endswith(".before")})
     main_result = {
-        "old": {"components": old_main and json.loads(_old_text(args.old, OLD_MAIN))["cost"]["components"], "harm_reduction": old_main.get("harm_reduction"),
+        "old": {"components": old_main_file.get("cost", {}).get("components"), "harm_reduction": old_main.get("harm_reduction"),
                 "perplexity_change": old_main.get("perplexity_change"), "meets_target": old_main.get("meets_target"), "measures": pick(old_main)},
         "new": {"components": [str(c) for c in edit.components], "harm_reduction": ev.get("harm_reduction"), "perplexity_change": ev.get("perplexity_change"),
                 "meets_target": bool(ev.get("meets_target")), "measures": {n: [ev[f"{n}.before"], ev[f"{n}.after"], ev.get(f"{n}.p_value")] for n in names}},

@@ -47,6 +47,12 @@ def edges_table(atlas: Atlas) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["behaviour", "sender", "receiver", "score"])
 
 
+def edges_path(out: Path | str) -> Path:
+    """Where :func:`export_atlas` writes the circuit edges beside the components table ``out``: ``<stem>.edges<suffix>``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.edges{out.suffix}")
+
+
 def _cell(v: object) -> str:
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.4g}"
@@ -81,7 +87,7 @@ def export_atlas(atlas: Atlas, out: Path | str, fmt: ExportFormat) -> list[Path]
     tables = [(out, components_table(atlas))]
     edges = edges_table(atlas)
     if not edges.empty:
-        tables.append((out.with_name(f"{out.stem}.edges{out.suffix}"), edges))
+        tables.append((edges_path(out), edges))
     for path, df in tables:
         if fmt == "csv":
             atomic_write_text(path, df.to_csv(index=False))

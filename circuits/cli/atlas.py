@@ -62,6 +62,16 @@ def atlas_merge(
     console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
 
 
+def _read_atlas(path: Path):  # noqa: ANN202 - an Atlas (imported lazily: the CLI starts without pydantic models)
+    """The atlas at ``path``, or one clear error (exit 2)."""
+    from circuits.atlas.schema import Atlas, AtlasError
+
+    try:
+        return Atlas.load(path)
+    except AtlasError as e:
+        _fail(str(e))
+
+
 class ExportChoice(str, Enum):
     """Table formats of ``circuits atlas export``."""
 
@@ -77,16 +87,11 @@ def atlas_export(
     fmt: Annotated[ExportChoice, typer.Option("--format", "-f", help="Table format.")] = ExportChoice.csv,
 ) -> None:
     """Export an atlas as tables: components with effects, 95% CIs, p-values (raw and Benjamini-Hochberg) and flags; circuits as edge lists."""
-    from circuits.atlas.export import export_atlas
-    from circuits.atlas.schema import Atlas, AtlasError
+    from circuits.atlas.export import edges_path, export_atlas
 
-    edges_out = out.with_name(f"{out.stem}.edges{out.suffix}")
     _check_output(out, inputs=_inputs(atlas_path))
-    _check_output(edges_out, inputs=_inputs(atlas_path))
-    try:
-        atlas = Atlas.load(atlas_path)
-    except AtlasError as e:
-        _fail(str(e))
+    _check_output(edges_path(out), inputs=_inputs(atlas_path))
+    atlas = _read_atlas(atlas_path)
     with _writing(out):
         written = export_atlas(atlas, out, fmt.value)  # type: ignore[arg-type]
     console.print("written " + ", ".join(map(str, written)))
@@ -99,13 +104,9 @@ def report(
 ) -> None:
     """Render an atlas as a self-contained HTML report (plotly heatmaps, tables, tracing grids)."""
     from circuits.atlas.report import write_report
-    from circuits.atlas.schema import Atlas, AtlasError
 
     _check_output(out, inputs=_inputs(atlas_path))
-    try:
-        atlas = Atlas.load(atlas_path)
-    except AtlasError as e:
-        _fail(str(e))
+    atlas = _read_atlas(atlas_path)
     with _writing(out):
         write_report(atlas, out)
     console.print(f"report written to {out}")
