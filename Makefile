@@ -51,6 +51,7 @@ test: setup docs
 
 # The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or docstring.
 docs: setup
+	$(PY) -m circuits.cli.reference > docs/cli-reference.md
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 # The headline experiment: behaviours × edit kinds (+ full-FT / LoRA baselines) × 3 seeds, on held-out data (~1 h).

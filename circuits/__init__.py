@@ -70,6 +70,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "export": ("circuits.editing.export", "export_hf"),
     # evaluation
     "evaluate": ("circuits.evaluation.run", "evaluate"),
+    "measure": ("circuits.evaluation.run", "measure"),
     "EvalReport": ("circuits.evaluation.report", "EvalReport"),
 }
 
@@ -101,7 +102,7 @@ if TYPE_CHECKING:  # what static checkers and IDEs see; the same names as _EXPOR
     from circuits.editing.export import export_hf as export  # noqa: F401
     from circuits.editing.recipes import build_edit, recipe  # noqa: F401
     from circuits.evaluation.report import EvalReport  # noqa: F401
-    from circuits.evaluation.run import evaluate  # noqa: F401
+    from circuits.evaluation.run import evaluate, measure  # noqa: F401
     from circuits.metrics import Metric, MetricInfo, as_metric  # noqa: F401
     from circuits.model import HookedLM, generate, run_with_cache  # noqa: F401
     from circuits.model import load_model as load  # noqa: F401

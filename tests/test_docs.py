@@ -159,3 +159,10 @@ def test_every_docs_page_is_in_the_nav():
     assert on_disk == listed, (
         f"not in the nav: {sorted(on_disk - listed)}; missing: {sorted(listed - on_disk)}"
     )
+
+
+def test_cli_reference_page_is_what_the_commands_give():
+    from circuits.cli.reference import reference_markdown
+
+    committed = (DOCS / "cli-reference.md").read_text(encoding="utf-8")
+    assert committed == reference_markdown(), "docs/cli-reference.md is stale: run `make docs` (python -m circuits.cli.reference)"

@@ -56,3 +56,22 @@ def test_the_module_example_runs_from_model_to_edited_generation(monkeypatch):
     assert len(printed) == 1 and isinstance(printed[0], str)
     assert circuits.generate(tiny, "The nurse said that", max_new_tokens=8) == before  # the edit is gone after the block
     assert re.fullmatch(r"\d+\.\d+\.\d+", circuits.__version__)
+
+
+def test_notebooks_import_only_the_public_surface_and_documented_submodules():
+    """Notebooks are what users copy: every ``circuits`` import is ``import circuits`` or a module with a page in docs/api.md."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    documented = set(re.findall(r"^::: (circuits[\w.]*)$", (root / "docs/api.md").read_text(encoding="utf-8"), flags=re.M))
+    seen = set()
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for module in re.findall(r"^\s*from (circuits[\w.]*) import", code, flags=re.M):
+            assert module in documented, f"{path.name} imports from {module}, which has no page in docs/api.md"
+            seen.add(module)
+        for module in re.findall(r"^\s*import (circuits[\w.]*)", code, flags=re.M):
+            assert module == "circuits", f"{path.name}: import {module}"
+    assert seen, "the check found no imports: the pattern is wrong"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
+from circuits.atlas.schema import ComponentKind
 from circuits.cli.common import (
     _check_output,
     _fail,
     _inputs,
     _writing,
     app,
+    choice,
     console,
 )
 
@@ -62,7 +63,7 @@ def atlas_merge(
     console.print(f"{len(merged.behaviours)} behaviours, {len(merged.traces)} traces → {out}")
 
 
-def _read_atlas(path: Path):  # noqa: ANN202 - an Atlas (imported lazily: the CLI starts without pydantic models)
+def _read_atlas(path: Path):
     """The atlas at ``path``, or one clear error (exit 2)."""
     from circuits.atlas.schema import Atlas, AtlasError
 
@@ -72,13 +73,7 @@ def _read_atlas(path: Path):  # noqa: ANN202 - an Atlas (imported lazily: the CL
         _fail(str(e))
 
 
-class ExportChoice(str, Enum):
-    """Table formats of ``circuits atlas export``."""
-
-    csv = "csv"
-    parquet = "parquet"
-    markdown = "markdown"
-
+ExportChoice = choice("ExportChoice", ("csv", "parquet", "markdown"))
 
 @atlas_app.command("export")
 def atlas_export(
@@ -112,3 +107,102 @@ def report(
     console.print(f"report written to {out}")
 
 
+
+
+ComponentKindChoice = choice("ComponentKindChoice", get_args(ComponentKind))
+
+def _stats_row(behaviour: str, entry) -> list[str]:
+    s = entry.effect
+    return [behaviour, entry.id, f"{s.mean:+.4f}", f"[{s.ci_low:+.4f}, {s.ci_high:+.4f}]", f"{s.p_value:.2g}", str(s.n), "yes" if entry.flagged else ""]
+
+
+def _print_components(title: str, rows: list[list[str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in ("behaviour", "component", "effect (mean)", "95% CI", "p", "n", "flagged"):
+        table.add_column(name, justify="right" if name in ("effect (mean)", "p", "n") else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@atlas_app.command("top")
+def atlas_top(
+    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many components.")] = 10,
+    behaviour: Annotated[str | None, typer.Option("--behaviour", "-b", help="One behaviour (default: across all).")] = None,
+    kind: Annotated[ComponentKindChoice | None, typer.Option(help="Only components of this kind.")] = None,
+    by: Annotated[str, typer.Option(help="Rank by: effect, |effect|, a method key or a score name (R, SSS, ...).")] = "effect",
+) -> None:
+    """The largest components of an atlas: mean effect of the primary method, its 95% CI, p-value and flag."""
+    from circuits.atlas.schema import AtlasError
+
+    atlas = _read_atlas(atlas_path)
+    try:
+        top = atlas.top(k, by=by, behaviour=behaviour, kind=kind.value if kind else None)
+    except AtlasError as e:
+        _fail(str(e))
+    _print_components(f"top {k} by {by} ({atlas.model.name})", [_stats_row(bc.behaviour, bc.entry) for bc in top])
+
+
+@atlas_app.command("show")
+def atlas_show(
+    atlas_path: Annotated[Path, typer.Argument(help="Atlas JSON.")],
+    component: Annotated[str | None, typer.Argument(help="A component (L9H6, L5MLP, L5N1024, L3RESID); omitted: the atlas's summary.")] = None,
+) -> None:
+    """What an atlas holds (model, provenance, behaviours, methods, circuits, traces), or one component across behaviours."""
+    from circuits.sites import parse_component
+
+    atlas = _read_atlas(atlas_path)
+    if component is not None:
+        try:
+            cid = str(parse_component(component))
+        except ValueError as e:
+            _fail(f"{component!r} is not a component name: {e}")
+        rows = [_stats_row(bc.behaviour, bc.entry) for bc in atlas.components() if bc.entry.id == cid]
+        if not rows:
+            _fail(f"{cid} is in no behaviour of {atlas_path}")
+        _print_components(f"{cid} in {atlas.model.name}", rows)
+        return
+    m, p = atlas.model, atlas.provenance
+    console.print(f"model {m.name}: {m.n_layers} layers × {m.n_heads} heads, d_model {m.d_model}, weights {m.fingerprint[:19]}…", highlight=False)
+    console.print(f"tokenization: {m.tokenization.model_dump()}", highlight=False)
+    console.print(f"made {p.started or 'at an unrecorded time'} by `{p.command if len(p.command) < 160 else p.command[:160] + '…'}` (commit {p.git_commit or 'unrecorded'}, seeds {p.seeds})", highlight=False)
+    for b in atlas.behaviours:
+        flagged = sum(c.flagged for c in b.components)
+        circuit = f"; circuit {len(b.circuit.edges)} edges" if b.circuit is not None else ""
+        console.print(
+            f"- {b.name} ({b.kind}, {b.suite.n_pairs} pairs, metric {b.metric}): {len(b.components)} components, {flagged} flagged "
+            f"({b.flag_rule}); methods {', '.join(x.key for x in b.methods)}{circuit}",
+            highlight=False,
+        )
+    for t in atlas.traces:
+        console.print(f"- causal trace ({t.kind}, window {t.window}): {t.prompt!r}, subject {t.subject!r} → {t.target!r}", highlight=False)
+
+
+@atlas_app.command("diff")
+def atlas_diff(
+    a: Annotated[Path, typer.Argument(help="First atlas.")],
+    b: Annotated[Path, typer.Argument(help="Second atlas (another run, model state or tokenization).")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many changes to list.")] = 20,
+    min_delta: Annotated[float, typer.Option(min=0.0, help="Only components whose mean effect moved at least this much (or whose flag changed).")] = 0.0,
+) -> None:
+    """What moved between two atlases: per behaviour they share, components by change of mean effect, and flag changes."""
+    from rich.table import Table
+
+    from circuits.atlas.merge import diff
+    from circuits.atlas.schema import AtlasError
+
+    left, right = _read_atlas(a), _read_atlas(b)
+    try:
+        changes = diff(left, right, min_delta=min_delta)
+    except AtlasError as e:
+        _fail(str(e))
+    flips = sum(c.flagged_a != c.flagged_b for c in changes)
+    table = Table(title=f"{len(changes)} components moved ≥ {min_delta:g} or changed flag ({flips} flag changes); largest {min(k, len(changes))}", title_justify="left")
+    for name in ("behaviour", "component", "mean a", "mean b", "Δ", "flagged a → b"):
+        table.add_column(name, justify="right" if name.startswith(("mean", "Δ")) else "left")
+    for c in changes[:k]:
+        table.add_row(c.behaviour, c.component, f"{c.mean_a:+.4f}", f"{c.mean_b:+.4f}", f"{c.delta:+.4f}", f"{'yes' if c.flagged_a else 'no'} → {'yes' if c.flagged_b else 'no'}")
+    console.print(table)

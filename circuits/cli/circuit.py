@@ -10,6 +10,7 @@ from rich.table import Table
 
 from circuits.cli.common import (
     DEFAULT_MODEL,
+    DEFAULT_SUITE,
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
@@ -23,11 +24,17 @@ from circuits.cli.common import (
     _inputs,
     _load,
     _model_source,
+    _say_default,
     _setup_logging,
     _writing,
     app,
+    choice,
     console,
 )
+from circuits.probing.discovery import ABLATIONS
+
+PruneChoice = choice("PruneChoice", ("none", "greedy", "acdc"))
+AblationChoice = choice("AblationChoice", ABLATIONS)
 
 
 @app.command()
@@ -37,14 +44,14 @@ def circuit(
         typer.Option("-o", "--out", help="Where to write: the atlas with the circuit added (--atlas), else the circuit graph JSON. "
                      "Without -o, --atlas is updated in place (as `circuits trace --atlas` does)."),
     ] = None,
-    suite: Annotated[str, typer.Option(help="Behaviour suite: a shipped name or a pairs file.")] = "gender-occupation",
+    suite: Annotated[str | None, typer.Option(metavar="<suite>", help="Behaviour suite: a shipped name or a pairs file. Default (said when used): gender-occupation.")] = None,
     top_edges: Annotated[int | None, typer.Option("--top-edges", help="Keep the N edges with the largest |score| (default: the smallest top-n circuit reaching --target).")] = None,
     target: Annotated[float, typer.Option(help="Faithfulness the circuit must reach (without --top-edges; and for --prune greedy).")] = 0.8,
     max_edges: Annotated[int | None, typer.Option(help="Largest top-n circuit tried for --target (default: every edge).")] = None,
-    prune: Annotated[str, typer.Option(help="Then prune edge by edge with exact ablations: none, greedy (keep faithfulness >= --target) or acdc (--tau); one forward per edge.")] = "none",
+    prune: Annotated[PruneChoice, typer.Option(help="Then prune edge by edge with exact ablations: none, greedy (keep faithfulness >= --target) or acdc (--tau); one forward per edge.")] = PruneChoice.none,
     tau: Annotated[float, typer.Option(help="ACDC threshold on the drop of the normalised metric.")] = 0.01,
     ig_steps: Annotated[int, typer.Option(help="EAP-IG interpolation steps (1: plain EAP).")] = 5,
-    ablation: Annotated[str, typer.Option(help="What edges outside the circuit carry for faithfulness: corrupted, mean or resample (another clean prompt's writes).")] = "corrupted",
+    ablation: Annotated[AblationChoice, typer.Option(help="What edges outside the circuit carry for faithfulness: corrupted, mean or resample (another clean prompt's writes).")] = AblationChoice.corrupted,
     atlas: Annotated[Path | None, typer.Option(help="An atlas from `circuits scan`: the circuit is added to its behaviour for this suite.")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="Pairs per template or group (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward/backward (bounds memory).")] = 4,
@@ -62,6 +69,8 @@ def circuit(
 
     _setup_logging(verbose)
     source = _model_source(model, DEFAULT_MODEL)
+    given_suite, suite = suite, suite or DEFAULT_SUITE
+    prune, ablation = str(prune), str(ablation)  # plain strings from here on (the enums only validate)
     if out is None and atlas is None:
         _fail("give -o (where to write the circuit graph), or --atlas (the atlas to add the circuit to)")
     if out is None:  # in place, by design: the atlas named by --atlas gets the circuit
@@ -78,12 +87,6 @@ def circuit(
         _fail(f"--tau must be >= 0 (a drop of the normalised metric), got {tau}")
     if not 0 < target <= 1:
         _fail(f"--target must be in (0, 1], got {target}")
-    from circuits.probing.discovery import ABLATIONS
-
-    if ablation not in ABLATIONS:
-        _fail(f"--ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
-    if prune not in ("none", "greedy", "acdc"):
-        _fail(f"--prune must be none, greedy or acdc, got {prune!r}")
     try:
         s = load_suite(suite)
     except SuiteError as e:
@@ -99,7 +102,9 @@ def circuit(
             _fail(f"--atlas {e}")
         if s.name not in {b.name for b in base.behaviours}:
             _fail(f"--atlas {atlas}: has no behaviour {s.name!r} (it has {', '.join(b.name for b in base.behaviours)})")
-    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
+    checked = _check_model(source, dtype, device)
+    _say_default("--suite", given_suite, DEFAULT_SUITE)
+    m = _load(checked, dtype, device, prepend_bos)
     from circuits.model import UnsupportedArchitecture, edge_support
 
     if (reason := edge_support(m)) is not None:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,7 @@ from rich.markup import escape
 from circuits import __version__
 
 # Plain (not boxed) usage errors: a box is cut at the terminal width and can hide the bad value.
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Find and fix harmful or spurious circuits.")
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None, help="Find and fix harmful or spurious circuits.")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -37,9 +38,20 @@ def _main(
 
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a .gguf file, or a hub id."
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
-DtypeOpt = Annotated[str | None, typer.Option(help="Weight dtype: float32 (default), bfloat16 or float16.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="Device: cpu (default), cuda, cuda:N or mps.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", metavar="<model>", help=MODEL_HELP)]
+
+
+def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
+    """An enum of ``values`` for an option: typer validates it, lists it in ``--help`` and completes it in the shell.
+
+    Members are ``str`` whose ``str()`` is the value, so they pass on to the library unchanged.
+    """
+    return StrEnum(name, {v: v for v in values})  # type: ignore[return-value]
+
+
+DtypeChoice = choice("DtypeChoice", ("float32", "bfloat16", "float16"))
+DtypeOpt = Annotated[DtypeChoice | None, typer.Option(help="Weight dtype (default float32).", show_default=False)]
+DeviceOpt = Annotated[str | None, typer.Option(metavar="<device>", help="Device: cpu (default), cuda, cuda:N or mps.")]
 PrependBosOpt = Annotated[
     bool | None,
     typer.Option(
@@ -128,7 +140,7 @@ def _check_finite(option: str, value: float | None) -> None:
         _fail(f"{option} must be a finite number, got {value}")
 
 
-def _load_edits(paths: list[Path]):  # noqa: ANN202 - returns list[Edit]
+def _load_edits(paths: list[Path]):
     """Load edit manifests, all made for one model (else one clear error, exit 2)."""
     from circuits.editing import EditError, load_edit
 
@@ -172,7 +184,7 @@ def _check_model(source: str, dtype: str | None = None, device: str | None = Non
     return source
 
 
-def _check_split(option: str, suite, split: str, *, given: str | None = None) -> None:  # noqa: ANN001 - suite: a Suite
+def _check_split(option: str, suite, split: str, *, given: str | None = None) -> None:
     """Refuse, before any model loads, a suite with no pairs in the split a command needs (e.g. all in eval).
 
     Suites generated per model (``identity-harm``) are checked once the model is bound.
@@ -187,7 +199,7 @@ def _check_split(option: str, suite, split: str, *, given: str | None = None) ->
         _fail(f"{option} {given or suite.name}: {e}; a suite needs {split} pairs here")
 
 
-def _load(source: str, dtype: str | None = None, device: str | None = None, prepend_bos: bool | None = None):  # noqa: ANN202 - returns a HookedLM
+def _load(source: str, dtype: str | None = None, device: str | None = None, prepend_bos: bool | None = None):
     from circuits.model import (
         ModelLoadError,
         ModelNotInstalledError,
@@ -197,6 +209,7 @@ def _load(source: str, dtype: str | None = None, device: str | None = None, prep
     )
 
     quiet_libraries()
+    dtype = None if dtype is None else str(dtype)  # a DtypeChoice from the option: its plain name
     with console.status(f"loading {source}…"):
         try:
             return load_model(source, dtype=dtype, device=device, prepend_bos=prepend_bos)
@@ -204,12 +217,21 @@ def _load(source: str, dtype: str | None = None, device: str | None = None, prep
             _fail(str(e))
 
 
+DEFAULT_SUITE = "gender-occupation"
+
+
+def _say_default(option: str, value: str | None, default: str) -> None:
+    """Say which default an omitted option took (called after the input checks, so a bad input's output is only its error)."""
+    if value is None:
+        console.print(f"{option} not given: using {default}", highlight=False)
+
+
 def _model_source(model: str | None, default: str) -> str:
     """``--model`` if given (an empty ``--model ""`` is kept, and refused by :func:`_check_model`), else ``default``."""
     return default if model is None else model
 
 
-def _edit_model(edits, model: str | None) -> str:  # noqa: ANN001 - edits: list[Edit]
+def _edit_model(edits, model: str | None) -> str:
     """The model to load for edits: --model, else where the first edit's model came from."""
     if model is not None:
         return model

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.markup import escape
@@ -39,17 +38,21 @@ from circuits.cli.common import (
     _setup_logging,
     _writing,
     app,
+    choice,
     console,
 )
+from circuits.editing.build import Granularity
 from circuits.editing.kinds import FORMS, KINDS
 from circuits.editing.recipes import OBJECTIVES, PRESETS
 from circuits.editing.registry_docs import cli_help
 
 # The choices of `circuits edit`, from the registry (click lists them in --help and refuses anything else).
-KindChoice = Enum("KindChoice", {k: k for k in KINDS}, type=str)  # type: ignore[misc]
-PresetChoice = Enum("PresetChoice", {k: k for k in PRESETS}, type=str)  # type: ignore[misc]
-FormChoice = Enum("FormChoice", {k: k for k in FORMS}, type=str)  # type: ignore[misc]
-ObjectiveChoice = Enum("ObjectiveChoice", {k: k for k in OBJECTIVES}, type=str)  # type: ignore[misc]
+KindChoice = choice("KindChoice", KINDS)
+PresetChoice = choice("PresetChoice", PRESETS)
+FormChoice = choice("FormChoice", FORMS)
+ObjectiveChoice = choice("ObjectiveChoice", OBJECTIVES)
+GranularityChoice = choice("GranularityChoice", get_args(Granularity))
+ModeChoice = choice("ModeChoice", ("zero", "mean", "resample"))
 
 EDIT_HELP = (
     "Build an edit from an atlas (on the build split), evaluate it on held-out data, and save it.\n\n"
@@ -65,7 +68,7 @@ def _baseline_dir(use: bool) -> Path | None:
     return cache_root() / "measurements" if use else None
 
 
-def _report_table(report) -> Table:  # noqa: ANN001 - an EvalReport
+def _report_table(report) -> Table:
     """A rich table of an evaluation report: every measure before → after, CI, paired test, and its verdict."""
     table = Table(title=f"{' + '.join(report.edits)} — target {report.suite}, suites' {report.split} split ({report.seconds:.0f} s)")
     for col in ("measure", "data", "before", "after", "change [95% CI]", "p (test)", "harm reduced", "capability"):
@@ -89,7 +92,7 @@ def _report_table(report) -> Table:  # noqa: ANN001 - an EvalReport
     return table
 
 
-def _print_verdict(report) -> None:  # noqa: ANN001 - an EvalReport
+def _print_verdict(report) -> None:
     colour = {"met": "green", "not met": "yellow", "not decidable": "yellow"}[report.verdict]
     over = f", overshoot {report.overshoot:.0%}" if report.overshoot > 0 else ""
     parts = [f"failing: {', '.join(report.capability_failures)}"] if report.capability_failures else []
@@ -116,8 +119,8 @@ def edit(
     objective: Annotated[ObjectiveChoice | None, typer.Option(help="How its tensors are found (default: the kind's first).", show_default=False)] = None,
     preset: Annotated[PresetChoice | None, typer.Option(help="A named recipe (fixes kind, form and objective).", show_default=False)] = None,
     k: Annotated[int | None, typer.Option(help="Components: flagged heads, or neurons with --granularity neuron (default 3).")] = None,
-    granularity: Annotated[str | None, typer.Option(help="head or neuron (neurons of the flagged MLP layers, by attribution).")] = None,
-    mode: Annotated[str | None, typer.Option(help="Ablation mode: zero, mean or resample (default mean).")] = None,
+    granularity: Annotated[GranularityChoice | None, typer.Option(help="Heads, or neurons of the flagged MLP layers (by attribution); default head.", show_default=False)] = None,
+    mode: Annotated[ModeChoice | None, typer.Option(help="Ablation mode (default mean).", show_default=False)] = None,
     alpha: Annotated[float | None, typer.Option(help="Scaling factor (scaling), low-rank scale (low_rank) or AIFS's α.")] = None,
     layer: Annotated[int | None, typer.Option(help="Layer of steering / directional ablation / AIFS (default: strongest flagged head's).")] = None,
     coefficient: Annotated[float | None, typer.Option(help="Steering coefficient (default -1: away from the clean side).")] = None,
@@ -131,9 +134,9 @@ def edit(
     ] = None,
     behaviour: Annotated[str | None, typer.Option(help="Behaviour in the atlas (default: its first).")] = None,
     suite_file: Annotated[
-        str | None, typer.Option("--suite", "-s", help="The behaviour's suite, if it was scanned from your own file (default: the shipped suite the atlas names).")
+        str | None, typer.Option("--suite", "-s", metavar="<suite>", help="The behaviour's suite, if it was scanned from your own file (default: the shipped suite the atlas names).")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the atlas's model came from.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="<model>", help=MODEL_HELP + " Default: where the atlas's model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     prepend_bos: PrependBosOpt = None,
@@ -168,7 +171,7 @@ def edit(
     _check_count("--seed", seed, minimum=0)
     if preset is not None and kind is not None:
         _fail("--kind and --preset each name a recipe; give one")
-    options = {"k": k, "granularity": granularity, "mode": mode, "alpha": alpha, "layer": layer, "coefficient": coefficient, "rank": rank,
+    options = {"k": k, "granularity": None if granularity is None else str(granularity), "mode": None if mode is None else str(mode), "alpha": alpha, "layer": layer, "coefficient": coefficient, "rank": rank,
                "steps": steps, "lr": lr, "preservation": preservation, "seed": seed}
     try:
         recipe = make_recipe(
@@ -241,7 +244,7 @@ def export(
     edit_paths: Annotated[list[Path], typer.Option("--edit", "-e", help="Edit manifest (repeatable; baked in order).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (must not exist or be empty).")],
     peft: Annotated[bool, typer.Option("--peft", help="Write one low-rank edit as a PEFT LoRA adapter instead.")] = False,
-    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="<model>", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Bake edits into a plain Hugging Face model directory (or write a PEFT adapter)."""
@@ -269,7 +272,7 @@ def export(
 @app.command(name="eval")
 def eval_(
     edit_paths: Annotated[list[Path], typer.Option("--edit", "-e", help="Edit manifest (repeatable; applied together, in order).")],
-    suite_name: Annotated[str | None, typer.Option("--suite", "-s", help="Target behaviour (default: the suite the first edit was built on).")] = None,
+    suite_name: Annotated[str | None, typer.Option("--suite", "-s", metavar="<suite>", help="Target behaviour (default: the suite the first edit was built on).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Report JSON path (default: beside the first edit, NAME.eval.json).")] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the result in the edit's manifest (one edit only).")] = True,
     max_pairs: Annotated[int | None, typer.Option(help="Word pairs per suite template (default: all).")] = None,
@@ -279,7 +282,7 @@ def eval_(
     benchmark_limit: BenchmarkLimitOpt = None,
     benchmark_samples: BenchmarkSamplesOpt = 25,
     baseline_cache: BaselineCacheOpt = True,
-    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="<model>", help=MODEL_HELP + " Default: where the edits' model came from.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     prepend_bos: PrependBosOpt = None,
@@ -352,7 +355,7 @@ def eval_(
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable).")],
     edit_paths: Annotated[list[Path] | None, typer.Option("--edit", "-e", help="Edit manifest (repeatable; applied in order).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP + " Default: the edits' model, else smollm2-135m.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="<model>", help=MODEL_HELP + " Default: the edits' model, else smollm2-135m.")] = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     prepend_bos: PrependBosOpt = None,

@@ -6,7 +6,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +14,7 @@ from rich.table import Table
 
 from circuits.cli.common import (
     DEFAULT_MODEL,
+    DEFAULT_SUITE,
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
@@ -27,25 +28,37 @@ from circuits.cli.common import (
     _inputs,
     _load,
     _model_source,
+    _say_default,
     _setup_logging,
     _writing,
     app,
+    choice,
     console,
 )
 from circuits.io import validation_message
+from circuits.probing.causal_tracing import TraceKind
+from circuits.suites.core import MetricName
+
+MetricChoice = choice("MetricChoice", get_args(MetricName))
+SplitChoice = choice("SplitChoice", ("build", "eval"))
+ExecutorChoice = choice("ExecutorChoice", ("inprocess", "ray"))
+TraceKindChoice = choice("TraceKindChoice", get_args(TraceKind))
 
 
 @app.command()
 def scan(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the atlas JSON.")],
-    suite: Annotated[str, typer.Option(help="Behaviour suite: a shipped name, or a .jsonl / .json / .csv file of pairs (clean, corrupted, answer, wrong_answer).")] = "gender-occupation",
-    metric: Annotated[str | None, typer.Option(help="Override the suite's metric: auto, logit_diff, answer_logprob, answer_prob, logprob_diff, kl, greater_than.")] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(metavar="<suite>", help="Behaviour suite: a shipped name, or a .jsonl / .json / .csv file of pairs (clean, corrupted, answer, wrong_answer). Default (said when used): gender-occupation."),
+    ] = None,
+    metric: Annotated[MetricChoice | None, typer.Option(help="Override the suite's metric.", show_default=False)] = None,
     only_correct: Annotated[bool, typer.Option("--only-correct", help="Keep only the pairs the model gets right (its greedy next token on the clean prompt starts the answer).")] = False,
     model: ModelOpt = None,
     dtype: DtypeOpt = None,
     device: DeviceOpt = None,
     prepend_bos: PrependBosOpt = None,
-    split: Annotated[str, typer.Option(help="Suite split to scan: build or eval.")] = "build",
+    split: Annotated[SplitChoice, typer.Option(help="Suite split to scan.")] = SplitChoice.build,
     max_pairs: Annotated[int | None, typer.Option(help="Pairs per template or group (default: all).")] = None,
     threshold: Annotated[
         float | None,
@@ -55,7 +68,7 @@ def scan(
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Per-layer checkpoints; an interrupted scan resumes. Default: the cache dir.")
     ] = None,
-    executor: Annotated[str, typer.Option(help="Where sweep units run: inprocess, or ray (a Ray cluster; same atlas).")] = "inprocess",
+    executor: Annotated[ExecutorChoice, typer.Option(help="Where sweep units run: inprocess, or ray (a Ray cluster; same atlas).")] = ExecutorChoice.inprocess,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local cluster).")] = None,
     workers: Annotated[int, typer.Option(help="Ray actors, each holding one copy of the model.")] = 2,
     edges: Annotated[bool, typer.Option("--edges", help="Also score every edge (EAP-IG) and record the smallest top-n circuit reaching --edge-target as the behaviour's circuit graph.")] = False,
@@ -70,6 +83,9 @@ def scan(
 
     _setup_logging(verbose)
     source = _model_source(model, DEFAULT_MODEL)
+    given_suite, suite = suite, suite or DEFAULT_SUITE
+    split, executor = str(split), str(executor)  # plain strings from here on (the enums only validate)
+    metric = None if metric is None else str(metric)
     _check_output(out, inputs=_inputs(suite, source, checkpoint_dir))
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         _fail(f"--checkpoint-dir {checkpoint_dir}: is a file; a directory is expected")
@@ -92,11 +108,7 @@ def scan(
         _fail(f"--metric: {str(e).splitlines()[-1].strip()}")
     if max_pairs is not None and max_pairs < 1:
         _fail(f"--max-pairs must be >= 1, got {max_pairs}")
-    if split not in ("build", "eval"):
-        _fail(f"--split must be build or eval, got {split!r}")
     _check_split("--suite", s, split, given=suite)
-    if executor not in ("inprocess", "ray"):
-        _fail(f"--executor must be inprocess or ray, got {executor!r}")
     runner = None
     if executor == "ray":
         from circuits.probing.executor import RayExecutor
@@ -107,7 +119,9 @@ def scan(
             _fail(str(e))
     from circuits.model import cache_root
 
-    m = _load(_check_model(source, dtype, device), dtype, device, prepend_bos)
+    checked = _check_model(source, dtype, device)
+    _say_default("--suite", given_suite, DEFAULT_SUITE)
+    m = _load(checked, dtype, device, prepend_bos)
     from circuits.suites import bind_model
 
     if edges:
@@ -163,7 +177,7 @@ def trace(
     prompt: Annotated[str, typer.Option(help="Factual prompt.")] = "The Eiffel Tower is located in the city of",
     subject: Annotated[str, typer.Option(help="Substring whose tokens get noised.")] = "The Eiffel Tower",
     target: Annotated[str, typer.Option(help="Expected continuation (first token scored).")] = " Paris",
-    kind: Annotated[str, typer.Option(help="What to restore: resid, mlp or attn.")] = "resid",
+    kind: Annotated[TraceKindChoice, typer.Option(help="What to restore: the residual stream, MLP outputs or attention outputs.")] = TraceKindChoice.resid,
     window: Annotated[int, typer.Option(help="Layers restored per cell (mlp/attn).")] = 1,
     samples: Annotated[int, typer.Option(help="Noise draws.")] = 10,
     sever_mlp: Annotated[bool, typer.Option(help="Freeze later MLP outputs at corrupted values.")] = False,
@@ -189,9 +203,8 @@ def trace(
         trace_grid,
     )
 
+    kind = str(kind)  # type: ignore[assignment]
     _setup_logging(verbose)
-    if kind not in ("resid", "mlp", "attn"):
-        _fail(f"--kind must be resid, mlp or attn, got {kind!r}")
     if samples < 1 or window < 1 or (facts is not None and facts < 1):
         _fail(f"--samples, --window and --facts must be >= 1, got {samples}, {window}, {facts}")
     _check_count("--seed", seed, minimum=0)

@@ -274,7 +274,13 @@ def causal_trace(
         target: The expected continuation; its first token is scored (e.g. ``" Paris"``).
         subject: Substring of the prompt whose tokens are noised (e.g. ``"The Eiffel Tower"``;
             :func:`circuits.model.subject_positions` gives its positions).
-        kind, window, n_samples, noise_std, seed, sever_mlp, progress: As in :func:`trace_tokens`.
+        kind: ``"resid"``, ``"mlp"`` or ``"attn"`` (as in :func:`trace_tokens`).
+        window: Layers restored per cell for ``mlp``/``attn`` (ROME uses 10); must be 1 for ``resid``.
+        n_samples: Noise draws.
+        noise_std: Noise std; default ROME's 3σ of the embedding matrix.
+        seed: Noise seed.
+        sever_mlp: Freeze later-layer MLP outputs at the restored token to their corrupted values.
+        progress: Progress bar.
 
     Returns:
         The trace (:func:`trace_tokens`); :func:`trace_grid` gives the grid.
