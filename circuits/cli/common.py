@@ -37,7 +37,10 @@ def _main(
     """Find and fix harmful or spurious circuits."""
 
 DEFAULT_MODEL = "smollm2-135m"
-MODEL_HELP = "Model: a shipped name (smollm2-135m), a Hugging Face directory, a .gguf file, or a hub id."
+MODEL_HELP = (
+    "Model: a shipped name (smollm2-135m; gemma-3-270m, qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct after `make models`), "
+    "a Hugging Face directory, a .gguf file, or a hub id."
+)
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", metavar="<model>", help=MODEL_HELP)]
 
 

@@ -75,6 +75,10 @@ class Provenance:
         architecture: The Hugging Face class (``"LlamaForCausalLM"``) or ``"native"``.
         revision: The hub commit of a hub snapshot, else ``None``.
         file_sha256: sha256 of the GGUF file, or of the directory's weight files, else ``None``.
+        quantization: Shipped models: the GGUF quantization the weights come from (``"Q4_K_M"``).
+        licence: Shipped models: the licence as the packages state it.
+        distributed_by: Shipped models: who uploaded the packages (not the model's publisher).
+        original: Shipped models: the hub name of the original (unquantized) model.
     """
 
     source: str
@@ -82,6 +86,10 @@ class Provenance:
     architecture: str
     revision: str | None = None
     file_sha256: str | None = None
+    quantization: str | None = None
+    licence: str | None = None
+    distributed_by: str | None = None
+    original: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         """Non-empty fields as strings (for JSON records)."""

@@ -125,7 +125,7 @@ def load_model(
     if text in MODELS:
         spec = MODELS[text]
         directory, digest = _gguf_directory(gguf_path(spec), cache_dir, spec.name)
-        prov = Provenance(source=text, kind="shipped", architecture=_config_class(directory), file_sha256=digest)
+        prov = Provenance(source=text, kind="shipped", architecture=_config_class(directory), file_sha256=digest, **spec.record())
         return _from_directory(directory, name=name or spec.name, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
     path = Path(text).expanduser()
     if path.suffix == ".gguf":

