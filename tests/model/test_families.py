@@ -18,10 +18,10 @@ from transformers import AutoModelForCausalLM
 
 from circuits import model as M
 from circuits.editing import KINDS, EditError, apply_edit
-from circuits.probing.patching import normalise, patch_tokens
-from circuits.sites import ResidRef, all_heads, all_mlps, hook_name
 from circuits.model.tiny import FAMILIES
+from circuits.sites import ResidRef, all_heads, all_mlps, hook_name
 from tests.kinds import all_kinds
+from tests.model.tl_reference import assert_patching_matches, mlp_sweep
 
 pytestmark = pytest.mark.equivalence  # also run by `make latest` on the newest allowed versions
 PROMPTS = ["The nurse said that she was very", "The pilot said that he was very"]
@@ -47,16 +47,9 @@ def test_patching_equals_transformer_lens(family_models, family):
         (all_heads(s.n_layers, s.n_heads), lambda m: patching.get_act_patch_attn_head_out_all_pos(lm.bridge, corrupted, cache, m)),
         ([ResidRef(layer, pos) for layer in range(s.n_layers) for pos in range(clean.shape[1])],
          lambda m: patching.get_act_patch_resid_pre(lm.bridge, corrupted, cache, m)),
-        (all_mlps(s.n_layers), lambda m: patching.generic_activation_patch(
-            lm.bridge, corrupted, cache, m, patch_setter=lambda corrupted_act, index, clean_act: clean_act.clone(),
-            activation_name="mlp_out", index_axis_names=["layer"])),
+        (all_mlps(s.n_layers), mlp_sweep(lm, corrupted, cache)),
     ]
-    for comps, reference in sweeps:
-        p, c, k = patch_tokens(lm, clean, corrupted, _metric, comps)
-        cm, km = c.mean(), k.mean()
-        ours = normalise(p, c, k).mean(1)
-        theirs = reference(lambda logits: (_metric(logits).mean() - km) / (cm - km)).reshape(-1)
-        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    assert_patching_matches(lm, clean, corrupted, _metric, sweeps, atol=1e-4)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

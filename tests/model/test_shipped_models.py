@@ -18,9 +18,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from circuits import model as M
 from circuits.editing import EditError, apply_edit, save_edit
 from circuits.editing.export import export_hf
-from circuits.probing.patching import normalise, patch_tokens
 from circuits.sites import all_heads, all_mlps
 from tests.kinds import all_kinds
+from tests.model.tl_reference import assert_patching_matches, mlp_sweep
 from tests.test_end_to_end import _cli_generations
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model, pytest.mark.equivalence]
@@ -74,16 +74,9 @@ def test_head_and_mlp_patching_equal_transformer_lens(shipped):
     sweeps = [
         (heads, lambda m: patching.generic_activation_patch(
             lm.bridge, corrupted, cache, m, patch_setter=patching.layer_head_vector_patch_setter, activation_name="z", index_df=index)),
-        (all_mlps(s.n_layers), lambda m: patching.generic_activation_patch(
-            lm.bridge, corrupted, cache, m, patch_setter=lambda corrupted_act, index, clean_act: clean_act.clone(),
-            activation_name="mlp_out", index_axis_names=["layer"])),
+        (all_mlps(s.n_layers), mlp_sweep(lm, corrupted, cache)),
     ]
-    for comps, reference in sweeps:
-        p, c, k = patch_tokens(lm, clean, corrupted, metric, comps)
-        cm, km = c.mean(), k.mean()
-        ours = normalise(p, c, k).mean(1)
-        theirs = reference(lambda logits, cm=cm, km=km: (metric(logits).mean() - km) / (cm - km)).reshape(-1)
-        torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=0)
+    assert_patching_matches(lm, clean, corrupted, metric, sweeps, atol=1e-3)
 
 
 def test_generation_and_export_equal_plain_transformers_edited_and_not(shipped, tmp_path):
