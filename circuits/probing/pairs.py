@@ -77,7 +77,8 @@ def tokenize_pairs(model: HookedLM, pairs: Sequence[PromptPair], continuations: 
             p = pairs[i]
             raise PairError(
                 f"pair {i} is not aligned: {p.clean!r} is {a} tokens but {p.corrupted!r} is {b}; "
-                "clean and corrupted prompts must have the same token length"
+                "clean and corrupted prompts must have the same token length (a shipped suite loaded with the model, "
+                "circuits.suite(name, model=lm), keeps the pairs that align)"
             )
     by_len: dict[int, list[int]] = defaultdict(list)
     for r, i in enumerate(rows_of):

@@ -18,6 +18,7 @@ from circuits.suites.core import (
 from circuits.suites.files import (
     PairRecord,
     available_suites,
+    aligned,
     bind_model,
     load_suite,
     made_per_model,
@@ -28,5 +29,5 @@ from circuits.suites.templates import SuiteSpec
 
 __all__ = [
     "MetricName", "MetricSpec", "PairRecord", "PromptPair", "SplitName", "Suite", "SuiteError", "SuiteKind", "SuiteSpec",
-    "available_suites", "bind_model", "load_suite", "made_per_model", "parse_suite", "seeded_split", "shipped_suite",
+    "aligned", "available_suites", "bind_model", "load_suite", "made_per_model", "parse_suite", "seeded_split", "shipped_suite",
 ]

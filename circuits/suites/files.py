@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
+from circuits import model as M
 from circuits.data import BiasType
 from circuits.io import decode_utf8, parse_json, read_bounded, validation_message
 from circuits.model import HookedLM
@@ -31,6 +33,7 @@ from circuits.suites.core import (
     Suite,
     SuiteError,
     SuiteKind,
+    _hash,
 )
 from circuits.suites.identity import identity_harm
 from circuits.suites.templates import SuiteSpec, template_suite
@@ -178,8 +181,10 @@ def load_suite(source: str | Path, *, model: HookedLM | None = None) -> Suite:
 
     Args:
         source: A shipped or generated suite's name, or a suite file's path.
-        model: For the suites generated with a model (``factual-recall``: the facts it knows;
-            ``identity-harm``: the pairs whose prefixes align for its tokenizer). Ignored otherwise.
+        model: For shipped suites, the model whose tokenizer the pairs must align for: ``factual-recall``
+            keeps the facts it knows; every other shipped suite keeps the pairs whose clean and corrupted
+            prompts tokenize to the same length (:func:`aligned`). Ignored for files (their misaligned
+            pairs are refused by name when tokenized).
 
     Raises:
         SuiteError: No such suite or file, or a malformed file (naming file, record and field).
@@ -193,11 +198,13 @@ def load_suite(source: str | Path, *, model: HookedLM | None = None) -> Suite:
     if text in GENERATED:
         if text == "factual-recall":
             return tasks.factual_recall(model)
-        return {"ioi": tasks.ioi, "greater-than": tasks.greater_than}[text]()
+        generated = {"ioi": tasks.ioi, "greater-than": tasks.greater_than}[text]()
+        return generated if model is None else aligned(generated, model)
     if "/" not in text and not text.endswith((".json", ".jsonl", ".csv")):
         if not shipped.is_file():
             raise SuiteError(f"no suite named {text!r}; available: {available_suites()} (or give a .json, .jsonl or .csv file)")
-        return parse_suite(shipped.read_text(encoding="utf-8"), name=text, where=f"suite {text!r}")
+        suite = parse_suite(shipped.read_text(encoding="utf-8"), name=text, where=f"suite {text!r}")
+        return suite if model is None else aligned(suite, model)
     path = Path(text).expanduser()
     fmt = {".jsonl": "jsonl", ".csv": "csv", ".json": "json"}.get(path.suffix.lower())
     if fmt is None:
@@ -228,6 +235,30 @@ def shipped_suite(name: str, *, recorded_in: str = "the atlas", model: HookedLM 
     return load_suite(name, model=model)
 
 
+def aligned(suite: Suite, model: HookedLM) -> Suite:
+    """The suite's pairs whose clean and corrupted prompts have the same token length for ``model``.
+
+    Activation patching compares prompts position by position, so a shipped suite written for one
+    tokenizer can hold pairs another splits differently ("maid" one token, "carpenter" two). Those pairs
+    are left out and counted in the suite's ``construction``; a suite with none left out is returned
+    unchanged (same content hash). The kept pairs' content hash is recorded by atlases and edits.
+
+    Raises:
+        SuiteError: No pair aligns for this tokenizer.
+    """
+    pairs = suite.records
+    clean = M.token_lengths(model, [p.clean for p in pairs])
+    corrupted = M.token_lengths(model, [p.corrupted for p in pairs])
+    kept = tuple(p for p, a, b in zip(pairs, clean, corrupted) if a == b)
+    if len(kept) == len(pairs):
+        return suite
+    if not kept:
+        raise SuiteError(f"no pair of suite {suite.name!r} aligns for {M.model_name(model)}'s tokenizer")
+    note = f" For {M.model_name(model)}: {len(pairs) - len(kept)} of {len(pairs)} pairs left out (clean and corrupted prompts tokenize to different lengths)."
+    content = {"suite": suite.content_hash, "kept": [i for i, (a, b) in enumerate(zip(clean, corrupted)) if a == b]}
+    return replace(suite, records=kept, content_hash=_hash(content), construction=suite.construction + note)
+
+
 def made_per_model(suite: Suite) -> bool:
     """Whether the suite is a shipped generator's output whose pairs depend on the model's tokenizer
     (``identity-harm`` keeps the pairs that align), not a user's file that happens to share the name."""
@@ -235,8 +266,13 @@ def made_per_model(suite: Suite) -> bool:
 
 
 def bind_model(suite: Suite, model: HookedLM) -> Suite:
-    """The suite as generated for ``model`` when :func:`made_per_model`; every other suite as it is."""
-    return load_suite(suite.name, model=model) if made_per_model(suite) else suite
+    """The suite as made for ``model``: generated with it (:func:`made_per_model`), or a shipped suite's pairs that
+    align for its tokenizer (:func:`aligned`); a user's file as it is."""
+    if made_per_model(suite):
+        return load_suite(suite.name, model=model)
+    if suite.name in available_suites() and suite.content_hash == load_suite(suite.name).content_hash:
+        return aligned(suite, model)
+    return suite
 
 
 def suite_kind(name: str) -> SuiteKind | None:
