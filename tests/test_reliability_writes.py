@@ -2,8 +2,8 @@
 
 :mod:`tests.kill_writers` forks a writer per trial and kills it after a random delay; 200 kills per
 artifact kind in the slow tier (atlas, edit pair, checkpoint, report, export directory, and an
-``atlas merge`` through the CLI), 24 in the default tier, run in two processes at once so the slow tier
-stays within a few minutes on two cores. After each kill the artifact is read as a user
+``atlas merge`` through the CLI), 24 in the quick run, both in the slow tier (``make test``; kill tests
+are not part of ``make test-fast``), run in two processes at once so they stay within a few minutes on two cores. After each kill the artifact is read as a user
 would read it and must be the old or the new version, whole; after the runs, one more write must leave
 no temporary behind. The control (the edit writer before the commit protocol: two files, each atomic
 on its own) must be caught mixing versions, which shows the test can see a mix.
@@ -30,7 +30,7 @@ ARTIFACTS = ("atlas", "edit", "checkpoint", "report", "export", "merge")
 GROUPS = (("export", "control", "merge"), ("atlas", "report", "edit", "checkpoint"))
 
 
-@pytest.fixture(scope="module", params=[pytest.param("quick"), pytest.param("full", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=[pytest.param("quick", marks=pytest.mark.slow), pytest.param("full", marks=pytest.mark.slow)])
 def kills(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     trials = TRIALS[request.param]
     versions = write_atlas_versions(tmp_path_factory.mktemp("versions"))

@@ -189,6 +189,7 @@ def test_labelled_prompts_need_two_answers(setting):
         labelled_prompts(lm, pairs)
 
 
+@pytest.mark.slow  # two trained recipes end to end through the CLI
 def test_circuits_edit_builds_care_and_aifs_on_a_tiny_model(tmp_path):
     from circuits.cli import app
     from circuits.model import load_model

@@ -51,6 +51,7 @@ def _components():
     return [*all_heads(8, 4), *all_mlps(8)]
 
 
+@pytest.mark.slow  # a local Ray cluster: minutes on 2 cores (make test runs it)
 def test_ray_sweep_equals_the_in_process_sweep(model, executor):
     groups, comps = _groups(), _components()
     mean = MeanOf(position_mean_activations(model, groups, sorted({c.hook_name for c in comps})), over_positions=True)
@@ -64,6 +65,7 @@ def test_ray_sweep_equals_the_in_process_sweep(model, executor):
         assert torch.equal(remote.effects.mean(-1).argsort(), local.effects.mean(-1).argsort())
 
 
+@pytest.mark.slow  # a local Ray cluster: minutes on 2 cores (make test runs it)
 def test_a_killed_worker_is_restarted_and_its_units_retried(model, executor):
     groups, comps = _groups(seed=1), _components()
     local = patch_groups(model, groups, METRIC, comps, progress=False)
@@ -83,6 +85,7 @@ def test_a_killed_worker_is_restarted_and_its_units_retried(model, executor):
     assert executor.pids()[0] != pids[0]  # Ray restarted the killed actor
 
 
+@pytest.mark.slow  # a local Ray cluster: minutes on 2 cores (make test runs it)
 def test_an_interrupted_driver_resumes_from_checkpoints_without_recomputing(model, executor, tmp_path):
     groups, comps = _groups(seed=2), _components()
     full = patch_groups(model, groups, METRIC, comps, progress=False)
@@ -106,6 +109,7 @@ def test_an_interrupted_driver_resumes_from_checkpoints_without_recomputing(mode
     assert torch.allclose(resumed.patched, full.patched, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # a local Ray cluster: minutes on 2 cores (make test runs it)
 def test_a_worker_that_builds_other_weights_is_refused(executor):
     m = tiny_model(n_layers=2, d_vocab=64, seed=5)
     with torch.no_grad():
