@@ -70,7 +70,6 @@ test-fast: setup
 
 # The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or docstring.
 docs: setup
-	$(PY) -m circuits.cli.reference > docs/cli-reference.md
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 # The headline experiment: behaviours × edit kinds (+ full-FT / LoRA baselines) × 3 seeds, on held-out data (~1 h).
@@ -106,3 +105,4 @@ clean:
 results: setup
 	$(PY) scripts/bos_policy.py --page-only
 	$(PY) scripts/time_targets.py --page-only
+	$(PY) -m circuits.cli.reference > docs/cli-reference.md.tmp && mv docs/cli-reference.md.tmp docs/cli-reference.md

@@ -22,15 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from circuits.io import atomic_write_text  # noqa: E402
-from circuits.results import provenance, read_result, write_result  # noqa: E402
+from circuits.io import atomic_write_text
+from circuits.results import provenance, read_result, write_result
 
 OUT = ROOT / "results" / "tests"
 PAGE = ROOT / "docs" / "results" / "timings.md"
 #: The limits the project holds itself to (README): wall time in seconds, alone on 2 cores.
 LIMITS = {"test": 20 * 60, "test-fast": 3 * 60, "scan": 5 * 60}
-_SUMMARY = re.compile(r"=+ (?P<body>(?:\d+ \w+(?:, )?)+) in (?P<secs>[\d.]+)s")
-_DURATION = re.compile(r"^(?P<secs>[\d.]+)s (?P<phase>call|setup|teardown)\s+(?P<test>\S+)", re.M)
+_SUMMARY = re.compile(r"^(?:=+ )?(?P<body>(?:\d+ \w+(?:, )?)+) in (?P<secs>[\d.]+)s", re.MULTILINE)
+_DURATION = re.compile(r"^(?P<secs>[\d.]+)s (?P<phase>call|setup|teardown)\s+(?P<test>\S+)", re.MULTILINE)
 
 
 def parse_pytest(text: str) -> dict[str, object]:
@@ -49,7 +49,7 @@ def time_target(target: str) -> Path:
     load_before = os.getloadavg()
     log = OUT / f"{target}.log"
     t0 = time.perf_counter()
-    proc = subprocess.run(["make", target], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(["make", target], check=False, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     text = proc.stdout + proc.stderr
     atomic_write_text(log, text)
@@ -70,8 +70,8 @@ def page() -> str:
     lines = [
         "# Timings",
         "",
-        "Wall time of the project's `make` targets, each run alone from `scripts/time_targets.py` "
-        "(generated from `results/tests/*.json`; `make results` rewrites this page).",
+        ("Wall time of the project's `make` targets, each run alone from `scripts/time_targets.py` "
+         "(generated from `results/tests/*.json`; `make results` rewrites this page)."),
         "",
         "| target | date | commit | wall time | limit | within | tests | load before (1 min) |",
         "|---|---|---|---|---|---|---|---|",

@@ -165,4 +165,4 @@ def test_cli_reference_page_is_what_the_commands_give():
     from circuits.cli.reference import reference_markdown
 
     committed = (DOCS / "cli-reference.md").read_text(encoding="utf-8")
-    assert committed == reference_markdown(), "docs/cli-reference.md is stale: run `make docs` (python -m circuits.cli.reference)"
+    assert committed == reference_markdown(), "docs/cli-reference.md is stale: run `make results` (python -m circuits.cli.reference)"

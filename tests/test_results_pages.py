@@ -28,14 +28,17 @@ def test_the_tokenization_page_is_generated_from_its_results_file():
 def test_the_timings_page_is_generated_from_its_results_files():
     timing = _script("time_targets")
     assert (ROOT / "docs/results/timings.md").read_text(encoding="utf-8") == timing.page()
-    for path in sorted((ROOT / "results/tests").glob("*.json")):
+    files = sorted((ROOT / "results/tests").glob("*.json"))
+    assert files, "no timing results committed (scripts/time_targets.py test-fast test scan)"
+    for path in files:
         r = read_result(path, kind="timing")
         assert r.provenance.git_commit and r.provenance.lock_sha256 and r.data["seconds"] > 0, path
 
 
 def test_pytest_output_is_parsed_into_counts_and_slowest_tests():
     timing = _script("time_targets")
-    text = "12.50s call     tests/test_a.py::test_x\n3.00s setup    tests/test_b.py::test_y\n== 1038 passed, 2 failed, 3 deselected in 1200.55s (0:20:00) ==\n"
-    got = timing.parse_pytest(text)
-    assert got["counts"] == {"passed": 1038, "failed": 2, "deselected": 3} and got["pytest_seconds"] == 1200.55
-    assert got["slowest"][0] == {"test": "tests/test_a.py::test_x", "phase": "call", "seconds": 12.5}
+    slow = "12.50s call     tests/test_a.py::test_x\n3.00s setup    tests/test_b.py::test_y\n"
+    for summary in ("== 1038 passed, 2 failed, 3 deselected in 1200.55s (0:20:00) ==\n", "1038 passed, 2 failed, 3 deselected in 1200.55s (0:20:00)\n"):
+        got = timing.parse_pytest("....... [100%]\n" + slow + summary)  # pytest's summary line with and without -q
+        assert got["counts"] == {"passed": 1038, "failed": 2, "deselected": 3} and got["pytest_seconds"] == 1200.55, summary
+        assert got["slowest"][0] == {"test": "tests/test_a.py::test_x", "phase": "call", "seconds": 12.5}

@@ -212,10 +212,15 @@ class Behaviour(_Frozen):
             AtlasError: ``by`` is not recorded for this behaviour.
         """
         pool = [c for c in self.components if kind is None or c.kind == kind]
-        return sorted(pool, key=lambda c: -_value(c, by, self.name))[:k]
+        return sorted(pool, key=lambda c: -ranking_value(c, by, self.name))[:k]
 
 
-def _value(c: ComponentEntry, by: str, behaviour: str) -> float:
+def ranking_value(c: ComponentEntry, by: str, behaviour: str) -> float:
+    """A component's value under ``by`` (see :meth:`Behaviour.top`): what atlases rank by.
+
+    Raises:
+        AtlasError: ``by`` is not recorded for this component.
+    """
     if by == "effect":
         return c.effect.mean
     if by == "|effect|":
@@ -348,7 +353,7 @@ class Atlas(_Frozen):
             AtlasError: No such behaviour, or ``by`` is not recorded.
         """
         pool = self.components(behaviour=behaviour, kind=kind)
-        return sorted(pool, key=lambda bc: -_value(bc.entry, by, bc.behaviour))[:k]
+        return sorted(pool, key=lambda bc: -ranking_value(bc.entry, by, bc.behaviour))[:k]
 
     def to_dataframe(self) -> Any:
         """One row per component × behaviour (pandas DataFrame).

@@ -7,7 +7,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from circuits.atlas.schema import ComponentKind
+from circuits.atlas.schema import ComponentKind, ranking_value
 from circuits.cli.common import (
     _check_output,
     _fail,
@@ -18,7 +18,7 @@ from circuits.cli.common import (
     console,
 )
 
-atlas_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Atlas files: JSON Schema, merging, export as tables.")
+atlas_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Atlas files: read (top, show, diff), merge, export as tables, JSON Schema.")
 app.add_typer(atlas_app, name="atlas")
 
 
@@ -111,17 +111,18 @@ def report(
 
 ComponentKindChoice = choice("ComponentKindChoice", get_args(ComponentKind))
 
-def _stats_row(behaviour: str, entry) -> list[str]:
+def _stats_row(behaviour: str, entry, by: str | None = None) -> list[str]:
     s = entry.effect
-    return [behaviour, entry.id, f"{s.mean:+.4f}", f"[{s.ci_low:+.4f}, {s.ci_high:+.4f}]", f"{s.p_value:.2g}", str(s.n), "yes" if entry.flagged else ""]
+    row = [behaviour, entry.id, f"{s.mean:+.4f}", f"[{s.ci_low:+.4f}, {s.ci_high:+.4f}]", f"{s.p_value:.2g}", str(s.n), "yes" if entry.flagged else ""]
+    return row if by is None else [*row, f"{ranking_value(entry, by, behaviour):+.4f}"]
 
 
-def _print_components(title: str, rows: list[list[str]]) -> None:
+def _print_components(title: str, rows: list[list[str]], by: str | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for name in ("behaviour", "component", "effect (mean)", "95% CI", "p", "n", "flagged"):
-        table.add_column(name, justify="right" if name in ("effect (mean)", "p", "n") else "left")
+    for name in ("behaviour", "component", "effect (mean)", "95% CI", "p", "n", "flagged", *([by] if by else [])):
+        table.add_column(name, justify="left" if name in ("behaviour", "component", "95% CI", "flagged") else "right")
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -143,7 +144,8 @@ def atlas_top(
         top = atlas.top(k, by=by, behaviour=behaviour, kind=kind.value if kind else None)
     except AtlasError as e:
         _fail(str(e))
-    _print_components(f"top {k} by {by} ({atlas.model.name})", [_stats_row(bc.behaviour, bc.entry) for bc in top])
+    shown = None if by == "effect" else by  # ranked by another value: shown in its own column
+    _print_components(f"top {k} by {by} ({atlas.model.name})", [_stats_row(bc.behaviour, bc.entry, shown) for bc in top], shown)
 
 
 @atlas_app.command("show")

@@ -69,7 +69,7 @@ def circuit(
 
     _setup_logging(verbose)
     source = _model_source(model, DEFAULT_MODEL)
-    given_suite, suite = suite, suite or DEFAULT_SUITE
+    given_suite, suite = suite, (suite if suite is not None else DEFAULT_SUITE)
     prune, ablation = str(prune), str(ablation)  # plain strings from here on (the enums only validate)
     if out is None and atlas is None:
         _fail("give -o (where to write the circuit graph), or --atlas (the atlas to add the circuit to)")

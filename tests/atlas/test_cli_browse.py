@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def test_top_lists_the_same_components_in_the_same_order_as_atlas_top(atlas):
     want = [bc.entry.id for bc in atlas.top(4, behaviour="gender-occupation", kind="head")]
     positions = [r.output.index(f" {cid} ") for cid in want]
     assert positions == sorted(positions)  # listed largest first
-    assert f"{atlas.behaviour('gender-occupation').components[0].effect.n}" in r.output
+    ns = [str(bc.entry.effect.n) for bc in atlas.top(4, behaviour="gender-occupation", kind="head")]
+    rows = [line for line in r.output.splitlines() if any(f" {cid} " in line for cid in want)]
+    assert len(rows) == 4 and all(re.search(rf"│\s*{n}\s*│", row) for row, n in zip(rows, ns))  # the n column
 
 
 def test_show_component_lists_it_in_every_behaviour(atlas):
@@ -54,7 +57,7 @@ def test_show_summarises_model_behaviours_and_tokenization(atlas):
 def test_diff_of_an_atlas_with_itself_reports_no_change():
     r = run("diff", str(GENDER), str(GENDER), "--min-delta", "1e-9")
     assert r.exit_code == 0, r.output
-    assert "0 components moved" in r.output
+    assert re.search(r"^\s*0 components moved", r.output, flags=re.M), r.output
 
 
 def test_diff_counts_match_atlas_diff(atlas):
@@ -62,7 +65,7 @@ def test_diff_counts_match_atlas_diff(atlas):
     changes = diff(gender, atlas, min_delta=0.0)
     r = run("diff", str(GENDER), str(MERGED), "-k", "3")
     assert r.exit_code == 0, r.output
-    assert f"{len(changes)} components moved" in r.output
+    assert re.search(rf"^\s*{len(changes)} components moved", r.output, flags=re.M), r.output
 
 
 @pytest.mark.parametrize(
@@ -78,3 +81,12 @@ def test_diff_counts_match_atlas_diff(atlas):
 def test_bad_input_is_one_error_and_exit_2(args, message):
     r = run(*args)
     assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+
+
+def test_top_by_a_score_shows_the_value_it_ranks_by(atlas):
+    r = run("top", str(MERGED), "-k", "3", "--behaviour", "name-sentiment", "--by", "R")
+    assert r.exit_code == 0, r.output
+    top = atlas.top(3, behaviour="name-sentiment", by="R")
+    for bc in top:
+        row = next(line for line in r.output.splitlines() if f" {bc.entry.id} " in line)
+        assert f"{bc.entry.scores['R']:+.4f}" in row
