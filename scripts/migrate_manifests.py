@@ -55,8 +55,8 @@ WEIGHTS_ONLY = ("low_rank", "weight_delta")
 
 
 def is_edit_manifest(raw: Any) -> bool:
-    """An edit manifest: a JSON object with ``schema_version`` and ``kind``."""
-    return isinstance(raw, dict) and "schema_version" in raw and "kind" in raw
+    """An edit manifest: a JSON object with ``schema_version`` and ``kind`` (not a results file, which has ``provenance`` and ``data``)."""
+    return isinstance(raw, dict) and "schema_version" in raw and "kind" in raw and not ("provenance" in raw and "data" in raw)
 
 
 def migrate(raw: dict[str, Any]) -> dict[str, Any]:
