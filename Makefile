@@ -66,7 +66,7 @@ test: setup models docs
 
 # The edit-test loop (≤ 3 min): units, tiny-model equivalence and small fuzz counts; no real model, no notebooks.
 test-fast: setup
-	$(PY) -m pytest -q -n 2 -m "not slow and not real_model" tests
+	$(PY) -m pytest -q -n 2 --durations=15 -m "not slow and not real_model" tests
 
 # The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or docstring.
 docs: setup

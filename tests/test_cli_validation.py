@@ -101,6 +101,7 @@ def test_edit_refuses_an_atlas_of_other_weights_before_building(tmp_path):
     assert not (tmp_path / "e.json").exists()
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_edit_refuses_an_atlas_measured_under_another_tokenization(tmp_path):
     """An atlas of these weights, measured with BOS prepended (as every atlas before schema 0.4 was)."""
     from circuits.model import fingerprint, load_model

@@ -63,6 +63,7 @@ def test_report_fragment_escapes_atlas_strings():
     assert html.startswith('<section class="circuit-graph">') and "<svg" in html and "faithfulness" in html
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_cli_writes_a_circuit_graph(tmp_path):
     from circuits.cli import app
     from circuits.model.tiny import save_tiny_hf
@@ -120,6 +121,7 @@ def test_atlas_circuit_query_merge_and_diff():
     assert changes[2].score_a == 0.5 and changes[2].score_b == 0.2
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_scan_edges_records_a_circuit_and_circuit_prunes(tmp_path):
     """`scan --edges` writes an atlas whose behaviour has a circuit at the target; `circuit --prune greedy` keeps it there."""
     from circuits.atlas.schema import Atlas

@@ -129,6 +129,7 @@ def test_the_key_changes_with_the_measuring_code(tiny, monkeypatch):
     assert cache_key(tiny, settings, suites) != before
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_evaluate_with_a_baseline_cache_equals_measuring_the_baseline(tmp_path, monkeypatch):
     """`evaluate(baseline_cache=...)` (what `circuits eval` uses) measures the unedited model once and reports as without it."""
     from circuits.editing import Edit

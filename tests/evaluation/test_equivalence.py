@@ -43,6 +43,7 @@ def tiny_edit(tmp_path_factory):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_every_measure_keeps_its_before_and_after_values(tiny_edit):
     from circuits.evaluation.run import evaluate
 

@@ -82,6 +82,7 @@ def test_a_neuron_without_output_weights_has_ace_zero(planted):
     assert torch.allclose(eff.effects, torch.zeros_like(eff.effects), atol=1e-5)
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_ace_ranks_the_planted_neuron_first(planted):
     neurons = [NeuronRef(layer, i) for layer in range(2) for i in range(planted.shape.d_mlp)]
     eff = average_causal_effect(planted, [trigger_pairs()], LogitDiff(A, B), neurons, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -11,7 +12,12 @@ from circuits import model as M
 from circuits.atlas.schema import Atlas
 from circuits.cli import app
 from circuits.model.tiny import save_tiny_hf, shipped_tokenizer
-from circuits.probing.causal_tracing import CATEGORIES, causal_trace, trace_facts, trace_grid
+from circuits.probing.causal_tracing import (
+    CATEGORIES,
+    causal_trace,
+    trace_facts,
+    trace_grid,
+)
 from circuits.suites.tasks import facts, factual_recall, greater_than, ioi
 
 
@@ -80,6 +86,7 @@ def test_scan_a_jsonl_file_with_multi_token_answers_through_the_cli(tmp_path):
     assert r.exit_code == 2 and "line 1: field corrupted" in r.output
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_the_tokenization_policy_is_recorded_in_the_atlas_and_the_edit_and_must_match(tmp_path):
     d = save_tiny_hf("qwen2", tmp_path / "model")
     out = tmp_path / "a.atlas.json"

@@ -44,6 +44,7 @@ def test_malformed_benchmark_options_exit_2_before_any_model_loads(tmp_path, no_
     assert not edit.with_suffix(".eval.json").exists()
 
 
+@pytest.mark.slow  # an end-to-end pipeline (> 10 s): make test runs it, make test-fast does not
 def test_benchmarks_are_measured_before_and_after_with_a_tiny_model(tmp_path, monkeypatch):
     pytest.importorskip("profanity_check")
     from circuits.evaluation import run
