@@ -64,7 +64,7 @@ atlases: setup
 test: setup models docs
 	$(PY) -m pytest -q -n 2 --durations=25 -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
 
-# The edit-test loop (≤ 3 min): units, tiny-model equivalence and small fuzz counts; no real model, no notebooks.
+# The edit-test loop (target ≤ 3 min; measured on docs/results/timings.md): units, tiny-model equivalence and small fuzz counts; no real model, no notebooks.
 test-fast: setup
 	$(PY) -m pytest -q -n 2 --durations=15 -m "not slow and not real_model" tests
 
