@@ -137,10 +137,16 @@ def main() -> None:
                     "bias_before": ev[f"{gap}.before"], "bias_after": ev[f"{gap}.after"], "harm_reduction": ev.get("harm_reduction"),
                     "p_value": ev.get(f"{gap}.p_value"), "perplexity_change": ev.get("perplexity_change"), "meets_target": bool(ev.get("meets_target"))},
         })
+    bos_edits: dict[str, int] = {}  # committed edit manifests still measured with BOS prepended, per directory
+    for path in sorted((ROOT / "atlas").rglob("*.json")):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(raw, dict) and "kind" in raw and "schema_version" in raw and "provenance" not in raw and (raw.get("tokenization") or {}).get("prepend_bos"):
+            key = str(path.parent.relative_to(ROOT))
+            bos_edits[key] = bos_edits.get(key, 0) + 1
     write_result(
         args.out, kind="bos-policy", title="SmolLM2 atlases and the main edit with BOS prepended (before schema 0.4) vs encoded as the tokenizer does",
         data={"old_revision": args.old, "behaviours": behaviours, "main_result": main_result, "not_rescanned": not_rescanned,
-              "kinds": kinds, "kinds_not_rebuilt": not_rebuilt},
+              "kinds": kinds, "kinds_not_rebuilt": not_rebuilt, "edits_still_bos": bos_edits},
         provenance=provenance(models=list(models.values())),
     )
     atomic_write_text(PAGE, page(read_result(args.out, kind="bos-policy")))
@@ -213,6 +219,10 @@ def page(result) -> str:  # noqa: ANN001 - a circuits.results.ResultFile
                       + "; ".join(differ) + "), so that row compares settings as well as the policy."]
         if d.get("kinds_not_rebuilt"):
             lines += ["", "Not rebuilt yet (their committed edits are still the BOS-prepended ones): " + ", ".join(d["kinds_not_rebuilt"]) + "."]
+    if d.get("edits_still_bos"):
+        lines += ["", "Still measured with BOS prepended (their manifests record it): "
+                  + ", ".join(f"{n} edit(s) in `{p}`" for p, n in d["edits_still_bos"].items())
+                  + "; their reports and the tables made from them (headline experiments, the seeds' methods) are BOS-era numbers."]
     if d.get("not_rescanned"):
         lines += ["", "Not re-scanned yet (still measured with BOS prepended, and recorded so in their files): "
                   + ", ".join(f"`{p}`" for p in d["not_rescanned"]) + "."]
