@@ -137,10 +137,12 @@ def main() -> None:
                     "bias_before": ev[f"{gap}.before"], "bias_after": ev[f"{gap}.after"], "harm_reduction": ev.get("harm_reduction"),
                     "p_value": ev.get(f"{gap}.p_value"), "perplexity_change": ev.get("perplexity_change"), "meets_target": bool(ev.get("meets_target"))},
         })
+    from migrate_manifests import manifests  # scripts/: the one finder of committed edit manifests
+
     bos_edits: dict[str, int] = {}  # committed edit manifests still measured with BOS prepended, per directory
-    for path in sorted((ROOT / "atlas").rglob("*.json")):
+    for path in manifests([ROOT / "atlas"]):
         raw = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(raw, dict) and "kind" in raw and "schema_version" in raw and "provenance" not in raw and (raw.get("tokenization") or {}).get("prepend_bos"):
+        if (raw.get("tokenization") or {}).get("prepend_bos"):
             key = str(path.parent.relative_to(ROOT))
             bos_edits[key] = bos_edits.get(key, 0) + 1
     write_result(
