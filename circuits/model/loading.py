@@ -135,7 +135,6 @@ def load_model(
         prov = Provenance(source=str(path), kind="gguf", architecture=_config_class(directory), file_sha256=digest)
         return _from_directory(directory, name=name or path.stem, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
     if path.is_dir():
-        check_directory(path)
         prov = Provenance(source=str(path), kind="directory", architecture=_config_class(path), file_sha256=_weights_sha256(path))
         return _from_directory(path, name=name or path.resolve().name, provenance=prov, recipe=recipe, dtype=dt, device=dev, tokenizer=tokenizer, prepend_bos=prepend_bos)
     if path.exists():

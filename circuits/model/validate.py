@@ -242,6 +242,10 @@ def _as_model_keys(meta: Any, shapes: dict[str, tuple[tuple[int, ...], Path]]) -
 def check_directory(path: Path) -> None:
     """Check a Hugging Face model directory before anything loads.
 
+    Remembered in this process per directory and the (name, size, modification time) of its files:
+    validating a source and loading it check the directory once, not three times; a directory whose
+    files changed since is checked again.
+
     The config is read as strict, bounded JSON and checked (an object; ``architectures`` a non-empty
     list of strings, each in the architecture table; sizes within :data:`_CONFIG_LIMITS`); the
     tokenizer files, where present, are UTF-8 JSON objects that ``transformers`` builds a tokenizer from; the weights are safetensors whose headers are
@@ -255,6 +259,30 @@ def check_directory(path: Path) -> None:
     """
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
+    signature = _directory_signature(path)
+    if _CHECKED.get(path.resolve()) == signature:
+        return
+    _check_directory(path)
+    _CHECKED[path.resolve()] = signature
+
+
+#: Directories that passed :func:`check_directory` in this process, with their files' signature then.
+_CHECKED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+
+
+def _directory_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime in ns) of every regular file directly in ``path``, sorted by name."""
+    out = []
+    for entry in sorted(path.iterdir()):
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        out.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _check_directory(path: Path) -> None:
     _weight_files(path)
     config = _read_config(path / "config.json")
     classes = _config_classes(config, path / "config.json")
