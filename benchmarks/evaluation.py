@@ -10,7 +10,7 @@ ablation edit) records, each with its wall time and the peak RSS of the process 
 every 20 ms from ``/proc/self/statm``):
 
 * ``baseline``: the unedited model's measurements of every measure, stored in a fresh measurement cache
-  (:func:`circuits.evaluation.run.cached_measure`);
+  (:func:`circuits.evaluation.run.measure` with ``cache_dir``);
 * ``per_measure``: each measure group alone (each suite alone for ``suites``) on the edited model,
   and the KL to the unedited model;
 * ``evaluate_cached``: ``evaluate(model, edit, baseline_cache=...)`` with that baseline cached, in
@@ -132,7 +132,6 @@ def timing_run(threads: int, crows: bool, cache_dir: Path | None = None) -> dict
     from circuits.editing import apply_edit, load_edit
     from circuits.evaluation import run as R
     from circuits.evaluation.benchmarks import ModelScorer, run_benchmark
-    from circuits.evaluation.run import cached_measure
 
     torch.set_num_threads(threads)
     rss = PeakRSS()
@@ -152,7 +151,7 @@ def timing_run(threads: int, crows: bool, cache_dir: Path | None = None) -> dict
     suites = R.shipped_suites(model)
     with tempfile.TemporaryDirectory() as tmp:
         cache = cache_dir or Path(tmp) / "measurements"
-        timed("baseline", "all measures (unedited)", lambda: cached_measure(model, cache, suites=suites))
+        timed("baseline", "all measures (unedited)", lambda: R.measure(model, cache_dir=cache, suites=suites))
         with apply_edit(model, edit):
             for s in suites:
                 timed("per_measure", f"suites:{s.name}", lambda s=s: R.measure(model, suites=[s], groups=("suites",)))

@@ -161,7 +161,7 @@ def load_or_measure(model: Any, cache_dir: Path | str, settings: Settings, suite
     """The measurements of ``model`` under ``settings`` from ``cache_dir``, or ``take()`` them and store them there.
 
     The file is keyed by :func:`cache_key` (weights, settings, suite contents, code); an unreadable or
-    mismatched file is discarded with a warning and measured again. :func:`circuits.evaluation.run.cached_measure`
+    mismatched file is discarded with a warning and measured again. :func:`circuits.evaluation.run.measure` with ``cache_dir``
     is the entry point.
 
     Args:

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ALL_GROUPS", "EvalReport", "Measure", "MeasureGroup", "Measurements", "OnMeasure", "Settings", "compare", "evaluate", "measure",
-    "cached_measure", "neutral_kl", "seed_table", "shipped_suites", "suite_harm",
+    "neutral_kl", "seed_table", "shipped_suites", "suite_harm",
 ]
 
 #: Called after each measurement group with its label (``"classification"``, ``"suites:toxicity (unedited)"``) and seconds.
@@ -153,6 +153,7 @@ def measure(
     kl_windows: int = 16,
     on_measure: OnMeasure | None = None,
     label: str = "",
+    cache_dir: Path | str | None = None,
 ) -> Measurements:
     """Per-item measurements of the model as it is now (apply edits first to measure an edited model).
 
@@ -170,9 +171,16 @@ def measure(
             model again).
         on_measure: Called after each group with its label and seconds (also logged at INFO).
         label: Appended to each group's label (e.g. ``" (unedited)"``).
+        cache_dir: Read the measurements from this directory when the same model and data were
+            measured with these settings before, else measure and store them there (created if
+            missing; keyed by weights, settings, data and measuring code:
+            :func:`circuits.evaluation.cache.load_or_measure`). For the unedited model's baseline: an
+            edited model has another fingerprint only if its edit is baked into the weights, so do not
+            cache measurements taken under :func:`~circuits.editing.apply_edit`. ``on_measure`` is
+            called only when measuring.
 
     Returns:
-        The measurements.
+        The measurements (from the cache: equal to a fresh measurement with these arguments).
 
     Raises:
         ValueError: An unknown measure group.
@@ -181,6 +189,15 @@ def measure(
     suites = list(suites) if suites is not None else shipped_suites(model)
     settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
                            kl_windows=kl_windows)
+    if cache_dir is not None:
+        return load_or_measure(model, cache_dir, settings, suites, lambda: _measure(model, settings, suites, on_measure, label))
+    return _measure(model, settings, suites, on_measure, label)
+
+
+def _measure(model: Any, settings: Settings, suites: list[Suite], on_measure: OnMeasure | None, label: str) -> Measurements:
+    """:func:`measure` itself: take every group of ``settings`` now."""
+    split, groups, max_pairs, window, max_tokens, kl_windows = (
+        settings.split, settings.groups, settings.max_pairs, settings.window, settings.max_tokens, settings.kl_windows)
     by_name = {s.name: s for s in suites}
     kw: dict[str, Any] = {"gaps": {}, "gap_units": {}, "gap_kinds": {}} if "suites" in groups else {}
     todo = _groups_to_run(suites, groups)
@@ -316,6 +333,7 @@ def evaluate(
     kl_windows: int = 16,
     seed: int = 0,
     on_measure: OnMeasure | None = None,
+    other_suites: bool = True,
 ) -> EvalReport:
     """Measure harm reduced vs capability kept for edits (applied together, in order).
 
@@ -323,11 +341,11 @@ def evaluate(
         model: The unedited model the edits were made for.
         *edits: One or more edits.
         suite: The target behaviour (default: the suite recorded in the first edit). Every shipped suite
-            is measured as well, so side effects on other behaviours show.
+            is measured as well, so side effects on other behaviours show (see ``other_suites``).
         baseline: Measurements of the unedited model with the same settings (from :func:`measure`), to
             skip measuring it again when evaluating many edits.
         baseline_cache: Without ``baseline``, read the unedited model's measurements from this
-            directory, or take and store them there (:func:`cached_measure`;
+            directory, or take and store them there (:func:`measure` with ``cache_dir``;
             keyed by weights, settings, data and measuring code). ``None``: measure every time.
         split: Suite split for harm (default ``"eval"``, held out from building).
         groups: Measure groups (default: all).
@@ -338,6 +356,9 @@ def evaluate(
             baseline, so the KL runs neither model again).
         seed: Seed of the bootstrap and permutation resampling (same seed → same report).
         on_measure: Called after each measurement group with its label and seconds (see :func:`measure`).
+        other_suites: Also measure every other shipped suite (default). ``False`` measures only the
+            target's suite, for a quick look while trying edits; a ``baseline`` must then be measured with
+            ``suites=[suite]``.
 
     Returns:
         The report (with the seconds of every group in ``timings``).
@@ -352,7 +373,7 @@ def evaluate(
     t0 = time.perf_counter()
     verify_fingerprint(model, *edits)
     target = suite or shipped_suite(str(edits[0].suite.get("name", "")), recorded_in="the edit manifest", model=model)
-    suites = shipped_suites(model)
+    suites = shipped_suites(model) if other_suites else [target]
     if target.name not in {s.name for s in suites}:
         suites.append(target)
     timings: dict[str, float] = {}
@@ -370,7 +391,7 @@ def evaluate(
             raise ValueError(f"the baseline was measured with other settings: {baseline.settings} vs {want}")
         before = baseline
     elif baseline_cache is not None:
-        before = cached_measure(model, baseline_cache, on_measure=record, label=" (unedited)", **kw)
+        before = measure(model, on_measure=record, label=" (unedited)", cache_dir=baseline_cache, **kw)
     else:
         before = measure(model, on_measure=record, label=" (unedited)", **kw)
     with apply_edit(model, *edits, check_fingerprint=False):
@@ -397,51 +418,3 @@ def evaluate(
 
 def _with_kl(m: Measurements, kl: np.ndarray) -> Measurements:
     return replace(m, kl=kl)
-
-
-def cached_measure(
-    model: Any,
-    cache_dir: Path | str,
-    *,
-    suites: Sequence[Suite] | None = None,
-    split: SplitName = "eval",
-    groups: Sequence[MeasureGroup] = ALL_GROUPS,
-    max_pairs: int | None = None,
-    window: int = 256,
-    max_tokens: int | None = None,
-    kl_windows: int = 16,
-    on_measure: OnMeasure | None = None,
-    label: str = "",
-) -> Measurements:
-    """:func:`measure`, read from ``cache_dir`` when the same model and data were measured before.
-
-    For the unedited model's baseline (then pass it to :func:`evaluate` as ``baseline``); an edited
-    model has another fingerprint only if its edit is baked into the weights, so do not cache
-    measurements taken under :func:`~circuits.editing.apply_edit`. Storage: :func:`circuits.evaluation.cache.load_or_measure`.
-
-    Args:
-        model: The model (``TransformerBridge``).
-        cache_dir: Directory of cached measurements (created if missing).
-        suites: As for :func:`measure` (default: every shipped suite).
-        split: As for :func:`measure`.
-        groups: As for :func:`measure`.
-        max_pairs: As for :func:`measure`.
-        window: As for :func:`measure`.
-        max_tokens: As for :func:`measure`.
-        kl_windows: As for :func:`measure`.
-        on_measure: As for :func:`measure` (called only when measuring).
-        label: As for :func:`measure`.
-
-    Returns:
-        The measurements (equal to a fresh :func:`measure` with these arguments).
-
-    Raises:
-        ValueError: An unknown measure group.
-        PairError, SuiteError: Bad suite data.
-    """
-    suites = list(suites) if suites is not None else shipped_suites(model)
-    settings = Settings.of([s.name for s in suites], split, groups, max_pairs, window, max_tokens, prepend_bos=model.tokenization.prepend_bos,
-                           kl_windows=kl_windows)
-    return load_or_measure(model, cache_dir, settings, suites, lambda: measure(
-        model, suites=suites, split=split, groups=groups, max_pairs=max_pairs, window=window, max_tokens=max_tokens, kl_windows=kl_windows,
-        on_measure=on_measure, label=label))

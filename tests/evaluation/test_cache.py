@@ -9,7 +9,6 @@ import torch
 import circuits.evaluation.run as run
 from circuits.evaluation.cache import cache_key
 from circuits.evaluation.report import Measurements, Settings
-from circuits.evaluation.run import cached_measure
 from circuits.suites import Suite, load_suite
 
 
@@ -35,11 +34,11 @@ def _Suite(name: str, content_hash: str = "sha256:x") -> Suite:
 def fake_measure(monkeypatch):
     calls = []
 
-    def measure(model, *, suites, split, groups, max_pairs, window, max_tokens, **progress):
+    def measure(model, settings, suites, on_measure, label):  # run._measure: taking the measurements themselves
         calls.append(1)
-        return _planted(Settings(tuple(s.name for s in suites), split, tuple(groups), max_pairs, window, max_tokens, model.tokenization.prepend_bos))
+        return _planted(settings)
 
-    monkeypatch.setattr(run, "measure", measure)
+    monkeypatch.setattr(run, "_measure", measure)
     return calls
 
 
@@ -60,8 +59,8 @@ def _assert_equal(a: Measurements, b: Measurements) -> None:
 
 def test_a_second_call_reads_the_file_and_returns_equal_arrays(tiny, tmp_path, fake_measure):
     suites = [_Suite("a"), _Suite("b")]
-    first = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
-    second = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    first = run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS)
+    second = run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS)
     assert len(fake_measure) == 1  # measured once
     _assert_equal(first, second)
     assert len(list(tmp_path.glob("measurements-*.safetensors"))) == 1
@@ -69,9 +68,9 @@ def test_a_second_call_reads_the_file_and_returns_equal_arrays(tiny, tmp_path, f
 
 def test_other_settings_suites_or_weights_are_never_reused(tiny, tmp_path, fake_measure):
     suites = [_Suite("a"), _Suite("b")]
-    cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
-    cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS, max_pairs=2)
-    cached_measure(tiny, tmp_path, suites=[_Suite("a"), _Suite("b", "sha256:changed")], groups=GROUPS)
+    run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS)
+    run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS, max_pairs=2)
+    run.measure(tiny, cache_dir=tmp_path, suites=[_Suite("a"), _Suite("b", "sha256:changed")], groups=GROUPS)
     settings = Settings(("a", "b"), "eval", GROUPS, None, 256, None, False)
     key = cache_key(tiny, settings, suites)
     with torch.no_grad():
@@ -89,7 +88,7 @@ def test_other_settings_suites_or_weights_are_never_reused(tiny, tmp_path, fake_
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "nan"])
 def test_a_damaged_file_is_discarded_with_a_warning_and_measured_again(tiny, tmp_path, fake_measure, damage):
     suites = [_Suite("a"), _Suite("b")]
-    fresh = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+    fresh = run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS)
     (path,) = tmp_path.glob("measurements-*.safetensors")
     blob = path.read_bytes()
     if damage == "truncate":
@@ -103,18 +102,18 @@ def test_a_damaged_file_is_discarded_with_a_warning_and_measured_again(tiny, tmp
         tensors["nll"] = torch.full_like(tensors["nll"], float("nan"))
         path.write_bytes(save(tensors))
     with pytest.warns(RuntimeWarning, match="discarding cached measurements"):
-        again = cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS)
+        again = run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS)
     assert len(fake_measure) == 2
     _assert_equal(fresh, again)
-    _assert_equal(fresh, cached_measure(tiny, tmp_path, suites=suites, groups=GROUPS))  # the rewritten file is good
+    _assert_equal(fresh, run.measure(tiny, cache_dir=tmp_path, suites=suites, groups=GROUPS))  # the rewritten file is good
 
 
 @pytest.mark.real_model
 def test_cached_measurements_equal_a_fresh_measure(real_model, tmp_path):
     kw = dict(suites=[], groups=("stereotype", "classification", "text"), window=64, max_tokens=256)
     fresh = run.measure(real_model, **kw)
-    cached_measure(real_model, tmp_path, **kw)
-    _assert_equal(fresh, cached_measure(real_model, tmp_path, **kw))
+    run.measure(real_model, cache_dir=tmp_path, **kw)
+    _assert_equal(fresh, run.measure(real_model, cache_dir=tmp_path, **kw))
 
 
 def test_the_key_changes_with_the_measuring_code(tiny, monkeypatch):
@@ -143,8 +142,8 @@ def test_evaluate_with_a_baseline_cache_equals_measuring_the_baseline(tmp_path, 
     kw = dict(groups=("suites", "multiple_choice"), max_pairs=1, seed=3)
     fresh = run.evaluate(lm, edit, **kw)
     calls = []
-    real = run.measure
-    monkeypatch.setattr(run, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = run._measure
+    monkeypatch.setattr(run, "_measure", lambda *a, **k: calls.append(1) or real(*a, **k))
     first = run.evaluate(lm, edit, baseline_cache=tmp_path / "cache", **kw)
     second = run.evaluate(lm, edit, baseline_cache=tmp_path / "cache", **kw)
     assert len(calls) == 3  # the baseline once, the edited model twice

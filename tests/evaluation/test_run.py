@@ -153,6 +153,27 @@ def test_record_evaluation_rewrites_only_the_manifest(tiny, tmp_path):
     assert path.read_text() == "{not json"  # nothing written
 
 
+def test_other_suites_false_measures_only_the_target_suite(tmp_path):
+    """`evaluate(other_suites=False)`: the target's gap only, equal to the full evaluation's for that suite."""
+    from circuits.evaluation import run
+    from circuits.model import load_model
+    from circuits.model.tiny import save_tiny_hf
+    from circuits.suites import load_suite
+
+    lm = load_model(str(save_tiny_hf("llama", tmp_path / "tiny-llama", seed=5)))
+    suite = load_suite("gender-occupation")
+    edit = Edit("scaling", (HeadRef(0, 1),), {}, lm.name, fingerprint(lm), hyperparameters={"alpha": 0.0}, suite={"name": suite.name})
+    kw = dict(groups=("suites",), max_pairs=1)
+    quick = run.evaluate(lm, edit, suite=suite, other_suites=False, **kw)
+    assert {m.name for m in quick.measures} == {"bias_gap.gender-occupation", "abs_bias_gap.gender-occupation"}
+    baseline = run.measure(lm, suites=[suite], **kw)
+    assert quick.get("bias_gap.gender-occupation").before == pytest.approx(float(baseline.gaps[suite.name].mean()))
+    # A baseline is taken with the same suites: only the target's is accepted.
+    assert run.evaluate(lm, edit, suite=suite, other_suites=False, baseline=baseline, **kw).measures == quick.measures
+    with pytest.raises(ValueError, match="other settings"):
+        run.evaluate(lm, edit, suite=suite, other_suites=False, baseline=run.measure(lm, suites=[suite, load_suite("toxicity")], **kw), **kw)
+
+
 @pytest.mark.real_model
 def test_padded_continuation_scores_equal_one_at_a_time(real_model):
     from circuits.evaluation.metrics import continuation_logprobs
@@ -168,6 +189,7 @@ def test_padded_continuation_scores_equal_one_at_a_time(real_model):
 
 
 @pytest.mark.real_model
+@pytest.mark.xdist_group("baseline-cache")  # one worker: test_end_to_end's `circuits eval` reuses the baseline this stores
 def test_an_identity_edit_changes_no_measure(real_model):
     from circuits.evaluation.run import ALL_GROUPS, evaluate, measure
     from circuits.suites import load_suite

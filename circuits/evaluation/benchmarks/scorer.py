@@ -83,7 +83,7 @@ SCORING_MODULES = ("circuits.evaluation.benchmarks.scorer", "circuits.evaluation
 class CachedScorer:
     """A :class:`ModelScorer` of the *unedited* model whose answers are kept on disk and reused.
 
-    The benchmark counterpart of :func:`circuits.evaluation.run.cached_measure`: scoring a benchmark
+    The benchmark counterpart of :func:`circuits.evaluation.run.measure` with ``cache_dir``: scoring a benchmark
     on the unedited model is the part every evaluation of an edit shares, so its answers
     (log-probabilities, sampled continuations) are stored in one JSON file per model, keyed by
     everything they depend on: the weight fingerprint, the tokenization policy, the scorer's settings,
