@@ -60,9 +60,10 @@ atlases: setup
 	PY=$(PY) bash scripts/regenerate_atlases.sh
 
 # Every tier, two workers (pytest-xdist; one torch thread each): units, equivalence, real-model, notebooks,
-# kill and large-fuzz tests, and the other shipped models' correctness tests (after `make models`).
+# kill and large-fuzz tests, and the other shipped models' correctness tests (after `make models`). The notebooks
+# (the longest items) are collected first so they start first; tests sharing a cache entry run on one worker (loadgroup).
 test: setup models docs
-	$(PY) -m pytest -q -n 2 --durations=25 -m "slow or not slow" tests notebooks --nbmake --nbmake-timeout=1200
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 -m "slow or not slow" notebooks tests --nbmake --nbmake-timeout=1200
 
 # The edit-test loop (target ≤ 3 min; measured on docs/results/timings.md): units, tiny-model equivalence and small fuzz counts; no real model, no notebooks.
 test-fast: setup

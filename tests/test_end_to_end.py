@@ -55,6 +55,7 @@ def test_saved_edit_reduces_bias_on_eval_split_and_keeps_perplexity(real_model, 
     assert ev.perplexity_change < 0.05, ev
 
 
+@pytest.mark.xdist_group("baseline-cache")  # one worker: its `circuits eval` reuses the baseline test_run's identity edit stores
 def test_cli_edit_then_generate_before_and_after(real_model, tmp_path):
     out = tmp_path / "edit.json"
     runner = CliRunner()
