@@ -101,6 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     for target in args.targets if not args.page_only else []:
         time_target(target)
+        atomic_write_text(PAGE, page())  # after each target: the next one's page test sees a page that matches the files
     atomic_write_text(PAGE, page())
     print(f"written {PAGE.relative_to(ROOT)}")
 

@@ -69,14 +69,16 @@ def test_ray_sweep_equals_the_in_process_sweep(model, executor):
 def test_a_killed_worker_is_restarted_and_its_units_retried(model, executor):
     groups, comps = _groups(seed=1), _components()
     local = patch_groups(model, groups, METRIC, comps, progress=False)
-    pids = executor.pids()
+    pids: list[int] = []
 
     class KillAfterFirst:
-        """Kill the first actor's process as soon as the first unit comes back."""
+        """Kill the first actor's process as soon as the first unit comes back (the actors exist by then,
+        whichever test of this module ran first on this worker)."""
 
         def run(self, *args, **kwargs):
             for i, item in enumerate(executor.run(*args, **kwargs)):
                 if i == 0:
+                    pids.extend(executor.pids())
                     os.kill(pids[0], signal.SIGKILL)
                 yield item
 
