@@ -102,7 +102,8 @@ def main() -> None:
     for target in args.targets if not args.page_only else []:
         time_target(target)
         atomic_write_text(PAGE, page())  # after each target: the next one's page test sees a page that matches the files
-    atomic_write_text(PAGE, page())
+    if args.page_only or not args.targets:
+        atomic_write_text(PAGE, page())
     print(f"written {PAGE.relative_to(ROOT)}")
 
 

@@ -9,6 +9,7 @@ any weights load.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -259,19 +260,18 @@ def check_directory(path: Path) -> None:
     """
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
-    signature = _directory_signature(path)
-    if _CHECKED.get(path.resolve()) == signature:
-        return
-    _check_directory(path)
-    _CHECKED[path.resolve()] = signature
+    _check_directory_once(str(path.resolve()), _directory_signature(path))
 
 
-#: Directories that passed :func:`check_directory` in this process, with their files' signature then.
-_CHECKED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+@functools.lru_cache(maxsize=256)
+def _check_directory_once(path: str, signature: tuple[tuple[str, int, int], ...]) -> None:  # signature only keys the cache
+    """:func:`_check_directory`, remembered as :func:`circuits.model.sources.sha256_file` remembers hashes: a
+    failed check raises, so only passing directories are remembered."""
+    _check_directory(Path(path))
 
 
 def _directory_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """(name, size, mtime in ns) of every regular file directly in ``path``, sorted by name."""
+    """(name, size, mtime in ns) of every entry directly in ``path``, sorted by name."""
     out = []
     for entry in sorted(path.iterdir()):
         try:
