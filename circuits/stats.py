@@ -8,6 +8,8 @@ comparisons before/after an edit) and benchmarks all call it.
 * Exact McNemar test of paired binary outcomes (McNemar 1947; the exact conditional form recommended by
   Fagerland, Lydersen & Laake 2013): a two-sided binomial test of the discordant pairs against 1/2, via
   ``scipy.stats.binomtest``.
+* False discovery rate over many components (Benjamini & Hochberg 1995), via
+  ``scipy.stats.false_discovery_control``, on one-sided p-values of "the effect is above 0".
 * The smallest change a paired test detects (power analysis, Cohen 1988): for the paired t-test from the
   noncentral t distribution (``scipy.stats.nct``), for the exact McNemar test by summing its exact power
   over the binomial number of discordant pairs (``scipy.stats.binom``).
@@ -71,6 +73,39 @@ def summarise_rows(
     return [
         Summary(float(mean[i]), float(std[i]), n, float(lo[i]), float(hi[i]), float(p[i])) for i in range(values.shape[0])
     ]
+
+
+def one_sided_p(
+    p_two_sided: Float[np.ndarray, " row"], mean: Float[np.ndarray, " row"]
+) -> Float[np.ndarray, " row"]:
+    """One-sided p-values of "the mean is above 0" from a symmetric test's two-sided p-values.
+
+    For a symmetric statistic (the t-test of :func:`summarise_rows`): ``p/2`` where the mean is above 0,
+    ``1 − p/2`` where it is not.
+    """
+    p, mean = np.asarray(p_two_sided, dtype=np.float64), np.asarray(mean, dtype=np.float64)
+    return np.where(mean > 0, p / 2, 1 - p / 2)
+
+
+def fdr_q_values(p_two_sided: Float[np.ndarray, " row"], mean: Float[np.ndarray, " row"]) -> Float[np.ndarray, " row"]:
+    """Benjamini–Hochberg adjusted one-sided p-values (q-values) of "the effect is above 0", over all rows.
+
+    The false discovery rate control of an atlas's flag rule (Benjamini & Hochberg 1995; via
+    ``scipy.stats.false_discovery_control``): flagging the rows with ``q < α`` expects at most a share
+    ``α`` of them to have no positive effect, where raw p < α over ~300 components would expect ~15
+    false flags by chance alone.
+
+    Args:
+        p_two_sided: Two-sided p-values of a symmetric test against 0, ``[row]``.
+        mean: The rows' means (their sign picks the side), ``[row]``.
+
+    Returns:
+        ``[row]`` q-values in [0, 1] (empty for no rows).
+    """
+    p1 = one_sided_p(p_two_sided, mean)
+    if p1.size == 0:
+        return p1
+    return np.clip(stats.false_discovery_control(p1, method="bh"), 0.0, 1.0)
 
 
 @dataclass(frozen=True)

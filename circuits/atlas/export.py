@@ -3,9 +3,11 @@
 ``circuits atlas export ATLAS --format csv|parquet|markdown`` writes them; the tables are
 :func:`components_table` and :func:`edges_table` (pandas), so a notebook gets the same rows.
 
-The adjusted p-value is Benjamini-Hochberg's (Benjamini & Hochberg 1995, via
-:func:`scipy.stats.false_discovery_control`), taken over the components of one behaviour: with ~300
-components per behaviour, a raw p < 0.05 alone is expected ~15 times by chance.
+The adjusted p-value is the flag rule's Benjamini-Hochberg q-value (Benjamini & Hochberg 1995;
+:func:`circuits.stats.fdr_q_values`) of the one-sided test "the effect is above 0", taken over the
+components of one behaviour: with ~300 components per behaviour, a raw p < 0.05 alone is expected ~15
+times by chance. Atlases that record it (``q_value``) give theirs; for older ones it is computed from
+the stored means and p-values by the same function.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control
 
 from circuits.atlas.frames import atlas_dataframe
 from circuits.atlas.schema import Atlas
 from circuits.io import atomic_write_bytes, atomic_write_text
+from circuits.stats import fdr_q_values
 
 ExportFormat = Literal["csv", "parquet", "markdown"]
 FORMATS: tuple[ExportFormat, ...] = ("csv", "parquet", "markdown")
@@ -29,12 +32,21 @@ def components_table(atlas: Atlas) -> pd.DataFrame:
     """One row per component × behaviour: effect mean, std, n, 95% CI, raw p-value, BH-adjusted p-value, flag.
 
     Returns:
-        :meth:`Atlas.to_dataframe` plus ``p_value_bh`` (Benjamini-Hochberg within each behaviour).
+        :meth:`Atlas.to_dataframe` plus ``p_value_bh`` (the flag rule's Benjamini-Hochberg q-value within
+        each behaviour: the recorded ``q_value``, else computed by :func:`circuits.stats.fdr_q_values`).
     """
     df = atlas_dataframe(atlas)
     if df.empty:
         return df.assign(p_value_bh=pd.Series(dtype=float))
-    df["p_value_bh"] = df.groupby("behaviour", sort=False)["p_value"].transform(lambda p: false_discovery_control(p.to_numpy(), method="bh"))
+    q = []
+    for b in atlas.behaviours:
+        stored = [c.q_value for c in b.components]
+        if all(v is not None for v in stored):
+            q.extend(stored)
+        else:
+            p, mean = np.array([c.effect.p_value for c in b.components]), np.array([c.effect.mean for c in b.components])
+            q.extend(fdr_q_values(p, mean).tolist())
+    df["p_value_bh"] = q
     return df
 
 

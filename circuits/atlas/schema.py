@@ -15,8 +15,10 @@ behaviour, and any causal-tracing grids:
   with the rule that flagged it.
 
 Flag rule: a component is flagged when its mean primary effect is at least the behaviour's
-``threshold`` *and* its 95% bootstrap CI lies above 0 (:attr:`EffectStats.above_zero`, one-sided: a
-component carries a behaviour only with a positive effect). A method with a stochastic intervention
+``threshold``, its 95% bootstrap CI lies above 0 (:attr:`EffectStats.above_zero`, one-sided: a
+component carries a behaviour only with a positive effect) *and* its Benjamini–Hochberg q-value over
+the behaviour's components is below 0.05 (``q_value``: the false discovery rate is controlled at 5%).
+Atlases written before the q-value record ``flag_rule`` without it and ``q_value`` ``None``. A method with a stochastic intervention
 (``resample``, ``noise``) must record at least 3 seeds (validated), so that its effects can be checked
 for one sign across seeds (:func:`circuits.probing.scores.significant_across_seeds`).
 
@@ -145,6 +147,10 @@ class ComponentEntry(_Frozen):
     effects: dict[str, EffectStats] = Field(default_factory=dict)
     scores: dict[str, float] = Field(default_factory=dict)
     flagged: bool
+    q_value: float | None = Field(default=None, ge=0, le=1)
+    """Benjamini–Hochberg adjusted one-sided p-value of the primary effect being above 0, over the
+    behaviour's components (:func:`circuits.stats.fdr_q_values`; the flag rule's false discovery rate
+    control). ``None`` in atlases written before it: their ``flag_rule`` names the rule they used."""
     traced: bool | None = None
     """Flagged by noise-restoration tracing at this granularity (seed 004: ``Δ log P(y_h) > τ``;
     :mod:`circuits.probing.component_tracing`); ``None`` where not traced."""

@@ -76,3 +76,35 @@ def test_builders_take_token_groups(llama):
     assert edits[5].components == (ResidRef(1, None),)
     with pytest.raises(ValueError, match="out of range"):
         mean_difference(llama, groups, 9)
+
+
+def test_the_flag_rule_controls_the_false_discovery_rate():
+    """Planted: 2 strong components, 1 weakly positive one (its 95% CI above 0, raw one-sided p ≈ 0.01)
+    and 57 null ones. Without FDR control the weak one is flagged; with Benjamini–Hochberg over 60 it is not."""
+    import numpy as np
+
+    from circuits.atlas.build import FDR, behaviour_from_patching
+    from circuits.probing.effects import Effects, Method
+    from circuits.sites import all_heads
+    from circuits.stats import fdr_q_values
+
+    rng = np.random.default_rng(0)
+    n = 30
+    rows = [1.0 + 0.1 * rng.standard_normal(n), 0.8 + 0.1 * rng.standard_normal(n)]
+    weak = rng.standard_normal(n)
+    weak = (weak - weak.mean()) / weak.std(ddof=1) + 0.5  # mean 0.5, std 1: t = 0.5 * sqrt(30) ≈ 2.74
+    rows.append(weak)
+    rows += [rng.standard_normal(n) * 0.3 for _ in range(57)]
+    values = torch.tensor(np.stack(rows))
+    heads = all_heads(6, 10)
+    effects = Effects(tuple(heads), values, "normalised", Method("activation_patching", "swap", "denoising", "logit_diff (logits)"),
+                      clean_metric=torch.ones(n), corrupted_metric=torch.zeros(n))
+    b = behaviour_from_patching(effects, suite=load_suite("gender-occupation"), split="build", metric="logit_diff", threshold=0.3, seed=0)
+    entry = {c.id: c for c in b.components}
+    weak_entry = entry[str(heads[2])]
+    assert weak_entry.effect.mean >= 0.3 and weak_entry.effect.above_zero  # the old rule flags it
+    assert weak_entry.effect.p_value / 2 < 0.05 and weak_entry.q_value >= FDR and not weak_entry.flagged
+    assert [c.id for c in b.flagged()] == [str(heads[0]), str(heads[1])]
+    stats = [c.effect for c in b.components]
+    assert np.allclose([c.q_value for c in b.components], fdr_q_values(np.array([s.p_value for s in stats]), np.array([s.mean for s in stats])))
+    assert "Benjamini-Hochberg q < 0.05 over 60 components" in b.flag_rule

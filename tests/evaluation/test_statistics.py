@@ -54,3 +54,13 @@ def test_mcnemar_power_matches_a_simulation_and_the_detectable_drop_is_the_first
 def test_a_permutation_over_one_item_has_nothing_to_permute():
     b, a, lo, hi, p = stats.paired_permutation(lambda rows: float(np.sum(rows)), 1)
     assert (b, a, lo, hi, p) == (0.0, 1.0, 1.0, 1.0, 1.0)
+
+
+def test_fdr_q_values_are_benjamini_hochberg_on_one_sided_p_by_hand():
+    # Two-sided t-test p-values and means of 4 components. One-sided p of "effect > 0": p/2 where the
+    # mean is positive, 1 - p/2 where not: (0.005, 0.02, 0.015, 0.95). BH by hand: sorted
+    # (0.005, 0.015, 0.02, 0.95) * 4 / rank = (0.02, 0.03, 0.02667, 0.95); running minimum from the top
+    # gives (0.02, 0.02667, 0.02667, 0.95), back in the input order.
+    q = stats.fdr_q_values(np.array([0.01, 0.04, 0.03, 0.1]), np.array([1.0, 0.5, 0.2, -0.3]))
+    assert np.allclose(q, [0.02, 0.02666667, 0.02666667, 0.95])
+    assert stats.fdr_q_values(np.zeros(0), np.zeros(0)).shape == (0,)
