@@ -105,5 +105,6 @@ clean:
 # Every generated results page under docs/results/ from its committed results file (no model, no measuring).
 results: setup
 	$(PY) scripts/bos_policy.py --page-only
+	$(PY) scripts/atlas_page.py
 	$(PY) scripts/time_targets.py --page-only
 	$(PY) -m circuits.cli.reference > docs/cli-reference.md.tmp && mv docs/cli-reference.md.tmp docs/cli-reference.md

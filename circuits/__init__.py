@@ -7,7 +7,7 @@ The public surface is this module (``import circuits``); it covers the workflow 
     lm = circuits.load("smollm2-135m")                     # a hooked model (TransformerLens bridge + HF twin)
     suite = circuits.suite("gender-occupation")            # counterfactual prompt pairs (clean vs corrupted)
     atlas = circuits.scan(lm, suite, max_pairs=1)          # activation patching of every head and MLP
-    edit = circuits.build_edit(lm, atlas, suite, circuits.recipe("ablation", k=3))
+    edit = circuits.build_edit(lm, atlas, suite, circuits.recipe("ablation", k=3, select="top"))
     with circuits.edited(lm, edit):                        # hooks on, removed on exit
         print(circuits.generate(lm, "The nurse said that", max_new_tokens=8))
 

@@ -47,7 +47,10 @@ def _old_text(rev: str, path: str) -> str | None:
 
 
 def behaviour_change(old, new) -> dict:  # noqa: ANN001 - two Behaviour records
-    """Top components, flagged sets and the rank agreement of all effects, old vs new."""
+    """Top components, flagged sets and the rank agreement of all effects, old vs new (both flagged by the current rule)."""
+    from circuits.atlas.build import apply_flag_rule
+
+    old, new = apply_flag_rule(old), apply_flag_rule(new)  # the old atlases predate the FDR control: one rule for both sides
     o = {c.id: c for c in old.components}
     n = {c.id: c for c in new.components}
     shared = sorted(set(o) & set(n))

@@ -42,3 +42,12 @@ def test_pytest_output_is_parsed_into_counts_and_slowest_tests():
         got = timing.parse_pytest("....... [100%]\n" + slow + summary)  # pytest's summary line with and without -q
         assert got["counts"] == {"passed": 1038, "failed": 2, "deselected": 3} and got["pytest_seconds"] == 1200.55, summary
         assert got["slowest"][0] == {"test": "tests/test_a.py::test_x", "phase": "call", "seconds": 12.5}
+
+
+def test_the_atlas_page_table_is_generated_from_the_committed_atlas():
+    from circuits.atlas.schema import Atlas
+
+    page = _script("atlas_page")
+    text = (ROOT / "docs/results/atlas.md").read_text(encoding="utf-8")
+    assert text == page.page(text, Atlas.load(page.ATLAS))
+    assert page.BEGIN in text and "| gender-occupation | harmful |" in text

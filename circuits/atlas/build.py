@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,22 +161,15 @@ def behaviour_from_patching(
         ig_steps=m.ig_steps, seeds=[seed],
     )
     stats = effect_stats(result.effects, seed=seed)
-    q = fdr_q_values(np.array([s.p_value for s in stats]), np.array([s.mean for s in stats]))
     extra_stats = [(m, effect_stats(v, seed=seed)) for m, v in extra]
-    entries = []
-    for i, (c, s) in enumerate(zip(result.components, stats)):
-        entries.append(
-            ComponentEntry(
-                id=str(c),
-                kind=c.kind,  # type: ignore[arg-type]
-                effect=s,
-                effects={m.key: st[i] for m, st in extra_stats},
-                scores={k: float(v[i]) for k, v in (scores or {}).items()},
-                flagged=bool(s.mean >= threshold and s.above_zero and q[i] < FDR),
-                q_value=float(q[i]),
-            )
+    entries = [
+        ComponentEntry(
+            id=str(c), kind=c.kind, effect=s, effects={m.key: st[i] for m, st in extra_stats},  # type: ignore[arg-type]
+            scores={k: float(v[i]) for k, v in (scores or {}).items()}, flagged=False,
         )
-    return Behaviour(
+        for i, (c, s) in enumerate(zip(result.components, stats))
+    ]
+    b = Behaviour(
         name=suite.name,
         kind=suite.kind,
         suite=SuiteRef(name=suite.name, content_hash=suite.content_hash, n_pairs=result.effects.shape[1], split=split),
@@ -184,10 +178,47 @@ def behaviour_from_patching(
         corrupted_metric_mean=float(corrupted_metric.mean()),
         methods=[primary, *(m for m, _ in extra)],
         threshold=threshold,
-        flag_rule=f"mean >= {threshold:.4g}, 95% CI above 0 and Benjamini-Hochberg q < {FDR:g} over {len(entries)} components ({primary.key}, {result.unit})",
+        flag_rule="",
         components=entries,
         summary=summary or {},
     )
+    return apply_flag_rule(b, unit=result.unit)
+
+
+def apply_flag_rule(behaviour: Behaviour, *, unit: str | None = None) -> Behaviour:
+    """The behaviour with every component flagged by the flag rule, from its stored statistics.
+
+    Flagged: mean primary effect ≥ the behaviour's ``threshold``, 95% bootstrap CI above 0, and
+    Benjamini–Hochberg q-value (:func:`circuits.stats.fdr_q_values`, over the behaviour's components)
+    below :data:`FDR`. The q-values are recorded (``q_value``) and ``flag_rule`` states the rule. The
+    one place the rule is applied: :func:`behaviour_from_patching` uses it, and so does re-flagging an
+    atlas written under an older rule (it needs only the stored means and p-values).
+
+    Args:
+        behaviour: A behaviour whose components carry their primary effect's statistics.
+        unit: The primary effect's unit, named in ``flag_rule`` (``"normalised"``, ``"nats"``…); ``None``:
+            the one the behaviour's ``flag_rule`` names (its last parenthesis, ``(method, unit)``).
+
+    Returns:
+        A copy with ``flagged``, ``q_value`` and ``flag_rule`` set.
+
+    Raises:
+        ValueError: ``unit=None`` and the behaviour's ``flag_rule`` names none.
+    """
+    if unit is None:
+        found = re.search(r", ([^,()]+)\)$", behaviour.flag_rule)
+        if found is None:
+            raise ValueError(f"behaviour {behaviour.name!r}: no unit in its flag rule {behaviour.flag_rule!r}; pass unit=")
+        unit = found.group(1)
+    cs = behaviour.components
+    q = fdr_q_values(np.array([c.effect.p_value for c in cs]), np.array([c.effect.mean for c in cs]))
+    t = behaviour.threshold
+    components = [
+        c.model_copy(update={"flagged": bool(c.effect.mean >= t and c.effect.above_zero and qi < FDR), "q_value": float(qi)})
+        for c, qi in zip(cs, q)
+    ]
+    rule = f"mean >= {t:.4g}, 95% CI above 0 and Benjamini-Hochberg q < {FDR:g} over {len(cs)} components ({behaviour.methods[0].key}, {unit})"
+    return behaviour.model_copy(update={"components": components, "flag_rule": rule})
 
 
 def trace_record(

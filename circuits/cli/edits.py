@@ -41,7 +41,7 @@ from circuits.cli.common import (
     choice,
     console,
 )
-from circuits.editing.build import Granularity
+from circuits.editing.build import Granularity, Selector
 from circuits.editing.kinds import FORMS, KINDS
 from circuits.editing.recipes import OBJECTIVES, PRESETS
 from circuits.editing.registry_docs import cli_help
@@ -53,6 +53,7 @@ FormChoice = choice("FormChoice", FORMS)
 ObjectiveChoice = choice("ObjectiveChoice", OBJECTIVES)
 GranularityChoice = choice("GranularityChoice", get_args(Granularity))
 ModeChoice = choice("ModeChoice", ("zero", "mean", "resample"))
+SelectChoice = choice("SelectChoice", get_args(Selector))
 
 EDIT_HELP = (
     "Build an edit from an atlas (on the build split), evaluate it on held-out data, and save it.\n\n"
@@ -121,6 +122,7 @@ def edit(
     k: Annotated[int | None, typer.Option(help="Components: flagged heads, or neurons with --granularity neuron (default 3).")] = None,
     granularity: Annotated[GranularityChoice | None, typer.Option(help="Heads, or neurons of the flagged MLP layers (by attribution); default head.", show_default=False)] = None,
     mode: Annotated[ModeChoice | None, typer.Option(help="Ablation mode (default mean).", show_default=False)] = None,
+    select: Annotated[SelectChoice, typer.Option(help="Components: those the atlas flags, the top by effect flagged or not (a first look at a scan of few pairs), by ICP's R score, or flagged by tracing.")] = SelectChoice("flagged"),  # type: ignore[call-arg]
     alpha: Annotated[float | None, typer.Option(help="Scaling factor (scaling), low-rank scale (low_rank) or AIFS's α.")] = None,
     layer: Annotated[int | None, typer.Option(help="Layer of steering / directional ablation / AIFS (default: strongest flagged head's).")] = None,
     coefficient: Annotated[float | None, typer.Option(help="Steering coefficient (default -1: away from the clean side).")] = None,
@@ -150,7 +152,7 @@ def edit(
     from circuits.atlas.schema import Atlas, AtlasError
     from circuits.editing import EditError, apply_edit, save_edit
     from circuits.editing.build import check_atlas
-    from circuits.editing.recipes import build_edit, parse_options
+    from circuits.editing.recipes import build_edit
     from circuits.editing.recipes import recipe as make_recipe
     from circuits.evaluation import run as evaluation
     from circuits.model import generate
@@ -177,11 +179,12 @@ def edit(
         recipe = make_recipe(
             preset.value if preset is not None else (kind.value if kind is not None else "ablation"),
             form=None if form is None else form.value, objective=None if objective is None else objective.value,  # type: ignore[arg-type]
+            select=select.value,  # type: ignore[arg-type]
         )
         if "seed" not in recipe.options():
             options.pop("seed")  # a method without randomness: --seed is the evaluation's only
         recipe = recipe.with_options(**{name: v for name, v in options.items() if v is not None})
-        recipe = recipe.with_options(**parse_options(recipe, param or []))
+        recipe = recipe.with_assignments(param or [])
     except EditError as e:
         _fail(str(e))
     layer = recipe.options().get("layer")

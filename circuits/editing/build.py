@@ -34,7 +34,7 @@ from circuits.sites import Component, HeadRef, NeuronRef, ResidRef, parse_compon
 from circuits.suites import PromptPair, Suite
 
 Granularity = Literal["head", "neuron"]
-Selector = Literal["flagged", "R", "tracing"]
+Selector = Literal["flagged", "top", "R", "tracing"]
 
 
 def suite_record(suite: Suite, split: str, pairs: Sequence[PromptPair]) -> dict[str, str | int]:
@@ -104,6 +104,8 @@ def select_components(
     """The components an atlas points at, at head or neuron granularity.
 
     Selectors (``by``): ``"flagged"`` — the behaviour's flagged components (largest effect first);
+    ``"top"`` — the components with the largest mean primary effect, flagged or not (a first look at a
+    scan of too few pairs for the flag rule's test: on one pair no component can pass it);
     ``"R"`` — ICP's pruning priority, the largest seed-000 ``R = β SSS + (1 − β) IDS`` scores
     (:mod:`circuits.probing.scores`), the top ``rate`` fraction (10/30/50%) when ``rate`` is given, else
     the top ``k``; ``"tracing"`` — the components flagged by head/neuron noise-restoration tracing
@@ -118,7 +120,7 @@ def select_components(
             flagged MLP layers by attribution-patching effect on ``groups`` with ``metric``).
         groups: Prompt pairs that rank neurons.
         metric: The behaviour metric that ranks neurons.
-        by: ``"flagged"``, ``"R"`` or ``"tracing"`` (see above).
+        by: ``"flagged"``, ``"top"``, ``"R"`` or ``"tracing"`` (see above).
         rate: With ``by="R"``: the fraction of the scored components to take (overrides ``k``).
 
     Returns:
@@ -133,7 +135,7 @@ def select_components(
         raise ValueError(f"k must be >= 1, got {k}")
     check_atlas(model, atlas)
     b = atlas.behaviour(behaviour)
-    if by != "flagged":
+    if by in ("R", "tracing"):
         kind = "head" if granularity == "head" else "neuron"
         pool = [c for c in b.components if c.kind == kind]
         if by == "R":
@@ -148,9 +150,16 @@ def select_components(
             raise AtlasError(f"behaviour {b.name!r} has no {kind} flagged by tracing (record_tracing)")
         return tuple(parse_component(c.id) for c in traced[:k])
     want = "head" if granularity == "head" else "mlp"
-    flagged = [parse_component(c.id) for c in b.flagged() if c.kind == want]
+    if by == "top":
+        flagged = [parse_component(c.id) for c in b.top(len(b.components), kind=want)]
+    else:
+        flagged = [parse_component(c.id) for c in b.flagged() if c.kind == want]
     if not flagged:
-        raise AtlasError(f"behaviour {b.name!r} flags no {want}; nothing to select")
+        n = max((c.effect.n for c in b.components), default=0)
+        raise AtlasError(
+            f"behaviour {b.name!r} flags no {want}; nothing to select (flag rule: {b.flag_rule}; scanned on {n} "
+            f"pair{'s' if n != 1 else ''}). Scan more pairs, or select the top components by effect (select='top')"
+        )
     if granularity == "head":
         return tuple(flagged[:k])
     if not groups or metric is None:

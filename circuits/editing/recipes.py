@@ -33,6 +33,7 @@ from circuits.editing.aifs import aifs_from_atlas
 from circuits.editing.baselines import LORA_ALL_LR, full_ft_edit, lora_all_edit
 from circuits.editing.build import (
     Granularity,
+    Selector,
     ablation_edit,
     check_atlas,
     direction_edit,
@@ -82,12 +83,12 @@ def _build_pairs(model: HookedLM, suite: Suite) -> tuple[Prepared, dict[str, str
     return prepare(model, pairs, suite.metric), suite_record(suite, "build", pairs)
 
 
-def _select(model: HookedLM, atlas: Atlas, behaviour: str, data: Prepared, k: int, granularity: Granularity) -> tuple:
-    return select_components(model, atlas, behaviour, k=k, granularity=granularity, groups=data.groups, metric=data.metric)
+def _select(model: HookedLM, atlas: Atlas, behaviour: str, data: Prepared, k: int, granularity: Granularity, by: Selector) -> tuple:
+    return select_components(model, atlas, behaviour, k=k, granularity=granularity, groups=data.groups, metric=data.metric, by=by)
 
 
-def _layer(model: HookedLM, atlas: Atlas, behaviour: str, layer: int | None) -> int:
-    return layer if layer is not None else select_components(model, atlas, behaviour, k=1)[0].layer
+def _layer(model: HookedLM, atlas: Atlas, behaviour: str, layer: int | None, by: Selector) -> int:
+    return layer if layer is not None else select_components(model, atlas, behaviour, k=1, by=by)[0].layer
 
 
 def _named(suite: Suite, behaviour: str | None) -> str:
@@ -97,33 +98,33 @@ def _named(suite: Suite, behaviour: str | None) -> str:
 def _ablation(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: AblationParams = r.params
     data, record = _build_pairs(model, suite)
-    comps = _select(model, atlas, _named(suite, b), data, p.k, p.granularity)
+    comps = _select(model, atlas, _named(suite, b), data, p.k, p.granularity, r.select)
     return ablation_edit(model, comps, data.groups, mode=p.mode, form=r.form, seed=p.seed, suite=record)  # type: ignore[arg-type]
 
 
 def _scaling(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: ScalingParams = r.params
     data, record = _build_pairs(model, suite)
-    return scaling_edit(model, _select(model, atlas, _named(suite, b), data, p.k, p.granularity), alpha=p.alpha, form=r.form, suite=record)  # type: ignore[arg-type]
+    return scaling_edit(model, _select(model, atlas, _named(suite, b), data, p.k, p.granularity, r.select), alpha=p.alpha, form=r.form, suite=record)  # type: ignore[arg-type]
 
 
 def _steering(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: SteeringParams = r.params
     data, record = _build_pairs(model, suite)
-    layer = _layer(model, atlas, _named(suite, b), p.layer)
+    layer = _layer(model, atlas, _named(suite, b), p.layer, r.select)
     return steering_edit(model, data.groups, layer=layer, coefficient=p.coefficient, form=r.form, suite=record)  # type: ignore[arg-type]
 
 
 def _direction(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: DirectionParams = r.params
     data, record = _build_pairs(model, suite)
-    return direction_edit(model, data.groups, layer=_layer(model, atlas, _named(suite, b), p.layer), form=r.form, suite=record)  # type: ignore[arg-type]
+    return direction_edit(model, data.groups, layer=_layer(model, atlas, _named(suite, b), p.layer, r.select), form=r.form, suite=record)  # type: ignore[arg-type]
 
 
 def _offset(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: OffsetParams = r.params
     data, _ = _build_pairs(model, suite)
-    comps = _select(model, atlas, _named(suite, b), data, p.k, p.granularity)
+    comps = _select(model, atlas, _named(suite, b), data, p.k, p.granularity, r.select)
     return offset_edit(model, comps, TrainingData.from_suite(model, suite), objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
 
@@ -133,7 +134,7 @@ def _low_rank(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: Edi
         data = TrainingData.from_suite(model, suite)
         return lora_all_edit(model, data, rank=p.rank, alpha=p.alpha, objective=r.objective, config=p.train)  # type: ignore[arg-type]
     pairs, _ = _build_pairs(model, suite)
-    comps = _select(model, atlas, _named(suite, b), pairs, p.k, p.granularity)
+    comps = _select(model, atlas, _named(suite, b), pairs, p.k, p.granularity, r.select)
     data = TrainingData.from_suite(model, suite)
     return low_rank_edit(model, comps, data, rank=p.rank, alpha=p.alpha, objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
@@ -141,7 +142,7 @@ def _low_rank(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: Edi
 def _neuron_repair(model: HookedLM, atlas: Atlas, suite: Suite, b: str | None, r: EditRecipe) -> Edit:
     p: NeuronRepairParams = r.params
     data, _ = _build_pairs(model, suite)
-    neurons = _select(model, atlas, _named(suite, b), data, p.k, "neuron")
+    neurons = _select(model, atlas, _named(suite, b), data, p.k, "neuron", r.select)
     return neuron_repair_edit(model, neurons, TrainingData.from_suite(model, suite), objective=r.objective, config=p.train)  # type: ignore[arg-type]
 
 
@@ -254,12 +255,16 @@ class EditRecipe:
         form: The edit's default form (``"hooks"`` or ``"weights"``).
         objective: How its tensors are found (a :class:`Method` of the kind).
         params: An instance of the method's parameters type.
+        select: The atlas components acted on (``by`` of :func:`~circuits.editing.build.select_components`):
+            ``"flagged"`` (default), ``"top"`` (largest mean effects, flagged or not: a first look at a scan of too
+            few pairs to flag anything), ``"R"`` or ``"tracing"``; recorded in the edit's ``suite`` unless ``"flagged"``.
     """
 
     kind: str
     form: Form | None = None
     objective: str | None = None
     params: Any = None
+    select: Selector = "flagged"
 
     def __post_init__(self) -> None:
         """Resolve the defaults and validate everything before any work (a wrong option fails here, not after a model load).
@@ -273,6 +278,7 @@ class EditRecipe:
         params = m.params() if self.params is None else self.params
         if type(params) is not m.params:
             raise EditError(f"{self.kind} by {m.objective} takes {m.params.__name__}, got {type(params).__name__}")
+        check_value("select", self.select, Selector)
         spec = KINDS[self.kind]
         form = spec.forms[0] if self.form is None else self.form
         spec.check_form(form, {k: v for k, (v, _) in flat_fields(params).items()})
@@ -313,6 +319,21 @@ class EditRecipe:
             check_value(name, value, known[name][1])
         return replace(self, params=set_fields(self.params, options))
 
+    def with_assignments(self, assignments: Sequence[str]) -> EditRecipe:
+        """A copy with ``NAME=VALUE`` strings (the CLI's ``--param``: ``"bounds=0,1.2"``, ``"layer=none"``) set, each parsed by its parameter's type.
+
+        Raises:
+            EditError: No ``=``, an option this method does not take, or a value that does not parse or is out of range.
+        """
+        types_ = {k: hint for k, (_, hint) in flat_fields(self.params).items()}
+        options: dict[str, Any] = {}
+        for a in assignments:
+            name, eq, text = (part.strip() for part in a.partition("="))
+            if not eq or name not in types_:
+                raise EditError(f"{name} does not apply to {self}; its options: {', '.join(types_)}" if eq else f"--param takes NAME=VALUE, got {a!r}")
+            options[name] = parse_value(name, text, types_[name])
+        return self.with_options(**options)
+
     def with_shared(self, **options: Any) -> EditRecipe:
         """A copy with those of ``options`` this method takes set, the others skipped.
 
@@ -330,32 +351,6 @@ class EditRecipe:
         return f"{self.kind} ({self.form}, {self.objective})"
 
 
-def parse_options(recipe: EditRecipe, assignments: Sequence[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` strings (the CLI's ``--param``) → typed options of ``recipe``'s method.
-
-    Args:
-        recipe: The recipe the options are for.
-        assignments: e.g. ``["pop_size=6", "bounds=0,1.2", "layer=none"]``.
-
-    Returns:
-        ``{name: value}``, each parsed by its parameter's type (validated by :meth:`EditRecipe.with_options`).
-
-    Raises:
-        EditError: No ``=``, an option the method does not take, or a value that does not parse.
-    """
-    types_ = {k: hint for k, (_, hint) in flat_fields(recipe.params).items()}
-    out: dict[str, Any] = {}
-    for a in assignments:
-        name, eq, text = a.partition("=")
-        name = name.strip()
-        if not eq:
-            raise EditError(f"--param takes NAME=VALUE, got {a!r}")
-        if name not in types_:
-            raise EditError(f"{name} does not apply to {recipe}; its options: {', '.join(types_)}")
-        out[name] = parse_value(name, text.strip(), types_[name])
-    return out
-
-
 #: Named recipes of the experiments: (kind, form, objective) combinations from :data:`METHODS`.
 PRESETS: dict[str, EditRecipe] = {
     "pruning": EditRecipe("ablation", form="weights"),
@@ -367,7 +362,9 @@ PRESETS: dict[str, EditRecipe] = {
 }
 
 
-def recipe(name: str, *, form: Form | None = None, objective: str | None = None, **options: Any) -> EditRecipe:
+def recipe(
+    name: str, *, form: Form | None = None, objective: str | None = None, select: Selector = "flagged", **options: Any
+) -> EditRecipe:
     """The recipe a kind or a preset names, with options set (what scripts and notebooks use).
 
     Args:
@@ -375,6 +372,7 @@ def recipe(name: str, *, form: Form | None = None, objective: str | None = None,
             given) or a preset (:data:`PRESETS`: its form and objective are fixed).
         form: The edit's default form (kinds only).
         objective: The objective (kinds only).
+        select: ``"flagged"`` or ``"top"`` (:attr:`EditRecipe.select`).
         **options: Parameters by option name (:meth:`EditRecipe.with_options`).
 
     Returns:
@@ -386,10 +384,10 @@ def recipe(name: str, *, form: Form | None = None, objective: str | None = None,
     if name in PRESETS:
         if form is not None or objective is not None:
             raise EditError(f"preset {name!r} fixes the kind, form and objective ({PRESETS[name]}); name a kind to choose them")
-        return PRESETS[name].with_options(**options)
+        return replace(PRESETS[name], select=select).with_options(**options)
     if name not in KINDS:
         raise EditError(f"unknown edit kind or preset {name!r}; kinds: {', '.join(KINDS)}; presets: {', '.join(PRESETS)}")
-    return EditRecipe(name, form=form, objective=objective).with_options(**options)
+    return EditRecipe(name, form=form, objective=objective, select=select).with_options(**options)
 
 
 def build_edit(model: HookedLM, atlas: Atlas, suite: Suite, recipe: EditRecipe, *, behaviour: str | None = None) -> Edit:
@@ -414,6 +412,8 @@ def build_edit(model: HookedLM, atlas: Atlas, suite: Suite, recipe: EditRecipe, 
     edit = recipe.method.build(model, atlas, suite, behaviour, recipe)
     if (edit.kind, edit.objective) != (recipe.kind, recipe.objective):
         raise AssertionError(f"the {recipe} builder made a {edit.kind} edit by {edit.objective}")  # a registry bug, not a user error
+    if recipe.select != "flagged":
+        edit = replace(edit, suite={**edit.suite, "select": recipe.select})
     return edit if edit.form == recipe.form else replace(edit, form=recipe.form)
 
 
@@ -445,6 +445,5 @@ _check_registry()
 
 __all__ = [
     "AIFSParams", "AblationParams", "CareParams", "DirectionParams", "EditRecipe", "LowRankParams", "METHODS", "Method", "NeuronRepairParams",
-    "OBJECTIVES", "OffsetParams", "PRESETS", "ScalingParams", "SteeringParams", "WeightDeltaParams", "build_edit", "method", "methods_of",
-    "parse_options", "recipe",
+    "OBJECTIVES", "OffsetParams", "PRESETS", "ScalingParams", "SteeringParams", "WeightDeltaParams", "build_edit", "method", "methods_of", "recipe",
 ]

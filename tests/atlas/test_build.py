@@ -108,3 +108,19 @@ def test_the_flag_rule_controls_the_false_discovery_rate():
     stats = [c.effect for c in b.components]
     assert np.allclose([c.q_value for c in b.components], fdr_q_values(np.array([s.p_value for s in stats]), np.array([s.mean for s in stats])))
     assert "Benjamini-Hochberg q < 0.05 over 60 components" in b.flag_rule
+
+
+def test_committed_atlases_are_flagged_by_the_current_rule():
+    """Every committed atlas records the flag rule's q-values and flags (re-flag with scripts/reflag_fdr.py after a rule change)."""
+    from pathlib import Path
+
+    from circuits.atlas.build import apply_flag_rule
+    from circuits.atlas.schema import Atlas
+
+    root = Path(__file__).resolve().parents[2]
+    paths = sorted((root / "atlas").rglob("*.atlas.json"))
+    assert paths
+    for path in paths:
+        for b in Atlas.load(path).behaviours:
+            assert apply_flag_rule(b) == b, f"{path.relative_to(root)}: {b.name} is not flagged by the current rule"
+            assert all(c.q_value is not None for c in b.components)

@@ -23,7 +23,6 @@ from circuits.editing.recipes import (
     ScalingParams,
     build_edit,
     methods_of,
-    parse_options,
     recipe,
 )
 from circuits.editing.registry_docs import kinds_markdown
@@ -117,12 +116,11 @@ def test_options_are_set_by_name_in_the_parameters_and_the_settings_they_nest():
     assert (r.params.k, r.params.rank, r.params.train.steps, r.params.train.lr) == (5, 2, 7, 0.5)
     care = recipe("care", candidates=8, pop_size=6, seed=3)
     assert (care.params.candidates, care.params.config.pop_size, care.params.config.seed) == (8, 6, 3)
-    parsed = parse_options(care, ["bounds=0, 1.2", "n_partitions=none", "progress=false", "accuracy_weight=0.25"])
-    assert parsed == {"bounds": (0.0, 1.2), "n_partitions": None, "progress": False, "accuracy_weight": 0.25}
-    assert care.with_options(**parsed).params.config.bounds == (0.0, 1.2)
+    parsed = care.with_assignments(["bounds=0, 1.2", "n_partitions=none", "progress=false", "accuracy_weight=0.25"]).params.config
+    assert (parsed.bounds, parsed.n_partitions, parsed.progress, parsed.accuracy_weight) == ((0.0, 1.2), None, False, 0.25)
     for bad, message in ((["pop_size"], "NAME=VALUE"), (["pop_size=x"], "cannot read 'x' as int"), (["rank=2"], "rank does not apply")):
         with pytest.raises(EditError, match=message):
-            parse_options(care, bad)
+            care.with_assignments(bad)
 
 
 def test_the_docs_are_generated_from_the_registry():

@@ -89,3 +89,23 @@ def test_select_components_by_r_takes_a_percentage(planted):
     atlas = Atlas(model=model_info(model), provenance=Provenance(packages={}, command="t", seeds=[0]), behaviours=[b])
     assert select_components(model, atlas, "name-sentiment", k=1, by="R") == (HeadRef(1, 1),)
     assert len(select_components(model, atlas, "name-sentiment", k=1, by="R", rate=0.5)) == 4
+
+
+def test_one_pair_flags_nothing_and_select_top_takes_the_largest_effects(planted):
+    """On one pair no component can pass the flag rule's test (p = 1); the error names the two ways out,
+    and ``by="top"`` ranks every head by its mean effect, flagged or not."""
+    from circuits.atlas.schema import AtlasError
+    from circuits.probing.patching import patch_groups
+
+    model, _, _ = planted
+    one, metric = P.spurious_pairs(1, seed=3)
+    heads = all_heads(2, 4)
+    effects = patch_groups(model, [one], metric, heads, progress=False)
+    b = behaviour_from_patching(effects, suite=load_suite("name-sentiment"), split="build", metric="m", threshold=0.1, seed=0)
+    atlas = Atlas(model=model_info(model), provenance=Provenance(packages={}, command="t", seeds=[0]), behaviours=[b])
+    assert not b.flagged() and all(c.effect.p_value == 1.0 and c.q_value >= 0.5 for c in b.components)  # no test on one pair
+    with pytest.raises(AtlasError, match=r"scanned on 1 pair\).*select='top'"):
+        select_components(model, atlas, "name-sentiment", k=2)
+    top = select_components(model, atlas, "name-sentiment", k=2, by="top")
+    means = {c.id: c.effect.mean for c in b.components}
+    assert [str(h) for h in top] == sorted(means, key=lambda i: -means[i])[:2]
