@@ -206,7 +206,7 @@ def apply_flag_rule(behaviour: Behaviour, *, unit: str | None = None) -> Behavio
         ValueError: ``unit=None`` and the behaviour's ``flag_rule`` names none.
     """
     if unit is None:
-        found = re.search(r", ([^,()]+)\)$", behaviour.flag_rule)
+        found = re.search(r"\([^(),]+, ([^()]+)\)$", behaviour.flag_rule)
         if found is None:
             raise ValueError(f"behaviour {behaviour.name!r}: no unit in its flag rule {behaviour.flag_rule!r}; pass unit=")
         unit = found.group(1)
