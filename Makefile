@@ -51,9 +51,10 @@ RUN := runs/quick
 scan: setup
 	@mkdir -p $(RUN)
 	$(VENV)/bin/circuits scan --suite gender-occupation --max-pairs 1 -o $(RUN)/gender-occupation.atlas.json
-	$(VENV)/bin/circuits edit $(RUN)/gender-occupation.atlas.json --k 3 --generations 2 -o $(RUN)/gender-occupation.ablation.json
+	$(VENV)/bin/circuits edit $(RUN)/gender-occupation.atlas.json --k 3 --select top --generations 2 -o $(RUN)/gender-occupation.ablation.json
 	$(VENV)/bin/circuits report $(RUN)/gender-occupation.atlas.json -o $(RUN)/report.html
 	@echo "written: $(RUN)/gender-occupation.atlas.json (atlas), $(RUN)/gender-occupation.ablation.{json,safetensors} (edit and its evaluation), $(RUN)/report.html (report)"
+	@echo "one pair flags nothing (the flag rule needs a test), so the edit took the 3 heads of largest effect (--select top); scan without --max-pairs for flagged components"
 
 # Every committed SmolLM2 atlas, circuit and the one-seed comparison of edit kinds, regenerated (1.5-2 h on 2 cores).
 atlases: setup

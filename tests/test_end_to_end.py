@@ -194,7 +194,7 @@ def test_a_scan_on_ray_equals_the_in_process_scan(real_model):
     for ca, cb in zip(a.components, b.components):
         assert ca.effect.mean == pytest.approx(cb.effect.mean, abs=1e-4)
         assert ca.scores["CE[mean,logit_diff]"] == pytest.approx(cb.scores["CE[mean,logit_diff]"], abs=1e-4)
-    assert {c.id for c in a.flagged()} == {c.id for c in b.flagged()}
+    assert [c.id for c in a.top(10)] == [c.id for c in b.top(10)]  # one pair flags nothing: compare the ranking
 
 
 @pytest.mark.equivalence
