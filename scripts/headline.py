@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +79,23 @@ def _fmt(mean: float, std: float, spec: str, n: int) -> str:
     return f"{mean:{spec}}" + (f" ± {std:{spec.lstrip('+')}}" if n > 1 else "")
 
 
+def grid(args: argparse.Namespace):  # noqa: ANN201 - a circuits.experiments.Grid
+    """The headline grid: this script's configuration of :func:`circuits.experiments.run_grid`."""
+    from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR
+    from circuits.experiments import Grid, Row
+    from circuits.model import cache_root
+
+    lr = {"full_ft": args.full_ft_lr or FULL_FT_LR, "lora_all": args.lora_all_lr or LORA_ALL_LR}
+    rows = tuple(
+        Row(kind, kind, {**RECIPES.get(kind, {}), **({"lr": lr[kind]} if kind in lr else {})}, seeded=kind in TRAINED, baseline=kind in BASELINES)
+        for kind in args.kinds
+    )
+    return Grid(
+        suites=tuple(args.suites), rows=rows, seeds=tuple(args.seeds), shared={"steps": args.steps, "progress": False},
+        direction_layers=tuple(LAYERS), save_edits_mb=MAX_SAVED_MB, evaluate={"baseline_cache": cache_root() / "measurements"},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="*", default=SUITES)
@@ -99,125 +114,32 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from circuits.atlas.build import package_versions
     from circuits.atlas.schema import Atlas
-    from circuits.editing import load_edit, save_edit
     from circuits.editing.baselines import FULL_FT_LR, LORA_ALL_LR
-    from circuits.editing import EditError
-    from circuits.editing.aifs import answer_labels, spread_pairs
-    from circuits.editing.recipes import build_edit, recipe
-    from circuits.experiments import choose_direction_layer
     from circuits.editing.train import TrainConfig
-    from circuits.evaluation.run import EvalReport, evaluate, seed_table
+    from circuits.experiments import aggregate, remeasure, run_grid
     from circuits.io import atomic_write_text
-    from circuits.model import cache_root, load_model
+    from circuits.model import load_model
     from circuits.suites import load_suite
 
-    model = load_model("smollm2-135m")
+    g = grid(args)
+    model = None if args.table_only else load_model("smollm2-135m")
     atlas = Atlas.load(args.atlas)
-    (OUT / "reports").mkdir(parents=True, exist_ok=True)
+    suites = lambda name: load_suite(name, model=model)  # noqa: E731
 
-    def build(suite, kind: str, seed: int):  # noqa: ANN001, ANN202
-        """The edit of (suite, kind or preset, seed) as the table builds it; returns (edit, build seconds, layer sweep or None)."""
-        t = time.perf_counter()
-        r = recipe(kind, **RECIPES.get(kind, {}))
-        sweep = None
-        if r.kind == "directional_ablation":  # its layer is chosen on the build split
-            layer, sweep = choose_direction_layer(model, suite, LAYERS, form=r.form)  # type: ignore[arg-type]
-            r = r.with_options(layer=layer)
-        lr = {"full_ft": {"lr": args.full_ft_lr or FULL_FT_LR}, "lora_all": {"lr": args.lora_all_lr or LORA_ALL_LR}}.get(kind, {})
-        # Seeds vary the trained rows only (the others are built once, with the first seed), as before.
-        r = r.with_shared(steps=args.steps, progress=False, **({"seed": seed} if kind in TRAINED else {}), **lr)
-        edit = build_edit(model, atlas, suite, r)
-        return edit, time.perf_counter() - t, sweep
-
-    def remeasure(path: Path, suite, kind: str, seed: int) -> None:  # noqa: ANN001
-        """Replace the measures of ``args.remeasure`` groups in one written report (see ``--remeasure``)."""
-        raw = json.loads(path.read_text())
-        done = {g for r in raw.get("remeasured", []) for g in r["groups"]}
-        if set(args.remeasure) <= done:
+    def say(cell) -> None:  # noqa: ANN001 - a circuits.experiments.Cell
+        if cell.reused:
+            print(f"reuse {cell.path.name}", flush=True)
             return
-        saved = OUT / "edits" / f"{suite.name}.{kind}.json"
-        from_saved = seed == args.seeds[0] and saved.exists()
-        edit = load_edit(saved) if from_saved else build(suite, kind, seed)[0]
-        groups = ("suites", *args.remeasure)
-        part = evaluate(model, edit, suite=suite, baseline_cache=cache_root() / "measurements", groups=groups, seed=seed)  # type: ignore[arg-type]
-        old = report_of(raw)
-        target = f"bias_gap.{suite.name}"
-        was, now = old.get(target).after, part.get(target).after
-        if not math.isclose(was, now, rel_tol=1e-4, abs_tol=1e-5):
-            raise SystemExit(f"{path.name}: the rebuilt edit does not reproduce the report ({target} after {now:.6f}, report {was:.6f}); rerun it instead")
-        new = {m.name: m for m in part.measures if not m.name.startswith("bias_gap.")}
-        report = replace(old, measures=tuple(new.get(m.name, m) for m in old.measures))
-        record = {"groups": list(args.remeasure), "date": time.strftime("%Y-%m-%d"), "edit": "saved seed-0 edit" if from_saved else f"rebuilt from seed {seed}",
-                  "check": f"{target} after reproduced: {now:.6f} (report {was:.6f})", "measures": sorted(new)}
-        raw = {"cost": raw["cost"], "report": report.as_dict(), "remeasured": [*raw.get("remeasured", []), record]}
-        atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
-        if from_saved:
-            save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), saved, packages=package_versions())
-        print(f"remeasured {path.name}: " + ", ".join(f"{n} {old.get(n).after:.3f} -> {m.after:.3f} (before {m.before:.3f})" for n, m in new.items()), flush=True)
+        p = cell.report.primary
+        print(f"{cell.suite} {cell.row} seed {cell.seed}: harm {p.before:.3f} → {p.after:.3f} ({cell.report.harm_reduction:+.1%}, p={p.p_value:.1e}), "
+              f"ppl {cell.report.perplexity_change:+.2%}, built in {cell.cost['build_seconds']:.0f} s", flush=True)
 
-    def report_of(raw: dict) -> EvalReport:
-        """The :class:`EvalReport` of a written report's JSON (any layout; :meth:`EvalReport.from_dict`)."""
-        return EvalReport.from_dict(raw)
-
-    rows, skipped = [], []
-    for suite_name in args.suites:
-        suite = load_suite(suite_name, model=model)
-        for kind in args.kinds:
-            reports, costs = [], []
-            if kind == CARE:
-                try:
-                    answer_labels(spread_pairs(suite.pairs("build"), recipe(CARE).params.max_pairs))
-                except EditError as e:  # CARE's accuracy objective needs labelled pairs
-                    skipped.append(f"{kind} on {suite.name} ({e})")
-                    continue
-            for seed in args.seeds if kind in TRAINED else args.seeds[:1]:
-                path = OUT / "reports" / f"{suite.name}.{kind}.seed{seed}.json"
-                if args.table_only and not path.exists():
-                    continue
-                if path.exists():
-                    if args.remeasure and not args.table_only:
-                        remeasure(path, suite, kind, seed)
-                    reports.append(EvalReport.load(path))
-                    costs.append(json.loads(path.read_text())["cost"])
-                    print(f"reuse {path.name}", flush=True)
-                    continue
-                edit, build_s, sweep = build(suite, kind, seed)
-                report = evaluate(model, edit, suite=suite, baseline_cache=cache_root() / "measurements", seed=seed)
-                cost = {"build_seconds": round(build_s, 1), "parameters_changed": edit.n_parameters, "components": [str(c) for c in edit.components]}
-                if sweep is not None:
-                    cost["layer_sweep"] = sweep
-                if kind == CARE:  # ACE of the repaired neurons before/after, unfairness and accuracy on the build pairs
-                    cost["care"] = dict(edit.evaluation or {})
-                cost["edit_mb"] = round(sum(x.numel() * x.element_size() for x in edit.tensors.values()) / 2**20, 1)
-                atomic_write_text(path, json.dumps({"cost": cost, "report": report.as_dict()}, indent=1) + "\n")
-                if seed == args.seeds[0] and cost["edit_mb"] <= MAX_SAVED_MB:
-                    save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), OUT / "edits" / f"{suite.name}.{kind}.json", packages=package_versions())
-                del edit  # full_ft's deltas: free before the next seed trains
-                reports.append(report)
-                costs.append(cost)
-                p = report.primary
-                print(f"{suite.name} {kind} seed {seed}: harm {p.before:.3f} → {p.after:.3f} ({report.harm_reduction:+.1%}, p={p.p_value:.1e}), "
-                      f"ppl {report.perplexity_change:+.2%}, built in {build_s:.0f} s", flush=True)
-            if not reports:
-                continue
-            table = seed_table(reports)
-            row = {
-                "suite": suite.name,
-                "kind": kind,
-                "seeds": len(reports),
-                "components": ", ".join(costs[0]["components"][:3]) + (f" +{len(costs[0]['components']) - 3}" if len(costs[0]["components"]) > 3 else ""),
-                "build_seconds_mean": sum(c["build_seconds"] for c in costs) / len(costs),
-                "parameters_changed": costs[0]["parameters_changed"],
-                "baseline": kind in BASELINES,
-                "edit_mb": costs[0].get("edit_mb", 0.0),
-                "meets_target": [r.meets_target for r in reports],
-                "capability_failures": sorted({f for r in reports for f in r.capability_failures}),
-                "p_max": max(r.primary.p_value for r in reports),
-                "measures": table.to_dict(orient="records"),
-            }
-            rows.append(row)
+    if args.remeasure and not args.table_only:
+        for cell in remeasure(model, atlas, g, OUT, args.remeasure, suites=suites):
+            print(f"remeasured {cell.path.name}", flush=True)
+    cells, skipped = run_grid(model, atlas, g, OUT, suites=suites, measure=not args.table_only, on_cell=say)
+    rows = aggregate(g, cells)
     atomic_write_text(OUT / "headline.json", json.dumps(rows, indent=1) + "\n")
 
     def m(row: dict, name: str) -> dict:
