@@ -70,6 +70,7 @@ def test_bad_rows_are_refused_before_anything_runs(setting, tmp_path):
         Grid(suites=(suite.name,), rows=(Row("a", "ablation"), Row("a", "scaling")))
 
 
+@pytest.mark.slow  # two trained edits rebuilt and evaluated twice (~15 s)
 def test_remeasure_checks_the_rebuilt_edit_reproduces_the_report(setting, tmp_path):
     lm, suite, atlas = setting
     grid = Grid(suites=(suite.name,), rows=(Row("offset", "offset", {"k": 1, "select": "top"}, seeded=True),), seeds=(0, 1),
