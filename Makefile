@@ -18,7 +18,7 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: atlases results setup scan test test-fast docs bench headline clean lock latest models
+.PHONY: reports atlases results setup scan test test-fast docs bench headline clean lock latest models
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ scan: setup
 	$(VENV)/bin/circuits report $(RUN)/gender-occupation.atlas.json -o $(RUN)/report.html
 	@echo "written: $(RUN)/gender-occupation.atlas.json (atlas), $(RUN)/gender-occupation.ablation.{json,safetensors} (edit and its evaluation), $(RUN)/report.html (report)"
 	@echo "one pair flags nothing (the flag rule needs a test), so the edit took the 3 heads of largest effect (--select top); scan without --max-pairs for flagged components"
+
+# The committed HTML reports from the committed atlases, and report.png from the report (headless Chromium:
+# apt-get install -y chromium). tests/test_results_pages.py fails when a committed report is not what its atlas gives.
+reports: setup
+	$(VENV)/bin/circuits report atlas/smollm2-135m/smollm2-135m.atlas.json -o atlas/smollm2-135m/report.html
+	$(VENV)/bin/circuits report atlas/smollm2-135m/tasks/tasks.atlas.json -o atlas/smollm2-135m/tasks/report.html
+	bash scripts/screenshot_report.sh atlas/smollm2-135m/report.html atlas/smollm2-135m/report.png 1300 2600
 
 # Every committed SmolLM2 atlas, circuit and the one-seed comparison of edit kinds, regenerated (1.5-2 h on 2 cores).
 atlases: setup

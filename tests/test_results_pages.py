@@ -51,3 +51,13 @@ def test_the_atlas_page_table_is_generated_from_the_committed_atlas():
     text = (ROOT / "docs/results/atlas.md").read_text(encoding="utf-8")
     assert text == page.page(text, Atlas.load(page.ATLAS))
     assert page.BEGIN in text and "| gender-occupation | harmful |" in text
+
+
+def test_the_committed_reports_are_what_their_atlases_give():
+    """`make reports` regenerates them (and report.png from the first)."""
+    from circuits.atlas.report import render
+    from circuits.atlas.schema import Atlas
+
+    for atlas, page in (("smollm2-135m.atlas.json", "report.html"), ("tasks/tasks.atlas.json", "tasks/report.html")):
+        base = ROOT / "atlas/smollm2-135m"
+        assert (base / page).read_text(encoding="utf-8") == render(Atlas.load(base / atlas)), f"{page}: run make reports"

@@ -1,8 +1,11 @@
 """Render an atlas as one self-contained HTML page with plotly figures.
 
-Per behaviour: a layer × head heatmap of the primary effect, a table of MLP (and neuron) effects,
-the flagged components with their statistics and scores; then every causal-tracing grid (layer ×
-token) and the provenance. plotly.js is inlined once, so the file opens offline.
+The page opens with figures: which components serve several behaviours (each behaviour's effects
+scaled by its largest, flagged ones marked), then per behaviour a layer × head heatmap and a layer-by-layer
+MLP chart of the primary effect (95% CI, p-value and Benjamini–Hochberg q on hover; flagged components
+outlined) and its circuit graph; the tables follow (top components with their statistics and scores,
+every MLP and neuron), then every causal-tracing grid (layer × token) and the provenance. plotly.js is
+inlined once, so the file opens offline.
 
 Atlases are shared and merged, so every string in one is data, never markup: the page is rendered by
 a Jinja2 template with autoescaping; the figures get div ids made here (``heads-0``, ``trace-0``),
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 from jinja2 import Environment
 from markupsafe import Markup
 
@@ -32,7 +36,7 @@ body{font-family:system-ui,-apple-system,sans-serif;margin:2rem auto;max-width:1
 h1{margin-bottom:0} .sub{color:#666;margin-top:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} .flag{color:#b00;font-weight:600}
-.kv td{text-align:left} code{background:#f4f4f4;padding:0 .2rem}
+.kv td{text-align:left} code{background:#f4f4f4;padding:0 .2rem} .figs{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}
 """
 
 
@@ -46,28 +50,111 @@ def head_matrix(atlas: Atlas, behaviour: Behaviour) -> np.ndarray:
     return grid
 
 
+def _stats_grid(atlas: Atlas, b: Behaviour) -> np.ndarray:
+    """``[layer, head, 5]``: CI low, CI high, p, q (NaN where unrecorded) and flagged (0/1) of every head."""
+    grid = np.full((atlas.model.n_layers, atlas.model.n_heads, 5), np.nan)
+    for c in b.components:
+        comp = parse_component(c.id)
+        if isinstance(comp, HeadRef) and comp.act == "z" and comp.pos is None:
+            e = c.effect
+            grid[comp.layer, comp.head] = (e.ci_low, e.ci_high, e.p_value, np.nan if c.q_value is None else c.q_value, float(c.flagged))
+    return grid
+
+
+_HOVER = "mean %{z:+.4f}<br>95% CI [%{customdata[0]:+.4f}, %{customdata[1]:+.4f}]<br>p %{customdata[2]:.2g}, q %{customdata[3]:.2g}<extra></extra>"
+
+
 def _heatmap(atlas: Atlas, b: Behaviour) -> go.Figure:
     z = head_matrix(atlas, b)
+    stats = _stats_grid(atlas, b)
     bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=[f"H{h}" for h in range(z.shape[1])],
             y=[f"L{l}" for l in range(z.shape[0])],
+            customdata=stats[..., :4],
             colorscale="RdBu_r",
             zmid=0,
             zmin=-bound,
             zmax=bound,
-            hovertemplate="L%{y} %{x}: %{z:.4f}<extra></extra>",
+            hovertemplate="%{y}%{x}: " + _HOVER,
             colorbar={"title": "effect"},
         )
     )
+    flagged = np.argwhere(stats[..., 4] == 1)
+    if len(flagged):
+        fig.add_trace(go.Scatter(
+            x=[f"H{h}" for _, h in flagged], y=[f"L{l}" for l, _ in flagged], mode="markers", hoverinfo="skip", name="flagged",
+            marker={"symbol": "square-open", "size": 14, "color": "black", "line": {"width": 2}}, showlegend=False,
+        ))
     fig.update_layout(
-        title=html.escape(f"{b.name}: head effects"),
-        height=140 + 18 * z.shape[0],
-        width=620,
+        title=html.escape(f"{b.name}: attention heads (flagged outlined)"),
+        height=160 + 18 * z.shape[0],
+        width=520,
         yaxis={"autorange": "reversed"},
         margin={"l": 50, "r": 20, "t": 50, "b": 30},
+    )
+    return fig
+
+
+def _mlp_figure(atlas: Atlas, b: Behaviour) -> go.Figure | None:
+    """The MLP layers' primary effect by layer, with 95% CI error bars; flagged ones dark (``None`` if no MLP was probed)."""
+    mlps = sorted((c for c in b.components if c.kind == "mlp"), key=lambda c: c.layer)
+    if not mlps:
+        return None
+    e = [c.effect for c in mlps]
+    fig = go.Figure(go.Bar(
+        x=[f"L{c.layer}" for c in mlps], y=[x.mean for x in e],
+        error_y={"type": "data", "symmetric": False, "array": [x.ci_high - x.mean for x in e], "arrayminus": [x.mean - x.ci_low for x in e]},
+        marker={"color": ["#b2182b" if c.flagged else "#c9c9c9" for c in mlps]},
+        customdata=[[x.ci_low, x.ci_high, x.p_value, np.nan if c.q_value is None else c.q_value] for c, x in zip(mlps, e)],
+        hovertemplate="%{x} MLP: " + _HOVER.replace("%{z", "%{y"),
+    ))
+    fig.update_layout(
+        title=html.escape(f"{b.name}: MLP layers (flagged in red)"), height=320, width=540,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40}, yaxis={"title": "effect"},
+    )
+    return fig
+
+
+def shared_components(atlas: Atlas, top: int = 30) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Which components serve several behaviours: the components flagged in at least one behaviour.
+
+    Each behaviour's mean effects are divided by its largest absolute mean effect, so behaviours measured
+    in different units (normalised logit differences, nats) share one scale.
+
+    Returns:
+        ``(components, behaviours, scaled [component, behaviour], flagged [component, behaviour])``: the
+        components flagged in the most behaviours first (then by largest scaled effect), at most ``top``.
+    """
+    names = [b.name for b in atlas.behaviours]
+    scaled: dict[str, np.ndarray] = {}
+    flags: dict[str, np.ndarray] = {}
+    for j, b in enumerate(atlas.behaviours):
+        peak = max((abs(c.effect.mean) for c in b.components), default=0.0) or 1.0
+        for c in b.components:
+            scaled.setdefault(c.id, np.full(len(names), np.nan))[j] = c.effect.mean / peak
+            flags.setdefault(c.id, np.zeros(len(names)))[j] = float(c.flagged)
+    ids = [i for i in scaled if flags[i].any()]
+    ids.sort(key=lambda i: (-flags[i].sum(), -np.nanmax(np.abs(scaled[i]))))
+    ids = ids[:top]
+    return ids, names, np.array([scaled[i] for i in ids]).reshape(len(ids), len(names)), np.array([flags[i] for i in ids]).reshape(len(ids), len(names))
+
+
+def _shared_figure(atlas: Atlas) -> go.Figure | None:
+    ids, names, z, flags = shared_components(atlas)
+    if len(names) < 2 or not ids:
+        return None
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[html.escape(n) for n in names], y=ids, colorscale="RdBu_r", zmid=0, zmin=-1, zmax=1,
+        text=np.where(flags == 1, "●", ""), texttemplate="%{text}", customdata=flags,
+        hovertemplate="%{y} on %{x}: %{z:+.3f} of the behaviour's largest effect<extra></extra>", colorbar={"title": "scaled effect"},
+    ))
+    fig.update_layout(
+        title="Components across behaviours (● flagged; effects scaled by each behaviour's largest)",
+        height=160 + 20 * len(ids), width=160 + 110 * len(names), yaxis={"autorange": "reversed"},
+        margin={"l": 70, "r": 20, "t": 50, "b": 90},
     )
     return fig
 
@@ -90,22 +177,25 @@ def _trace_figure(t: TraceRecord) -> go.Figure:
     return fig
 
 
-_TEMPLATE = """<!doctype html><html><head><meta charset='utf-8'><title>Circuit atlas: {{ m.name }}</title><style>{{ css }}</style></head><body>
+_TEMPLATE = """<!doctype html><html><head><meta charset='utf-8'><title>Circuit atlas: {{ m.name }}</title><style>{{ css }}</style>{{ plotly }}</head><body>
 {%- macro table(headers, rows, cls="") -%}
 <table{% if cls %} class='{{ cls }}'{% endif %}>{% if headers %}<tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>{% endif %}
 {%- for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {%- endmacro -%}
 <h1>Circuit atlas: {{ m.name }}</h1><p class='sub'>{{ m.n_layers }} layers × {{ m.n_heads }} heads, d_model {{ m.d_model }}, \
 d_mlp {{ m.d_mlp }}; weights <code>{{ m.fingerprint[:23] }}…</code>; schema {{ schema_version }}</p>
-<h2>Flagged components</h2>{{ table(["behaviour", "component", "mean effect", "95% CI"], flagged) }}
+<p class='sub'>Behaviours: {% for s in sections %}<a href='#b-{{ loop.index0 }}'>{{ s.name }}</a>{% if not loop.last %} · {% endif %}{% endfor %}</p>
+{%- if shared %}
+<h2>Across behaviours</h2>{{ shared }}
+{%- endif %}
 {%- for s in sections %}
-<h2>{{ s.name }} <small>({{ s.kind }})</small></h2>
-<table class='kv'>{% for k, v in s.info %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
-{{ s.heatmap }}
-<h3>Top components</h3>{{ table(s.top_headers, s.top_rows) }}
+<h2 id='b-{{ loop.index0 }}'>{{ s.name }} <small>({{ s.kind }})</small></h2>
+<div class='figs'>{{ s.heatmap }}{% if s.mlp %}{{ s.mlp }}{% endif %}</div>
 {%- if s.circuit %}
 <h3>Circuit (edges)</h3>{{ s.circuit }}
 {%- endif %}
+<table class='kv'>{% for k, v in s.info %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+<h3>Top components</h3>{{ table(s.top_headers, s.top_rows) }}
 {%- if s.mlp_rows %}
 <h3>MLP layers and neurons</h3>{{ table(["component", "mean", "95% CI", "flagged"], s.mlp_rows) }}
 {%- endif %}
@@ -117,6 +207,8 @@ d_mlp {{ m.d_mlp }}; weights <code>{{ m.fingerprint[:23] }}…</code>; schema {{
 {{ t.figure }}
 {%- endfor %}
 {%- endif %}
+<h2>Flagged components</h2><details><summary>{{ flagged|length }} flagged (the largest 15 per behaviour)</summary>
+{{ table(["behaviour", "component", "mean effect", "95% CI", "q"], flagged) }}</details>
 <h2>Provenance</h2>{{ table([], provenance, "kv") }}
 </body></html>
 """
@@ -124,9 +216,9 @@ _ENV = Environment(autoescape=True, keep_trailing_newline=True)
 _FLAG = Markup("<span class='flag'>yes</span>")
 
 
-def _figure(fig: go.Figure, div_id: str, plotly_js: bool) -> Markup:
+def _figure(fig: go.Figure, div_id: str) -> Markup:
     """A figure as trusted markup: its div id is ours and plotly escapes ``<``, ``>``, ``/`` in its JSON."""
-    return Markup(fig.to_html(full_html=False, include_plotlyjs="inline" if plotly_js else False, div_id=div_id))
+    return Markup(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displayModeBar": False}))
 
 
 def _ci(low: float, high: float) -> str:
@@ -151,11 +243,12 @@ def _section(atlas: Atlas, i: int, b: Behaviour) -> dict[str, Any]:
     return {
         "name": b.name, "kind": b.kind, "info": info,
         # Div ids are made here, never from the atlas; stable ids keep the report byte-for-byte reproducible.
-        "heatmap": _figure(_heatmap(atlas, b), f"heads-{i}", plotly_js=(i == 0)),
+        "heatmap": _figure(_heatmap(atlas, b), f"heads-{i}"),
+        "mlp": None if (mlp := _mlp_figure(atlas, b)) is None else _figure(mlp, f"mlps-{i}"),
         "top_headers": ["component", "kind", "mean", "95% CI", "p", "flagged", *score_names], "top_rows": top,
         "mlp_rows": [[c.id, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high), "yes" if c.flagged else ""] for c in mlps],
         # The fragment escapes every atlas string itself (circuits.atlas.graph_report).
-        "circuit": Markup(render_circuit_graph(b.circuit, title=f"{b.name}: circuit")) if b.circuit is not None else None,
+        "circuit": Markup(render_circuit_graph(b.circuit, title=f"{b.name}: circuit", key=f"circuit-{i}")) if b.circuit is not None else None,
     }
 
 
@@ -165,10 +258,15 @@ def render(atlas: Atlas) -> str:
     provenance = [["command", p.command], ["git commit", p.git_commit or "-"], ["seeds", str(p.seeds)],
                   ["started / finished", f"{p.started or '-'} / {p.finished or '-'}"], *[[k, v] for k, v in sorted(p.packages.items())]]
     traces = [{"prompt": t.prompt, "target": t.target, "subject": t.subject, "n_samples": t.n_samples, "sigma": f"{t.noise_std:.3f}",
-               "figure": _figure(_trace_figure(t), f"trace-{i}", plotly_js=False)} for i, t in enumerate(atlas.traces)]
+               "figure": _figure(_trace_figure(t), f"trace-{i}")} for i, t in enumerate(atlas.traces)]
+    shared = _shared_figure(atlas)
     return _ENV.from_string(_TEMPLATE).render(
         m=atlas.model, css=Markup(_CSS), schema_version=atlas.schema_version,
-        flagged=[[b.name, c.id, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high)] for b in atlas.behaviours for c in b.flagged()[:15]],
+        # plotly.js goes in once, in the head, before any figure.
+        shared=None if shared is None else _figure(shared, "shared"),
+        plotly=Markup(f"<script>{get_plotlyjs()}</script>"),
+        flagged=[[b.name, c.id, f"{c.effect.mean:+.4f}", _ci(c.effect.ci_low, c.effect.ci_high), "-" if c.q_value is None else f"{c.q_value:.2g}"]
+                 for b in atlas.behaviours for c in b.flagged()[:15]],
         sections=[_section(atlas, i, b) for i, b in enumerate(atlas.behaviours)], traces=traces, provenance=provenance,
     )
 

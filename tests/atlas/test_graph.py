@@ -145,3 +145,20 @@ def test_scan_edges_records_a_circuit_and_circuit_prunes(tmp_path):
     assert after.faithfulness >= 0.5 - 1e-6 and len(after.edges) <= len(graph.edges) and "greedy pruning" in after.selection
     bad = CliRunner().invoke(app, ["scan", "--model", str(d), "--edges", "--edge-target", "1.5", "-o", str(tmp_path / "x.json")])
     assert bad.exit_code == 2 and "--edge-target" in bad.output and not (tmp_path / "x.json").exists()
+
+
+def test_the_drawing_shows_the_strongest_edges_and_the_reader_moves_the_cut():
+    """Only the strongest edges are drawn (cuts 10/25/…, chosen by CSS radio buttons, no script); every edge is in the list."""
+    import re
+
+    scores, kept, faith = _scored()
+    graph = circuit_graph(scores, kept, selection="top", faith=faith)
+    html = render_circuit_graph(graph, key="c7")
+    n = len(graph.edges)
+    assert "<script" not in html and html.count("<tr><td>") == n  # the full list, one click away
+    levels = [int(x) for x in re.findall(r'<label for="c7-\d+">(?:top|all) (\d+)</label>', html)]
+    assert levels == sorted(set(levels)) and levels[-1] == min(n, 250) and 'id="c7-1" checked' in html or len(levels) == 1
+    drawn = html.count("<line ")
+    assert drawn == min(n, 250)
+    strongest = max(graph.edges, key=lambda e: abs(e.score))
+    assert html.index(f"{strongest.sender} → {strongest.receiver}") < html.index("<details>")

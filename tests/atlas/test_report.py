@@ -50,3 +50,19 @@ def test_cli_report_schema_and_merge(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     r = runner.invoke(app, ["report", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.html")])
     assert r.exit_code == 2 and "field" in r.output
+
+
+def test_the_report_opens_with_figures_and_shows_shared_components():
+    """Figures come before the tables; heads carry CI, p and q on hover; components flagged in several behaviours are shown together."""
+    from circuits.atlas.report import shared_components
+
+    a = make_atlas()
+    b = a.behaviours[0]
+    two = a.model_copy(update={"behaviours": [b, b.model_copy(update={"name": "copy"})]})
+    html = render(two)
+    assert html.index("id=\"shared\"") < html.index("id=\"heads-0\"") < html.index("Top components")
+    assert "95% CI [%{customdata[0]" in html and "q %{customdata[3]" in html
+    ids, names, z, flags = shared_components(two)
+    assert names == [b.name, "copy"] and set(ids) == {c.id for c in b.flagged()}
+    assert (flags.sum(1) == 2).all() and abs(z).max() <= 1 + 1e-12  # each behaviour scaled by its largest effect
+    assert "id=\"shared\"" not in render(a)  # one behaviour: nothing to share

@@ -61,7 +61,7 @@ def test_a_hostile_atlas_renders_with_no_script_and_no_markup_of_its_own():
     assert [t for t, _ in parsed.tags] == [t for t, _ in benign.tags]
     assert "img" not in {t for t, _ in parsed.tags}
     assert all("alert" not in (v or "") for _, attrs in parsed.tags for v in attrs.values())
-    assert {attrs["id"] for _, attrs in parsed.tags if "id" in attrs} == {"heads-0", "trace-0"}  # div ids are ours
+    assert {attrs["id"] for _, attrs in parsed.tags if "id" in attrs} == {"b-0", "heads-0", "mlps-0", "trace-0"}  # element ids are ours
     # In scripts the payload is JSON data with <, > and / escaped: it cannot close its script.
     assert all("<script>alert" not in s and "</script" not in s for s in parsed.scripts)
     assert any("alert(1)" in s for s in parsed.scripts)  # there, as figure data (titles, tick labels)
