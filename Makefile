@@ -118,5 +118,6 @@ clean:
 results: setup
 	$(PY) scripts/bos_policy.py --page-only
 	$(PY) scripts/atlas_page.py
+	$(PY) scripts/tradeoff.py --page-only
 	$(PY) scripts/time_targets.py --page-only
 	$(PY) -m circuits.cli.reference > docs/cli-reference.md.tmp && mv docs/cli-reference.md.tmp docs/cli-reference.md

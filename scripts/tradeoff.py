@@ -76,15 +76,19 @@ def page(result) -> str:  # noqa: ANN001 - a circuits.results.ResultFile
         met = "yes" if r["meets_target"] else ("no (" + ", ".join(r["capability_failures"]) + ")" if r["capability_failures"] else "no")
         lines.append(f"| {r['row']} | {comps} | {r['harm_before']:.3f} → {r['harm_after']:.3f} | {_pct(r['harm_reduction'])} | {_pct(ppl)} "
                      f"| {r['kl_neutral']['after']:.3f} | {acc} | {met} |")
+    missing = [r for r in d.get("rows_planned", []) if r not in {p["row"] for p in d["points"]}]
+    if missing:
+        lines += ["", f"Not yet measured (the run resumes where it stopped): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--page-only", action="store_true", help="only rewrite the page from the results file")
+    parser.add_argument("--table-only", action="store_true", help="measure nothing: the results file and page from the cells already written")
     args = parser.parse_args()
     from circuits.io import atomic_write_text
-    from circuits.results import provenance, read_result, write_result
+    from circuits.results import ModelRecord, SuiteRecord, provenance, read_result, write_result
 
     if not args.page_only:
         from circuits.atlas.schema import Atlas
@@ -92,14 +96,17 @@ def main() -> None:
         from circuits.model import load_model
         from circuits.suites import load_suite
 
-        model = load_model("smollm2-135m")
-        suite = load_suite(SUITE, model=model)
+        atlas = Atlas.load(ATLAS)
+        model = None if args.table_only else load_model("smollm2-135m")
+        suite = None if model is None else load_suite(SUITE, model=model)
         g = grid()
-        cells, _ = run_grid(model, Atlas.load(ATLAS), g, OUT, suites=lambda _: suite,
+        cells, _ = run_grid(model, atlas, g, OUT, suites=lambda _: suite, measure=not args.table_only,
                             on_cell=lambda c: print(f"{c.row}: harm {_pct(c.report.harm_reduction)}, ppl {c.report.perplexity_change:+.2%}", flush=True))
+        m, b = atlas.model, atlas.behaviour(SUITE)  # the model and suite the cells were measured on, as the atlas records them
+        record = ModelRecord(name=m.name, fingerprint=m.fingerprint, file_sha256=m.source.get("file_sha256"), tokenization=m.tokenization.model_dump())
         write_result(RESULT, kind="tradeoff", title="Harm reduction against capability, by edit strength (gender-occupation, SmolLM2)",
-                     data={"suite": SUITE, "atlas": str(ATLAS.relative_to(ROOT)), "points": points(cells)},
-                     provenance=provenance(models=[model], suites=[suite], seeds=list(g.seeds)))
+                     data={"suite": SUITE, "atlas": str(ATLAS.relative_to(ROOT)), "points": points(cells), "rows_planned": [r.name for r in g.rows]},
+                     provenance=provenance(models=[record], seeds=list(g.seeds), suites=[SuiteRecord(name=b.suite.name, content_hash=b.suite.content_hash)]))
     atomic_write_text(PAGE, page(read_result(RESULT, kind="tradeoff")))
     print(f"written {PAGE.relative_to(ROOT)}")
 

@@ -61,3 +61,12 @@ def test_the_committed_reports_are_what_their_atlases_give():
     for atlas, page in (("smollm2-135m.atlas.json", "report.html"), ("tasks/tasks.atlas.json", "tasks/report.html")):
         base = ROOT / "atlas/smollm2-135m"
         assert (base / page).read_text(encoding="utf-8") == render(Atlas.load(base / atlas)), f"{page}: run make reports"
+
+
+def test_the_tradeoff_page_is_generated_from_its_results_file():
+    tradeoff = _script("tradeoff")
+    result = read_result(ROOT / "results/tradeoff/gender-occupation.json", kind="tradeoff")
+    assert (ROOT / "docs/results/tradeoff.md").read_text(encoding="utf-8") == tradeoff.page(result)
+    points = result.data["points"]
+    assert [p["row"] for p in points][:2] == ["ablation.k1", "ablation.k2"] and result.provenance.models
+    assert all(p["components"] and "perplexity" in p for p in points)  # every point has its edit and its costs
