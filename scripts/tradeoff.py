@@ -73,8 +73,9 @@ def page(result) -> str:  # noqa: ANN001 - a circuits.results.ResultFile
         acc = " / ".join(f"{100 * r[n]['change']:+.1f}" for n in ("multiple_choice_accuracy", "factual_qa_accuracy", "classification_accuracy", "next_token_accuracy"))
         comps = ", ".join(r["components"][:4]) + (f" +{len(r['components']) - 4}" if len(r["components"]) > 4 else "")
         ppl = r["perplexity_change"]
+        rev = f" ({r['overshoot']:.0%} reversed)" if r.get("overshoot") else ""
         met = "yes" if r["meets_target"] else ("no (" + ", ".join(r["capability_failures"]) + ")" if r["capability_failures"] else "no")
-        lines.append(f"| {r['row']} | {comps} | {r['harm_before']:.3f} → {r['harm_after']:.3f} | {_pct(r['harm_reduction'])} | {_pct(ppl)} "
+        lines.append(f"| {r['row']} | {comps} | {r['harm_before']:.3f} → {r['harm_after']:.3f} | {_pct(r['harm_reduction'])}{rev} | {_pct(ppl)} "
                      f"| {r['kl_neutral']['after']:.3f} | {acc} | {met} |")
     missing = [r for r in d.get("rows_planned", []) if r not in {p["row"] for p in d["points"]}]
     if missing:
