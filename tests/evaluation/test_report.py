@@ -16,7 +16,8 @@ from circuits.evaluation.report import SCHEMA_VERSION, EvalReport, Measure, Repo
 
 ROOT = Path(__file__).resolve().parents[2]
 ATLAS = ROOT / "atlas/smollm2-135m"
-COMMITTED = sorted(ATLAS.glob("headline*/reports/*.seed*.json"))  # cell reports (a row the data cannot build leaves *.skipped.json) + sorted(ATLAS.glob("headline/superseded*/*.seed*.json"))
+# Cell reports (a row the data cannot build leaves a *.skipped.json record beside them, not a report).
+COMMITTED = sorted(ATLAS.glob("headline*/reports/*.seed*.json")) + sorted(ATLAS.glob("headline/superseded*/*.seed*.json"))
 README_MAIN = ATLAS / "headline-v1/reports/gender-occupation.ablation.seed0.json"
 
 
