@@ -95,8 +95,9 @@ def test_the_tokenization_policy_is_recorded_in_the_atlas_and_the_edit_and_must_
     assert r.exit_code == 0, r.output
     assert Atlas.load(out).model.tokenization.model_dump() == {"prepend_bos": True, "source": "override"}
     edit = tmp_path / "e.json"
-    r = CliRunner().invoke(app, ["edit", str(out), "-o", str(edit), "--model", str(d), "--no-evaluate", "--generations", "0"])
+    # One pair per template flags nothing under the flag rule's test: the edit takes the top heads by effect.
+    r = CliRunner().invoke(app, ["edit", str(out), "-o", str(edit), "--model", str(d), "--no-evaluate", "--generations", "0", "--select", "top"])
     assert r.exit_code == 2 and "--prepend-bos" in r.stderr and not edit.exists()
-    r = CliRunner().invoke(app, ["edit", str(out), "-o", str(edit), "--model", str(d), "--no-evaluate", "--generations", "0", "--prepend-bos"])
+    r = CliRunner().invoke(app, ["edit", str(out), "-o", str(edit), "--model", str(d), "--no-evaluate", "--generations", "0", "--select", "top", "--prepend-bos"])
     assert r.exit_code == 0, r.output
     assert json.loads(edit.read_text())["tokenization"] == {"prepend_bos": True, "source": "override"}
