@@ -372,7 +372,7 @@ def recipe(
             given) or a preset (:data:`PRESETS`: its form and objective are fixed).
         form: The edit's default form (kinds only).
         objective: The objective (kinds only).
-        select: ``"flagged"`` or ``"top"`` (:attr:`EditRecipe.select`).
+        select: ``"flagged"``, ``"top"``, ``"R"`` or ``"tracing"`` (:attr:`EditRecipe.select`).
         **options: Parameters by option name (:meth:`EditRecipe.with_options`).
 
     Returns:

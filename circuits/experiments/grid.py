@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from circuits.atlas.build import package_versions
 from circuits.atlas.schema import Atlas
-from circuits.editing import Edit, EditError, load_edit, save_edit
+from circuits.editing import Edit, EditError, load_edit, record_evaluation, save_edit
 from circuits.editing.recipes import EditRecipe, build_edit, recipe
 from circuits.evaluation.run import EvalReport, evaluate, seed_table
 from circuits.experiments.selection import choose_direction_layer
@@ -138,6 +138,19 @@ def cell_path(out: Path, suite: str, row: str, seed: int) -> Path:
     return Path(out) / "reports" / f"{suite}.{row}.seed{seed}.json"
 
 
+def _edit_path(out: Path, suite: str, row: str) -> Path:
+    """Where the first seed's edit of a (suite, row) is saved."""
+    return Path(out) / "edits" / f"{suite}.{row}.json"
+
+
+def _cells(grid: Grid, out: Path) -> Iterator[tuple[str, Row, int, Path]]:
+    """Every cell of ``grid`` in order: ``(suite, row, seed, report path)``."""
+    for suite_name in grid.suites:
+        for row in grid.rows:
+            for seed in grid.seeds_of(row):
+                yield suite_name, row, seed, cell_path(out, suite_name, row.name, seed)
+
+
 def skip_path(out: Path, suite: str, row: str) -> Path:
     """Where a row that cannot be built from a suite's data records why (read back by later runs and tables)."""
     return Path(out) / "reports" / f"{suite}.{row}.skipped.json"
@@ -207,38 +220,39 @@ def run_grid(
     out = Path(out)
     for row in grid.rows:
         row.make(grid.seeds[0], grid.shared)  # every recipe and option checked before the first build
-    cells, skipped = [], []
-    for suite_name in grid.suites:
-        suite = suites(suite_name) if measure else None
-        for row in grid.rows:
-            skip = skip_path(out, suite_name, row.name)
-            if skip.exists():  # recorded when the row could not be built from this data
-                skipped.append(f"{row.name} on {suite_name} ({json.loads(skip.read_text(encoding='utf-8'))['reason']})")
+    cells: list[Cell] = []
+    skipped: dict[tuple[str, str], str] = {}  # (suite, row) → the reason it cannot be built
+    loaded: dict[str, Suite] = {}  # each suite loaded once, and only when a cell of it is built
+    for suite_name, row, seed, path in _cells(grid, out):
+        if (suite_name, row.name) in skipped:
+            continue
+        skip = skip_path(out, suite_name, row.name)
+        if skip.exists():  # recorded when the row could not be built from this data
+            skipped[suite_name, row.name] = json.loads(skip.read_text(encoding="utf-8"))["reason"]
+            continue
+        if path.exists():
+            cell = _read(path, suite_name, row.name, seed)
+        elif not measure:
+            continue
+        else:
+            assert model is not None
+            suite = loaded[suite_name] = loaded.get(suite_name) or suites(suite_name)
+            try:
+                edit, cost = build_cell(model, atlas, suite, row, seed, grid)
+            except EditError as e:  # data the method cannot use: no other seed can either
+                atomic_write_text(skip, json.dumps({"reason": str(e)}, indent=1) + "\n")
+                skipped[suite_name, row.name] = str(e)
                 continue
-            for seed in grid.seeds_of(row):
-                path = cell_path(out, suite_name, row.name, seed)
-                if path.exists():
-                    cell = _read(path, suite_name, row.name, seed)
-                elif not measure:
-                    continue
-                else:
-                    assert suite is not None and model is not None
-                    try:
-                        edit, cost = build_cell(model, atlas, suite, row, seed, grid)
-                    except EditError as e:  # data the method cannot use: no other seed can either
-                        atomic_write_text(skip, json.dumps({"reason": str(e)}, indent=1) + "\n")
-                        skipped.append(f"{row.name} on {suite_name} ({e})")
-                        break
-                    report = evaluate(model, edit, suite=suite, seed=seed, **grid.evaluate)
-                    atomic_write_text(path, json.dumps({"cost": cost, "report": report.as_dict()}, indent=1) + "\n")
-                    if seed == grid.seeds[0] and cost["edit_mb"] <= grid.save_edits_mb:
-                        save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), out / "edits" / f"{suite_name}.{row.name}.json", packages=package_versions())
-                    del edit  # large deltas: free before the next seed trains
-                    cell = Cell(suite_name, row.name, seed, report, cost, path, reused=False)
-                cells.append(cell)
-                if on_cell is not None:
-                    on_cell(cell)
-    return cells, skipped
+            report = evaluate(model, edit, suite=suite, seed=seed, **grid.evaluate)
+            atomic_write_text(path, json.dumps({"cost": cost, "report": report.as_dict()}, indent=1) + "\n")
+            if seed == grid.seeds[0] and cost["edit_mb"] <= grid.save_edits_mb:
+                save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), _edit_path(out, suite_name, row.name), packages=package_versions())
+            del edit  # large deltas: free before the next seed trains
+            cell = Cell(suite_name, row.name, seed, report, cost, path, reused=False)
+        cells.append(cell)
+        if on_cell is not None:
+            on_cell(cell)
+    return cells, [f"{row} on {suite} ({reason})" for (suite, row), reason in skipped.items()]
 
 
 def remeasure(
@@ -257,35 +271,33 @@ def remeasure(
         RuntimeError: A rebuilt edit does not reproduce its report (rerun that cell instead).
     """
     out, changed = Path(out), []
-    for suite_name in grid.suites:
-        suite = suites(suite_name)
-        for row in grid.rows:
-            for seed in grid.seeds_of(row):
-                path = cell_path(out, suite_name, row.name, seed)
-                if not path.exists():
-                    continue
-                raw = json.loads(path.read_text(encoding="utf-8"))
-                if set(groups) <= {g for r in raw.get("remeasured", []) for g in r["groups"]}:
-                    continue
-                saved = out / "edits" / f"{suite_name}.{row.name}.json"
-                from_saved = seed == grid.seeds[0] and saved.exists()
-                edit = load_edit(saved) if from_saved else build_cell(model, atlas, suite, row, seed, grid)[0]
-                part = evaluate(model, edit, suite=suite, seed=seed, **{**grid.evaluate, "groups": ("suites", *groups)})
-                old = EvalReport.from_dict(raw)
-                target = old.primary.name
-                was, now = old.get(target).after, part.get(target).after
-                if not math.isclose(was, now, rel_tol=1e-4, abs_tol=1e-5):
-                    raise RuntimeError(f"{path.name}: the rebuilt edit does not reproduce the report ({target} after {now:.6f}, report {was:.6f}); rerun it")
-                new = {m.name: m for m in part.measures if m.name != target and not m.name.startswith("bias_gap.")}
-                had = {m.name for m in old.measures}  # replaced in place; measures the report did not have are added
-                report = replace(old, measures=(*(new.get(m.name, m) for m in old.measures), *(m for n, m in new.items() if n not in had)))
-                record = {"groups": list(groups), "date": time.strftime("%Y-%m-%d"), "edit": "saved seed-0 edit" if from_saved else f"rebuilt from seed {seed}",
-                          "check": f"{target} after reproduced: {now:.6f} (report {was:.6f})", "measures": sorted(new)}
-                raw = {"cost": raw["cost"], "report": report.as_dict(), "remeasured": [*raw.get("remeasured", []), record]}
-                atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
-                if from_saved:
-                    save_edit(edit.with_evaluation({**(edit.evaluation or {}), **report.flat()}), saved, packages=package_versions())
-                changed.append(Cell(suite_name, row.name, seed, report, raw["cost"], path, reused=False))
+    loaded: dict[str, Suite] = {}
+    for suite_name, row, seed, path in _cells(grid, out):
+        if not path.exists():
+            continue
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if set(groups) <= {g for r in raw.get("remeasured", []) for g in r["groups"]}:
+            continue
+        suite = loaded[suite_name] = loaded.get(suite_name) or suites(suite_name)
+        saved = _edit_path(out, suite_name, row.name)
+        from_saved = seed == grid.seeds[0] and saved.exists()
+        edit = load_edit(saved) if from_saved else build_cell(model, atlas, suite, row, seed, grid)[0]
+        part = evaluate(model, edit, suite=suite, seed=seed, **{**grid.evaluate, "groups": ("suites", *groups)})
+        old = EvalReport.from_dict(raw)
+        target = old.primary.name
+        was, now = old.get(target).after, part.get(target).after
+        if not math.isclose(was, now, rel_tol=1e-4, abs_tol=1e-5):
+            raise RuntimeError(f"{path.name}: the rebuilt edit does not reproduce the report ({target} after {now:.6f}, report {was:.6f}); rerun it")
+        new = {m.name: m for m in part.measures if m.name != target and not m.name.startswith("bias_gap.")}
+        had = {m.name for m in old.measures}  # replaced in place; measures the report did not have are added
+        report = replace(old, measures=(*(new.get(m.name, m) for m in old.measures), *(m for n, m in new.items() if n not in had)))
+        record = {"groups": list(groups), "date": time.strftime("%Y-%m-%d"), "edit": "saved seed-0 edit" if from_saved else f"rebuilt from seed {seed}",
+                  "check": f"{target} after reproduced: {now:.6f} (report {was:.6f})", "measures": sorted(new)}
+        raw = {"cost": raw["cost"], "report": report.as_dict(), "remeasured": [*raw.get("remeasured", []), record]}
+        atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
+        if from_saved:  # the manifest's numbers follow the report; its tensors are untouched
+            record_evaluation(saved, {**(edit.evaluation or {}), **report.flat()})
+        changed.append(Cell(suite_name, row.name, seed, report, raw["cost"], path, reused=False))
     return changed
 
 
@@ -298,7 +310,6 @@ def aggregate(grid: Grid, cells: Sequence[Cell]) -> list[dict[str, Any]]:
         seed), ``capability_failures``, ``p_max`` (largest p of the primary harm over seeds) and
         ``measures`` (:func:`circuits.evaluation.run.seed_table`, as records).
     """
-    rows_by_name = {r.name: r for r in grid.rows}
     out = []
     for suite_name in grid.suites:
         for row in grid.rows:
@@ -314,7 +325,7 @@ def aggregate(grid: Grid, cells: Sequence[Cell]) -> list[dict[str, Any]]:
                 "components": ", ".join(comps[:3]) + (f" +{len(comps) - 3}" if len(comps) > 3 else ""),
                 "build_seconds_mean": sum(c["build_seconds"] for c in costs) / len(costs),
                 "parameters_changed": costs[0]["parameters_changed"],
-                "baseline": rows_by_name[row.name].baseline,
+                "baseline": row.baseline,
                 "edit_mb": costs[0].get("edit_mb", 0.0),
                 "meets_target": [r.meets_target for r in reports],
                 "capability_failures": sorted({f for r in reports for f in r.capability_failures}),
