@@ -185,6 +185,18 @@ def behaviour_from_patching(
     return apply_flag_rule(b, unit=result.unit)
 
 
+def flag_rule_unit(behaviour: Behaviour) -> str:
+    """The primary effect's unit as the behaviour's ``flag_rule`` names it (its last parenthesis, ``(method, unit)``).
+
+    Raises:
+        ValueError: The flag rule names no unit.
+    """
+    found = re.search(r"\([^(),]+, ([^()]+)\)$", behaviour.flag_rule)
+    if found is None:
+        raise ValueError(f"behaviour {behaviour.name!r}: no unit in its flag rule {behaviour.flag_rule!r}; pass unit=")
+    return found.group(1)
+
+
 def apply_flag_rule(behaviour: Behaviour, *, unit: str | None = None) -> Behaviour:
     """The behaviour with every component flagged by the flag rule, from its stored statistics.
 
@@ -197,7 +209,7 @@ def apply_flag_rule(behaviour: Behaviour, *, unit: str | None = None) -> Behavio
     Args:
         behaviour: A behaviour whose components carry their primary effect's statistics.
         unit: The primary effect's unit, named in ``flag_rule`` (``"normalised"``, ``"nats"``…); ``None``:
-            the one the behaviour's ``flag_rule`` names (its last parenthesis, ``(method, unit)``).
+            the one the behaviour's ``flag_rule`` names (:func:`flag_rule_unit`).
 
     Returns:
         A copy with ``flagged``, ``q_value`` and ``flag_rule`` set.
@@ -205,11 +217,7 @@ def apply_flag_rule(behaviour: Behaviour, *, unit: str | None = None) -> Behavio
     Raises:
         ValueError: ``unit=None`` and the behaviour's ``flag_rule`` names none.
     """
-    if unit is None:
-        found = re.search(r"\([^(),]+, ([^()]+)\)$", behaviour.flag_rule)
-        if found is None:
-            raise ValueError(f"behaviour {behaviour.name!r}: no unit in its flag rule {behaviour.flag_rule!r}; pass unit=")
-        unit = found.group(1)
+    unit = flag_rule_unit(behaviour) if unit is None else unit
     cs = behaviour.components
     q = fdr_q_values(np.array([c.effect.p_value for c in cs]), np.array([c.effect.mean for c in cs]))
     t = behaviour.threshold

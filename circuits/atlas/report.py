@@ -42,47 +42,44 @@ th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} .flag{colo
 
 def head_matrix(atlas: Atlas, behaviour: Behaviour) -> np.ndarray:
     """Primary mean effect of every head as a ``[layer, head]`` array (NaN where not probed)."""
-    grid = np.full((atlas.model.n_layers, atlas.model.n_heads), np.nan)
-    for c in behaviour.components:
-        comp = parse_component(c.id)
-        if isinstance(comp, HeadRef) and comp.act == "z" and comp.pos is None:
-            grid[comp.layer, comp.head] = c.effect.mean
-    return grid
+    return _head_stats(atlas, behaviour)[..., 0]
 
 
-def _stats_grid(atlas: Atlas, b: Behaviour) -> np.ndarray:
-    """``[layer, head, 5]``: CI low, CI high, p, q (NaN where unrecorded) and flagged (0/1) of every head."""
-    grid = np.full((atlas.model.n_layers, atlas.model.n_heads, 5), np.nan)
+def _head_stats(atlas: Atlas, b: Behaviour) -> np.ndarray:
+    """``[layer, head, 6]``: mean, CI low, CI high, p, q (NaN where unrecorded) and flagged (0/1) of every head; NaN where not probed."""
+    grid = np.full((atlas.model.n_layers, atlas.model.n_heads, 6), np.nan)
     for c in b.components:
         comp = parse_component(c.id)
         if isinstance(comp, HeadRef) and comp.act == "z" and comp.pos is None:
             e = c.effect
-            grid[comp.layer, comp.head] = (e.ci_low, e.ci_high, e.p_value, np.nan if c.q_value is None else c.q_value, float(c.flagged))
+            grid[comp.layer, comp.head] = (e.mean, e.ci_low, e.ci_high, e.p_value, np.nan if c.q_value is None else c.q_value, float(c.flagged))
     return grid
 
 
-_HOVER = "mean %{z:+.4f}<br>95% CI [%{customdata[0]:+.4f}, %{customdata[1]:+.4f}]<br>p %{customdata[2]:.2g}, q %{customdata[3]:.2g}<extra></extra>"
+def _hover(value: str) -> str:
+    """Hover text of an effect plotted on axis ``value`` (``"z"``, ``"y"``), its customdata ``[CI low, CI high, p, q]``."""
+    return f"mean %{{{value}:+.4f}}<br>95% CI [%{{customdata[0]:+.4f}}, %{{customdata[1]:+.4f}}]<br>p %{{customdata[2]:.2g}}, q %{{customdata[3]:.2g}}<extra></extra>"
 
 
 def _heatmap(atlas: Atlas, b: Behaviour) -> go.Figure:
-    z = head_matrix(atlas, b)
-    stats = _stats_grid(atlas, b)
+    stats = _head_stats(atlas, b)
+    z = stats[..., 0]
     bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=[f"H{h}" for h in range(z.shape[1])],
             y=[f"L{l}" for l in range(z.shape[0])],
-            customdata=stats[..., :4],
+            customdata=stats[..., 1:5],
             colorscale="RdBu_r",
             zmid=0,
             zmin=-bound,
             zmax=bound,
-            hovertemplate="%{y}%{x}: " + _HOVER,
+            hovertemplate="%{y}%{x}: " + _hover("z"),
             colorbar={"title": "effect"},
         )
     )
-    flagged = np.argwhere(stats[..., 4] == 1)
+    flagged = np.argwhere(stats[..., 5] == 1)
     if len(flagged):
         fig.add_trace(go.Scatter(
             x=[f"H{h}" for _, h in flagged], y=[f"L{l}" for l, _ in flagged], mode="markers", hoverinfo="skip", name="flagged",
@@ -99,7 +96,7 @@ def _heatmap(atlas: Atlas, b: Behaviour) -> go.Figure:
 
 
 def _mlp_figure(atlas: Atlas, b: Behaviour) -> go.Figure | None:
-    """The MLP layers' primary effect by layer, with 95% CI error bars; flagged ones dark (``None`` if no MLP was probed)."""
+    """The MLP layers' primary effect by layer, with 95% CI error bars; flagged ones red (``None`` if no MLP was probed)."""
     mlps = sorted((c for c in b.components if c.kind == "mlp"), key=lambda c: c.layer)
     if not mlps:
         return None
@@ -109,7 +106,7 @@ def _mlp_figure(atlas: Atlas, b: Behaviour) -> go.Figure | None:
         error_y={"type": "data", "symmetric": False, "array": [x.ci_high - x.mean for x in e], "arrayminus": [x.mean - x.ci_low for x in e]},
         marker={"color": ["#b2182b" if c.flagged else "#c9c9c9" for c in mlps]},
         customdata=[[x.ci_low, x.ci_high, x.p_value, np.nan if c.q_value is None else c.q_value] for c, x in zip(mlps, e)],
-        hovertemplate="%{x} MLP: " + _HOVER.replace("%{z", "%{y"),
+        hovertemplate="%{x} MLP: " + _hover("y"),
     ))
     fig.update_layout(
         title=html.escape(f"{b.name}: MLP layers (flagged in red)"), height=320, width=540,
